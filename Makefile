@@ -1,0 +1,20 @@
+# The two entry points of the README's quick start. Both set up everything they need from scratch.
+VENV ?= .venv
+PYTHON ?= python3
+STAMP := $(VENV)/.installed
+
+.PHONY: setup demo test controlplane
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -c constraints.txt -e ".[test]"
+	touch $@
+
+setup: $(STAMP)
+
+demo: setup
+	$(VENV)/bin/evomerge demo
+
+test: setup
+	$(VENV)/bin/python -m pytest

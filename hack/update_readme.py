@@ -1,0 +1,32 @@
+"""Regenerate the generated blocks of README.md (the spec reference; tables written by benchmarks)."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "operator"))
+
+from evomerge.spec.reference import render_reference  # noqa: E402
+
+
+def replace_block(text: str, name: str, body: str) -> str:
+    pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
+    if not pattern.search(text):
+        raise SystemExit(f"README.md has no {name} markers")
+    return pattern.sub(lambda m: m.group(1) + body.rstrip("\n") + "\n" + m.group(2), text)
+
+
+def main() -> None:
+    readme = REPO / "README.md"
+    text = replace_block(readme.read_text(), "spec-reference", render_reference())
+    landscape = REPO / "benchmarks" / "results" / "zoo_landscape.md"
+    if landscape.exists() and "<!-- zoo-landscape:start -->" in text:
+        text = replace_block(text, "zoo-landscape", landscape.read_text())
+    readme.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The `evomerge` command line."""

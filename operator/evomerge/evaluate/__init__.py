@@ -1,0 +1,1 @@
+"""How a candidate gets a score: lm-evaluation-harness tasks run through an engine."""

@@ -1,0 +1,1 @@
+"""Engines: where the merged model runs while lm-eval scores it."""

@@ -1,0 +1,1 @@
+"""Where evaluations run: in this process, or as Kubernetes Jobs."""

@@ -1,0 +1,1 @@
+"""The tensor math of merging: recipes, layer groups, methods, the resident merger and the exporter."""

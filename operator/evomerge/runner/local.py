@@ -1,0 +1,132 @@
+"""A whole search on this machine: resolve the spec's models, run the loop, export the best merge."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..evaluate.engines.resident import ResidentEngine
+from ..executors.local import LocalExecutor
+from ..merge.export import export_merge
+from ..merge.groups import group_names
+from ..merge.recipe import MergeRecipe
+from ..models.checkpoint import check_compatible, open_checkpoint
+from ..models.uris import UriError, local_path
+from ..search.genome import Genome
+from ..search.optimizer import make_optimizer
+from ..spec.merge_search import MergeSearch, MergeSearchSpec
+from .history import JsonlHistory
+from .loop import SearchOutcome, SearchRunner
+from .sink import StatusSink
+
+HISTORY_FILE = "history.jsonl"
+SPEC_FILE = "spec.json"
+SUMMARY_FILE = "summary.json"
+
+
+@dataclass(frozen=True)
+class LocalRun:
+    outcome: SearchOutcome
+    run_dir: Path
+    merged_dir: Path | None
+    held_out: dict[str, float]
+
+
+def genome_for(spec: MergeSearchSpec, num_layers: int) -> Genome:
+    merge = spec.merge
+    groups = group_names(merge.granularity, num_layers, merge.layer_groups, merge.split_modules)
+    options = {"normalize": merge.normalize, "lambda": merge.lambda_, "rescale": merge.rescale, "dtype": merge.dtype}
+    return Genome.build(
+        method=merge.method,
+        base_uri=spec.base_model.uri if spec.base_model else None,
+        experts=[(e.name, e.uri) for e in spec.experts],
+        groups=groups,
+        evolve=list(merge.evolve),
+        bounds={"weight": merge.bounds.weight, "density": merge.bounds.density, "t": merge.bounds.t},
+        options={k: v for k, v in options.items() if v is not None},
+    )
+
+
+def run_local(search: MergeSearch, run_dir: Path, sink: StatusSink | None = None, export: bool = True) -> LocalRun:
+    spec = search.spec
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _pin_spec(run_dir, search)
+    base_dir = _resolve("spec.baseModel.uri", spec.base_model.uri) if spec.base_model else None
+    expert_dirs = {e.name: _resolve(f"spec.experts[{i}].uri", e.uri) for i, e in enumerate(spec.experts)}
+    base = open_checkpoint(base_dir, spec.allow_pickle) if base_dir else None
+    experts = {name: open_checkpoint(path, spec.allow_pickle) for name, path in expert_dirs.items()}
+    reference = base or next(iter(experts.values()))
+    if base is not None:
+        check_compatible(base, experts)
+    num_layers = int(reference.config().get("num_hidden_layers", 1))
+    genome = genome_for(spec, num_layers)
+
+    def make_engine(objectives):
+        return ResidentEngine(
+            base_dir, expert_dirs, objectives, spec.evaluation.include_paths, spec.evaluation.device,
+            spec.evaluation.batch_size, spec.allow_pickle,
+        )
+
+    executor = LocalExecutor(lambda: make_engine(spec.objectives).score)
+    runner = SearchRunner(spec, genome, lambda: make_optimizer(genome, spec.search, len(spec.objectives)),
+                          executor, JsonlHistory(run_dir / HISTORY_FILE), sink)
+    outcome = runner.run()
+    merged_dir = None
+    held_out: dict[str, float] = {}
+    if outcome.best is not None:
+        recipe = MergeRecipe.from_dict(outcome.best.recipe)
+        if spec.held_out:
+            held_out = make_engine(spec.held_out).score(recipe)
+        if export:
+            merged_dir = export_merge(recipe, base, experts, _output_dir(spec, run_dir))
+    _write_summary(run_dir, outcome, merged_dir, held_out)
+    return LocalRun(outcome, run_dir, merged_dir, held_out)
+
+
+def _resolve(field: str, uri: str) -> Path:
+    try:
+        return local_path(uri)
+    except UriError as exc:
+        raise UriError(f"{field}: {exc}") from None
+
+
+def _output_dir(spec: MergeSearchSpec, run_dir: Path) -> Path:
+    if spec.storage.output is not None:
+        return local_path_for_output(spec.storage.output.uri)
+    return run_dir / "merged"
+
+
+def local_path_for_output(uri: str) -> Path:
+    if uri.startswith("file://"):
+        return Path(uri[len("file://"):])
+    if "://" in uri:
+        raise ValueError(f"storage.output.uri {uri!r}: a local run writes to a path or file:// URI")
+    return Path(uri).expanduser()
+
+
+def _pin_spec(run_dir: Path, search: MergeSearch) -> None:
+    """A run directory belongs to one spec: resuming with a changed spec would replay the wrong history."""
+    pinned = run_dir / SPEC_FILE
+    current = json.dumps(search.spec.to_wire(), sort_keys=True)
+    if pinned.exists():
+        if json.loads(pinned.read_text()) != json.loads(current):
+            raise ValueError(f"{run_dir} holds a run of a different spec; choose another --run-dir or delete it")
+        return
+    pinned.write_text(current)
+
+
+def _write_summary(run_dir: Path, outcome: SearchOutcome, merged_dir: Path | None, held_out: dict[str, float]) -> None:
+    best = outcome.best
+    summary = {
+        "stopReason": outcome.stop_reason,
+        "evaluations": outcome.evaluations,
+        "failedEvaluations": outcome.failed,
+        "generations": len(outcome.summaries),
+        "best": None if best is None else {
+            "candidate": best.id, "fitness": best.fitness, "scores": best.scores, "recipe": best.recipe,
+        },
+        "heldOut": held_out,
+        "mergedModel": str(merged_dir) if merged_dir else None,
+    }
+    (run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))

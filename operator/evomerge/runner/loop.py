@@ -1,0 +1,278 @@
+"""The search loop: ask the optimizer, evaluate through an executor, tell it, record everything.
+
+Every step is an event in the history store, and the loop starts by replaying those events into a fresh
+optimizer: a search killed at any moment continues exactly where it stopped, and a recipe scored once
+is never scored again.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from ..evaluate.scoring import fitness as scalar_fitness
+from ..evaluate.scoring import fitness_vector
+from ..executors.base import EvalResult, Executor
+from ..search.genome import Genome
+from ..search.optimizer import Fitness, Optimizer
+from ..spec.merge_search import GenerationSummary, MergeSearchSpec
+from .history import HistoryStore
+from .sink import NullSink, StatusSink
+
+
+class SearchFailed(RuntimeError):
+    """The search cannot go on (for example: more failed evaluations than the spec allows)."""
+
+
+class HistoryMismatch(RuntimeError):
+    """The history was written by a different spec or code version: replay does not reproduce it."""
+
+
+@dataclass
+class Candidate:
+    id: str
+    round: int
+    generation: int
+    vector: list[float]
+    recipe: dict[str, Any]
+    digest: str
+    scores: dict[str, float] | None = None
+    fitness: float | None = None
+    error: str | None = None
+    seconds: float = 0.0
+    cached: bool = False
+
+
+@dataclass
+class SearchOutcome:
+    best: Candidate | None
+    candidates: list[Candidate]
+    summaries: list[GenerationSummary]
+    stop_reason: str
+    pareto_front: list[Candidate] = field(default_factory=list)
+
+    @property
+    def evaluations(self) -> int:
+        return sum(1 for c in self.candidates if c.scores is not None or c.error is not None)
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for c in self.candidates if c.error is not None)
+
+
+class SearchRunner:
+    def __init__(
+        self,
+        spec: MergeSearchSpec,
+        genome: Genome,
+        make_optimizer: Callable[[], Optimizer],
+        executor: Executor,
+        history: HistoryStore,
+        sink: StatusSink | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.spec = spec
+        self.genome = genome
+        self.optimizer = make_optimizer()
+        self.executor = executor
+        self.history = history
+        self.sink = sink or NullSink()
+        self.clock = clock
+        self.multi_objective = getattr(self.optimizer, "multi_objective", False)
+        self.candidates: dict[str, Candidate] = {}
+        self.by_digest: dict[str, Candidate] = {}
+        self.summaries: list[GenerationSummary] = []
+        self.asked: list[list[str]] = []  # ids of each ask, in order
+        self.told: set[str] = set()
+        self.generation = 0
+        self._stale_generations = 0
+        self._best_for_patience: float | None = None
+
+    # ---- public -------------------------------------------------------------------------------
+    def run(self) -> SearchOutcome:
+        resumed = self._replay(self.history.events())
+        self.sink.started(self._budget(), resumed)
+        reason = self._stop_reason()
+        while reason is None:
+            self._run_generation()
+            reason = self._stop_reason()
+        return self.outcome(reason)
+
+    def outcome(self, reason: str) -> SearchOutcome:
+        scored = [c for c in self.candidates.values() if c.fitness is not None]
+        best = max(scored, key=lambda c: (c.fitness, -_order(c.id)), default=None)
+        return SearchOutcome(best, list(self.candidates.values()), list(self.summaries), reason, self._pareto(scored))
+
+    # ---- replay -----------------------------------------------------------------------------------
+    def _replay(self, events: list[dict[str, Any]]) -> int:
+        for event in events:
+            kind = event["type"]
+            if kind == "ask":
+                vectors = self.optimizer.ask(len(event["ids"]))
+                if not np.array_equal(vectors, np.array(event["vectors"], dtype=np.float64)):
+                    raise HistoryMismatch(
+                        f"replaying ask #{len(self.asked)} gave different candidates than the history records — "
+                        "the spec or evomerge version changed; start a new run directory"
+                    )
+                self._register_ask(event["ids"], vectors, event["round"], event["generation"])
+            elif kind == "result":
+                self._record_result(EvalResult(event["id"], event["scores"], event["error"], event["seconds"]), event.get("cached", False))
+            elif kind == "tell":
+                self._tell(event["ids"], record=False)
+            elif kind == "generation":
+                self._add_summary(GenerationSummary.model_validate(event["summary"]), record=False)
+        return sum(1 for c in self.candidates.values() if c.scores is not None or c.error is not None)
+
+    # ---- one generation -------------------------------------------------------------------------
+    def _run_generation(self) -> None:
+        started = self.clock()
+        open_ask = self.asked[-1] if self.asked and not set(self.asked[-1]) <= self.told else None
+        ids = open_ask if open_ask is not None else self._ask(self._next_batch_size())
+        for cid in ids:
+            candidate = self.candidates[cid]
+            if candidate.scores is None and candidate.error is None:
+                self._evaluate_or_reuse(candidate)
+        while any(self._unfinished(cid) for cid in ids):
+            for result in self.executor.wait():
+                self._record_result(result, cached=False, record=True)
+        self._tell(ids, record=True)
+        self._summarise(ids, self.clock() - started)
+
+    def _ask(self, n: int) -> list[str]:
+        round_ = self.optimizer.round
+        vectors = self.optimizer.ask(n)
+        base = sum(len(a) for a in self.asked)
+        ids = [f"c{base + i:06d}" for i in range(len(vectors))]
+        self.history.append(
+            {"type": "ask", "round": round_, "generation": self.generation, "ids": ids, "vectors": vectors.tolist()}
+        )
+        self._register_ask(ids, vectors, round_, self.generation)
+        return ids
+
+    def _register_ask(self, ids: list[str], vectors: np.ndarray, round_: int, generation: int) -> None:
+        self.asked.append(list(ids))
+        self.generation = generation
+        for cid, vector in zip(ids, vectors):
+            recipe = self.genome.decode(vector)
+            self.candidates[cid] = Candidate(cid, round_, generation, vector.tolist(), recipe.to_dict(), recipe.digest())
+
+    def _evaluate_or_reuse(self, candidate: Candidate) -> None:
+        known = self.by_digest.get(candidate.digest)
+        if known is not None and known.scores is not None:
+            self._record_result(EvalResult(candidate.id, known.scores, None, 0.0), cached=True, record=True)
+            return
+        self.executor.submit(candidate.id, self.genome.decode(np.array(candidate.vector)))
+
+    def _unfinished(self, cid: str) -> bool:
+        c = self.candidates[cid]
+        return c.scores is None and c.error is None
+
+    def _record_result(self, result: EvalResult, cached: bool, record: bool = False) -> None:
+        candidate = self.candidates[result.candidate]
+        candidate.scores, candidate.error, candidate.seconds, candidate.cached = (
+            result.scores, result.error, result.seconds, cached
+        )
+        if result.scores is not None:
+            candidate.fitness = scalar_fitness(self.spec.objectives, result.scores)
+            self.by_digest.setdefault(candidate.digest, candidate)
+        if record:
+            self.history.append(
+                {"type": "result", "id": result.candidate, "scores": result.scores, "error": result.error,
+                 "seconds": round(result.seconds, 4), "cached": cached}
+            )
+            best = self.outcome("").best
+            self.sink.evaluation(result, candidate.fitness, best.fitness if best else None)
+            limit = self.spec.evaluation.max_failed_evaluations
+            failed = sum(1 for c in self.candidates.values() if c.error is not None)
+            if failed > limit:
+                raise SearchFailed(
+                    f"{failed} evaluations failed (evaluation.maxFailedEvaluations is {limit}); last error: {result.error}"
+                )
+
+    def _tell(self, ids: list[str], record: bool) -> None:
+        vectors = np.array([self.candidates[c].vector for c in ids], dtype=np.float64)
+        self.optimizer.tell(vectors, [self._fitness_for_optimizer(self.candidates[c]) for c in ids])
+        self.told.update(ids)
+        if record:
+            self.history.append({"type": "tell", "ids": ids})
+
+    def _fitness_for_optimizer(self, c: Candidate) -> Fitness:
+        if c.scores is None:
+            return None
+        return fitness_vector(self.spec.objectives, c.scores) if self.multi_objective else c.fitness
+
+    def _summarise(self, ids: list[str], seconds: float) -> None:
+        group = [self.candidates[c] for c in ids]
+        values = [c.fitness for c in group if c.fitness is not None]
+        summary = GenerationSummary(
+            round=group[0].round,
+            generation=self.generation,
+            count=len(group),
+            failed=sum(1 for c in group if c.error is not None),
+            best=max(values) if values else None,
+            mean=sum(values) / len(values) if values else None,
+            worst=min(values) if values else None,
+            seconds=round(seconds, 3),
+        )
+        self._add_summary(summary, record=True)
+
+    def _add_summary(self, summary: GenerationSummary, record: bool) -> None:
+        self.summaries.append(summary)
+        self.generation = summary.generation + 1
+        best = self.outcome("").best
+        best_fitness = best.fitness if best else None
+        early = self.spec.search.early_stopping
+        min_delta = early.min_delta if early else 0.0
+        if best_fitness is not None and (self._best_for_patience is None or best_fitness > self._best_for_patience + min_delta):
+            self._best_for_patience = best_fitness
+            self._stale_generations = 0
+        else:
+            self._stale_generations += 1
+        if record:
+            self.history.append({"type": "generation", "summary": summary.to_wire()})
+            self.sink.generation(summary)
+
+    # ---- stopping -------------------------------------------------------------------------------
+    def _budget(self) -> int | None:
+        s = self.spec.search
+        by_generations = s.population_size * s.max_generations * s.rounds
+        return min(by_generations, s.max_evaluations) if s.max_evaluations else by_generations
+
+    def _next_batch_size(self) -> int:
+        used = len(self.candidates)
+        budget = self._budget()
+        left = self.spec.search.population_size if budget is None else budget - used
+        return max(1, min(self.spec.search.population_size, left))
+
+    def _stop_reason(self) -> str | None:
+        s = self.spec.search
+        if getattr(self.optimizer, "finished", False):
+            return "optimizer finished"
+        if self.asked and not set(self.asked[-1]) <= self.told:
+            return None  # an interrupted generation is always completed first
+        if s.max_evaluations is not None and len(self.candidates) >= s.max_evaluations:
+            return "maxEvaluations reached"
+        if len(self.summaries) >= s.max_generations * s.rounds:
+            return "maxGenerations reached"
+        if s.early_stopping and self._stale_generations >= s.early_stopping.patience:
+            return f"no improvement above {s.early_stopping.min_delta} for {s.early_stopping.patience} generations"
+        return None
+
+    def _pareto(self, scored: Sequence[Candidate]) -> list[Candidate]:
+        if len(self.spec.objectives) < 2:
+            return []
+        points = [(c, fitness_vector(self.spec.objectives, c.scores or {})) for c in scored]
+        front = []
+        for c, p in points:
+            dominated = any(all(q_i >= p_i for q_i, p_i in zip(q, p)) and q != p for _, q in points)
+            if not dominated and not any(f.digest == c.digest for f in front):
+                front.append(c)
+        return front
+
+
+def _order(candidate_id: str) -> int:
+    return int(candidate_id[1:]) if candidate_id[1:].isdigit() else math.inf  # type: ignore[return-value]

@@ -1,0 +1,1 @@
+"""Genomes and optimizers: numbers in, numbers out — pure, deterministic, ask/tell."""

@@ -1,0 +1,134 @@
+"""Building blocks shared by every resource type.
+
+Floats are written as strings in resource specs (Kubernetes API conventions avoid floats because
+clients round-trip them differently); locally a plain YAML number is accepted too.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
+from pydantic.alias_generators import to_camel
+
+API_GROUP = "evomerge.dev"
+API_VERSION = "v1alpha1"
+GROUP_VERSION = f"{API_GROUP}/{API_VERSION}"
+
+NUMBER_PATTERN = r"^[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$"
+
+
+def _parse_number(value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError("expected a number written as a string such as \"0.5\", got a boolean")
+    if isinstance(value, (int, float)):
+        result = float(value)
+    elif isinstance(value, str):
+        try:
+            result = float(value.strip())
+        except ValueError:
+            raise ValueError(f"{value!r} is not a number; write a decimal such as \"0.5\"") from None
+    else:
+        raise ValueError(f"expected a number written as a string such as \"0.5\", got {type(value).__name__}")
+    if not math.isfinite(result):
+        raise ValueError(f"{value!r} is not a finite number")
+    return result
+
+
+def format_number(value: float) -> str:
+    """Shortest decimal that reads back to the same float ("1" rather than "1.0")."""
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return repr(value)
+
+
+Number = Annotated[
+    float,
+    BeforeValidator(_parse_number),
+    PlainSerializer(format_number, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "pattern": NUMBER_PATTERN}),
+]
+
+K8sName = Annotated[
+    str,
+    Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"),
+]
+
+
+class SpecModel(BaseModel):
+    """camelCase on the wire, snake_case in Python, and unknown fields are errors (typos must not pass)."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        validate_default=True,
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The resource as it is written to YAML or to the Kubernetes API."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class ObjectMeta(BaseModel):
+    """The part of Kubernetes metadata evomerge reads; the rest passes through untouched."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: K8sName
+    namespace: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class Condition(SpecModel):
+    """A standard Kubernetes condition (metav1.Condition), read by kubectl wait, Argo CD and Flux."""
+
+    type: str
+    status: str = Field(pattern="^(True|False|Unknown)$")
+    reason: str = Field(default="Unknown", pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
+    message: str = ""
+    last_transition_time: str | None = None
+    observed_generation: int | None = None
+
+
+class ResourceRequirements(SpecModel):
+    """Container resources as Kubernetes quantities ("2", "16Gi", "nvidia.com/gpu": "1")."""
+
+    requests: dict[str, str] = Field(default_factory=dict)
+    limits: dict[str, str] = Field(default_factory=dict)
+
+
+class Toleration(SpecModel):
+    key: str | None = None
+    operator: str | None = Field(default=None, pattern="^(Exists|Equal)$")
+    value: str | None = None
+    effect: str | None = Field(default=None, pattern="^(NoSchedule|PreferNoSchedule|NoExecute)$")
+    toleration_seconds: int | None = None
+
+
+class LabelSelectorRequirement(SpecModel):
+    key: str
+    operator: str = Field(pattern="^(In|NotIn|Exists|DoesNotExist)$")
+    values: list[str] = Field(default_factory=list)
+
+
+class LabelSelector(SpecModel):
+    match_labels: dict[str, str] = Field(default_factory=dict)
+    match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list)
+
+    def matches(self, labels: dict[str, str]) -> bool:
+        if any(labels.get(k) != v for k, v in self.match_labels.items()):
+            return False
+        for req in self.match_expressions:
+            present = req.key in labels
+            if req.operator == "Exists" and not present:
+                return False
+            if req.operator == "DoesNotExist" and present:
+                return False
+            if req.operator == "In" and labels.get(req.key) not in req.values:
+                return False
+            if req.operator == "NotIn" and present and labels[req.key] in req.values:
+                return False
+        return True

@@ -1,0 +1,185 @@
+"""CustomResourceDefinitions rendered from the spec types, so the API server validates what pydantic does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from .base import API_GROUP, API_VERSION
+from .expert import Expert, ExpertSpec, ExpertStatus
+from .merge_search import MergeSearch, MergeSearchSpec, MergeSearchStatus
+from .merged_model import MergedModel, MergedModelSpec, MergedModelStatus
+
+# Admission rules the schema cannot express; the same rules live in the pydantic validators.
+MERGE_SEARCH_RULES = [
+    {
+        "rule": "size(self.experts) >= 2 || has(self.expertSelector) || (has(self.merge) && has(self.merge.dataFlow) "
+        "&& has(self.merge.dataFlow.enabled) && self.merge.dataFlow.enabled)",
+        "message": "list at least two experts, or set expertSelector",
+    },
+    {
+        "rule": "!has(self.merge) || !has(self.merge.evolve) || !('density' in self.merge.evolve) || "
+        "(has(self.merge.method) && self.merge.method in ['ties', 'dare_ties', 'dare_linear'])",
+        "message": "density only applies to the ties, dare_ties and dare_linear methods",
+    },
+    {
+        "rule": "(has(self.merge) && has(self.merge.method) && self.merge.method == 'linear') || has(self.baseModel)",
+        "message": "this merge method merges task vectors and needs baseModel",
+    },
+]
+
+KINDS: dict[str, dict[str, Any]] = {
+    "MergeSearch": {
+        "plural": "mergesearches",
+        "singular": "mergesearch",
+        "short": ["ms"],
+        "resource": MergeSearch,
+        "spec": MergeSearchSpec,
+        "status": MergeSearchStatus,
+        "rules": MERGE_SEARCH_RULES,
+        "columns": [
+            ("Phase", "string", ".status.phase"),
+            ("Round", "integer", ".status.round"),
+            ("Gen", "integer", ".status.generation"),
+            ("Evals", "integer", ".status.evaluations"),
+            ("Best", "string", ".status.best.score"),
+            ("Age", "date", ".metadata.creationTimestamp"),
+        ],
+    },
+    "MergedModel": {
+        "plural": "mergedmodels",
+        "singular": "mergedmodel",
+        "short": ["mm"],
+        "resource": MergedModel,
+        "spec": MergedModelSpec,
+        "status": MergedModelStatus,
+        "rules": [],
+        "columns": [
+            ("Version", "integer", ".spec.version"),
+            ("Phase", "string", ".status.phase"),
+            ("Output", "string", ".spec.outputUri"),
+            ("Age", "date", ".metadata.creationTimestamp"),
+        ],
+    },
+    "Expert": {
+        "plural": "experts",
+        "singular": "expert",
+        "short": ["ex"],
+        "resource": Expert,
+        "spec": ExpertSpec,
+        "status": ExpertStatus,
+        "rules": [],
+        "columns": [
+            ("Format", "string", ".spec.format"),
+            ("Compatible", "boolean", ".status.compatible"),
+            ("URI", "string", ".spec.uri"),
+            ("Age", "date", ".metadata.creationTimestamp"),
+        ],
+    },
+}
+
+_DROPPED_KEYS = {"title", "$defs"}
+
+
+def _structural(node: Any, defs: dict[str, Any]) -> Any:
+    """Rewrite pydantic's JSON Schema into the structural OpenAPI v3 subset Kubernetes accepts."""
+    if isinstance(node, list):
+        return [_structural(item, defs) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target = defs[node["$ref"].split("/")[-1]]
+        merged = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+        return _structural(merged, defs)
+    if "anyOf" in node:
+        options = [o for o in node["anyOf"] if o.get("type") != "null"]
+        if len(options) == 1:
+            rest = {k: v for k, v in node.items() if k != "anyOf"}
+            if rest.get("default", 0) is None:
+                rest.pop("default")
+            return _structural({**options[0], **rest}, defs)
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _DROPPED_KEYS:
+            continue
+        if key == "additionalProperties" and value is False:
+            continue
+        if key == "prefixItems":
+            out["items"] = _structural(value[0], defs)
+            out["minItems"] = out["maxItems"] = len(value)
+            continue
+        if key == "const":
+            out["enum"] = [value]
+            continue
+        if key in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(value, bool):
+            out["minimum" if key == "exclusiveMinimum" else "maximum"] = value
+            out[key] = True
+            continue
+        if key == "default" and isinstance(value, (dict, list)):
+            continue
+        if key == "properties":
+            out[key] = {name: _structural(sub, defs) for name, sub in value.items()}
+            continue
+        out[key] = _structural(value, defs)
+    if out.get("type") == "object" and "properties" not in out and "additionalProperties" not in out:
+        out["x-kubernetes-preserve-unknown-fields"] = True
+    return out
+
+
+def openapi_schema(model: type[BaseModel]) -> dict[str, Any]:
+    schema = model.model_json_schema(by_alias=True, mode="serialization")
+    return _structural(schema, schema.get("$defs", {}))
+
+
+def render_crd(kind: str) -> dict[str, Any]:
+    info = KINDS[kind]
+    spec_schema = openapi_schema(info["spec"])
+    if info["rules"]:
+        spec_schema["x-kubernetes-validations"] = info["rules"]
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{info['plural']}.{API_GROUP}"},
+        "spec": {
+            "group": API_GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": info["plural"],
+                "singular": info["singular"],
+                "shortNames": info["short"],
+                "categories": ["evomerge"],
+            },
+            "versions": [
+                {
+                    "name": API_VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": [
+                        {"name": name, "type": type_, "jsonPath": path} for name, type_, path in info["columns"]
+                    ],
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": (info["resource"].__doc__ or kind).strip().splitlines()[0],
+                            "required": ["spec"],
+                            "properties": {
+                                "apiVersion": {"type": "string"},
+                                "kind": {"type": "string"},
+                                "metadata": {"type": "object"},
+                                "spec": spec_schema,
+                                "status": openapi_schema(info["status"]),
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def crd_file_name(kind: str) -> str:
+    return f"{KINDS[kind]['plural']}.{API_GROUP}.yaml"

@@ -1,0 +1,34 @@
+"""Expert: a checkpoint offered to searches whose expertSelector matches its labels."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from .base import GROUP_VERSION, Condition, ObjectMeta, SpecModel
+
+
+class ExpertSpec(SpecModel):
+    uri: str = Field(min_length=1)
+    revision: str | None = None
+    format: Literal["full", "lora"] = "full"
+    base_model: str | None = Field(default=None, description="URI of the base model this expert was tuned from.")
+
+
+class ExpertStatus(SpecModel):
+    compatible: bool | None = None
+    reason: str | None = None
+    message: str | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    observed_generation: int | None = None
+
+
+class Expert(SpecModel):
+    """A fine-tuned checkpoint (full or LoRA) that searches can pick up by label."""
+
+    api_version: Literal["evomerge.dev/v1alpha1"] = GROUP_VERSION
+    kind: Literal["Expert"] = "Expert"
+    metadata: ObjectMeta
+    spec: ExpertSpec
+    status: ExpertStatus | None = None

@@ -1,0 +1,271 @@
+"""MergeSearch: the one description of a search, read by `evomerge run`, the operator and the CRD."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, model_validator
+
+from .base import (
+    GROUP_VERSION,
+    Condition,
+    K8sName,
+    LabelSelector,
+    Number,
+    ObjectMeta,
+    ResourceRequirements,
+    SpecModel,
+    Toleration,
+)
+
+MergeMethod = Literal["linear", "task_arithmetic", "ties", "dare_ties", "dare_linear", "slerp"]
+Granularity = Literal["model", "layerGroups", "layers"]
+Gene = Literal["weight", "density", "t"]
+Algorithm = Literal["evogm", "cmaes", "ga", "random", "nsga2"]
+Engine = Literal["transformers", "tgi", "vllm"]
+Phase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]
+
+SPARSIFYING_METHODS = ("ties", "dare_ties", "dare_linear")
+BASELESS_METHODS = ("linear",)
+DEFAULT_BOUNDS: dict[str, tuple[float, float]] = {"weight": (0.0, 1.0), "density": (0.1, 1.0), "t": (0.0, 1.0)}
+
+
+class ModelSource(SpecModel):
+    """Where a checkpoint lives: hf://org/name, file:///abs/path (or a plain path), pvc://claim/path, s3://bucket/key."""
+
+    uri: str = Field(min_length=1)
+    revision: str | None = None
+
+
+class ExpertSource(ModelSource):
+    """A fine-tuned checkpoint (full weights or a LoRA adapter) of the base model."""
+
+    name: Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")]
+    format: Literal["full", "lora"] = "full"
+
+
+class Bounds(SpecModel):
+    """Search box per evolved parameter, as [low, high]."""
+
+    weight: tuple[Number, Number] = DEFAULT_BOUNDS["weight"]
+    density: tuple[Number, Number] = DEFAULT_BOUNDS["density"]
+    t: tuple[Number, Number] = DEFAULT_BOUNDS["t"]
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Bounds":
+        for gene in ("weight", "density", "t"):
+            low, high = getattr(self, gene)
+            if not low < high:
+                raise ValueError(f"bounds.{gene}: low ({low}) must be below high ({high})")
+        if self.density[0] <= 0 or self.density[1] > 1:
+            raise ValueError("bounds.density must lie within (0, 1]: density is the fraction of a task vector kept")
+        return self
+
+
+class DataFlowSpec(SpecModel):
+    """Sakana's data-flow (layer path) merging: which layer runs at each of M×r slots, with per-hop scaling."""
+
+    enabled: bool = False
+    repeats: int = Field(default=3, ge=1, le=16)
+    evolve_scales: bool = True
+
+
+class MergeSpec(SpecModel):
+    method: MergeMethod = "task_arithmetic"
+    granularity: Granularity = "model"
+    layer_groups: int = Field(default=1, ge=1, le=1024, description="Contiguous block groups when granularity is layerGroups.")
+    split_modules: bool = Field(default=False, description="Separate parameters for attention and MLP tensors.")
+    evolve: list[Gene] = Field(default_factory=lambda: ["weight"], min_length=1)
+    bounds: Bounds = Field(default_factory=Bounds)
+    normalize: bool | None = Field(default=None, description="Divide by the sum of weights; unset means the method's mergekit default.")
+    lambda_: Number = Field(default=1.0, alias="lambda", description="Scale of the merged task vector.")
+    rescale: bool | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    data_flow: DataFlowSpec = Field(default_factory=DataFlowSpec)
+
+    @model_validator(mode="after")
+    def _genes_fit_method(self) -> "MergeSpec":
+        if len(set(self.evolve)) != len(self.evolve):
+            raise ValueError("merge.evolve lists a parameter twice; list each of weight, density, t at most once")
+        if "density" in self.evolve and self.method not in SPARSIFYING_METHODS:
+            raise ValueError(
+                f"merge.evolve: density only applies to {', '.join(SPARSIFYING_METHODS)}; "
+                f"method {self.method!r} has no sparsifier — remove density or change merge.method"
+            )
+        if self.method == "slerp" and self.evolve != ["t"]:
+            raise ValueError("merge.evolve: slerp evolves only its interpolation factor — set evolve: [t]")
+        if self.method != "slerp" and "t" in self.evolve:
+            raise ValueError("merge.evolve: t is the slerp factor — use method: slerp, or evolve weight instead")
+        if self.granularity != "layerGroups" and self.layer_groups != 1:
+            raise ValueError("merge.layerGroups is only read with granularity: layerGroups")
+        return self
+
+
+class EarlyStopping(SpecModel):
+    patience: int = Field(default=5, ge=1, description="Generations without an improvement above minDelta before stopping.")
+    min_delta: Number = Field(default=0.0, ge=0)
+
+
+class EvoGMOptions(SpecModel):
+    """EvoGM hyper-parameters; defaults are the released code's (shared/reference/evogm.md §5)."""
+
+    winner_portion: Number = Field(default=0.3, gt=0, lt=1)
+    hidden_dims: list[int] = Field(default_factory=lambda: [128, 256, 256, 256, 128], min_length=1)
+    learning_rate: Number = Field(default=1e-4, gt=0)
+    training_steps: int = Field(default=200, ge=1)
+    cycle_scale: Number = Field(default=100.0, ge=0)
+    opt_scale: Number = Field(default=1.0, ge=0)
+    top_k: int | None = Field(default=None, ge=1)
+    generator_mode: Literal["dual", "single"] = "dual"
+    generator_reinit: Literal["perRound", "perIteration"] = "perRound"
+
+
+class CMAESOptions(SpecModel):
+    sigma0: Number = Field(default=1 / 6, gt=0)
+    mean0: Number = Field(default=0.5, description="Start of the search, as a fraction of each gene's bounds.")
+
+
+class GAOptions(SpecModel):
+    selection: Literal["tournament", "rank"] = "tournament"
+    survivor_fraction: Number = Field(default=0.25, gt=0, le=1)
+    elitism: int = Field(default=1, ge=0)
+    crossover: Literal["uniform", "blend"] = "uniform"
+    mutation_sigma: Number = Field(default=0.07, ge=0)
+    tournament_size: int = Field(default=3, ge=2)
+    softmax_weights: bool = Field(default=True, description="Normalise weights per layer group with a softmax.")
+
+
+class SearchSpec(SpecModel):
+    algorithm: Algorithm = "evogm"
+    population_size: int = Field(default=8, ge=2, le=4096)
+    max_generations: int = Field(default=10, ge=1, le=100000)
+    rounds: int = Field(default=1, ge=1, le=100)
+    seed: int = Field(default=0, ge=0)
+    mode: Literal["generational", "async"] = "generational"
+    early_stopping: EarlyStopping | None = None
+    max_evaluations: int | None = Field(default=None, ge=1)
+    evogm: EvoGMOptions = Field(default_factory=EvoGMOptions)
+    cmaes: CMAESOptions = Field(default_factory=CMAESOptions)
+    ga: GAOptions = Field(default_factory=GAOptions)
+
+
+class Objective(SpecModel):
+    """One lm-evaluation-harness task and the metric read from it."""
+
+    task: str = Field(min_length=1)
+    metric: str = Field(default="acc", min_length=1)
+    weight: Number = Field(default=1.0, ge=0)
+    direction: Literal["maximize", "minimize"] = "maximize"
+    limit: int | None = Field(default=None, ge=1, description="Items subsampled (seeded, fixed per search).")
+
+    @property
+    def key(self) -> str:
+        return f"{self.task}/{self.metric}"
+
+
+class EvaluationSpec(SpecModel):
+    engine: Engine = "transformers"
+    parallelism: int = Field(default=1, ge=1, le=1024)
+    batch_size: int = Field(default=8, ge=1, le=4096)
+    candidates_per_job: int = Field(default=4, ge=1, le=1024)
+    max_failed_evaluations: int = Field(default=10, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    include_paths: list[str] = Field(default_factory=list, description="Directories of custom lm-eval task YAMLs.")
+    timeout_seconds: int = Field(default=3600, ge=10)
+    image: str | None = None
+    server_image: str | None = None
+    resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+
+
+class ModelCache(SpecModel):
+    persistent_volume_claim: str = Field(min_length=1)
+
+
+class OutputSpec(SpecModel):
+    uri: str = Field(min_length=1)
+
+
+class StorageSpec(SpecModel):
+    model_cache: ModelCache | None = None
+    output: OutputSpec | None = None
+
+
+class MergeSearchSpec(SpecModel):
+    base_model: ModelSource | None = None
+    experts: list[ExpertSource] = Field(default_factory=list)
+    expert_selector: LabelSelector | None = None
+    merge: MergeSpec = Field(default_factory=MergeSpec)
+    search: SearchSpec = Field(default_factory=SearchSpec)
+    objectives: list[Objective] = Field(min_length=1)
+    held_out: list[Objective] = Field(default_factory=list)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    storage: StorageSpec = Field(default_factory=StorageSpec)
+    allow_pickle: bool = Field(default=False, description="Allow pickle (.bin) checkpoints; they can run code when loaded.")
+    suspend: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "MergeSearchSpec":
+        names = [e.name for e in self.experts]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"experts: duplicate name(s) {', '.join(duplicates)} — every expert needs a unique name")
+        if len(self.experts) < 2 and self.expert_selector is None and not self.merge.data_flow.enabled:
+            raise ValueError("experts: list at least two experts, or set expertSelector to pick Expert resources")
+        if self.merge.method not in BASELESS_METHODS and self.base_model is None:
+            raise ValueError(f"baseModel: merge.method {self.merge.method!r} merges task vectors and needs baseModel.uri")
+        if self.merge.method == "slerp" and len(self.experts) != 1 and self.expert_selector is None:
+            raise ValueError("experts: slerp interpolates between baseModel and exactly one expert")
+        if self.search.algorithm == "nsga2" and len(self.objectives) < 2:
+            raise ValueError("search.algorithm: nsga2 searches a Pareto front and needs at least two objectives")
+        keys = [o.key for o in self.objectives]
+        if len(set(keys)) != len(keys):
+            raise ValueError("objectives: the same task/metric is listed twice")
+        return self
+
+
+class GenerationSummary(SpecModel):
+    round: int
+    generation: int
+    count: int
+    failed: int = 0
+    best: Number | None = None
+    mean: Number | None = None
+    worst: Number | None = None
+    seconds: Number = 0.0
+
+
+class ScoredCandidate(SpecModel):
+    candidate: str = Field(description="Candidate id in the history store.")
+    score: Number | None = None
+    scores: dict[str, Number] = Field(default_factory=dict)
+    recipe: dict[str, Any] = Field(default_factory=dict, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+
+
+class MergeSearchStatus(SpecModel):
+    phase: Phase | None = None
+    round: int = 0
+    generation: int = 0
+    evaluations: int = 0
+    failed_evaluations: int = 0
+    best: ScoredCandidate | None = None
+    generations: list[GenerationSummary] = Field(default_factory=list, description="The most recent summaries only.")
+    pareto_front: list[ScoredCandidate] = Field(default_factory=list)
+    conditions: list[Condition] = Field(default_factory=list)
+    observed_generation: int | None = None
+    merged_model: str | None = None
+    report: str | None = None
+    controller_job: str | None = None
+    start_time: str | None = None
+    completion_time: str | None = None
+
+
+class MergeSearch(SpecModel):
+    """A search for the best merge of a set of experts."""
+
+    api_version: Literal["evomerge.dev/v1alpha1"] = GROUP_VERSION
+    kind: Literal["MergeSearch"] = "MergeSearch"
+    metadata: ObjectMeta
+    spec: MergeSearchSpec
+    status: MergeSearchStatus | None = None

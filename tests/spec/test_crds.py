@@ -1,0 +1,39 @@
+"""crds/ is generated from the spec types; a stale file or a non-structural schema fails here."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from evomerge.spec.crd import KINDS, render_crd
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_crds_and_chart_crds_on_disk_match_the_spec_types():
+    result = subprocess.run(
+        [sys.executable, "-m", "evomerge.cli.main", "crds", "--check",
+         "--out", str(REPO / "crds"), "--out", str(REPO / "charts" / "evomerge" / "crds")],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_schemas_are_structural():
+    for kind in KINDS:
+        text = json.dumps(render_crd(kind))
+        for forbidden in ('"$ref"', '"anyOf"', '"oneOf"', '"allOf"', '"title"', '"prefixItems"', '"const"'):
+            assert forbidden not in text, f"{kind} schema contains {forbidden}"
+
+
+def test_merge_search_has_printer_columns_short_name_and_status():
+    crd = render_crd("MergeSearch")
+    version = crd["spec"]["versions"][0]
+    assert crd["spec"]["names"]["shortNames"] == ["ms"]
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Phase", "Round", "Gen", "Evals", "Best", "Age"]
+    assert version["subresources"] == {"status": {}}
+    spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    assert spec["properties"]["merge"]["properties"]["method"]["enum"][:2] == ["linear", "task_arithmetic"]
+    assert spec["properties"]["objectives"]["minItems"] == 1

@@ -1,0 +1,73 @@
+"""Tiny Llama checkpoints and a local lm-eval task, built in the test: no downloads."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+WORDS = ["<unk>", "<pad>", "<s>", "</s>", "yes", "no", "red", "blue", "green", "is", "the", "sky", "grass", "?", "a", "b"]
+
+
+def save_tokenizer(out: Path) -> PreTrainedTokenizerFast:
+    vocab = {w: i for i, w in enumerate(WORDS)}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>", bos_token="<s>", eos_token="</s>")
+    fast.save_pretrained(out)
+    return fast
+
+
+def tiny_config(layers: int = 2, hidden: int = 32) -> LlamaConfig:
+    return LlamaConfig(
+        vocab_size=len(WORDS), hidden_size=hidden, intermediate_size=hidden * 2, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64, tie_word_embeddings=False,
+        bos_token_id=2, eos_token_id=3, pad_token_id=1,
+    )
+
+
+def save_model(model: LlamaForCausalLM, out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True)
+    save_tokenizer(out)
+    return out
+
+
+def build_family(root: Path, n_experts: int = 2, layers: int = 2, seed: int = 0, noise: float = 0.05) -> dict[str, Path]:
+    """A base and experts that are the base plus seeded noise: merges differ measurably, nothing is trained."""
+    torch.manual_seed(seed)
+    base = LlamaForCausalLM(tiny_config(layers))
+    paths = {"base": save_model(base, root / "base")}
+    for i in range(n_experts):
+        expert = LlamaForCausalLM(tiny_config(layers))
+        expert.load_state_dict(base.state_dict())
+        generator = torch.Generator().manual_seed(seed * 100 + i + 1)
+        with torch.no_grad():
+            for p in expert.parameters():
+                p.add_(torch.randn(p.shape, generator=generator) * noise)
+        paths[f"expert{i}"] = save_model(expert, root / f"expert{i}")
+    return paths
+
+
+def write_choice_task(root: Path, name: str = "tiny_colors", n: int = 12) -> Path:
+    """A multiple-choice lm-eval task over local JSONL; returns the include_path directory."""
+    root.mkdir(parents=True, exist_ok=True)
+    rows = [{"question": f"the {'sky' if i % 2 else 'grass'} is", "choices": ["blue", "green", "red"], "label": i % 2}
+            for i in range(n)]
+    data = root / f"{name}.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / f"{name}.yaml").write_text(
+        f"task: {name}\n"
+        "dataset_path: json\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {data}\n"
+        "test_split: test\n"
+        "output_type: multiple_choice\n"
+        "doc_to_text: '{{question}}'\n"
+        "doc_to_choice: '{{choices}}'\n"
+        "doc_to_target: label\n"
+        "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
+    )
+    return root
