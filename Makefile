@@ -16,5 +16,10 @@ setup: $(STAMP)
 demo: setup
 	$(VENV)/bin/evomerge demo
 
-test: setup
+# The real Kubernetes control plane (kube-apiserver, kube-controller-manager, etcd, helm) is built from
+# its Go modules once and cached; building it here keeps the build out of pytest's per-test timeout.
+controlplane:
+	bash hack/controlplane/build.sh
+
+test: setup controlplane
 	$(VENV)/bin/python -m pytest

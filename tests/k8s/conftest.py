@@ -1,0 +1,84 @@
+"""Fixtures for tests against a real control plane (etcd + kube-apiserver + kube-controller-manager).
+
+The binaries are built once per machine by hack/controlplane/build.sh (cached; the first build takes
+minutes). A missing or broken control plane fails the tests: it is never a reason to skip them.
+"""
+
+from __future__ import annotations
+
+import collections
+import re
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.support.controlplane import ControlPlane
+
+BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "hack" / "controlplane" / "build.sh"
+
+
+@pytest.fixture(scope="session")
+def control_plane_bin_dir(request) -> Path:
+    """The directory with etcd, kube-apiserver, kube-controller-manager and helm (built if missing).
+    A cold build takes minutes, so its progress is shown live rather than captured."""
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    last_lines: collections.deque[str] = collections.deque(maxlen=60)
+    with capture.global_and_fixture_disabled():
+        build = subprocess.Popen(
+            ["bash", str(BUILD_SCRIPT)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for line in build.stderr:
+            sys.stderr.write(line)
+            last_lines.append(line.rstrip("\n"))
+        stdout = build.stdout.read()
+        returncode = build.wait()
+    if returncode != 0:
+        tail = "\n".join(last_lines)
+        pytest.fail(f"{BUILD_SCRIPT} failed with exit code {returncode}:\n{tail}", pytrace=False)
+    return Path(stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def control_plane(control_plane_bin_dir, tmp_path_factory):
+    """One control plane for the whole session; its `.kubeconfig` is the cluster admin's."""
+    workdir = tmp_path_factory.mktemp("controlplane")
+    try:
+        plane = ControlPlane.start(control_plane_bin_dir, workdir=workdir)
+    except Exception as error:
+        pytest.fail(f"the test control plane did not start: {error}", pytrace=False)
+    yield plane
+    plane.stop()
+
+
+@pytest.fixture(scope="session")
+def api_client(control_plane):
+    """A `kubernetes.client.ApiClient` authenticated as the cluster admin."""
+    with control_plane.api_client() as client:
+        yield client
+
+
+@pytest.fixture
+def namespace(request, api_client) -> str:
+    """A fresh namespace for one test, deleted afterwards. Returned once its default ServiceAccount
+    exists, because pods (also those a Job controller creates) are refused until it does."""
+    from kubernetes import client
+
+    core = client.CoreV1Api(api_client)
+    stem = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"{stem}-{uuid.uuid4().hex[:6]}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            core.read_namespaced_service_account("default", name)
+            break
+        except client.ApiException as error:
+            if error.status != 404 or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    yield name
+    core.delete_namespace(name)
