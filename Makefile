@@ -22,4 +22,5 @@ controlplane:
 	bash hack/controlplane/build.sh
 
 test: setup controlplane
+	bash hack/install_test_tools.sh
 	$(VENV)/bin/python -m pytest

@@ -118,3 +118,12 @@ def test_help_works_for_every_command():
     for command in ([], ["run"], ["crds"], ["merge"]):
         result = evomerge(*command, "--help")
         assert result.returncode == 0 and "Usage" in result.stdout
+
+
+def test_merge_command_rebuilds_the_best_merge_from_the_summary(finished_run, tmp_path):
+    _, run_dir, result = finished_run
+    merged = Path(json.loads(result.stdout)["mergedModel"])
+    rebuilt = evomerge("merge", str(run_dir / "summary.json"), "--out", str(tmp_path / "rebuilt"))
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    ours, again = load_file(merged / "model.safetensors"), load_file(tmp_path / "rebuilt" / "model.safetensors")
+    assert ours.keys() == again.keys() and all(torch.equal(ours[k], again[k]) for k in ours)

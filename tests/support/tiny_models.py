@@ -36,20 +36,54 @@ def save_model(model: LlamaForCausalLM, out: Path) -> Path:
     return out
 
 
-def build_family(root: Path, n_experts: int = 2, layers: int = 2, seed: int = 0, noise: float = 0.05) -> dict[str, Path]:
-    """A base and experts that are the base plus seeded noise: merges differ measurably, nothing is trained."""
+def build_family(
+    root: Path, n_experts: int = 2, layers: int = 2, seed: int = 0, noise: float = 0.05, *,
+    dtype: torch.dtype = torch.float32, hidden: int = 32, shard_bytes: int | None = None,
+) -> dict[str, Path]:
+    """A base and experts that are the base plus seeded noise: merges differ measurably, nothing is trained.
+
+    `dtype` is the saved dtype; `shard_bytes` saves sharded safetensors (with an index) when set.
+    """
     torch.manual_seed(seed)
-    base = LlamaForCausalLM(tiny_config(layers))
-    paths = {"base": save_model(base, root / "base")}
+    base = LlamaForCausalLM(tiny_config(layers, hidden))
+    paths = {"base": _save(base, root / "base", dtype, shard_bytes)}
     for i in range(n_experts):
-        expert = LlamaForCausalLM(tiny_config(layers))
+        expert = LlamaForCausalLM(tiny_config(layers, hidden))
         expert.load_state_dict(base.state_dict())
         generator = torch.Generator().manual_seed(seed * 100 + i + 1)
         with torch.no_grad():
             for p in expert.parameters():
                 p.add_(torch.randn(p.shape, generator=generator) * noise)
-        paths[f"expert{i}"] = save_model(expert, root / f"expert{i}")
+        paths[f"expert{i}"] = _save(expert, root / f"expert{i}", dtype, shard_bytes)
     return paths
+
+
+def _save(model: LlamaForCausalLM, out: Path, dtype: torch.dtype, shard_bytes: int | None) -> Path:
+    model = model.to(dtype)
+    if shard_bytes is None:
+        return save_model(model, out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True, max_shard_size=shard_bytes)
+    save_tokenizer(out)
+    return out
+
+
+def build_lora_adapter(
+    base_dir: Path, out: Path, rank: int = 4, alpha: float = 8.0, seed: int = 0, std: float = 0.05,
+    targets: tuple[str, ...] = ("q_proj", "v_proj", "down_proj"),
+) -> Path:
+    """A PEFT LoRA adapter of the model in base_dir with seeded random A and B (B is not left at zero)."""
+    from peft import LoraConfig, get_peft_model
+
+    model = LlamaForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
+    peft_model = get_peft_model(model, LoraConfig(r=rank, lora_alpha=alpha, target_modules=list(targets), lora_dropout=0.0))
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * std)
+    peft_model.save_pretrained(out, safe_serialization=True)
+    return out
 
 
 def write_choice_task(root: Path, name: str = "tiny_colors", n: int = 12) -> Path:

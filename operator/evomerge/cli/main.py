@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Optional
@@ -29,22 +30,51 @@ CRD_DIRS = [REPO / "crds", REPO / "charts" / "evomerge" / "crds"]
 
 
 def fail(message: str, code: int = exit_codes.INVALID_INPUT) -> None:
-    console.print(f"[red]error:[/red] {message}", highlight=False)
+    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
 @app.command()
 def run(
-    spec: Path = typer.Argument(..., help="MergeSearch YAML (a full resource, or just its spec)."),
+    spec: Optional[Path] = typer.Argument(None, help="MergeSearch YAML (a full resource, or just its spec); optional with --resume."),
     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Where history, summary and the merge go. Default: runs/<name>."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this directory with the spec pinned there."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
     as_json: bool = typer.Option(False, "--json", help="Print the final summary as JSON on stdout."),
     no_export: bool = typer.Option(False, "--no-export", help="Do not write the merged checkpoint."),
 ) -> None:
-    """Run a search on this machine. Re-running with the same --run-dir resumes it."""
-    search = _load_search(spec)
-    directory = run_dir or Path("runs") / search.metadata.name
+    """Run a search on this machine. Ctrl-C stops it; `--resume RUN_DIR` (or the same --run-dir) continues it."""
+    if resume is not None:
+        if run_dir is not None and run_dir.resolve() != resume.resolve():
+            fail("--resume names the run directory; leave out --run-dir (or give the same directory)")
+        search = _load_search(spec) if spec is not None else _load_pinned(resume)
+        directory = resume
+    elif spec is None:
+        fail("give a SPEC to start a search, or --resume RUN_DIR to continue one")
+        return
+    else:
+        search = _load_search(spec)
+        directory = run_dir or Path("runs") / search.metadata.name
     _run_and_report(search, directory, quiet, as_json, export=not no_export)
+
+
+@app.command()
+def demo(
+    size: str = typer.Option("small", "--size", help="Zoo size: nano (seconds, for tests) or small (the real demo)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the zoo and of the search."),
+    algorithm: str = typer.Option("evogm", "--algorithm", help="Optimizer: evogm, cmaes, ga or random."),
+    generations: int = typer.Option(4, "--generations", help="Generations of the search."),
+    population: int = typer.Option(8, "--population", help="Candidates per generation."),
+    run_dir: Path = typer.Option(Path("runs/demo"), "--run-dir", help="Where the demo search writes its run."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only print the final table."),
+) -> None:
+    """Build the tiny expert zoo on CPU (cached), search its merges, and compare experts, uniform and evolved merges."""
+    from .demo import comparison_table, run_demo
+
+    if size not in ("nano", "small"):
+        fail("--size must be nano or small")
+    search, rows = run_demo(size, seed, algorithm, generations, population, run_dir / f"{size}-{algorithm}-{seed}", console, quiet)
+    Console().print(comparison_table(rows, search))
 
 
 @app.command()
@@ -83,20 +113,48 @@ def merge(
 ) -> None:
     """Merge checkpoints by a recipe and write a standard Hugging Face checkpoint."""
     from ..merge.export import export_merge
+    from ..merge.inputs import open_recipe_inputs
     from ..merge.recipe import MergeRecipe
-    from ..models.checkpoint import CheckpointError, open_checkpoint
-    from ..models.uris import UriError, local_path
+    from ..models.checkpoint import CheckpointError
+    from ..models.uris import UriError
 
     data = json.loads(recipe.read_text())
     data = data.get("best", {}).get("recipe", data) if "best" in data else data
     parsed = MergeRecipe.from_dict(data)
     try:
-        base = open_checkpoint(local_path(parsed.base_uri), allow_pickle) if parsed.base_uri else None
-        experts = {e.name: open_checkpoint(local_path(e.uri), allow_pickle) for e in parsed.experts}
+        base, experts = open_recipe_inputs(parsed, allow_pickle or None)
     except (UriError, CheckpointError) as exc:
         fail(str(exc))
     export_merge(parsed, base, experts, out)
     console.print(f"merged model written to {out}")
+
+
+@app.command()
+def evaluate(
+    model: Path = typer.Argument(..., help="A model directory (config.json, safetensors, tokenizer)."),
+    task: list[str] = typer.Option(..., "--task", "-t", help="lm-eval task, optionally TASK:METRIC (repeatable)."),
+    include_path: list[Path] = typer.Option([], "--include-path", help="Directory of custom lm-eval task YAMLs."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Items per task, subsampled with --seed."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the subsample (use the search's to compare numbers)."),
+    engine: str = typer.Option("transformers", "--engine", help="transformers (in-process), tgi or vllm."),
+    url: Optional[str] = typer.Option(None, "--url", help="Server URL for --engine tgi or vllm."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (transformers engine)."),
+) -> None:
+    """Score one model on lm-eval tasks, the way a search scores its candidates; prints JSON."""
+    from ..evaluate.model import evaluate_model
+    from ..evaluate.tasks import TaskError
+    from ..spec.merge_search import Objective
+
+    objectives = []
+    for item in task:
+        name, _, metric = item.partition(":")
+        objectives.append(Objective(task=name, metric=metric or "acc", limit=limit))
+    try:
+        scores = evaluate_model(model, objectives, [str(p) for p in include_path],
+                                {"engine": engine, "url": url, "device": device}, seed=seed)
+    except (TaskError, ValueError, OSError) as exc:
+        fail(str(exc))
+    print(json.dumps(scores, indent=2))
 
 
 def _load_search(path: Path) -> MergeSearch:
@@ -104,6 +162,21 @@ def _load_search(path: Path) -> MergeSearch:
         return load_resource(path, MergeSearch)
     except SpecError as exc:
         fail(str(exc))
+        raise  # unreachable: fail() exits
+
+
+def _load_pinned(run_dir: Path) -> MergeSearch:
+    """The search of a run directory from its pinned spec.json (named after the directory)."""
+    from ..runner.local import SPEC_FILE
+
+    pinned = run_dir / SPEC_FILE
+    if not pinned.exists():
+        fail(f"--resume {run_dir}: no {SPEC_FILE} there — not a run directory of `evomerge run`")
+    name = re.sub(r"[^a-z0-9-]+", "-", run_dir.resolve().name.lower()).strip("-")[:63].strip("-") or "resumed"
+    try:
+        return MergeSearch.model_validate({"metadata": {"name": name}, "spec": json.loads(pinned.read_text())})
+    except ValueError as exc:
+        fail(f"--resume {run_dir}: {SPEC_FILE} is not a valid spec of this evomerge version: {exc}")
         raise  # unreachable: fail() exits
 
 
@@ -126,14 +199,29 @@ def _run_and_report(search: MergeSearch, run_dir: Path, quiet: bool, as_json: bo
         fail(f"search failed: {exc}", code=exit_codes.SEARCH_FAILED)
     except KeyboardInterrupt:
         sink.close()
-        console.print(f"interrupted — resume with: evomerge run SPEC --run-dir {run_dir}")
+        console.print(f"interrupted — resume with: evomerge run --resume {run_dir}", highlight=False, soft_wrap=True)
         raise typer.Exit(exit_codes.INTERRUPTED)
     sink.close()
+    _write_report(run_dir, quiet or as_json)
     if as_json:
         print((run_dir / SUMMARY_FILE).read_text())
         return
     if not quiet:
         _print_summary(result)
+
+
+def _write_report(run_dir: Path, quiet: bool) -> None:
+    """The run report; a failure to draw it is a warning, never a failed search."""
+    from ..report.render import write_report
+
+    try:
+        files = write_report(run_dir)
+    except Exception as exc:  # noqa: BLE001 — the search itself succeeded and its files are in place
+        console.print(f"[yellow]warning:[/yellow] the report could not be written: {exc}; retry with `evomerge report {run_dir}`",
+                      highlight=False, soft_wrap=True)
+        return
+    if not quiet:
+        console.print(f"report: {files.html}", highlight=False, soft_wrap=True)
 
 
 def _print_summary(result) -> None:
@@ -163,6 +251,16 @@ def _compact_recipe(recipe: dict) -> dict:
             for e in recipe["experts"]
         },
     }
+
+
+# Commands that live in their own modules; imports stay light (torch loads inside the commands).
+from .cluster import register as register_cluster  # noqa: E402
+from .report_cmd import register as register_report  # noqa: E402
+from .zoo_cmd import zoo_app  # noqa: E402
+
+app.add_typer(zoo_app, name="zoo")
+register_report(app)
+register_cluster(app)
 
 
 def main() -> None:

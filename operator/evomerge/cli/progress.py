@@ -1,11 +1,16 @@
-"""Showing a search's progress: a live bar on a terminal, plain log lines otherwise."""
+"""Showing a search's progress: a live view on a terminal, plain log lines otherwise, nothing when quiet.
+
+Both show the same facts — round and generation, evaluations done of the budget, the best fitness so far,
+failures and an ETA from this session's pace (replayed evaluations took no time, so they do not count).
+"""
 
 from __future__ import annotations
 
-import sys
+import time
+from typing import Callable
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..executors.base import EvalResult
 from ..spec.base import format_number
@@ -16,36 +21,78 @@ def _fmt(value: float | None) -> str:
     return "—" if value is None else f"{value:.4f}"
 
 
-class TerminalSink:
-    """Implements the runner's StatusSink for people; quiet mode prints nothing at all."""
+def format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
-    def __init__(self, console: Console | None = None, quiet: bool = False):
+
+class TerminalSink:
+    """Implements the runner's StatusSink for people."""
+
+    def __init__(self, console: Console | None = None, quiet: bool = False, clock: Callable[[], float] = time.monotonic):
         self.console = console or Console(stderr=True)
         self.quiet = quiet
         self.live = self.console.is_terminal and not quiet
+        self.clock = clock
         self.progress: Progress | None = None
         self.task = None
+        self.total: int | None = None
+        self.done = 0
+        self.failed = 0
+        self.best: float | None = None
+        self.current_round = 0
+        self.current_generation = 0  # the generation being evaluated (one past the last summary)
+        self._session_done = 0
+        self._session_start = 0.0
 
+    # ---- StatusSink ---------------------------------------------------------------------------------
     def started(self, total_evaluations: int | None, resumed_evaluations: int) -> None:
+        self.total, self.done = total_evaluations, resumed_evaluations
+        self._session_start = self.clock()
         if self.quiet:
             return
+        planned = f"{total_evaluations} evaluations planned" if total_evaluations else "evaluation budget open"
         if resumed_evaluations:
-            self.console.print(f"resuming: {resumed_evaluations} evaluations replayed from history")
+            self._line(f"resuming: {resumed_evaluations} evaluations replayed from history; {planned}")
+        else:
+            self._line(f"search started: {planned}")
         if self.live:
             self.progress = Progress(
-                TextColumn("[bold]search"), BarColumn(), MofNCompleteColumn(), TextColumn("best {task.fields[best]}"),
-                TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=self.console, transient=False,
+                TextColumn("[bold]round {task.fields[round]} · generation {task.fields[generation]}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("evaluations · best [bold]{task.fields[best]}[/bold]{task.fields[failed]}"),
+                TimeElapsedColumn(),
+                TextColumn("ETA {task.fields[eta]}"),
+                console=self.console,
+                transient=False,
             )
             self.progress.start()
-            self.task = self.progress.add_task("search", total=total_evaluations, completed=resumed_evaluations, best="—")
+            self.task = self.progress.add_task("search", total=total_evaluations, completed=resumed_evaluations,
+                                               **self._fields())
 
     def evaluation(self, result: EvalResult, fitness: float | None, best: float | None) -> None:
+        self.done += 1
+        self._session_done += 1
+        self.failed += result.error is not None
+        self.best = best
+        if self.quiet:
+            return
         if self.progress is not None:
-            self.progress.update(self.task, advance=1, best=_fmt(best))
-        elif not self.quiet and result.error:
-            print(f"evaluation {result.candidate} failed: {result.error}", file=sys.stderr)
+            self.progress.update(self.task, completed=self.done, **self._fields())
+            if result.error:
+                self.progress.console.print(f"evaluation {result.candidate} failed: {result.error}", highlight=False, markup=False)
+            return
+        if result.error:
+            outcome = f"failed: {result.error}"
+        elif result.seconds == 0:  # the runner reuses a known score with zero seconds; real evaluations take time
+            outcome = f"fitness {_fmt(fitness)} (cached)"
+        else:
+            outcome = f"fitness {_fmt(fitness)} ({format_number(round(result.seconds, 1))}s)"
+        self._line(f"[{self._count()}] {result.candidate} {outcome}; best {_fmt(best)}")
 
     def generation(self, summary: GenerationSummary) -> None:
+        self.current_round, self.current_generation = summary.round, summary.generation + 1
         if self.quiet:
             return
         line = (
@@ -54,10 +101,36 @@ class TerminalSink:
             f"{summary.failed} failed, {format_number(round(summary.seconds, 1))}s)"
         )
         if self.progress is not None:
-            self.progress.console.print(line)
+            self.progress.update(self.task, **self._fields())
+            self.progress.console.print(line, highlight=False, markup=False)
         else:
-            print(line, file=sys.stderr, flush=True)
+            self._line(f"{line} — {self._count()} evaluations, best so far {_fmt(self.best)}, ETA {self.eta()}")
 
     def close(self) -> None:
         if self.progress is not None:
             self.progress.stop()
+            self.progress = None
+
+    # ---- helpers ------------------------------------------------------------------------------------
+    def eta(self) -> str:
+        """Time left at this session's pace; '—' before the first evaluation of this session or without a budget."""
+        if self.total is None or self._session_done == 0:
+            return "—"
+        remaining = max(self.total - self.done, 0)
+        pace = (self.clock() - self._session_start) / self._session_done
+        return format_duration(remaining * pace)
+
+    def _fields(self) -> dict[str, str]:
+        return {
+            "round": str(self.current_round),
+            "generation": str(self.current_generation),
+            "best": _fmt(self.best),
+            "failed": f" · [red]{self.failed} failed[/red]" if self.failed else "",
+            "eta": self.eta(),
+        }
+
+    def _count(self) -> str:
+        return f"{self.done}/{self.total}" if self.total else str(self.done)
+
+    def _line(self, text: str) -> None:
+        self.console.print(text, highlight=False, markup=False, soft_wrap=True)

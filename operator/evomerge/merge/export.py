@@ -1,75 +1,278 @@
-"""Exporting a recipe as a standard Hugging Face checkpoint, streaming tensor by tensor."""
+"""Exporting a recipe as a standard Hugging Face checkpoint, streaming tensor by tensor.
+
+Every output tensor is planned from the input headers (name, dtype, shape) before any math runs, which
+fixes the shard layout; then each tensor is read from every input, merged, and written straight to its
+offset in its shard by a writer thread while the next one is computed. Peak memory is about one tensor
+per input plus the merge's temporaries — never a whole model or a whole shard.
+"""
 
 from __future__ import annotations
 
 import json
+import queue
 import shutil
+import threading
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Mapping
 
 import torch
-from safetensors.torch import save_file
 
-from ..models.checkpoint import Checkpoint
-from .apply import merge_tensor, method_options
+from ..models.checkpoint import CheckpointError, TensorSource, check_compatible
+from ..models.safetensors_io import PlannedTensor, ShardedWriter
+from .apply import RecipeError, expert_params, merge_tensor, method_options
+from .dataflow import check_foldable, cumulative_scales, fold, layer_of, path_config
+from .layer_path import BASE, MERGED, LayerPathError
+from .methods import get_method
 from .recipe import MergeRecipe
 
 TOKENIZER_FILES = (
     "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.model",
-    "vocab.json", "merges.txt", "generation_config.json", "chat_template.jinja",
+    "vocab.json", "merges.txt", "generation_config.json", "chat_template.jinja", "added_tokens.json",
 )
 DEFAULT_SHARD_BYTES = 2 * 1024**3
+RECIPE_FILE = "evomerge_recipe.json"
+
+
+@dataclass(frozen=True)
+class _Job:
+    planned: PlannedTensor
+    produce: Callable[[], torch.Tensor]
 
 
 def export_merge(
     recipe: MergeRecipe,
-    base: Checkpoint | None,
-    experts: dict[str, Checkpoint],
+    base: TensorSource | None,
+    experts: Mapping[str, TensorSource],
     out_dir: Path,
     shard_bytes: int = DEFAULT_SHARD_BYTES,
 ) -> Path:
-    """Write the merged model; only the tensors of one name (one per input) are in memory at a time."""
+    """Write the merged model (or layer path) as sharded safetensors with config and tokenizer.
+
+    `experts` maps names to inputs: the recipe's experts and, for a layer path, its other models.
+    All inputs are checked (presence, architecture, shapes, dtypes, parameters) before anything is written.
+    """
     out_dir = Path(out_dir)
+    options = {**method_options(recipe), "consume_inputs": True}  # every tensor read here is ours to overwrite
+    if recipe.layer_path is None:
+        reference, config, jobs = _merge_jobs(recipe, base, experts, options)
+    else:
+        reference, config, jobs = _path_jobs(recipe, base, experts, options)
     out_dir.mkdir(parents=True, exist_ok=True)
-    reference = base if base is not None else experts[recipe.experts[0].name]
-    num_layers = int(reference.config().get("num_hidden_layers", 1))
-    options = method_options(recipe)
-    shards: list[dict[str, torch.Tensor]] = [{}]
-    shard_size = 0
-    for name in reference.names:
-        merged = merge_tensor(
-            recipe,
-            name,
-            base.read(name) if base is not None else None,
-            [experts[e.name].read(name) for e in recipe.experts],
-            num_layers,
-            options,
-        ).contiguous()
-        size = merged.numel() * merged.element_size()
-        if shard_size and shard_size + size > shard_bytes:
-            shards.append({})
-            shard_size = 0
-        shards[-1][name] = merged
-        shard_size += size
-    _write_shards(shards, out_dir)
-    shutil.copy2(reference.root / "config.json", out_dir / "config.json")
-    for file in TOKENIZER_FILES:
-        if (reference.root / file).exists():
-            shutil.copy2(reference.root / file, out_dir / file)
-    (out_dir / "evomerge_recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2))
+    writer = ShardedWriter(out_dir, [j.planned for j in jobs], shard_bytes)
+    _stream(jobs, writer)
+    dtypes = {j.planned.dtype for j in jobs if j.planned.dtype.is_floating_point}
+    if len(dtypes) == 1:
+        config = _with_dtype(config, dtypes.pop())
+    (out_dir / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True))
+    _copy_tokenizer(reference, out_dir)
+    (out_dir / RECIPE_FILE).write_text(json.dumps(recipe.to_dict(), indent=2))
     return out_dir
 
 
-def _write_shards(shards: list[dict[str, torch.Tensor]], out_dir: Path) -> None:
-    if len(shards) == 1:
-        save_file(shards[0], str(out_dir / "model.safetensors"), metadata={"format": "pt"})
-        return
-    weight_map: dict[str, str] = {}
-    total = 0
-    for i, shard in enumerate(shards, start=1):
-        file = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
-        save_file(shard, str(out_dir / file), metadata={"format": "pt"})
-        for name, tensor in shard.items():
-            weight_map[name] = file
-            total += tensor.numel() * tensor.element_size()
-    index = {"metadata": {"total_size": total}, "weight_map": weight_map}
-    (out_dir / "model.safetensors.index.json").write_text(json.dumps(index, indent=2))
+def _stream(jobs: list[_Job], writer: ShardedWriter) -> None:
+    """Compute tensors on this thread, write them on another: the write of one overlaps the next's math.
+
+    At most one finished tensor is alive besides the one being computed (the slot is taken before a
+    tensor is produced and given back when its write ends), so memory stays at one tensor per input.
+    """
+    pending: queue.Queue = queue.Queue()
+    slot = threading.Semaphore(1)
+    failure: list[BaseException] = []
+
+    def write_all() -> None:
+        while (item := pending.get()) is not None:
+            try:
+                if not failure:
+                    writer.write(*item)
+            except BaseException as exc:  # surfaced on the main thread below
+                failure.append(exc)
+            finally:
+                del item
+                slot.release()
+
+    thread = threading.Thread(target=write_all, name="evomerge-writer", daemon=True)
+    thread.start()
+    try:
+        for job in jobs:
+            tensor = job.produce()
+            slot.acquire()
+            if failure:
+                break
+            pending.put((job.planned.name, tensor))
+            del tensor
+    finally:
+        pending.put(None)
+        thread.join()
+    if failure:
+        writer.abort()
+        raise failure[0]
+    writer.finish()
+
+
+def _input_reference(recipe: MergeRecipe, base: TensorSource | None, experts: Mapping[str, TensorSource]) -> TensorSource:
+    method = get_method(recipe.method)
+    if method.needs_base and base is None:
+        raise RecipeError(f"method {recipe.method} merges task vectors and needs the base checkpoint")
+    missing = [e.name for e in recipe.experts if e.name not in experts]
+    if missing:
+        raise RecipeError(f"recipe expert {missing[0]!r} has no checkpoint — pass it in `experts`")
+    if recipe.method == "slerp" and len(recipe.experts) != 1:
+        raise RecipeError(f"slerp interpolates between the base and one expert; the recipe has {len(recipe.experts)}")
+    if not recipe.experts:
+        raise RecipeError("the recipe names no experts to merge")
+    return base if base is not None else experts[recipe.experts[0].name]
+
+
+def validate_merge_inputs(recipe: MergeRecipe, base: TensorSource | None, experts: Mapping[str, TensorSource]) -> TensorSource:
+    """Everything that can be wrong with a recipe's inputs, found before any tensor is read."""
+    reference = _input_reference(recipe, base, experts)
+    method = get_method(recipe.method)
+    others = {e.name: experts[e.name] for e in recipe.experts if experts[e.name] is not reference}
+    check_compatible(reference, others, recipe.options.get("dtype"))
+    for group in recipe.groups:
+        expert_params(recipe, method, group)
+    return reference
+
+
+def _merge_jobs(recipe: MergeRecipe, base, experts, options: dict) -> tuple[TensorSource, dict, list[_Job]]:
+    reference = validate_merge_inputs(recipe, base, experts)
+    method = get_method(recipe.method)
+    num_layers = int(reference.config().get("num_hidden_layers", 1))
+    inputs = [experts[e.name] for e in recipe.experts]
+    jobs = []
+    for name in reference.names:
+        shape, dtype = reference.info(name)
+        dtypes = [src.info(name)[1] for src in ([base] if method.needs_base else []) + inputs]
+        out = _output_dtype(options, dtypes)
+        jobs.append(_Job(PlannedTensor(name, out, shape), _merge_producer(recipe, name, base, inputs, num_layers, options)))
+    return reference, reference.config(), jobs
+
+
+def _merge_producer(recipe, name, base, inputs, num_layers, options) -> Callable[[], torch.Tensor]:
+    def produce() -> torch.Tensor:
+        base_tensor = base.read(name) if base is not None and get_method(recipe.method).needs_base else None
+        return merge_tensor(recipe, name, base_tensor, [src.read(name) for src in inputs], num_layers, options)
+
+    return produce
+
+
+def _output_dtype(options: dict, dtypes: list[torch.dtype]) -> torch.dtype:
+    if not dtypes[0].is_floating_point:
+        return dtypes[0]
+    if options["out_dtype"] is not None:
+        return options["out_dtype"]
+    if options["compute_dtype"] is not None:
+        return options["compute_dtype"]
+    out = dtypes[0]
+    for dtype in dtypes[1:]:
+        out = torch.promote_types(out, dtype)
+    return out
+
+
+def _path_jobs(recipe: MergeRecipe, base, experts, options: dict) -> tuple[TensorSource, dict, list[_Job]]:
+    path = recipe.layer_path
+    assert path is not None
+    sources: dict[str, TensorSource | None] = {}
+    for model in path.models:
+        if model == MERGED:
+            sources[model] = None
+        elif model == BASE:
+            if base is None:
+                raise LayerPathError("layer path uses the base model, but no base checkpoint was given")
+            sources[model] = base
+        elif model in experts:
+            sources[model] = experts[model]
+        else:
+            raise LayerPathError(f"layer path model {model!r} has no checkpoint — pass it in `experts` (uri: {path.sources.get(model)})")
+    merged_ref = validate_merge_inputs(recipe, base, experts) if MERGED in sources else None
+    views = {m: (merged_ref if s is None else s) for m, s in sources.items()}
+    reference = views[path.embed_model]
+    assert reference is not None
+    for model, view in views.items():
+        if view is reference:
+            continue
+        if _same_depth(reference, view):
+            check_compatible(reference, {model: view}, recipe.options.get("dtype"))
+        else:
+            _check_width(reference, view, model)
+    configs = {m: v.config() for m, v in views.items()}
+    path.validate({m: int(c.get("num_hidden_layers", 0)) for m, c in configs.items()})
+    suffixes = check_foldable(reference.names, configs[path.embed_model].get("model_type"))
+    num_layers = int(configs[path.embed_model].get("num_hidden_layers", 1))
+    inputs = [experts[e.name] for e in recipe.experts] if MERGED in sources else []
+    method = get_method(recipe.method)
+
+    def source_tensor(model: str, name: str) -> Callable[[], torch.Tensor]:
+        if sources[model] is None:
+            return _merge_producer(recipe, name, base, inputs, num_layers, options)
+        src = sources[model]
+
+        def read() -> torch.Tensor:
+            tensor = src.read(name)
+            if options["compute_dtype"] is not None and tensor.is_floating_point():
+                tensor = tensor.to(options["compute_dtype"])
+            return tensor
+
+        return read
+
+    def planned_dtype(model: str, name: str) -> torch.dtype:
+        if sources[model] is None:
+            pool = ([base] if method.needs_base else []) + inputs
+            return _output_dtype(options, [s.info(name)[1] for s in pool])
+        return _output_dtype(options, [views[model].info(name)[1]])
+
+    jobs: list[_Job] = []
+    for name in reference.names:
+        if layer_of(name) is None:
+            jobs.append(_Job(PlannedTensor(name, planned_dtype(path.embed_model, name), reference.info(name)[0]),
+                             _cast(source_tensor(path.embed_model, name), options)))
+    prefix = next(p[1] for p in map(layer_of, reference.names) if p is not None)
+    for j, (hop, cumulative) in enumerate(zip(path.hops, cumulative_scales(path))):
+        for suffix in suffixes:
+            src_name = f"{prefix}{hop.layer}.{suffix}"
+            out_name = f"{prefix}{j}.{suffix}"
+            produce = source_tensor(hop.model, src_name)
+            jobs.append(_Job(
+                PlannedTensor(out_name, planned_dtype(hop.model, src_name), views[hop.model].info(src_name)[0]),
+                _cast(lambda produce=produce, suffix=suffix, c=cumulative: fold(suffix, produce(), c), options),
+            ))
+    return reference, path_config(configs[path.embed_model], path, configs), jobs
+
+
+def _cast(produce: Callable[[], torch.Tensor], options: dict) -> Callable[[], torch.Tensor]:
+    if options["out_dtype"] is None:
+        return produce
+    return lambda: (lambda t: t.to(options["out_dtype"]) if t.is_floating_point() else t)(produce())
+
+
+def _same_depth(a: TensorSource, b: TensorSource) -> bool:
+    return a.config().get("num_hidden_layers") == b.config().get("num_hidden_layers")
+
+
+def _check_width(reference: TensorSource, other: TensorSource, model: str) -> None:
+    """Path models of different depth must still agree on every per-layer tensor shape."""
+    ref_layer = {p[2]: reference.info(n)[0] for n in reference.names if (p := layer_of(n)) is not None and p[0] == 0}
+    for n in other.names:
+        parts = layer_of(n)
+        if parts is not None and parts[0] == 0 and ref_layer.get(parts[2]) not in (None, other.info(n)[0]):
+            raise CheckpointError(
+                f"path model {model!r}: layer tensor {parts[2]} has shape {list(other.info(n)[0])}, "
+                f"model A has {list(ref_layer[parts[2]])} — path layers must share the hidden sizes"
+            )
+
+
+def _with_dtype(config: dict, dtype: torch.dtype) -> dict:
+    name = str(dtype).removeprefix("torch.")
+    out = dict(config)
+    if "torch_dtype" in out:
+        out["torch_dtype"] = name
+    out["dtype"] = name
+    return out
+
+
+def _copy_tokenizer(reference: TensorSource, out_dir: Path) -> None:
+    root = getattr(reference, "base", reference).root
+    for file in TOKENIZER_FILES:
+        if (root / file).exists():
+            shutil.copy2(root / file, out_dir / file)

@@ -1,4 +1,4 @@
-"""Merge methods as a registry of small pure functions, with mergekit 0.1.5's names and semantics."""
+"""Merge methods as a registry of small units, with mergekit 0.1.5's names, parameters and defaults."""
 
 from __future__ import annotations
 
@@ -7,8 +7,13 @@ from typing import Callable
 
 import torch
 
-# (base tensor or None, expert tensors, per-expert parameters, global options) -> merged tensor
-MethodFn = Callable[[torch.Tensor | None, list[torch.Tensor], list[dict[str, float]], dict], torch.Tensor]
+from . import kernels
+from .linear import linear as linear_math
+from .slerp import slerp as slerp_math
+from .task_arithmetic import merge_family
+
+# (base tensor or None, expert tensors, per-expert parameters, resolved options, tensor name) -> merged tensor
+MethodFn = Callable[[torch.Tensor | None, list[torch.Tensor], list[dict[str, float]], dict, str], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -18,17 +23,16 @@ class MergeMethod:
     needs_base: bool
     genes: tuple[str, ...]
     normalize_default: bool
+    rescale_default: bool = False
+    sparsifier: str | None = None  # "magnitude" (TIES) or "random" (DARE)
+    consensus: bool = False  # TIES sign election
+
+    @property
+    def task_arithmetic(self) -> bool:
+        return self.name not in ("linear", "slerp")
 
 
 METHODS: dict[str, MergeMethod] = {}
-
-
-def register(name: str, *, needs_base: bool, genes: tuple[str, ...], normalize_default: bool):
-    def wrap(fn: MethodFn) -> MethodFn:
-        METHODS[name] = MergeMethod(name, fn, needs_base, genes, normalize_default)
-        return fn
-
-    return wrap
 
 
 def get_method(name: str) -> MergeMethod:
@@ -38,29 +42,72 @@ def get_method(name: str) -> MergeMethod:
         raise ValueError(f"merge method {name!r} is not implemented; known: {', '.join(sorted(METHODS))}") from None
 
 
-@register("linear", needs_base=False, genes=("weight",), normalize_default=True)
-def linear(base, experts, params, options):
-    """Σ wᵢθᵢ (÷ Σ wᵢ when normalizing), accumulated in fp32 as mergekit 0.1.5 does."""
-    acc_dtype = torch.float64 if experts[0].dtype == torch.float64 else torch.float32
-    weights = [p["weight"] for p in params]
-    out = torch.zeros_like(experts[0], dtype=acc_dtype)
-    for w, tensor in zip(weights, experts):
-        out.add_(tensor.to(acc_dtype), alpha=w)
-    if options.get("normalize", True):
-        out.div_(sum(weights))
-    return out.to(experts[0].dtype)
+def compute_dtype(options: dict, tensors: list[torch.Tensor]) -> torch.dtype:
+    """The merge dtype: the recipe's `dtype`, else the promotion of the inputs (mergekit's rule)."""
+    if options.get("compute_dtype") is not None:
+        return options["compute_dtype"]
+    dtype = tensors[0].dtype
+    for tensor in tensors[1:]:
+        dtype = torch.promote_types(dtype, tensor.dtype)
+    return dtype
 
 
-@register("task_arithmetic", needs_base=True, genes=("weight",), normalize_default=False)
-def task_arithmetic(base, experts, params, options):
-    """b + λ·Σ wᵢ(θᵢ − b), optionally ÷ Σ wᵢ; arithmetic in the merge dtype, result in the base dtype."""
-    dtype = options.get("compute_dtype") or base.dtype
-    b = base.to(dtype)
-    weights = [p["weight"] for p in params]
-    delta = torch.zeros_like(b)
-    for w, tensor in zip(weights, experts):
-        delta.add_((tensor.to(dtype) - b) * w)
-    if options.get("normalize", False):
-        total = sum(weights)
-        delta.div_(total if abs(total) >= 1e-8 else 1.0)
-    return (b + delta * options.get("lambda", 1.0)).to(base.dtype)
+def _linear(base, experts, params, options, name):
+    dtype = compute_dtype(options, experts)
+    tensors = [e.to(dtype) for e in experts]
+    out = _output_buffer(tensors[0], experts[0], options)
+    return linear_into(tensors, [p["weight"] for p in params], options["normalize"], out)
+
+
+def linear_into(tensors: list[torch.Tensor], weights: list[float], normalize: bool, out: torch.Tensor) -> torch.Tensor:
+    """linear of same-dtype tensors written into `out` (contiguous, their dtype; it may be tensors[0])."""
+    if not kernels.available(tensors[0].dtype, 1, tensors[0].device):
+        out.copy_(linear_math(tensors, weights, normalize))
+        return out
+    coefficients = torch.tensor([weights], dtype=torch.float32)
+    denominator = float(coefficients.sum(dim=1))
+    kernels.linear(tuple(kernels.as_array(t.contiguous()) for t in tensors), coefficients[0].numpy(), normalize,
+                   denominator, kernels.as_array(out))
+    return out
+
+
+def _output_buffer(converted: torch.Tensor, original: torch.Tensor, options: dict) -> torch.Tensor:
+    """Where a fused kernel may write: the input itself when it is a private copy or the caller lends it."""
+    if converted.is_contiguous() and (converted is not original or options.get("consume_inputs")):
+        return converted
+    return torch.empty_like(converted, memory_format=torch.contiguous_format)
+
+
+def _slerp(base, experts, params, options, name):
+    if base is None or len(experts) != 1:
+        raise ValueError(f"tensor {name}: slerp interpolates between the base and exactly one expert")
+    dtype = compute_dtype(options, [base, experts[0]])
+    return slerp_math(params[0]["t"], base.to(dtype), experts[0].to(dtype))
+
+
+def _task_arithmetic_family(method_name: str) -> MethodFn:
+    def merge(base, experts, params, options, name):
+        if base is None:
+            raise ValueError(f"tensor {name}: {method_name} merges task vectors and needs the base tensor")
+        dtype = compute_dtype(options, [base, *experts])
+        b = base.to(dtype)
+        out = _output_buffer(b, base, options)
+        return merge_family(METHODS[method_name], b, [e.to(dtype) for e in experts], False, params, options, name, out)
+
+    return merge
+
+
+def _register(method: MergeMethod) -> None:
+    METHODS[method.name] = method
+
+
+_register(MergeMethod("linear", _linear, needs_base=False, genes=("weight",), normalize_default=True))
+_register(MergeMethod("slerp", _slerp, needs_base=True, genes=("t",), normalize_default=False))
+_register(MergeMethod("task_arithmetic", _task_arithmetic_family("task_arithmetic"), needs_base=True, genes=("weight",),
+                      normalize_default=False))
+_register(MergeMethod("ties", _task_arithmetic_family("ties"), needs_base=True, genes=("weight", "density"),
+                      normalize_default=True, sparsifier="magnitude", consensus=True))
+_register(MergeMethod("dare_ties", _task_arithmetic_family("dare_ties"), needs_base=True, genes=("weight", "density"),
+                      normalize_default=False, rescale_default=True, sparsifier="random", consensus=True))
+_register(MergeMethod("dare_linear", _task_arithmetic_family("dare_linear"), needs_base=True, genes=("weight", "density"),
+                      normalize_default=False, rescale_default=True, sparsifier="random"))

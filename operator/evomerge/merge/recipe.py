@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from .layer_path import LayerPath
 
 @dataclass(frozen=True)
 class ExpertWeights:
@@ -32,15 +33,19 @@ class MergeRecipe:
     experts: tuple[ExpertWeights, ...]
     groups: tuple[str, ...] = ("all",)
     options: dict[str, Any] = field(default_factory=dict)
+    layer_path: LayerPath | None = None  # data-flow merging; None keeps a pure parameter-space merge
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "method": self.method,
             "baseUri": self.base_uri,
             "groups": list(self.groups),
             "options": dict(sorted(self.options.items())),
             "experts": [{"name": e.name, "uri": e.uri, "params": e.params} for e in self.experts],
         }
+        if self.layer_path is not None:  # absent rather than null, so digests of PS recipes never change
+            data["layerPath"] = self.layer_path.to_dict()
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "MergeRecipe":
@@ -52,6 +57,7 @@ class MergeRecipe:
             experts=tuple(
                 ExpertWeights(e["name"], e["uri"], {g: dict(v) for g, v in e["params"].items()}) for e in data["experts"]
             ),
+            layer_path=LayerPath.from_dict(data["layerPath"]) if data.get("layerPath") else None,
         )
 
     def digest(self) -> str:

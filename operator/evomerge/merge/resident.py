@@ -1,35 +1,150 @@
-"""The resident merger: experts held in memory, a candidate written into a live model in place."""
+"""The resident merger: experts held in memory, a candidate written into a live model in place.
+
+Between candidates only the parameters change, so what does not depend on them is computed once and
+kept on the merge device: the inputs in the merge dtype and the task vectors δᵢ = θᵢ − b (stacked per
+tensor). A candidate then costs the fused kernels' passes over the cached task vectors (a counting pass
+for TIES' cut or DARE's exact norms, then one combine pass written straight into the model's weights).
+Where the torch path runs instead (mergekit's tie order or RNG stream, other devices), `cache_masks`
+also keeps each δᵢ's magnitude ranks (the top-k mask of any density is `ranks < k`) and the uniforms
+behind DARE's masks (the mask of any density is `u < p`). The result equals the exporter's bit for bit
+on the same device: both call the same functions.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
-from ..models.checkpoint import Checkpoint
-from .apply import merge_tensor, method_options
+from ..models.checkpoint import TensorSource
+from .apply import expert_params, method_options
+from .groups import group_of
+from .methods import MergeMethod, get_method, linear_into
 from .recipe import MergeRecipe
+from . import kernels
+from .sparsify import draw_uniforms, magnitude_ranks, tensor_seed
+from .task_arithmetic import merge_family, uses_fused
+
+
+@dataclass
+class _Prepared:
+    """Per-tensor state that depends only on (inputs, merge dtype, expert order)."""
+
+    base: torch.Tensor | None
+    inputs: list[torch.Tensor] | None = None  # linear / slerp: inputs in the merge dtype
+    deltas: torch.Tensor | None = None  # task-arithmetic family: [n, *shape]
+    ranks: list[torch.Tensor] | None = None
+    uniforms: torch.Tensor | None = None  # [n, numel]: the tensor's uniform stream, one row per draw
 
 
 class ResidentMerger:
     """Loads base and experts once; `merge_into` overwrites a model's parameters for each candidate.
 
     Re-merging in place keeps one model object alive across candidates, so evaluation engines never
-    reload weights or rebuild tasks between candidates.
+    reload weights or rebuild tasks between candidates. `cache_masks` trades memory (int32 ranks for
+    TIES, float32 uniforms for DARE, per expert) for speed; without it the masks are recomputed.
     """
 
-    def __init__(self, base: Checkpoint | None, experts: dict[str, Checkpoint], num_layers: int, device: str = "cpu"):
+    def __init__(
+        self,
+        base: TensorSource | None,
+        experts: dict[str, TensorSource],
+        num_layers: int,
+        device: str | torch.device = "cpu",
+        cache_masks: bool = True,
+    ):
         self.num_layers = num_layers
-        self.device = device
-        self.base = base.read_all(device) if base is not None else None
-        self.experts = {name: ckpt.read_all(device) for name, ckpt in experts.items()}
+        self.device = torch.device(device)
+        self.cache_masks = cache_masks
+        self._base_source = base
+        self._sources = dict(experts)
+        reference = base if base is not None else next(iter(self._sources.values()))
+        self._names = list(reference.names)
+        self._key: tuple | None = None
+        self._prepared: dict[str, _Prepared] = {}
 
     @torch.no_grad()
     def merge_into(self, recipe: MergeRecipe, target: dict[str, torch.Tensor]) -> None:
         """Write the merged tensors into `target` (for example a model's state_dict(), whose tensors alias its weights)."""
+        method = get_method(recipe.method)
         options = method_options(recipe)
+        order = tuple(e.name for e in recipe.experts)
+        missing = [n for n in order if n not in self._sources]
+        if missing:
+            raise ValueError(f"recipe expert {missing[0]!r} is not held by this resident merger")
+        if method.needs_base and self._base_source is None:
+            raise ValueError(f"method {recipe.method} needs the base model, which this resident merger does not hold")
+        self._prepare(method, options, order)
+        params_by_group: dict[str, list[dict[str, float]]] = {}
         for name, out in target.items():
-            reference = self.base if self.base is not None else self.experts[recipe.experts[0].name]
-            if name not in reference:
+            prepared = self._prepared.get(name)
+            if prepared is None:
                 continue
-            inputs = [self.experts[e.name][name] for e in recipe.experts]
-            base = self.base[name] if self.base is not None else None
-            out.copy_(merge_tensor(recipe, name, base, inputs, self.num_layers, options))
+            group = group_of(name, recipe.groups, self.num_layers)
+            if group not in params_by_group:
+                params_by_group[group] = expert_params(recipe, method, group)
+            direct = out if _writable(out, prepared) else None
+            merged = self._merge(name, prepared, method, params_by_group[group], options, direct)
+            if merged is not out:
+                out.copy_(merged)
+
+    def _prepare(self, method: MergeMethod, options: dict, order: tuple[str, ...]) -> None:
+        family = "delta" if method.task_arithmetic else "raw"
+        key = (family, options["compute_dtype"], order, method.sparsifier if self.cache_masks else None,
+               options["tie_order"] if method.sparsifier == "magnitude" else None,
+               (options["seed"], options["mask_rng"]) if method.sparsifier == "random" else None)
+        if key == self._key:
+            return
+        self._prepared = {}
+        for name in self._names:
+            experts = [self._sources[e].read(name, self.device) for e in order]
+            base = self._base_source.read(name, self.device) if self._base_source is not None else None
+            inputs = [t for t in (base, *experts) if t is not None]
+            if not inputs[0].is_floating_point():
+                continue
+            dtype = options["compute_dtype"] or _promoted(experts if method.name == "linear" else inputs)
+            b = base.to(dtype) if base is not None else None
+            if family == "raw":
+                self._prepared[name] = _Prepared(b, inputs=[t.to(dtype) for t in experts])
+                continue
+            deltas = torch.stack([t.to(dtype) - b for t in experts])
+            del experts, inputs
+            prepared = _Prepared(b, deltas=deltas)
+            if self.cache_masks and not uses_fused(method, dtype, len(order), self.device, options):
+                if method.sparsifier == "magnitude":
+                    prepared.ranks = [magnitude_ranks(d, options["tie_order"]) for d in deltas]
+                elif method.sparsifier == "random":
+                    prepared.uniforms = _uniform_rows(name, len(order), b.numel(), options).to(self.device)
+            self._prepared[name] = prepared
+        self._key = key
+
+    def _merge(self, name: str, prepared: _Prepared, method: MergeMethod, params: list[dict[str, float]], options: dict,
+               out: torch.Tensor | None) -> torch.Tensor:
+        if method.name == "linear" and out is not None:
+            return linear_into(prepared.inputs, [p["weight"] for p in params], options["normalize"], out)
+        if not method.task_arithmetic:
+            return method.fn(prepared.base, prepared.inputs, params, options, name)
+        assert prepared.deltas is not None and prepared.base is not None
+        return merge_family(method, prepared.base, list(prepared.deltas), True, params, options, name, out,
+                            prepared.ranks, prepared.uniforms)
+
+
+def _uniform_rows(name: str, experts: int, numel: int, options: dict) -> torch.Tensor:
+    """The uniforms behind DARE's masks for every expert: the seeded stream, or one counter row per expert."""
+    seed = tensor_seed(options["seed"], name)
+    if options["mask_rng"] == "mergekit":
+        return draw_uniforms(experts * numel, torch.Generator().manual_seed(seed)).view(experts, numel)
+    return torch.stack([kernels.counter_uniforms(kernels.expert_key(seed, i), numel) for i in range(experts)])
+
+
+def _writable(target: torch.Tensor, prepared: _Prepared) -> bool:
+    """A target the merge can write straight into: same dtype, device and layout as the merge result."""
+    like = prepared.inputs[0] if prepared.inputs is not None else prepared.base
+    return target.dtype == like.dtype and target.device == like.device and target.is_contiguous() and target.shape == like.shape
+
+
+def _promoted(tensors: list[torch.Tensor]) -> torch.dtype:
+    dtype = tensors[0].dtype
+    for tensor in tensors[1:]:
+        dtype = torch.promote_types(dtype, tensor.dtype)
+    return dtype

@@ -6,23 +6,26 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..evaluate.cache import ScoreCache
 from ..evaluate.engines.resident import ResidentEngine
 from ..executors.local import LocalExecutor
 from ..merge.export import export_merge
-from ..merge.groups import group_names
 from ..merge.recipe import MergeRecipe
 from ..models.checkpoint import check_compatible, open_checkpoint
 from ..models.uris import UriError, local_path
-from ..search.genome import Genome
+from ..report.model_card import lineage_for, write_model_card
+from ..search.genome import genome_for
 from ..search.optimizer import make_optimizer
 from ..spec.merge_search import MergeSearch, MergeSearchSpec
 from .history import JsonlHistory
+from .seeds import seed_vectors
 from .loop import SearchOutcome, SearchRunner
 from .sink import StatusSink
 
 HISTORY_FILE = "history.jsonl"
 SPEC_FILE = "spec.json"
 SUMMARY_FILE = "summary.json"
+SCORES_FILE = "scores.sqlite"
 
 
 @dataclass(frozen=True)
@@ -31,21 +34,6 @@ class LocalRun:
     run_dir: Path
     merged_dir: Path | None
     held_out: dict[str, float]
-
-
-def genome_for(spec: MergeSearchSpec, num_layers: int) -> Genome:
-    merge = spec.merge
-    groups = group_names(merge.granularity, num_layers, merge.layer_groups, merge.split_modules)
-    options = {"normalize": merge.normalize, "lambda": merge.lambda_, "rescale": merge.rescale, "dtype": merge.dtype}
-    return Genome.build(
-        method=merge.method,
-        base_uri=spec.base_model.uri if spec.base_model else None,
-        experts=[(e.name, e.uri) for e in spec.experts],
-        groups=groups,
-        evolve=list(merge.evolve),
-        bounds={"weight": merge.bounds.weight, "density": merge.bounds.density, "t": merge.bounds.t},
-        options={k: v for k, v in options.items() if v is not None},
-    )
 
 
 def run_local(search: MergeSearch, run_dir: Path, sink: StatusSink | None = None, export: bool = True) -> LocalRun:
@@ -61,15 +49,11 @@ def run_local(search: MergeSearch, run_dir: Path, sink: StatusSink | None = None
         check_compatible(base, experts)
     num_layers = int(reference.config().get("num_hidden_layers", 1))
     genome = genome_for(spec, num_layers)
+    seeds = seed_vectors(spec, genome, num_layers)
 
-    def make_engine(objectives):
-        return ResidentEngine(
-            base_dir, expert_dirs, objectives, spec.evaluation.include_paths, spec.evaluation.device,
-            spec.evaluation.batch_size, spec.allow_pickle,
-        )
-
-    executor = LocalExecutor(lambda: make_engine(spec.objectives).score)
-    runner = SearchRunner(spec, genome, lambda: make_optimizer(genome, spec.search, len(spec.objectives)),
+    cache = ScoreCache(run_dir / SCORES_FILE)
+    executor = LocalExecutor(lambda: make_engine(spec, spec.objectives, cache).score)
+    runner = SearchRunner(spec, genome, lambda: make_optimizer(genome, spec.search, len(spec.objectives), seeds),
                           executor, JsonlHistory(run_dir / HISTORY_FILE), sink)
     outcome = runner.run()
     merged_dir = None
@@ -77,11 +61,24 @@ def run_local(search: MergeSearch, run_dir: Path, sink: StatusSink | None = None
     if outcome.best is not None:
         recipe = MergeRecipe.from_dict(outcome.best.recipe)
         if spec.held_out:
-            held_out = make_engine(spec.held_out).score(recipe)
+            held_out = make_engine(spec, spec.held_out, cache).score(recipe)
         if export:
             merged_dir = export_merge(recipe, base, experts, _output_dir(spec, run_dir))
     _write_summary(run_dir, outcome, merged_dir, held_out)
+    if merged_dir is not None:
+        summary = json.loads((run_dir / SUMMARY_FILE).read_text())
+        write_model_card(merged_dir, spec, summary, lineage_for(spec), name=search.metadata.name)
     return LocalRun(outcome, run_dir, merged_dir, held_out)
+
+
+def make_engine(spec: MergeSearchSpec, objectives, cache: ScoreCache | None = None) -> ResidentEngine:
+    """The in-process engine for a spec's models, scoring the given objectives (subsample from spec.search.seed)."""
+    return ResidentEngine.from_spec(
+        spec, objectives,
+        _resolve("spec.baseModel.uri", spec.base_model.uri) if spec.base_model else None,
+        {e.name: _resolve(f"spec.experts[{i}].uri", e.uri) for i, e in enumerate(spec.experts)},
+        cache=cache,
+    )
 
 
 def _resolve(field: str, uri: str) -> Path:

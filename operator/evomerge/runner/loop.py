@@ -3,6 +3,12 @@
 Every step is an event in the history store, and the loop starts by replaying those events into a fresh
 optimizer: a search killed at any moment continues exactly where it stopped, and a recipe scored once
 is never scored again.
+
+Two modes. Generational: ask a whole population, wait for every result, tell them together. Asynchronous
+(`search.mode: async`): keep `evaluation.parallelism` evaluations in flight and ask one new candidate as soon
+as any finishes, telling each result on arrival — no GPU waits for the slowest candidate of a generation. Its
+"generation" (for summaries, maxGenerations and early stopping) is every populationSize results. Both modes
+record the same events, so both replay exactly.
 """
 
 from __future__ import annotations
@@ -83,11 +89,19 @@ class SearchRunner:
         self.sink = sink or NullSink()
         self.clock = clock
         self.multi_objective = getattr(self.optimizer, "multi_objective", False)
+        self.asynchronous = spec.search.mode == "async"
+        if self.asynchronous and not getattr(self.optimizer, "supports_async", False):
+            raise ValueError(
+                f"search.mode: async needs an optimizer that proposes one candidate at a time; "
+                f"{spec.search.algorithm!r} is generational — use evogm, ga or random, or mode: generational"
+            )
         self.candidates: dict[str, Candidate] = {}
         self.by_digest: dict[str, Candidate] = {}
         self.summaries: list[GenerationSummary] = []
         self.asked: list[list[str]] = []  # ids of each ask, in order
         self.told: set[str] = set()
+        self.told_order: list[str] = []  # ids in the order they were told
+        self._summary_clock = 0.0  # async mode: when the last summary was written
         self.generation = 0
         self._stale_generations = 0
         self._best_for_patience: float | None = None
@@ -96,6 +110,9 @@ class SearchRunner:
     def run(self) -> SearchOutcome:
         resumed = self._replay(self.history.events())
         self.sink.started(self._budget(), resumed)
+        if self.asynchronous:
+            return self.outcome(self._run_async())
+        self._settle_generation()
         reason = self._stop_reason()
         while reason is None:
             self._run_generation()
@@ -128,6 +145,11 @@ class SearchRunner:
         return sum(1 for c in self.candidates.values() if c.scores is not None or c.error is not None)
 
     # ---- one generation -------------------------------------------------------------------------
+    def _settle_generation(self) -> None:
+        """A kill between a generation's last tell and its summary leaves it unsummarised: summarise it now."""
+        if self.asked and set(self.asked[-1]) <= self.told and len(self.summaries) < len(self.asked):
+            self._summarise(self.asked[-1], 0.0)
+
     def _run_generation(self) -> None:
         started = self.clock()
         open_ask = self.asked[-1] if self.asked and not set(self.asked[-1]) <= self.told else None
@@ -145,6 +167,8 @@ class SearchRunner:
     def _ask(self, n: int) -> list[str]:
         round_ = self.optimizer.round
         vectors = self.optimizer.ask(n)
+        if len(vectors) == 0:
+            return []  # nothing to propose until results arrive (async); an empty ask changes no state
         base = sum(len(a) for a in self.asked)
         ids = [f"c{base + i:06d}" for i in range(len(vectors))]
         self.history.append(
@@ -197,6 +221,7 @@ class SearchRunner:
         vectors = np.array([self.candidates[c].vector for c in ids], dtype=np.float64)
         self.optimizer.tell(vectors, [self._fitness_for_optimizer(self.candidates[c]) for c in ids])
         self.told.update(ids)
+        self.told_order.extend(ids)
         if record:
             self.history.append({"type": "tell", "ids": ids})
 
@@ -250,8 +275,6 @@ class SearchRunner:
 
     def _stop_reason(self) -> str | None:
         s = self.spec.search
-        if getattr(self.optimizer, "finished", False):
-            return "optimizer finished"
         if self.asked and not set(self.asked[-1]) <= self.told:
             return None  # an interrupted generation is always completed first
         if s.max_evaluations is not None and len(self.candidates) >= s.max_evaluations:
@@ -259,7 +282,83 @@ class SearchRunner:
         if len(self.summaries) >= s.max_generations * s.rounds:
             return "maxGenerations reached"
         if s.early_stopping and self._stale_generations >= s.early_stopping.patience:
-            return f"no improvement above {s.early_stopping.min_delta} for {s.early_stopping.patience} generations"
+            return self._early_stop_message()
+        if getattr(self.optimizer, "finished", False):
+            return "optimizer finished"
+        return None
+
+    def _early_stop_message(self) -> str:
+        early = self.spec.search.early_stopping
+        return f"no improvement above {early.min_delta} for {early.patience} generations"  # type: ignore[union-attr]
+
+    # ---- asynchronous mode ----------------------------------------------------------------------
+    def _run_async(self) -> str:
+        """Keep `evaluation.parallelism` evaluations in flight; ask one candidate whenever a slot frees."""
+        self._summary_clock = self.clock()
+        in_flight = self._settle_async()
+        slots = self.spec.evaluation.parallelism
+        while True:
+            reason = self._async_stop_reason()
+            while reason is None and len(in_flight) < slots:
+                ids = self._ask(1)
+                if not ids:
+                    break  # the optimizer needs results before it can propose more
+                self._evaluate_or_reuse(self.candidates[ids[0]])
+                if self._unfinished(ids[0]):
+                    in_flight.add(ids[0])
+                else:
+                    self._tell_async(ids[0])  # a cache hit: its result is already recorded
+                reason = self._async_stop_reason()
+            if not in_flight:
+                if reason is None:
+                    raise SearchFailed(
+                        f"search.algorithm {self.spec.search.algorithm!r} proposed no candidate while no evaluation "
+                        "was running — this is a bug in the optimizer"
+                    )
+                return reason
+            for result in self.executor.wait():
+                self._record_result(result, cached=False, record=True)
+                in_flight.discard(result.candidate)
+                self._tell_async(result.candidate)
+
+    def _settle_async(self) -> set[str]:
+        """After a replay: tell a result the kill left untold, write missing summaries, resubmit what was in flight."""
+        for cid in [c for ids in self.asked for c in ids if c not in self.told and not self._unfinished(c)]:
+            self._tell_async(cid)
+        self._summarise_async()
+        in_flight = set()
+        for cid in [c for ids in self.asked for c in ids if self._unfinished(c)]:
+            self._evaluate_or_reuse(self.candidates[cid])
+            if self._unfinished(cid):
+                in_flight.add(cid)
+            else:
+                self._tell_async(cid)
+        return in_flight
+
+    def _tell_async(self, cid: str) -> None:
+        self._tell([cid], record=True)
+        self._summarise_async()
+
+    def _summarise_async(self) -> None:
+        """One summary per populationSize results told: the asynchronous mode's generation."""
+        size = self.spec.search.population_size
+        while len(self.told_order) >= size * (len(self.summaries) + 1):
+            start = size * len(self.summaries)
+            now = self.clock()
+            self._summarise(self.told_order[start : start + size], now - self._summary_clock)
+            self._summary_clock = now
+
+    def _async_stop_reason(self) -> str | None:
+        """Why no further candidate may be asked (what is in flight still finishes and is told)."""
+        s = self.spec.search
+        if s.max_evaluations is not None and len(self.candidates) >= s.max_evaluations:
+            return "maxEvaluations reached"
+        if len(self.candidates) >= s.population_size * s.max_generations * s.rounds:
+            return "maxGenerations reached"
+        if s.early_stopping and self._stale_generations >= s.early_stopping.patience:
+            return self._early_stop_message()
+        if getattr(self.optimizer, "finished", False):
+            return "optimizer finished"
         return None
 
     def _pareto(self, scored: Sequence[Candidate]) -> list[Candidate]:

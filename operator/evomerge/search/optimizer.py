@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from typing import Callable, Sequence
 
@@ -14,15 +15,30 @@ from .genome import Genome
 # None marks a failed evaluation: optimizers must neither crash on it nor treat it as a score.
 Fitness = float | tuple[float, ...] | None
 
+# The module that registers each algorithm; imported on demand so that a build without torch (EvoGM's
+# generators) or pymoo can still run the others.
+ALGORITHM_MODULES = {"random": "random_search", "evogm": "evogm", "cmaes": "cmaes", "ga": "ga", "nsga2": "nsga2"}
+
 
 class Optimizer(ABC):
-    """ask/tell over vectors in the genome's units; deterministic given (spec, seed, history)."""
+    """ask/tell over vectors in the genome's units; deterministic given (spec, seed, history).
 
-    def __init__(self, genome: Genome, search: SearchSpec, n_objectives: int = 1):
+    `seeds` (rows in the genome's units, e.g. `Genome.encode` of a known recipe or a past elite) join the
+    first population. Class attributes tell the runner how to drive an optimizer: `multi_objective` (fitness
+    arrives as one value per objective) and `supports_async` (it can propose one candidate at a time while
+    others are still being evaluated; ask may then return fewer rows than asked for, meaning "wait").
+    """
+
+    multi_objective = False
+    supports_async = False
+
+    def __init__(self, genome: Genome, search: SearchSpec, n_objectives: int = 1, seeds: np.ndarray | None = None):
         self.genome = genome
         self.search = search
         self.n_objectives = n_objectives
         self.round = 0  # multi-round optimizers advance it; the runner reports it
+        self.finished = False  # an optimizer that has nothing left to propose sets it
+        self.seeds = np.zeros((0, genome.dim)) if seeds is None else _checked_seeds(genome, seeds)
 
     @abstractmethod
     def ask(self, n: int) -> np.ndarray:
@@ -37,6 +53,48 @@ class Optimizer(ABC):
         return np.random.default_rng([self.search.seed, *purpose])
 
 
+class PendingRows:
+    """Asked rows awaiting their results, found again by the exact vector the runner hands back.
+
+    Optimizers keep private coordinates per candidate (logits, per-round coefficients); the runner only
+    knows the genome vector, so each asked row is filed under its bytes (first asked, first matched).
+    """
+
+    def __init__(self) -> None:
+        self._rows: dict[bytes, list[object]] = {}
+
+    def add(self, vector: np.ndarray, payload: object) -> None:
+        self._rows.setdefault(_key(vector), []).append(payload)
+
+    def pop(self, vector: np.ndarray) -> object:
+        rows = self._rows.get(_key(vector))
+        if not rows:
+            raise ValueError("tell() got a vector this optimizer never asked for (or was already told)")
+        payload = rows.pop(0)
+        if not rows:
+            del self._rows[_key(vector)]
+        return payload
+
+    def __len__(self) -> int:
+        return sum(len(rows) for rows in self._rows.values())
+
+
+def _key(vector: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vector, dtype=np.float64).tobytes()
+
+
+def _checked_seeds(genome: Genome, seeds: np.ndarray) -> np.ndarray:
+    seeds = np.atleast_2d(np.asarray(seeds, dtype=np.float64))
+    if seeds.shape[1] != genome.dim:
+        raise ValueError(f"seed vectors have {seeds.shape[1]} genes; this genome has {genome.dim}")
+    return genome.clip(seeds)
+
+
+def failed_last_key(fitness: float | None, order: int) -> tuple[float, int]:
+    """Sort key, best first: higher fitness, then earlier insertion (stable); failures after every success."""
+    return (-fitness if fitness is not None else np.inf, order)
+
+
 OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {}
 
 
@@ -48,11 +106,15 @@ def register(name: str):
     return wrap
 
 
-def make_optimizer(genome: Genome, search: SearchSpec, n_objectives: int = 1) -> Optimizer:
-    from . import random_search  # noqa: F401  (registers itself)
-
+def make_optimizer(
+    genome: Genome, search: SearchSpec, n_objectives: int = 1, seeds: np.ndarray | None = None
+) -> Optimizer:
+    module = ALGORITHM_MODULES.get(search.algorithm)
+    if module is not None:
+        importlib.import_module(f"{__package__}.{module}")  # registers itself
     if search.algorithm not in OPTIMIZERS:
         raise ValueError(
-            f"search.algorithm {search.algorithm!r} is not available in this build; available: {', '.join(sorted(OPTIMIZERS))}"
+            f"search.algorithm {search.algorithm!r} is not available in this build; "
+            f"available: {', '.join(sorted(ALGORITHM_MODULES))}"
         )
-    return OPTIMIZERS[search.algorithm](genome, search, n_objectives)
+    return OPTIMIZERS[search.algorithm](genome, search, n_objectives, seeds)

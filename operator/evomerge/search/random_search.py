@@ -8,17 +8,28 @@ import numpy as np
 
 from .optimizer import Fitness, Optimizer, register
 
+PURPOSE_SAMPLE = 1
+
 
 @register("random")
 class RandomSearch(Optimizer):
+    """Candidate i is drawn from its own generator (seed, i): the same candidates in any batching or mode."""
+
+    supports_async = True
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self._asked = 0
 
     def ask(self, n: int) -> np.ndarray:
-        rows = [self.rng(1, self._asked + i).uniform(self.genome.lower, self.genome.upper) for i in range(n)]
+        rows = [self._row(self._asked + i) for i in range(n)]
         self._asked += n
-        return np.stack(rows)
+        return np.stack(rows) if rows else np.zeros((0, self.genome.dim))
+
+    def _row(self, index: int) -> np.ndarray:
+        if index < len(self.seeds):
+            return self.seeds[index]
+        return self.rng(PURPOSE_SAMPLE, index).uniform(self.genome.lower, self.genome.upper)
 
     def tell(self, vectors: np.ndarray, fitness: Sequence[Fitness]) -> None:
         """Random search learns nothing from results."""

@@ -93,6 +93,16 @@ class Condition(SpecModel):
     observed_generation: int | None = None
 
 
+def conditions_field() -> Any:
+    """A status list of conditions, keyed by type as metav1.Condition lists are (one entry per type)."""
+    return Field(
+        default_factory=list,
+        max_length=16,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
+        description="Ready, Progressing and Degraded, with reason, message and observedGeneration.",
+    )
+
+
 class ResourceRequirements(SpecModel):
     """Container resources as Kubernetes quantities ("2", "16Gi", "nvidia.com/gpu": "1")."""
 

@@ -11,11 +11,20 @@ from .expert import Expert, ExpertSpec, ExpertStatus
 from .merge_search import MergeSearch, MergeSearchSpec, MergeSearchStatus
 from .merged_model import MergedModel, MergedModelSpec, MergedModelStatus
 
-# Admission rules the schema cannot express; the same rules live in the pydantic validators.
+# Admission rules the schema cannot express; the same rules live in the pydantic validators. Lists they
+# walk are bounded (maxItems) so the API server can bound their cost.
+def _bounds_rule(gene: str) -> dict[str, str]:
+    bounds = f"self.merge.bounds.{gene}"
+    return {
+        "rule": f"!has(self.merge) || !has(self.merge.bounds) || !has({bounds}) || double({bounds}[0]) < double({bounds}[1])",
+        "message": f"merge.bounds.{gene}: the low bound must be below the high bound",
+    }
+
+
 MERGE_SEARCH_RULES = [
     {
-        "rule": "size(self.experts) >= 2 || has(self.expertSelector) || (has(self.merge) && has(self.merge.dataFlow) "
-        "&& has(self.merge.dataFlow.enabled) && self.merge.dataFlow.enabled)",
+        "rule": "(has(self.experts) && size(self.experts) >= 2) || has(self.expertSelector) || (has(self.merge) "
+        "&& has(self.merge.dataFlow) && has(self.merge.dataFlow.enabled) && self.merge.dataFlow.enabled)",
         "message": "list at least two experts, or set expertSelector",
     },
     {
@@ -26,6 +35,39 @@ MERGE_SEARCH_RULES = [
     {
         "rule": "(has(self.merge) && has(self.merge.method) && self.merge.method == 'linear') || has(self.baseModel)",
         "message": "this merge method merges task vectors and needs baseModel",
+    },
+    {
+        "rule": "!has(self.merge) || !has(self.merge.method) || self.merge.method != 'slerp' || "
+        "(has(self.merge.evolve) && self.merge.evolve == ['t'])",
+        "message": "slerp evolves only its interpolation factor: set merge.evolve to [t]",
+    },
+    {
+        "rule": "!has(self.merge) || !has(self.merge.evolve) || !('t' in self.merge.evolve) || "
+        "(has(self.merge.method) && self.merge.method == 'slerp')",
+        "message": "t is the slerp factor: use merge.method slerp, or evolve weight instead",
+    },
+    {
+        "rule": "!has(self.merge) || !has(self.merge.method) || self.merge.method != 'slerp' || has(self.expertSelector) "
+        "|| (has(self.experts) && size(self.experts) == 1)",
+        "message": "slerp interpolates between baseModel and exactly one expert",
+    },
+    {
+        "rule": "!has(self.merge) || !has(self.merge.layerGroups) || self.merge.layerGroups == 1 || "
+        "(has(self.merge.granularity) && self.merge.granularity == 'layerGroups')",
+        "message": "merge.layerGroups is only read with granularity layerGroups",
+    },
+    {
+        "rule": "!has(self.search) || !has(self.search.algorithm) || self.search.algorithm != 'nsga2' || "
+        "size(self.objectives) >= 2",
+        "message": "nsga2 searches a Pareto front and needs at least two objectives",
+    },
+    _bounds_rule("weight"),
+    _bounds_rule("density"),
+    _bounds_rule("t"),
+    {
+        "rule": "!has(self.merge) || !has(self.merge.bounds) || !has(self.merge.bounds.density) || "
+        "(double(self.merge.bounds.density[0]) > 0.0 && double(self.merge.bounds.density[1]) <= 1.0)",
+        "message": "merge.bounds.density must lie within (0, 1]: density is the fraction of a task vector kept",
     },
 ]
 
@@ -57,8 +99,9 @@ KINDS: dict[str, dict[str, Any]] = {
         "rules": [],
         "columns": [
             ("Version", "integer", ".spec.version"),
+            ("Exported", "integer", ".status.version"),
             ("Phase", "string", ".status.phase"),
-            ("Output", "string", ".spec.outputUri"),
+            ("Output", "string", ".status.outputUri"),
             ("Age", "date", ".metadata.creationTimestamp"),
         ],
     },
@@ -122,6 +165,9 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
             out[key] = {name: _structural(sub, defs) for name, sub in value.items()}
             continue
         out[key] = _structural(value, defs)
+    if out.get("additionalProperties") is True:
+        # "any value" in JSON Schema; the API server would still prune inside nested objects and lists
+        del out["additionalProperties"]
     if out.get("type") == "object" and "properties" not in out and "additionalProperties" not in out:
         out["x-kubernetes-preserve-unknown-fields"] = True
     return out

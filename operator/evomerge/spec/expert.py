@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from .base import GROUP_VERSION, Condition, ObjectMeta, SpecModel
+from .base import GROUP_VERSION, Condition, ObjectMeta, SpecModel, conditions_field
 
 
 class ExpertSpec(SpecModel):
@@ -20,7 +20,7 @@ class ExpertStatus(SpecModel):
     compatible: bool | None = None
     reason: str | None = None
     message: str | None = None
-    conditions: list[Condition] = Field(default_factory=list)
+    conditions: list[Condition] = conditions_field()
     observed_generation: int | None = None
 
 

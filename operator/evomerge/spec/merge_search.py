@@ -16,6 +16,7 @@ from .base import (
     ResourceRequirements,
     SpecModel,
     Toleration,
+    conditions_field,
 )
 
 MergeMethod = Literal["linear", "task_arithmetic", "ties", "dare_ties", "dare_linear", "slerp"]
@@ -75,7 +76,9 @@ class MergeSpec(SpecModel):
     granularity: Granularity = "model"
     layer_groups: int = Field(default=1, ge=1, le=1024, description="Contiguous block groups when granularity is layerGroups.")
     split_modules: bool = Field(default=False, description="Separate parameters for attention and MLP tensors.")
-    evolve: list[Gene] = Field(default_factory=lambda: ["weight"], min_length=1)
+    evolve: list[Gene] = Field(
+        default_factory=lambda: ["weight"], min_length=1, max_length=3, json_schema_extra={"x-kubernetes-list-type": "set"}
+    )
     bounds: Bounds = Field(default_factory=Bounds)
     normalize: bool | None = Field(default=None, description="Divide by the sum of weights; unset means the method's mergekit default.")
     lambda_: Number = Field(default=1.0, alias="lambda", description="Scale of the merged task vector.")
@@ -107,46 +110,93 @@ class EarlyStopping(SpecModel):
 
 
 class EvoGMOptions(SpecModel):
-    """EvoGM hyper-parameters; defaults are the released code's (shared/reference/evogm.md §5)."""
+    """EvoGM hyper-parameters; defaults are the released code's (shared/reference/evogm.md §5).
 
-    winner_portion: Number = Field(default=0.3, gt=0, lt=1)
-    hidden_dims: list[int] = Field(default_factory=lambda: [128, 256, 256, 256, 128], min_length=1)
-    learning_rate: Number = Field(default=1e-4, gt=0)
-    training_steps: int = Field(default=200, ge=1)
-    cycle_scale: Number = Field(default=100.0, ge=0)
-    opt_scale: Number = Field(default=1.0, ge=0)
-    top_k: int | None = Field(default=None, ge=1)
-    generator_mode: Literal["dual", "single"] = "dual"
-    generator_reinit: Literal["perRound", "perIteration"] = "perRound"
+    A round is populationSize initial candidates (each current expert alone, their uniform mix, random mixes)
+    then maxGenerations − 1 iterations of populationSize offspring; search.rounds rounds in all.
+    """
+
+    winner_portion: Number = Field(default=0.3, gt=0, lt=1, description="Fraction ρ of the round's results that are winners (the rest are losers).")
+    hidden_dims: list[int] = Field(default_factory=lambda: [128, 256, 256, 256, 128], min_length=1, description="Hidden layer widths of both generator MLPs.")
+    learning_rate: Number = Field(default=1e-4, gt=0, description="Adam learning rate of the generators.")
+    training_steps: int = Field(default=200, ge=1, description="Adam steps per iteration (per populationSize results in async mode).")
+    cycle_scale: Number = Field(default=100.0, ge=0, description="Weight of the cycle-consistency loss.")
+    opt_scale: Number = Field(default=1.0, ge=0, description="Weight of the loss pulling G+(losers) towards the winners' mean.")
+    top_k: int | None = Field(default=None, ge=1, description="Elites promoted to experts of the next round; unset: the number of experts.")
+    generator_mode: Literal["dual", "single"] = Field(default="dual", description="dual: G+ and G- with the cycle loss; single: G+ alone (ablation).")
+    generator_reinit: Literal["perRound", "perIteration"] = Field(
+        default="perRound", description="When the generators restart from fresh weights; perIteration needs mode generational."
+    )
+    jitter: Number = Field(
+        default=0.0, ge=0, le=1,
+        description="σ of Gaussian noise added to each offspring, in the per-round coordinates [-1, 1] (0: the released code). "
+        "Counters the offspring collapsing onto the winners' mean; 0.15 is the GA's mutation size relative to the range.",
+    )
 
 
 class CMAESOptions(SpecModel):
-    sigma0: Number = Field(default=1 / 6, gt=0)
-    mean0: Number = Field(default=0.5, description="Start of the search, as a fraction of each gene's bounds.")
+    """CMA-ES (the `cmaes` package) in the unit cube mapped onto each gene's bounds; Sakana's start by default."""
+
+    sigma0: Number = Field(default=1 / 6, gt=0, description="Initial step size, as a fraction of each gene's bounds.")
+    mean0: Number = Field(default=0.5, ge=0, le=1, description="Start of the search, as a fraction of each gene's bounds.")
 
 
 class GAOptions(SpecModel):
-    selection: Literal["tournament", "rank"] = "tournament"
-    survivor_fraction: Number = Field(default=0.25, gt=0, le=1)
-    elitism: int = Field(default=1, ge=0)
-    crossover: Literal["uniform", "blend"] = "uniform"
-    mutation_sigma: Number = Field(default=0.07, ge=0)
+    """The GA recipe (shared/reference/evogm.md §10)."""
+
+    selection: Literal["tournament", "rank"] = Field(default="tournament", description="How parents are drawn from the parent pool.")
+    survivor_fraction: Number = Field(default=0.25, gt=0, le=1, description="Top fraction of the population kept as the parent pool.")
+    elitism: int = Field(default=1, ge=0, description="Best members carried unchanged into the next generation.")
+    crossover: Literal["uniform", "blend"] = Field(default="uniform", description="uniform: each gene from either parent; blend: BLX-0.5.")
+    crossover_rate: Number = Field(default=0.9, ge=0, le=1, description="Probability that a child is a crossover of two parents.")
+    mutation_sigma: Number = Field(default=0.07, ge=0, description="Gaussian mutation σ, in logits (softmax weights) or fractions of a gene's bounds.")
+    mutation_rate: Number = Field(default=1.0, ge=0, le=1, description="Probability that each gene of a child is mutated.")
     tournament_size: int = Field(default=3, ge=2)
-    softmax_weights: bool = Field(default=True, description="Normalise weights per layer group with a softmax.")
+    softmax_weights: bool = Field(
+        default=True, description="Normalise weights per layer group with a softmax (positive, summing to one); false: a box over merge.bounds.weight."
+    )
+
+
+class SeedRecipe(SpecModel):
+    """A known merge that joins the first population: a mergekit config inline, or the path of its YAML."""
+
+    mergekit: dict[str, Any] | None = Field(
+        default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
+        description="A mergekit configuration (merge_method, base_model, models or slices, parameters).",
+    )
+    uri: str | None = Field(default=None, description="Path or file:// URI of a mergekit YAML.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "SeedRecipe":
+        if (self.mergekit is None) == (self.uri is None):
+            raise ValueError("a seed sets exactly one of mergekit (inline config) or uri (a mergekit YAML file)")
+        return self
 
 
 class SearchSpec(SpecModel):
-    algorithm: Algorithm = "evogm"
-    population_size: int = Field(default=8, ge=2, le=4096)
-    max_generations: int = Field(default=10, ge=1, le=100000)
-    rounds: int = Field(default=1, ge=1, le=100)
+    algorithm: Algorithm = Field(default="evogm", description="evogm, cmaes, ga, random, or nsga2 (several objectives: a Pareto front).")
+    population_size: int = Field(default=8, ge=2, le=4096, description="Candidates per generation.")
+    max_generations: int = Field(
+        default=10, ge=1, le=100000,
+        description="Generations per round, the initial population included (EvoGM: 1 + iterations per round).",
+    )
+    rounds: int = Field(
+        default=1, ge=1, le=100,
+        description="EvoGM rounds: the top candidates of a round become the experts of the next. Other algorithms run rounds × maxGenerations generations.",
+    )
     seed: int = Field(default=0, ge=0)
-    mode: Literal["generational", "async"] = "generational"
+    mode: Literal["generational", "async"] = Field(
+        default="generational",
+        description="async: ask a new candidate as soon as any evaluation finishes (evogm, ga, random); a generation is then every populationSize results.",
+    )
     early_stopping: EarlyStopping | None = None
-    max_evaluations: int | None = Field(default=None, ge=1)
+    max_evaluations: int | None = Field(default=None, ge=1, description="Hard cap on candidates (cache hits included); the search also stops after populationSize × maxGenerations × rounds.")
     evogm: EvoGMOptions = Field(default_factory=EvoGMOptions)
     cmaes: CMAESOptions = Field(default_factory=CMAESOptions)
     ga: GAOptions = Field(default_factory=GAOptions)
+    seeds: list[SeedRecipe] = Field(
+        default_factory=list, description="mergekit recipes encoded into the genome; they join the first population."
+    )
 
 
 class Objective(SpecModel):
@@ -192,18 +242,28 @@ class StorageSpec(SpecModel):
     output: OutputSpec | None = None
 
 
+# Objectives are keyed by task and metric: the API server refuses the same pair twice.
+_BY_TASK_AND_METRIC = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["task", "metric"]}
+
+
 class MergeSearchSpec(SpecModel):
     base_model: ModelSource | None = None
-    experts: list[ExpertSource] = Field(default_factory=list)
-    expert_selector: LabelSelector | None = None
+    experts: list[ExpertSource] = Field(
+        default_factory=list,
+        max_length=64,
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
+    )
+    expert_selector: LabelSelector | None = Field(
+        default=None, description="Also merge the Expert resources of this namespace whose labels match."
+    )
     merge: MergeSpec = Field(default_factory=MergeSpec)
     search: SearchSpec = Field(default_factory=SearchSpec)
-    objectives: list[Objective] = Field(min_length=1)
-    held_out: list[Objective] = Field(default_factory=list)
+    objectives: list[Objective] = Field(min_length=1, max_length=32, json_schema_extra=_BY_TASK_AND_METRIC)
+    held_out: list[Objective] = Field(default_factory=list, max_length=32, json_schema_extra=_BY_TASK_AND_METRIC)
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     storage: StorageSpec = Field(default_factory=StorageSpec)
     allow_pickle: bool = Field(default=False, description="Allow pickle (.bin) checkpoints; they can run code when loaded.")
-    suspend: bool = False
+    suspend: bool = Field(default=False, description="Stop the search's pods; setting it back to false resumes from the history.")
 
     @model_validator(mode="after")
     def _consistent(self) -> "MergeSearchSpec":
@@ -252,8 +312,11 @@ class MergeSearchStatus(SpecModel):
     best: ScoredCandidate | None = None
     generations: list[GenerationSummary] = Field(default_factory=list, description="The most recent summaries only.")
     pareto_front: list[ScoredCandidate] = Field(default_factory=list)
-    conditions: list[Condition] = Field(default_factory=list)
+    conditions: list[Condition] = conditions_field()
     observed_generation: int | None = None
+    epoch: int = Field(default=0, description="Runs of this search so far; a changed spec or expert set starts the next, seeded with the elite.")
+    input_digest: str | None = Field(default=None, description="Digest of the spec and selected experts the current epoch runs.")
+    stop_reason: str | None = None
     merged_model: str | None = None
     report: str | None = None
     controller_job: str | None = None

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from .base import GROUP_VERSION, Condition, Number, ObjectMeta, ResourceRequirements, SpecModel
+from .base import GROUP_VERSION, Condition, Number, ObjectMeta, ResourceRequirements, SpecModel, conditions_field
 
 
 class LineageEntry(SpecModel):
@@ -40,10 +40,16 @@ class MergedModelSpec(SpecModel):
 
 
 class MergedModelStatus(SpecModel):
+    """What the export measured: the version on storage, its held-out scores and the inputs' content hashes."""
+
     phase: Literal["Pending", "Exporting", "Ready", "Failed"] | None = None
-    version: int | None = None
+    version: int | None = Field(default=None, description="The version whose checkpoint is written and scored.")
     output_uri: str | None = None
-    conditions: list[Condition] = Field(default_factory=list)
+    scores: Scores = Field(default_factory=Scores)
+    lineage: list[LineageEntry] = Field(default_factory=list, description="Inputs of the exported version, with content hashes.")
+    export_job: str | None = None
+    endpoint: str | None = Field(default=None, description="In-cluster URL of the serving Service, when serving is enabled.")
+    conditions: list[Condition] = conditions_field()
     observed_generation: int | None = None
 
 

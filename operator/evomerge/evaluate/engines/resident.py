@@ -1,24 +1,67 @@
-"""The resident transformers engine: one model object, re-merged in place for every candidate."""
+"""The resident transformers engine: one model object, re-merged in place for every candidate.
+
+Experts stay in memory (ResidentMerger), the model and tokenizer are loaded once, and the tasks with
+their datasets and subsample are built once (TaskSuite): per candidate only the weights are rewritten
+and lm-eval runs its batched forward passes.
+"""
 
 from __future__ import annotations
 
-import logging
+import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 
 from ...merge.recipe import MergeRecipe
 from ...merge.resident import ResidentMerger
 from ...models.checkpoint import open_checkpoint
-from ...spec.merge_search import Objective
-from ..tasks import build_task_dict, read_metric
+from ...spec.merge_search import MergeSearchSpec, Objective
+from ..cache import ScoreCache, evaluation_context, score_key
+from ..quiet import quiet_libraries
+from ..tasks import TaskSuite
 
 
 def pick_device(requested: str) -> str:
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     return requested
+
+
+@dataclass
+class EngineTimings:
+    """Where a resident engine's time went, summed over candidates (read by benchmarks/evaluate.py)."""
+
+    candidates: int = 0
+    cache_hits: int = 0
+    merge_s: float = 0.0
+    score_s: float = 0.0
+
+
+def quiet_hflm_class() -> type:
+    """lm-eval's HFLM with its per-call progress bars off (a search calls it for every candidate)."""
+    from lm_eval.models.huggingface import HFLM
+
+    class QuietHFLM(HFLM):
+        def loglikelihood(self, requests: list[Any], disable_tqdm: bool = False) -> list[tuple[float, bool]]:
+            return super().loglikelihood(requests, disable_tqdm=True)
+
+        def loglikelihood_rolling(self, requests: list[Any], disable_tqdm: bool = False) -> list[float]:
+            return super().loglikelihood_rolling(requests, disable_tqdm=True)
+
+        def generate_until(self, requests: list[Any], disable_tqdm: bool = False) -> list[str]:
+            return super().generate_until(requests, disable_tqdm=True)
+
+        def _loglikelihood_tokens(self, requests: list[Any], disable_tqdm: bool = False,
+                                  override_bs: int | None = None) -> list[tuple[float, bool]]:
+            return super()._loglikelihood_tokens(requests, disable_tqdm=True, override_bs=override_bs)
+
+    return QuietHFLM
+
+
+def load_hflm(model: Any, tokenizer: Any, batch_size: int, device: str) -> Any:
+    return quiet_hflm_class()(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
 
 
 class ResidentEngine:
@@ -33,29 +76,54 @@ class ResidentEngine:
         device: str = "auto",
         batch_size: int = 8,
         allow_pickle: bool = False,
+        *,
+        seed: int = 0,
+        cache: ScoreCache | None = None,
+        verbose: bool = False,
     ):
-        from lm_eval.models.huggingface import HFLM
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        if not verbose:
+            quiet_libraries()
         self.device = pick_device(device)
-        self.objectives = list(objectives)
         reference = base_dir if base_dir is not None else next(iter(experts.values()))
         base = open_checkpoint(base_dir, allow_pickle) if base_dir is not None else None
-        ckpts = {name: open_checkpoint(path, allow_pickle) for name, path in experts.items()}
+        checkpoints = {name: open_checkpoint(path, allow_pickle) for name, path in experts.items()}
         self.model = AutoModelForCausalLM.from_pretrained(reference, trust_remote_code=False).to(self.device).eval()
         tokenizer = AutoTokenizer.from_pretrained(reference, trust_remote_code=False)
-        self.merger = ResidentMerger(base, ckpts, self.model.config.num_hidden_layers, self.device)
-        self.target = self.model.state_dict()
-        self.lm = HFLM(pretrained=self.model, tokenizer=tokenizer, batch_size=batch_size, device=self.device)
-        self.task_dict = build_task_dict(self.objectives, include_paths)
+        self.merger = ResidentMerger(base, checkpoints, self.model.config.num_hidden_layers, self.device)
+        self.target = self.model.state_dict()  # its tensors alias the live parameters
+        self.lm = load_hflm(self.model, tokenizer, batch_size, self.device)
+        self.suite = TaskSuite.build(objectives, include_paths, seed)
+        self.cache = cache
+        models = [d for d in (base_dir, *experts.values()) if d is not None]
+        self.context = evaluation_context(objectives, seed, "transformers", models, include_paths)
+        self.timings = EngineTimings()
+
+    @classmethod
+    def from_spec(cls, spec: MergeSearchSpec, objectives: Sequence[Objective], base_dir: Path | None,
+                  expert_dirs: dict[str, Path], cache: ScoreCache | None = None) -> "ResidentEngine":
+        """The engine a search spec asks for; the subsample is drawn from spec.search.seed."""
+        evaluation = spec.evaluation
+        return cls(base_dir, expert_dirs, objectives, evaluation.include_paths, evaluation.device,
+                   evaluation.batch_size, spec.allow_pickle, seed=spec.search.seed, cache=cache)
 
     def score(self, recipe: MergeRecipe) -> dict[str, float]:
-        from lm_eval.evaluator import evaluate
-
+        """The objectives' metrics for `recipe`: from the cache when scored before, else merged and scored."""
+        self.timings.candidates += 1
+        digest = recipe.digest()
+        key = score_key(digest, self.context)
+        if self.cache is not None:
+            cached = self.cache.get(key)
+            if cached is not None:
+                self.timings.cache_hits += 1
+                return cached
+        started = time.perf_counter()
         self.merger.merge_into(recipe, self.target)
-        limit = max((o.limit for o in self.objectives if o.limit), default=None)
-        logging.getLogger("lm-eval").setLevel(logging.WARNING)
-        results = evaluate(
-            lm=self.lm, task_dict=self.task_dict, limit=limit, bootstrap_iters=0, log_samples=False, verbosity="ERROR"
-        )
-        return {o.key: read_metric(results, o) for o in self.objectives}
+        merged = time.perf_counter()
+        scores = self.suite.run(self.lm)
+        self.timings.merge_s += merged - started
+        self.timings.score_s += time.perf_counter() - merged
+        if self.cache is not None:
+            self.cache.put(key, scores, digest, self.context)
+        return scores

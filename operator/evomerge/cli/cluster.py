@@ -1,0 +1,127 @@
+"""The cluster commands: `operator`, `controller`, `evaluate-batch` and `export-model`.
+
+Each is one process role of the Kubernetes deployment (the operator Deployment, the controller Job, the
+evaluation and export pods). The operator path imports neither torch nor lm-eval; the pod commands import
+them only when they run.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from . import exit_codes
+
+# Exit code of evaluate-batch when its inputs are unusable: the Job's podFailurePolicy fails at once on it.
+SCORER_INPUT_ERROR = 3
+
+
+def _err(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+def operator(
+    namespace: Optional[list[str]] = typer.Option(
+        None, "--namespace", "-n",
+        help="Namespace to watch (repeatable). Default: $EVOMERGE_WATCH_NAMESPACES (comma-separated), else all namespaces.",
+    ),
+    kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", help="Default: in-cluster service account, else $KUBECONFIG."),
+    metrics_port: int = typer.Option(8080, "--metrics-port", help="Port of /metrics (Prometheus); 0 disables it."),
+    liveness: str = typer.Option("http://0.0.0.0:8081/healthz", "--liveness", help="kopf's liveness endpoint."),
+    resync_seconds: float = typer.Option(30.0, "--resync-seconds", help="Period of the full re-reconcile of every object (retries failures)."),
+    log_format: str = typer.Option("plain", "--log-format", help="plain or json."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log every handler call."),
+) -> None:
+    """Run the evomerge operator (kopf): reconciles MergeSearch, MergedModel and Expert resources."""
+    import kopf
+
+    from ..k8s import operator_main
+
+    if log_format not in ("plain", "json"):
+        _err("--log-format must be plain or json")
+        raise typer.Exit(exit_codes.INVALID_INPUT)
+    kopf.configure(verbose=verbose, log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.PLAIN)
+    operator_main.quiet_logs(verbose)
+    namespaces = list(namespace or [n.strip() for n in os.environ.get("EVOMERGE_WATCH_NAMESPACES", "").split(",") if n.strip()])
+    operator_main.run(namespaces, kubeconfig, metrics_port or None, liveness or None, resync_seconds)
+
+
+def controller(
+    search: str = typer.Option(..., "--search", help="The MergeSearch, as namespace/name."),
+    epoch: int = typer.Option(..., "--epoch", min=1, help="The epoch to run (its ConfigMap holds the frozen spec)."),
+    kubeconfig: Optional[str] = typer.Option(None, "--kubeconfig", help="Default: in-cluster service account, else $KUBECONFIG."),
+) -> None:
+    """Run one epoch of a MergeSearch: the search loop with evaluation Jobs; resumes from its history."""
+    from ..k8s.client import Kube
+    from ..k8s.controller_main import ControllerError, run_controller
+    from ..k8s.render_search import CONTROLLER_JOB_ENV
+    from ..k8s.settings import ClusterSettings
+    from ..k8s.worker_main import report
+    from ..models.checkpoint import CheckpointError
+    from ..models.uris import UriError
+    from ..runner.loop import HistoryMismatch, SearchFailed
+    from ..spec.loading import SpecError
+
+    namespace, _, name = search.partition("/")
+    if not namespace or not name:
+        _err("--search must be namespace/name")
+        raise typer.Exit(exit_codes.INVALID_INPUT)
+    try:
+        result = run_controller(Kube.connect(kubeconfig), namespace, name, epoch, ClusterSettings.from_env(),
+                                os.environ.get(CONTROLLER_JOB_ENV))
+    except SearchFailed as error:
+        report(f"SearchFailed: {error}")
+        raise typer.Exit(exit_codes.SEARCH_FAILED)
+    except (ControllerError, SpecError, UriError, CheckpointError, HistoryMismatch, ValueError) as error:
+        report(f"{type(error).__name__}: {error}")
+        raise typer.Exit(exit_codes.INVALID_INPUT)
+    report(f"finished ({result.stop_reason}): {result.evaluations} evaluations, best {result.best}")
+
+
+def evaluate_batch(
+    spec: Path = typer.Option(..., "--spec", help="MergeSearch JSON (the epoch's effective spec)."),
+    recipes: Path = typer.Option(..., "--recipes", help="JSON list of {id, recipe}."),
+    model_dir: Optional[Path] = typer.Option(None, "--model-dir", help="The merged candidate a sidecar serves (tgi/vllm)."),
+    server_url: Optional[str] = typer.Option(None, "--server-url", help="The sidecar's URL (tgi/vllm)."),
+    held_out: bool = typer.Option(False, "--held-out", help="Score spec.heldOut instead of spec.objectives."),
+) -> None:
+    """Score a batch of candidates; compact JSON scores go to stdout and the termination log."""
+    from ..k8s.worker_main import InputError, evaluate_batch as score, report
+
+    try:
+        message = score(spec, recipes, model_dir, server_url, held_out)
+    except (InputError, ValueError) as error:
+        report(f"InputError: {error}")
+        raise typer.Exit(SCORER_INPUT_ERROR)
+    report(message)
+
+
+def export_model(
+    recipe: Path = typer.Option(..., "--recipe", help="The recipe JSON to export."),
+    spec: Path = typer.Option(..., "--spec", help="The MergeSearch JSON (heldOut objectives, evaluation settings)."),
+    out: Path = typer.Option(..., "--out", help="Directory for the merged checkpoint."),
+) -> None:
+    """Write a MergedModel version: the merged checkpoint, its inputs' content hashes, held-out scores."""
+    from ..k8s.messages import ExportResult, encode_export
+    from ..k8s.worker_main import InputError, export_model as export, report
+
+    try:
+        result = export(recipe, spec, out)
+    except InputError as error:
+        report(encode_export(ExportResult(error=str(error))))
+        raise typer.Exit(exit_codes.INVALID_INPUT)
+    report(encode_export(result))
+    if result.error is not None:
+        raise typer.Exit(exit_codes.SEARCH_FAILED)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the cluster commands to the evomerge CLI."""
+    app.command("operator")(operator)
+    app.command("controller")(controller)
+    app.command("evaluate-batch")(evaluate_batch)
+    app.command("export-model")(export_model)

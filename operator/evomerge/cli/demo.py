@@ -1,0 +1,71 @@
+"""`evomerge demo`: build the expert zoo on CPU, search its merges, and show what the search bought."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from ..runner.compare import Comparison
+from ..spec import MergeSearch
+
+
+def demo_search(zoo, algorithm: str, seed: int, generations: int, population: int) -> MergeSearch:
+    """The demo's MergeSearch: every zoo expert (distractors included), one objective per skill."""
+    experts = [{"name": name, "uri": str(path)} for name, path in sorted(zoo.experts.items())]
+    return MergeSearch.model_validate({
+        "metadata": {"name": f"demo-{algorithm}"},
+        "spec": {
+            "baseModel": {"uri": str(zoo.base)},
+            "experts": experts,
+            "merge": {"method": "task_arithmetic", "granularity": "layerGroups", "layerGroups": 2,
+                      "bounds": {"weight": ["0", "1.5"]}},
+            "search": {"algorithm": algorithm, "populationSize": population, "maxGenerations": generations, "seed": seed},
+            "objectives": [{"task": zoo.search_tasks[s], "metric": zoo.metric} for s in zoo.skills],
+            "heldOut": [{"task": zoo.heldout_tasks[s], "metric": zoo.metric} for s in zoo.skills],
+            "evaluation": {"includePaths": [str(zoo.tasks_dir)], "device": "cpu", "batchSize": 32},
+        },
+    })
+
+
+def comparison_table(rows: list[Comparison], search: MergeSearch) -> Table:
+    table = Table(title="experts vs uniform merge vs evolved merge (mean over skills; per skill: search / held-out)")
+    table.add_column("model")
+    table.add_column("search", justify="right")
+    table.add_column("held-out", justify="right")
+    objectives, held_out = search.spec.objectives, search.spec.held_out
+    for objective in objectives:
+        table.add_column(objective.task.rsplit("_", 1)[0], justify="right")
+    for row in rows:
+        mean_search = sum(row.search[o.key] for o in objectives) / len(objectives)
+        mean_held = sum(row.held_out[o.key] for o in held_out) / len(held_out)
+        cells = [f"{row.search[o.key]:.2f} / {row.held_out[h.key]:.2f}" for o, h in zip(objectives, held_out)]
+        style = "bold green" if row.name == "evolved merge" else None
+        table.add_row(row.name, f"{mean_search:.3f}", f"{mean_held:.3f}", *cells, style=style)
+    return table
+
+
+def run_demo(size: str, seed: int, algorithm: str, generations: int, population: int, run_dir: Path,
+             console: Console, quiet: bool = False) -> tuple[MergeSearch, list[Comparison]]:
+    from ..merge.recipe import MergeRecipe
+    from ..report.render import write_report
+    from ..report.run_data import write_comparison
+    from ..runner.compare import compare_recipes, reference_recipes
+    from ..runner.local import run_local
+    from ..zoo import build_zoo
+    from .progress import TerminalSink
+
+    zoo = build_zoo(size, seed=seed, progress=None if quiet else (lambda line: console.print(f"zoo: {line}")))
+    search = demo_search(zoo, algorithm, seed, generations, population)
+    sink = TerminalSink(console, quiet=quiet)
+    try:
+        result = run_local(search, run_dir, sink)
+    finally:
+        sink.close()
+    best = MergeRecipe.from_dict(result.outcome.best.recipe)
+    recipes = {**reference_recipes(best), "evolved merge": best}
+    rows = compare_recipes(search, recipes)
+    write_comparison(run_dir, rows)
+    write_report(run_dir)
+    return search, rows

@@ -1,0 +1,103 @@
+"""`evomerge report` and `evomerge export`: look at a finished (or running) search, take its merge elsewhere."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+
+from . import exit_codes
+
+console = Console(stderr=True)
+EXPORT_FORMATS = ("mergekit", "recipe")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("report")(report)
+    app.command("export")(export)
+
+
+def report(
+    run: Path = typer.Argument(..., help="Run directory written by `evomerge run` (spec.json, history.jsonl, summary.json)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Directory for report.html, report.md and the plots. Default: RUN/report."),
+) -> None:
+    """Render a run's report: a self-contained HTML page and a markdown summary with plots."""
+    from ..report.render import write_report
+    from ..report.run_data import RunDataError
+
+    try:
+        files = write_report(run, out)
+    except RunDataError as exc:
+        _fail(str(exc))
+        return
+    console.print(f"report written to {files.html} and {files.markdown}", highlight=False)
+
+
+def export(
+    run: Path = typer.Argument(..., help="Run directory, or a recipe JSON (evomerge_recipe.json, or a run's summary.json)."),
+    fmt: str = typer.Option("mergekit", "--format", "-f", help="mergekit: a mergekit-yaml config; recipe: evomerge's recipe JSON."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="File to write. Default: stdout."),
+    num_layers: Optional[int] = typer.Option(
+        None, "--num-layers", help="Model depth, when the base model's files are not on this machine (mergekit format)."
+    ),
+) -> None:
+    """Write the best merge of a run in another tool's format: a mergekit config that rebuilds it, or the recipe JSON."""
+    from ..merge.recipe import MergeRecipe
+    from ..report.mergekit_io import MergekitConfigError, mergekit_yaml
+
+    if fmt not in EXPORT_FORMATS:
+        _fail(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
+    data = _best_recipe(run)
+    if fmt == "recipe":
+        text = json.dumps(data, indent=2) + "\n"
+    else:
+        recipe = MergeRecipe.from_dict(data)
+        try:
+            text = mergekit_yaml(_mergekit_config(recipe, num_layers))
+        except MergekitConfigError as exc:
+            _fail(str(exc))
+            return
+    if out is None:
+        print(text, end="")
+    else:
+        out.write_text(text)
+        console.print(f"{fmt} config written to {out}", highlight=False)
+
+
+def _best_recipe(run: Path) -> dict[str, Any]:
+    source = run / "summary.json" if run.is_dir() else run
+    if not source.exists():
+        _fail(f"{run}: no summary.json — the run has not finished; `evomerge run --resume {run}` completes it")
+    try:
+        data = json.loads(source.read_text())
+    except json.JSONDecodeError as exc:
+        _fail(f"{source}: not JSON ({exc})")
+    if "best" in data:
+        if not data["best"]:
+            _fail(f"{source}: the run has no scored candidate, so there is no merge to export")
+        data = data["best"]["recipe"]
+    if "method" not in data or "experts" not in data:
+        _fail(f"{source}: neither a run summary nor a recipe (no method/experts)")
+    return data
+
+
+def _mergekit_config(recipe, num_layers: Optional[int]) -> dict[str, Any]:
+    """Depth from the base model (or first expert) on disk; --num-layers when it is elsewhere."""
+    from ..models.uris import UriError, local_path
+    from ..report.mergekit_io import mergekit_config_for, recipe_to_mergekit
+
+    try:
+        if num_layers is not None:
+            return recipe_to_mergekit(recipe, num_layers)
+        return mergekit_config_for(recipe, local_path(recipe.base_uri or recipe.experts[0].uri))
+    except UriError as exc:
+        _fail(f"{exc} — pass --num-layers to export without reading the model")
+        raise  # unreachable: _fail exits
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(exit_codes.INVALID_INPUT)

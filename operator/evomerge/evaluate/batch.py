@@ -1,0 +1,142 @@
+"""The scorer of an evaluation pod: score a batch of recipes, print compact JSON of their scores.
+
+Engine `transformers`: one process holds the experts resident and merges + scores every recipe of the
+batch. Engines `tgi`/`vllm`: the pod's init container already merged the (single) candidate and the
+sidecar serves it; this scores the server. Output is one JSON list, one entry per recipe, in order:
+{"id": ..., "scores": {"task/metric": value}} or {"id": ..., "error": "one line"} — small enough for a
+container termination message, so pods need no API token to report.
+
+    python -m evomerge.evaluate.batch --spec search.yaml --recipes batch.json [--output /dev/termination-log]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..merge.recipe import MergeRecipe
+from ..models.uris import local_path
+from ..spec.loading import SpecError, load_resource
+from ..spec.merge_search import MergeSearch, MergeSearchSpec
+from .cache import ScoreCache
+from .engines.options import EngineOptions
+
+SERVER_URL_ENV = "EVOMERGE_SERVER_URL"
+
+
+def score_batch(
+    recipes: list[dict[str, Any]],
+    spec: MergeSearchSpec,
+    *,
+    held_out: bool = False,
+    model_dir: Path | None = None,
+    server_url: str | None = None,
+    cache: ScoreCache | None = None,
+) -> list[dict[str, Any]]:
+    """Per recipe {"id", "scores"} or {"id", "error"}; items are {"id": str, "recipe": MergeRecipe.to_dict()}.
+
+    `held_out` scores spec.heldOut instead of spec.objectives; `model_dir` and `server_url` are the merged
+    checkpoint (for its tokenizer) and the server for engines tgi/vllm.
+    """
+    objectives = spec.held_out if held_out else spec.objectives
+    if not objectives:
+        return [{"id": _id(item, i), "error": "the spec lists no heldOut objectives"} for i, item in enumerate(recipes)]
+    parsed: list[tuple[str, MergeRecipe | str]] = [_parse(item, i) for i, item in enumerate(recipes)]
+    try:
+        if spec.evaluation.engine == "transformers":
+            return _score_resident(parsed, spec, objectives, cache)
+        return _score_served(parsed, spec, objectives, model_dir, server_url)
+    except Exception as error:  # a broken setup fails every candidate, with the reason in each entry
+        return [{"id": cid, "error": _one_line(error)} for cid, _ in parsed]
+
+
+def _score_resident(parsed: list[tuple[str, MergeRecipe | str]], spec: MergeSearchSpec, objectives: Sequence[Any],
+                    cache: ScoreCache | None) -> list[dict[str, Any]]:
+    from .engines.resident import ResidentEngine
+
+    base_dir = local_path(spec.base_model.uri) if spec.base_model else None
+    expert_dirs = {e.name: local_path(e.uri) for e in spec.experts}
+    engine = ResidentEngine.from_spec(spec, objectives, base_dir, expert_dirs, cache=cache)
+    results = []
+    for cid, recipe in parsed:
+        if isinstance(recipe, str):
+            results.append({"id": cid, "error": recipe})
+            continue
+        try:
+            results.append({"id": cid, "scores": engine.score(recipe)})
+        except Exception as error:  # one broken candidate must not sink the batch
+            results.append({"id": cid, "error": _one_line(error)})
+    return results
+
+
+def _score_served(parsed: list[tuple[str, MergeRecipe | str]], spec: MergeSearchSpec, objectives: Sequence[Any],
+                  model_dir: Path | None, server_url: str | None) -> list[dict[str, Any]]:
+    from .model import evaluate_model
+
+    engine = spec.evaluation.engine
+    if len(parsed) != 1:
+        raise ValueError(f"engine {engine} scores the one candidate its pod serves; got a batch of {len(parsed)}")
+    cid, recipe = parsed[0]
+    if isinstance(recipe, str):
+        return [{"id": cid, "error": recipe}]
+    url = server_url or os.environ.get(SERVER_URL_ENV)
+    if not url or model_dir is None:
+        raise ValueError(f"engine {engine} needs --server-url (or ${SERVER_URL_ENV}) and --model-dir (the merged checkpoint)")
+    options = EngineOptions(engine=engine, url=url, batch_size=spec.evaluation.batch_size,
+                            timeout_s=float(spec.evaluation.timeout_seconds))
+    scores = evaluate_model(model_dir, objectives, spec.evaluation.include_paths, options, seed=spec.search.seed)
+    return [{"id": cid, "scores": scores}]
+
+
+def _parse(item: Any, index: int) -> tuple[str, MergeRecipe | str]:
+    cid = _id(item, index)
+    try:
+        return cid, MergeRecipe.from_dict(item["recipe"])
+    except (KeyError, TypeError, ValueError) as error:
+        return cid, f"recipes[{index}]: not a {{id, recipe}} item with a MergeRecipe ({_one_line(error)})"
+
+
+def _id(item: Any, index: int) -> str:
+    return str(item.get("id", index)) if isinstance(item, dict) else str(index)
+
+
+def _one_line(error: BaseException) -> str:
+    return traceback.format_exception_only(type(error), error)[-1].strip()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m evomerge.evaluate.batch", description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", type=Path, required=True, help="MergeSearch YAML/JSON (a full resource or its spec)")
+    parser.add_argument("--recipes", required=True, help="JSON list of {id, recipe}; '-' reads stdin")
+    parser.add_argument("--held-out", action="store_true", help="score spec.heldOut instead of spec.objectives")
+    parser.add_argument("--model-dir", type=Path, help="merged checkpoint served by the sidecar (tgi/vllm)")
+    parser.add_argument("--server-url", help=f"the sidecar's URL (tgi/vllm); default ${SERVER_URL_ENV}")
+    parser.add_argument("--cache", type=Path, help="persistent score cache (SQLite file), e.g. on the model-cache PVC")
+    parser.add_argument("--output", type=Path, help="also write the JSON here, e.g. /dev/termination-log")
+    args = parser.parse_args(argv)
+    try:
+        spec = load_resource(args.spec, MergeSearch).spec
+        text = sys.stdin.read() if args.recipes == "-" else Path(args.recipes).read_text()
+        recipes = json.loads(text)
+        if not isinstance(recipes, list):
+            raise ValueError("--recipes: expected a JSON list of {id, recipe}")
+    except (SpecError, OSError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    cache = ScoreCache(args.cache) if args.cache else None
+    results = score_batch(recipes, spec, held_out=args.held_out, model_dir=args.model_dir,
+                          server_url=args.server_url, cache=cache)
+    payload = json.dumps(results, separators=(",", ":"))
+    print(payload)
+    if args.output:
+        args.output.write_text(payload)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

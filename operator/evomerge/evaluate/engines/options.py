@@ -1,0 +1,57 @@
+"""How candidates are scored: the engine and its knobs, shared by the CLI, local runs and evaluation pods."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal, Mapping
+
+from .transport import RetryPolicy
+
+EngineName = Literal["transformers", "tgi", "vllm"]
+ENGINES: tuple[str, ...] = ("transformers", "tgi", "vllm")
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """`engine`: transformers (in-process), tgi or vllm (a server at `url`); the rest tunes that engine."""
+
+    engine: EngineName = "transformers"
+    device: str = "auto"
+    batch_size: int = 8
+    url: str | None = None
+    concurrency: int = 8
+    timeout_s: float = 300.0
+    ready_timeout_s: float = 900.0
+    ready_interval_s: float = 2.0
+    api_key: str | None = None
+    served_model: str | None = None
+    logprobs: Literal["prompt_logprobs", "echo"] = "prompt_logprobs"
+    retry_attempts: int = 5
+    retry_backoff_s: float = 0.5
+    verbose: bool = False
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine_options.engine: {self.engine!r} is not an engine — use one of {', '.join(ENGINES)}")
+        if self.engine != "transformers" and not self.url:
+            raise ValueError(f"engine_options.url: engine {self.engine} scores through a server — give its URL, "
+                             "for example http://127.0.0.1:8080")
+        if self.logprobs not in ("prompt_logprobs", "echo"):
+            raise ValueError("engine_options.logprobs: use prompt_logprobs (vLLM) or echo (OpenAI-style servers)")
+        if self.concurrency < 1 or self.batch_size < 1 or self.retry_attempts < 1:
+            raise ValueError("engine_options: concurrency, batch_size and retry_attempts must be at least 1")
+
+    @property
+    def retry(self) -> RetryPolicy:
+        return RetryPolicy(attempts=self.retry_attempts, backoff_s=self.retry_backoff_s)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any] | None) -> "EngineOptions":
+        """Build from a plain dict (CLI flags, JSON), naming any unknown key."""
+        values = dict(values or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"engine_options: unknown key(s) {', '.join(unknown)} — known: {', '.join(sorted(known))}")
+        return cls(**values)

@@ -1,0 +1,126 @@
+"""vLLM through its OpenAI-compatible API (`/v1/completions`), with plain `requests`.
+
+Prompts go as token ids, so lm-eval's context/continuation split reaches the model unchanged. Scores
+come from vLLM's `prompt_logprobs` (each prompt token's log-probability and rank, keyed by token id);
+`logprobs: echo` uses the OpenAI-style `echo` + `logprobs` instead, for servers without prompt_logprobs.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import requests
+
+from .options import EngineOptions
+from .server import GenerateRequest, ScoreRequest
+from .transport import ServerError, call_with_retries, describe, wait_until_ready
+
+DEFAULT_MAX_MODEL_LEN = 2048
+
+
+class VLLMBackend:
+    name = "vllm"
+
+    def __init__(self, options: EngineOptions, tokenizer: Any, sleep: Callable[[float], None] = time.sleep):
+        assert options.url is not None, "EngineOptions guarantees a url for server engines"
+        self.url = options.url.rstrip("/")
+        self.tokenizer = tokenizer
+        self.retry = options.retry
+        self.sleep = sleep
+        self.timeout_s = options.timeout_s
+        self.mode = options.logprobs
+        self.session = requests.Session()
+        if options.api_key:
+            self.session.headers["Authorization"] = f"Bearer {options.api_key}"
+        wait_until_ready(self._probe, self.url, options.ready_timeout_s, options.ready_interval_s, sleep=sleep)
+        served = call_with_retries(lambda: self._request("GET", "/v1/models"), self.retry, f"GET {self.url}/v1/models", sleep)
+        entries = {m["id"]: m for m in served.get("data", [])}
+        if not entries:
+            raise ServerError(f"{self.url}/v1/models lists no model — is this a vLLM server?")
+        self.model = options.served_model or next(iter(entries))
+        if self.model not in entries:
+            raise ServerError(f"engine_options.served_model: {self.model!r} is not served at {self.url}; "
+                              f"it serves {', '.join(entries)}")
+        # The scored sequence plus the one token vLLM must generate has to fit the model's context.
+        self._max_length = int(entries[self.model].get("max_model_len") or DEFAULT_MAX_MODEL_LEN) - 2
+
+    @property
+    def max_length(self) -> int:
+        return self._max_length
+
+    def score(self, request: ScoreRequest) -> tuple[float, bool]:
+        ids = list(request.ids)
+        body: dict[str, Any] = {"model": self.model, "prompt": ids, "max_tokens": 1, "temperature": 0.0}
+        if self.mode == "prompt_logprobs":
+            body["prompt_logprobs"] = 1
+        else:
+            body.update(echo=True, logprobs=1)
+        choice = self._complete(body)
+        scored = range(len(ids) - request.n_scored, len(ids))
+        if self.mode == "prompt_logprobs":
+            return self._from_prompt_logprobs(choice, ids, scored)
+        return self._from_echo(choice, ids, scored)
+
+    def generate(self, request: GenerateRequest) -> str:
+        body = {
+            "model": self.model, "prompt": list(request.context_ids), "max_tokens": request.max_new_tokens,
+            "temperature": request.temperature, "stop": list(request.until),
+        }
+        return str(self._complete(body)["text"])
+
+    def close(self) -> None:
+        self.session.close()
+
+    # ---- responses --------------------------------------------------------------------------------------------
+    def _from_prompt_logprobs(self, choice: dict[str, Any], ids: list[int], scored: range) -> tuple[float, bool]:
+        entries = choice.get("prompt_logprobs")
+        if not entries or len(entries) != len(ids):
+            raise ServerError(
+                f"{self.url}/v1/completions returned {len(entries or [])} prompt_logprobs for {len(ids)} prompt tokens — "
+                "the server does not support prompt_logprobs; set engine_options.logprobs: echo"
+            )
+        total, greedy = 0.0, True
+        for position in scored:
+            entry = entries[position] or {}
+            info = entry.get(str(ids[position]))
+            if info is None:
+                raise ServerError(f"{self.url}: prompt_logprobs at position {position} lack the prompt token {ids[position]}")
+            total += float(info["logprob"])
+            greedy = greedy and info.get("rank") == 1
+        return total, greedy
+
+    def _from_echo(self, choice: dict[str, Any], ids: list[int], scored: range) -> tuple[float, bool]:
+        logprobs = choice.get("logprobs") or {}
+        values, tokens, tops = (logprobs.get(k) or [] for k in ("token_logprobs", "tokens", "top_logprobs"))
+        if min(len(values), len(tokens), len(tops)) < len(ids):
+            raise ServerError(f"{self.url}/v1/completions echoed {len(values)} prompt log-probabilities for "
+                              f"{len(ids)} prompt tokens — the server does not support echo with logprobs")
+        total, greedy = 0.0, True
+        for position in scored:
+            total += float(values[position])
+            top = tops[position] or {}
+            greedy = greedy and bool(top) and max(top, key=top.get) == tokens[position]
+        return total, greedy
+
+    # ---- HTTP -----------------------------------------------------------------------------------------------
+    def _complete(self, body: dict[str, Any]) -> dict[str, Any]:
+        what = f"POST {self.url}/v1/completions"
+        try:
+            answer = call_with_retries(lambda: self._request("POST", "/v1/completions", body), self.retry, what, self.sleep)
+        except ServerError:
+            raise
+        except requests.HTTPError as error:
+            raise ServerError(f"{what} rejected the request — {describe(error)}") from error
+        choices = answer.get("choices") or []
+        if not choices:
+            raise ServerError(f"{what} answered without choices: {str(answer)[:200]}")
+        return choices[0]
+
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        response = self.session.request(method, self.url + path, json=body, timeout=self.timeout_s)
+        response.raise_for_status()
+        return response.json()
+
+    def _probe(self) -> None:
+        self.session.get(self.url + "/health", timeout=self.timeout_s).raise_for_status()

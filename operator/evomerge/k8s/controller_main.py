@@ -1,0 +1,130 @@
+"""`evomerge controller`: one epoch of a MergeSearch, run by the runner with the Kubernetes executor.
+
+It reads what the operator froze for the epoch (effective spec, elite seeds, counters), replays the history
+ConfigMaps, and goes on submitting evaluation Jobs until the search stops. Killed at any point, its
+replacement (the Job's next pod) replays the same events and continues with nothing lost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..executors.kubernetes import KubernetesExecutor
+from ..merge.recipe import ExpertWeights, MergeRecipe
+from ..search.genome import Genome
+from ..spec.loading import validate_document
+from ..spec.merge_search import MergeSearch, MergeSearchSpec
+from .client import Kube
+from .evaluation_jobs import EvaluationJobs
+from .history_configmap import ConfigMapHistory
+from .naming import epoch_configmap_name
+from .render_eval import objective_keys
+from .render_search import read_epoch_configmap
+from .settings import ClusterSettings
+from .status_sink import SearchStatusSink
+
+log = logging.getLogger(__name__)
+
+
+class ControllerError(RuntimeError):
+    """The epoch cannot run as specified; the message says what to fix (exit code 2: no retry helps)."""
+
+
+@dataclass(frozen=True)
+class ControllerResult:
+    stop_reason: str
+    evaluations: int
+    best: float | None
+
+
+def seed_vectors(genome: Genome, recipes: list[dict[str, Any]]) -> tuple[np.ndarray | None, list[str]]:
+    """Elite recipes of earlier epochs as vectors of this epoch's genome, and why any could not be used.
+
+    Experts new to this epoch enter at each gene's low bound (weight 0 by default: the elite's merge
+    unchanged); experts gone since are dropped.
+    """
+    rows, notes = [], []
+    for data in recipes:
+        recipe = MergeRecipe.from_dict(data)
+        if recipe.method != genome.method:
+            notes.append(f"elite not seeded: it merges with {recipe.method}, this epoch with {genome.method}")
+            continue
+        known = {e.name: e for e in recipe.experts}
+        experts = []
+        for name, uri in genome.experts:
+            if name in known:
+                experts.append(ExpertWeights(name, uri, known[name].params))
+                continue
+            params: dict[str, dict[str, float]] = {}
+            for gene in genome.genes:
+                if gene.expert == name:
+                    params.setdefault(gene.param, {})[gene.group] = gene.low
+            experts.append(ExpertWeights(name, uri, params))
+        extended = MergeRecipe(recipe.method, genome.base_uri, tuple(experts), genome.groups, dict(genome.options))
+        try:
+            rows.append(genome.encode(extended, clip=True))
+        except ValueError as error:
+            notes.append(f"elite not seeded: {error}")
+    return (np.array(rows) if rows else None), notes
+
+
+def model_layers(spec: MergeSearchSpec) -> int:
+    """Transformer blocks of the reference model (base, else the first expert), from its config.json."""
+    from ..models.uris import local_path
+
+    uri = spec.base_model.uri if spec.base_model else spec.experts[0].uri
+    config = Path(local_path(uri)) / "config.json"
+    if not config.exists():
+        raise ControllerError(f"{uri}: no config.json in {config.parent} — the reference model needs its config")
+    layers = json.loads(config.read_text()).get("num_hidden_layers")
+    if not isinstance(layers, int) or layers < 1:
+        raise ControllerError(f"{config}: num_hidden_layers is missing — cannot group layers")
+    return layers
+
+
+def run_controller(kube: Kube, namespace: str, name: str, epoch: int, settings: ClusterSettings,
+                   controller_job: str | None = None) -> ControllerResult:
+    """Run the epoch to its end. `controller_job` (the pod's own Job) owns the evaluation Jobs when given."""
+    from ..search.genome import genome_for
+    from ..runner.loop import SearchFailed, SearchRunner
+    from ..search.optimizer import make_optimizer
+
+    search = kube.get("MergeSearch", namespace, name)
+    if search is None:
+        raise ControllerError(f"MergeSearch {namespace}/{name} does not exist")
+    configmap = kube.get("ConfigMap", namespace, epoch_configmap_name(name, epoch))
+    if configmap is None:
+        raise ControllerError(f"ConfigMap {namespace}/{epoch_configmap_name(name, epoch)} of epoch {epoch} is missing")
+    document, seeds, offsets = read_epoch_configmap(configmap)
+    spec = validate_document(document, f"epoch {epoch} of MergeSearch {namespace}/{name}", MergeSearch).spec
+    owner = (kube.get("Job", namespace, controller_job) if controller_job else None) or search
+
+    genome = genome_for(spec, model_layers(spec))
+    vectors, notes = seed_vectors(genome, seeds)
+    for note in notes:
+        log.warning(note)
+    backend = EvaluationJobs(kube, search, epoch, spec, settings, owner)
+    per_job = spec.evaluation.candidates_per_job if spec.evaluation.engine == "transformers" else 1
+    executor = KubernetesExecutor(backend, objective_keys(spec), spec.evaluation.parallelism, per_job)
+    sink = SearchStatusSink(kube, search, offsets)
+    runner = SearchRunner(
+        spec, genome, lambda: make_optimizer(genome, spec.search, len(spec.objectives), vectors), executor,
+        ConfigMapHistory(kube, search, epoch), sink,
+    )
+    sink.bind(runner)
+    try:
+        outcome = runner.run()
+    except SearchFailed as error:
+        sink.finish(runner.outcome(f"search failed: {error}"))
+        raise
+    finally:
+        executor.close()
+    sink.finish(outcome)
+    return ControllerResult(outcome.stop_reason, outcome.evaluations, outcome.best.fitness if outcome.best else None)
+

@@ -1,0 +1,114 @@
+"""The runner's history store in ConfigMaps owned by the MergeSearch: a killed controller resumes by replay.
+
+Each event is one key of a ConfigMap (zero-padded sequence number → compact JSON), so an append is one
+small merge patch rather than a rewrite. A ConfigMap holds at most 1 MiB, so events fill numbered chunks of
+CHUNK_BYTES each. Every patch carries the resourceVersion this writer last saw: a second controller writing
+the same history is refused instead of interleaving events.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .client import Conflict, Kube
+from .naming import CHUNK_LABEL, HISTORY, history_configmap_name, owner_reference, search_labels, selector
+
+CHUNK_BYTES = 768 * 1024
+FULL_ANNOTATION = "evomerge.dev/full"
+
+
+class HistoryConflict(RuntimeError):
+    """Another process wrote this history since this one read it: two controllers run the same search."""
+
+
+class ConfigMapHistory:
+    def __init__(self, kube: Kube, search: dict[str, Any], epoch: int, chunk_bytes: int = CHUNK_BYTES):
+        meta = search["metadata"]
+        self.kube = kube
+        self.namespace, self.name, self.uid = meta["namespace"], meta["name"], meta["uid"]
+        self.owner = owner_reference(search)
+        self.epoch = epoch
+        self.chunk_bytes = chunk_bytes
+        self._loaded = False
+        self._count = 0
+        self._chunk: str | None = None
+        self._chunk_index = -1
+        self._chunk_size = 0
+        self._version = ""
+
+    def _labels(self) -> dict[str, str]:
+        return search_labels(HISTORY, self.name, self.uid, self.epoch)
+
+    def events(self) -> list[dict[str, Any]]:
+        chunks = self.kube.list("ConfigMap", self.namespace, selector(self._labels()))
+        chunks.sort(key=lambda c: int(c["metadata"]["labels"][CHUNK_LABEL]))
+        events: list[dict[str, Any]] = []
+        for chunk in chunks:
+            data = chunk.get("data") or {}
+            events.extend(json.loads(data[key]) for key in sorted(data))
+        self._count = len(events)
+        if chunks:
+            last = chunks[-1]
+            self._chunk = last["metadata"]["name"]
+            self._chunk_index = int(last["metadata"]["labels"][CHUNK_LABEL])
+            self._chunk_size = sum(len(k) + len(v) for k, v in (last.get("data") or {}).items())
+            self._version = last["metadata"]["resourceVersion"]
+        self._loaded = True
+        return events
+
+    def append(self, event: dict[str, Any]) -> None:
+        if not self._loaded:
+            self.events()
+        line = json.dumps(event, separators=(",", ":"), allow_nan=False)
+        key = f"{self._count:09d}"
+        size = len(key) + len(line)
+        if size > self.chunk_bytes:
+            raise ValueError(
+                f"a history event of {size} bytes does not fit in a ConfigMap chunk ({self.chunk_bytes} bytes) — "
+                "lower search.populationSize"
+            )
+        if self._chunk is None or self._chunk_size + size > self.chunk_bytes:
+            if self._chunk is not None:
+                self._patch({"metadata": {"annotations": {FULL_ANNOTATION: "true"}}})  # a stale writer's next patch fails
+            self._new_chunk(key, line)
+        else:
+            self._patch({"data": {key: line}})
+            self._chunk_size += size
+        self._count += 1
+
+    def _patch(self, patch: dict[str, Any]) -> None:
+        """A merge patch of the current chunk, valid only if nobody wrote it since this writer did."""
+        patch = {**patch, "metadata": {**patch.get("metadata", {}), "resourceVersion": self._version}}
+        try:
+            stored = self.kube.patch("ConfigMap", self.namespace, self._chunk, patch)  # type: ignore[arg-type]
+        except Conflict as error:
+            raise HistoryConflict(
+                f"ConfigMap {self.namespace}/{self._chunk} changed under this controller ({error}) — "
+                "another controller runs this search; delete the extra controller Job"
+            ) from None
+        self._version = stored["metadata"]["resourceVersion"]
+
+    def _new_chunk(self, key: str, line: str) -> None:
+        index = self._chunk_index + 1
+        name = history_configmap_name(self.name, self.epoch, index)
+        body = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": name,
+                "namespace": self.namespace,
+                "labels": {**self._labels(), CHUNK_LABEL: str(index)},
+                "ownerReferences": [self.owner],
+            },
+            "data": {key: line},
+        }
+        try:
+            stored = self.kube.create(body)
+        except Conflict as error:
+            raise HistoryConflict(
+                f"history chunk {self.namespace}/{name} already exists ({error}) — another controller runs this search"
+            ) from None
+        self._chunk, self._chunk_index = name, index
+        self._chunk_size = len(key) + len(line)
+        self._version = stored["metadata"]["resourceVersion"]

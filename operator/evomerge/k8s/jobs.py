@@ -1,0 +1,63 @@
+"""Reading Job and Pod status: finished or not, why it failed, and what a container said when it ended."""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+from typing import Any
+
+ACTIVE, SUCCEEDED, FAILED = "Active", "Succeeded", "Failed"
+
+
+@dataclass(frozen=True)
+class JobState:
+    phase: str  # Active | Succeeded | Failed
+    reason: str | None = None
+    message: str | None = None
+
+
+def job_state(job: dict[str, Any]) -> JobState:
+    """Terminal only once the Job controller says Complete or Failed (not at SuccessCriteriaMet/FailureTarget)."""
+    for c in (job.get("status") or {}).get("conditions") or []:
+        if c.get("status") != "True":
+            continue
+        if c.get("type") == "Complete":
+            return JobState(SUCCEEDED, c.get("reason"), c.get("message"))
+        if c.get("type") == "Failed":
+            return JobState(FAILED, c.get("reason") or "Failed", c.get("message"))
+    return JobState(ACTIVE)
+
+
+def job_seconds(job: dict[str, Any]) -> float:
+    status = job.get("status") or {}
+    start, end = status.get("startTime"), status.get("completionTime")
+    if not end:
+        end = next((c.get("lastTransitionTime") for c in status.get("conditions") or [] if c.get("type") in ("Complete", "Failed")), None)
+    if not start or not end:
+        return 0.0
+    return max(0.0, (_parse_time(end) - _parse_time(start)).total_seconds())
+
+
+def _parse_time(text: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def termination_message(pods: list[dict[str, Any]], container: str) -> str | None:
+    """What `container` wrote when it last ended (its termination message, or its log tail on error)."""
+    newest: tuple[str, str] | None = None
+    for pod in pods:
+        statuses = (pod.get("status") or {}).get("containerStatuses") or []
+        for status in statuses:
+            if status.get("name") != container:
+                continue
+            for state in (status.get("state") or {}, status.get("lastState") or {}):
+                terminated = state.get("terminated")
+                if terminated and terminated.get("message") is not None:
+                    stamp = terminated.get("finishedAt") or ""
+                    if newest is None or stamp > newest[0]:
+                        newest = (stamp, terminated["message"])
+    return newest[1] if newest else None
+
+
+def pod_selector(job_name: str) -> str:
+    return f"batch.kubernetes.io/job-name={job_name}"

@@ -1,0 +1,229 @@
+"""`evomerge operator`: kopf with evomerge's handlers, one replica, namespaced or cluster-wide.
+
+kopf watches the resources and calls `handlers.py`; the work happens here and in the reconcile modules,
+through the one API client of `client.py`. A periodic resync reconciles every object again, because Job
+events are not retried by kopf and a missed or failed one must not strand a search.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import kopf
+
+from ..spec.base import API_GROUP
+from . import reconcile_expert, reconcile_model, reconcile_search
+from .client import ApiError, Kube
+from .jobs import ACTIVE, FAILED, job_state, pod_selector, termination_message
+from .metrics import OperatorMetrics
+from .naming import COMPONENT_LABEL, CONTROLLER, EVALUATION, EXPORT, MANAGED_BY, MODEL_LABEL, SEARCH_LABEL, SEARCH_UID_LABEL
+from .plan import EventQueue
+from .settings import ClusterSettings
+
+log = logging.getLogger(__name__)
+PREFIX = API_GROUP
+
+
+@dataclass
+class OperatorContext:
+    """Shared by every handler through kopf's memo."""
+
+    kube: Kube
+    settings: ClusterSettings
+    metrics: OperatorMetrics
+    events: EventQueue
+    namespaces: list[str] = field(default_factory=list)  # empty: cluster-wide
+    resync_seconds: float = 30.0
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+def configure(settings: kopf.OperatorSettings, worker_threads: int = 32) -> None:
+    """Own annotation prefix and finalizer name, quiet events, and a watch only on our own Jobs."""
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=PREFIX, key="last-handled-configuration")
+    settings.persistence.finalizer = f"{PREFIX}/finalizer"
+    settings.posting.level = logging.WARNING
+    settings.posting.reporting_component = "evomerge-operator"
+    settings.watching.server_timeout = 120
+    settings.watching.client_timeout = 150
+    settings.networking.request_timeout = 30
+    settings.execution.max_workers = worker_threads
+    settings.scanning.disabled = True
+    settings.watching.label_selectors["batch", "v1", "jobs"] = f"app.kubernetes.io/managed-by={MANAGED_BY}"
+
+
+def quiet_logs(verbose: bool) -> None:
+    """Warnings only by default: kopf logs every handler call and aiohttp every probe at INFO."""
+    level = logging.DEBUG if verbose else logging.WARNING
+    for name in ("kopf.objects", "aiohttp.access"):
+        logging.getLogger(name).setLevel(level)
+
+
+def connection_info(kube: Kube) -> kopf.ConnectionInfo:
+    """kopf logs in with the same credentials as our client (kubeconfig file or service account)."""
+    config = kube.api_client.configuration
+    header = config.get_api_key_with_prefix("BearerToken") or config.get_api_key_with_prefix("authorization")
+    parts = header.split(" ", 1) if header else []
+    scheme, token = (None, None) if not parts else (None, parts[0]) if len(parts) == 1 else (parts[0], parts[1])
+    return kopf.ConnectionInfo(
+        server=config.host, ca_path=config.ssl_ca_cert, insecure=not config.verify_ssl, scheme=scheme, token=token,
+        certificate_path=config.cert_file, private_key_path=config.key_file,
+    )
+
+
+def _timed(context: OperatorContext, kind: str, work: Callable[[], Any]) -> Any:
+    started = time.perf_counter()
+    try:
+        return work()
+    except ApiError as error:
+        context.metrics.reconcile_errors.labels(kind).inc()
+        raise kopf.TemporaryError(f"{kind}: {error}", delay=5) from None
+    except Exception:
+        context.metrics.reconcile_errors.labels(kind).inc()
+        raise
+    finally:
+        context.metrics.reconcile_duration.labels(kind).observe(time.perf_counter() - started)
+
+
+def reconcile_search_body(context: OperatorContext, body: dict[str, Any]) -> None:
+    plan = _timed(context, "MergeSearch", lambda: reconcile_search.reconcile(context.kube, body, context.settings, context.events))
+    selects = (body.get("spec") or {}).get("expertSelector") is not None
+    if selects and any(e.reason == "EpochStarted" for e in plan.events):
+        _timed(context, "Expert", lambda: reconcile_expert.refresh_selected(context.kube, body["metadata"]["namespace"]))
+
+
+def reconcile_model_body(context: OperatorContext, body: dict[str, Any]) -> None:
+    _timed(context, "MergedModel", lambda: reconcile_model.reconcile(context.kube, body, context.settings, context.events))
+
+
+def reconcile_search_event(context: OperatorContext, body: dict[str, Any]) -> None:
+    """From a watch event (not retried by kopf): a failure is logged, counted, and left to the resync."""
+    _logged(lambda: reconcile_search_body(context, body), "MergeSearch", body)
+
+
+def reconcile_model_event(context: OperatorContext, body: dict[str, Any]) -> None:
+    _logged(lambda: reconcile_model_body(context, body), "MergedModel", body)
+
+
+def _logged(work: Callable[[], None], kind: str, body: dict[str, Any]) -> None:
+    try:
+        work()
+    except (kopf.TemporaryError, ApiError) as error:
+        meta = body["metadata"]
+        log.warning("reconciling %s %s/%s failed, the resync retries it: %s", kind, meta.get("namespace"), meta["name"], error)
+
+
+def reconcile_expert_body(context: OperatorContext, body: dict[str, Any]) -> None:
+    searches = _timed(context, "Expert", lambda: reconcile_expert.reconcile_expert(context.kube, body))
+    for search in searches:
+        reconcile_search_body(context, search)
+
+
+def on_job_event(context: OperatorContext, event_type: str | None, job: dict[str, Any]) -> None:
+    """A child Job changed: reconcile its owner when it finished (controller, export), or time it (evaluation).
+
+    Only endings matter: a Job's own progress (pods created, active counts) changes nothing for its owner,
+    and one that vanished early is recreated by the next resync.
+    """
+    meta = job["metadata"]
+    labels = meta.get("labels") or {}
+    component = labels.get(COMPONENT_LABEL)
+    phase = job_state(job).phase
+    if event_type == "DELETED" or (phase == ACTIVE and component != EVALUATION):
+        return
+    try:
+        if component == EVALUATION:
+            if context.metrics.observe_evaluation_job(job) and phase == FAILED:
+                _warn_evaluation_failed(context, job)
+        elif component == CONTROLLER and SEARCH_LABEL in labels:
+            search = context.kube.get("MergeSearch", meta["namespace"], labels[SEARCH_LABEL])
+            if search is not None and search["metadata"]["uid"] == labels.get(SEARCH_UID_LABEL):
+                reconcile_search_body(context, search)
+        elif component == EXPORT and MODEL_LABEL in labels:
+            model = context.kube.get("MergedModel", meta["namespace"], labels[MODEL_LABEL])
+            if model is not None:
+                reconcile_model_body(context, model)
+    except (kopf.TemporaryError, ApiError) as error:  # Job events are not retried: the resync comes back
+        log.warning("reconciling after %s of Job %s/%s: %s", event_type, meta["namespace"], meta["name"], error)
+
+
+def _warn_evaluation_failed(context: OperatorContext, job: dict[str, Any]) -> None:
+    """A Warning on the search for every failed evaluation Job, with what its scorer said."""
+    meta, labels = job["metadata"], job["metadata"].get("labels") or {}
+    search = context.kube.get("MergeSearch", meta["namespace"], labels.get(SEARCH_LABEL, ""))
+    if search is None or search["metadata"]["uid"] != labels.get(SEARCH_UID_LABEL):
+        return
+    pods = context.kube.list("Pod", meta["namespace"], pod_selector(meta["name"]))
+    event = reconcile_search.evaluation_failure(job, termination_message(pods, "score"))
+    context.events.put(search, event)
+
+
+def resync(context: OperatorContext) -> None:
+    """Reconcile every MergeSearch and MergedModel now; errors are logged and left to the next pass."""
+    reconcile_search.forget_cache()
+    for namespace in context.namespaces or [None]:
+        for kind, reconcile in (("MergeSearch", reconcile_search_body), ("MergedModel", reconcile_model_body)):
+            try:
+                bodies = context.kube.list(kind, namespace)
+            except ApiError as error:
+                log.warning("resync: listing %s: %s", kind, error)
+                continue
+            for body in bodies:
+                try:
+                    reconcile(context, body)
+                except (kopf.TemporaryError, ApiError) as error:
+                    log.warning("resync of %s %s/%s: %s", kind, body["metadata"]["namespace"], body["metadata"]["name"], error)
+
+
+def start_resync(context: OperatorContext) -> threading.Thread:
+    """A pass now (what happened while no operator ran) and then every resync_seconds."""
+    def loop() -> None:
+        resync(context)
+        while not context.stop.wait(context.resync_seconds):
+            resync(context)
+
+    thread = threading.Thread(target=loop, name="evomerge-resync", daemon=True)
+    thread.start()
+    return thread
+
+
+def run(
+    namespaces: list[str],
+    kubeconfig: str | None = None,
+    metrics_port: int | None = None,
+    liveness: str | None = None,
+    resync_seconds: float = 30.0,
+    stop_flag: threading.Event | None = None,
+    ready_flag: threading.Event | None = None,
+    settings: ClusterSettings | None = None,
+) -> None:
+    """Run the operator until stopped (SIGTERM, or `stop_flag` when embedded in a test or benchmark).
+
+    `settings` default to the EVOMERGE_* environment the chart gives the operator's container.
+    """
+    from . import handlers  # noqa: F401  (registers the handlers with kopf)
+
+    kube = Kube.connect(kubeconfig)
+    context = OperatorContext(kube, settings or ClusterSettings.from_env(), OperatorMetrics(),
+                              EventQueue(kube, reconcile_search.COMPONENT), list(namespaces), resync_seconds)
+    context.metrics.count_requests(context.kube.request_counts)
+    if metrics_port is not None:
+        context.metrics.serve(metrics_port)
+    try:
+        kopf.run(
+            standalone=True,
+            clusterwide=not namespaces,
+            namespaces=list(namespaces),
+            liveness_endpoint=liveness,
+            memo=kopf.Memo(context=context),
+            stop_flag=stop_flag,
+            ready_flag=ready_flag,
+        )
+    finally:
+        context.stop.set()
+        context.events.close()
+        context.kube.close()

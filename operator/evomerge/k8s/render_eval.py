@@ -1,0 +1,226 @@
+"""Pure renderers of evaluation Jobs and the ConfigMap carrying their recipes.
+
+Engine `transformers`: one container merges and scores the whole batch in-process. Engines `tgi`/`vllm`:
+init container `merge` writes the candidate into an emptyDir, a native sidecar serves it (startupProbe on
+its health route), and the `score` container scores through it. Either way the scores leave the pod as the
+scorer's termination message, so evaluation pods carry no API token.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence
+
+from ..merge.recipe import MergeRecipe
+from ..spec.merge_search import MergeSearchSpec
+from .naming import CANDIDATES_ANNOTATION, EVALUATION, epoch_configmap_name, owner_reference, search_labels
+from .render_pods import (
+    CANDIDATE_DIR,
+    JOB_DIR,
+    RECIPE_FILE,
+    RECIPES_FILE,
+    SCRATCH_DIR,
+    SHM_DIR,
+    SPEC_DIR,
+    SPEC_FILE,
+    TMP_DIR,
+    container_security_context,
+    input_uris,
+    model_cache_claim,
+    model_volumes,
+    placement,
+    pod_security_context,
+    resources,
+    tmp_volume,
+    worker_env,
+)
+from .render_search import SPEC_KEY
+from .settings import ClusterSettings
+
+SERVER_PORT = 8080
+# `evomerge evaluate-batch` exits with this code when no retry can help (a bad candidate or spec):
+# the Job fails at once instead of burning its backoff on a GPU.
+SCORER_PERMANENT_EXIT = 3
+
+
+def objective_keys(spec: MergeSearchSpec, held_out: bool = False) -> list[str]:
+    return [o.key for o in (spec.held_out if held_out else spec.objectives)]
+
+
+def render_recipes_configmap(job: dict[str, Any], candidates: Sequence[tuple[str, MergeRecipe]]) -> dict[str, Any]:
+    """The batch's recipes, owned by its Job so they go when the Job goes."""
+    meta = job["metadata"]
+    items = [{"id": cid, "recipe": recipe.to_dict()} for cid, recipe in candidates]
+    data = {"recipes.json": json.dumps(items, sort_keys=True)}
+    if len(items) == 1:
+        data["recipe.json"] = json.dumps(items[0]["recipe"], sort_keys=True)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "labels": dict(meta["labels"]),
+            "ownerReferences": [owner_reference(job)],
+        },
+        "data": data,
+    }
+
+
+def render_eval_job(
+    search: dict[str, Any],
+    epoch: int,
+    name: str,
+    candidate_ids: Sequence[str],
+    spec: MergeSearchSpec,
+    settings: ClusterSettings,
+    owner: dict[str, Any],
+) -> dict[str, Any]:
+    """One evaluation Job for `candidate_ids` (a batch for transformers, exactly one for servers)."""
+    meta = search["metadata"]
+    engine = spec.evaluation.engine
+    if engine != "transformers" and len(candidate_ids) != 1:
+        raise ValueError(f"engine {engine} serves one candidate per pod; got {len(candidate_ids)}")
+    labels = search_labels(EVALUATION, meta["name"], meta["uid"], epoch)
+    volumes, mounts = _volumes(meta["name"], name, epoch, spec, settings)
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "serviceAccountName": settings.evaluation_service_account,
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": pod_security_context(settings),
+        "volumes": volumes,
+        **placement(spec),
+    }
+    if engine == "transformers":
+        pod["containers"] = [_scorer(spec, settings, mounts, resources(spec.evaluation.resources), served=False)]
+    else:
+        scratch = {"name": "scratch", "mountPath": SCRATCH_DIR}
+        pod["initContainers"] = [_merge(spec, settings, [*mounts, scratch]), _server(spec, settings)]
+        scorer_mounts = [*mounts, {**scratch, "readOnly": True}]
+        pod["containers"] = [_scorer(spec, settings, scorer_mounts, resources(settings.scorer_resources), served=True)]
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": meta["namespace"],
+            "labels": labels,
+            "annotations": {CANDIDATES_ANNOTATION: ",".join(candidate_ids)},
+            "ownerReferences": [owner_reference(owner)],
+        },
+        "spec": {
+            "backoffLimit": settings.evaluation_backoff_limit,
+            "activeDeadlineSeconds": spec.evaluation.timeout_seconds,
+            "ttlSecondsAfterFinished": settings.evaluation_ttl_seconds,
+            "podReplacementPolicy": "Failed",
+            "podFailurePolicy": {
+                "rules": [
+                    {"action": "FailJob", "onExitCodes": {"containerName": "score", "operator": "In", "values": [SCORER_PERMANENT_EXIT]}},
+                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                ]
+            },
+            "template": {"metadata": {"labels": labels}, "spec": pod},
+        },
+    }
+
+
+def _volumes(search: str, job: str, epoch: int, spec: MergeSearchSpec, settings: ClusterSettings) -> tuple[list[dict], list[dict]]:
+    model_vols, model_mounts = model_volumes(input_uris(spec), model_cache_claim(spec), settings)
+    tmp, tmp_mount = tmp_volume()
+    volumes = [
+        {"name": "spec", "configMap": {"name": epoch_configmap_name(search, epoch), "items": [{"key": SPEC_KEY, "path": "spec.json"}]}},
+        {"name": "job", "configMap": {"name": job}},
+        tmp,
+        *model_vols,
+    ]
+    mounts = [
+        {"name": "spec", "mountPath": SPEC_DIR, "readOnly": True},
+        {"name": "job", "mountPath": JOB_DIR, "readOnly": True},
+        tmp_mount,
+        *model_mounts,
+    ]
+    if spec.evaluation.engine != "transformers":
+        volumes.append({"name": "scratch", "emptyDir": {"sizeLimit": settings.scratch_size}})
+        volumes.append({"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": settings.shm_size}})
+    return volumes, mounts
+
+
+def _scorer(spec: MergeSearchSpec, settings: ClusterSettings, mounts: list[dict], limits: dict, served: bool) -> dict[str, Any]:
+    command = ["evomerge", "evaluate-batch", "--spec", SPEC_FILE, "--recipes", RECIPES_FILE]
+    if served:
+        command += ["--model-dir", CANDIDATE_DIR, "--server-url", f"http://127.0.0.1:{SERVER_PORT}"]
+    return {
+        "name": "score",
+        "image": spec.evaluation.image or settings.worker_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": command,
+        "env": worker_env(settings, model_cache_claim(spec)),
+        "resources": limits,
+        "securityContext": container_security_context(),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": mounts,
+        "workingDir": TMP_DIR,
+    }
+
+
+def _merge(spec: MergeSearchSpec, settings: ClusterSettings, mounts: list[dict]) -> dict[str, Any]:
+    command = ["evomerge", "merge", RECIPE_FILE, "--out", CANDIDATE_DIR]
+    if spec.allow_pickle:
+        command.append("--allow-pickle")
+    return {
+        "name": "merge",
+        "image": spec.evaluation.image or settings.worker_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": command,
+        "env": worker_env(settings, model_cache_claim(spec)),
+        # Devices of a finished init container are handed on to the server: one GPU serves both steps.
+        "resources": resources(spec.evaluation.resources),
+        "securityContext": container_security_context(),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": mounts,
+        "workingDir": TMP_DIR,
+    }
+
+
+def _server(spec: MergeSearchSpec, settings: ClusterSettings) -> dict[str, Any]:
+    """The native sidecar (restartPolicy Always): started before `score`, stopped after it."""
+    engine = spec.evaluation.engine
+    port = str(SERVER_PORT)
+    if engine == "tgi":
+        image = spec.evaluation.server_image or settings.tgi_image
+        command = ["text-generation-launcher"]
+        args = ["--model-id", CANDIDATE_DIR, "--hostname", "0.0.0.0", "--port", port, "--enable-prefill-logprobs",
+                "--usage-stats", "off"]
+        env = [{"name": "HF_HOME", "value": f"{TMP_DIR}/hf"}]
+    else:
+        image = spec.evaluation.server_image or settings.vllm_image
+        command = ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+        args = ["--model", CANDIDATE_DIR, "--served-model-name", "candidate", "--host", "0.0.0.0", "--port", port,
+                "--max-logprobs", "20", "--disable-log-requests"]
+        env = [{"name": "VLLM_NO_USAGE_STATS", "value": "1"}, {"name": "HF_HOME", "value": f"{TMP_DIR}/hf"}]
+    env += [{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "HOME", "value": TMP_DIR}]
+    period = 5
+    return {
+        "name": "server",
+        "image": image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "restartPolicy": "Always",
+        "command": command,
+        "args": args,
+        "env": env,
+        "ports": [{"name": "http", "containerPort": SERVER_PORT}],
+        "startupProbe": {
+            "httpGet": {"path": "/health", "port": SERVER_PORT},
+            "periodSeconds": period,
+            "failureThreshold": max(1, spec.evaluation.timeout_seconds // period),
+        },
+        "resources": resources(spec.evaluation.resources),
+        "securityContext": container_security_context(read_only_root=False),
+        "volumeMounts": [
+            {"name": "scratch", "mountPath": SCRATCH_DIR, "readOnly": True},
+            {"name": "shm", "mountPath": SHM_DIR},
+            {"name": "tmp", "mountPath": TMP_DIR},
+        ],
+    }
+

@@ -1,0 +1,218 @@
+"""Pure renderers of a MergedModel's children: the export Job (with its ConfigMap) and the serving pair.
+
+Each version is exported to its own directory (`<storage.output.uri>/v<N>`), so a published checkpoint is
+never overwritten while a server reads it; serving a new version changes the pod template and rolls the
+Deployment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from ..merge.recipe import MergeRecipe
+from ..spec.merge_search import MergeSearchSpec
+from ..spec.merged_model import MergedModelSpec
+from .naming import (
+    EXPORT,
+    MODEL_LABEL,
+    SERVING,
+    TEMPLATE_HASH_ANNOTATION,
+    export_job_name,
+    labels,
+    owner_reference,
+    serving_name,
+)
+from .render_eval import SERVER_PORT
+from .render_pods import (
+    JOB_DIR,
+    SHM_DIR,
+    TMP_DIR,
+    container_security_context,
+    model_cache_claim,
+    model_volumes,
+    placement,
+    pod_path,
+    pod_security_context,
+    resources,
+    tmp_volume,
+    worker_env,
+)
+from .render_search import spec_document
+from .settings import ClusterSettings
+
+EXPORT_RECIPE = f"{JOB_DIR}/recipe.json"
+EXPORT_SPEC = f"{JOB_DIR}/spec.json"
+
+
+def versioned_uri(output_uri: str, version: int) -> str:
+    return f"{output_uri.rstrip('/')}/v{version}"
+
+
+def recipe_uris(recipe: dict[str, Any]) -> list[str]:
+    parsed = MergeRecipe.from_dict(recipe)
+    return ([parsed.base_uri] if parsed.base_uri else []) + [e.uri for e in parsed.experts]
+
+
+def _model_labels(component: str, model: str) -> dict[str, str]:
+    return labels(component, **{MODEL_LABEL: model})
+
+
+def render_export_configmap(model: dict[str, Any], search_spec: MergeSearchSpec) -> dict[str, Any]:
+    meta, spec = model["metadata"], MergedModelSpec.model_validate(model["spec"])
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": export_job_name(meta["name"], spec.version),
+            "namespace": meta["namespace"],
+            "labels": _model_labels(EXPORT, meta["name"]),
+            "ownerReferences": [owner_reference(model)],
+        },
+        "data": {
+            "recipe.json": json.dumps(spec.recipe, sort_keys=True),
+            "spec.json": json.dumps(spec_document(spec.search, search_spec), sort_keys=True),
+        },
+    }
+
+
+def render_export_job(model: dict[str, Any], search_spec: MergeSearchSpec, settings: ClusterSettings) -> dict[str, Any]:
+    """`evomerge export-model`: write the merge to spec.outputUri, hash its inputs, score the held-out tasks."""
+    meta, spec = model["metadata"], MergedModelSpec.model_validate(model["spec"])
+    name = export_job_name(meta["name"], spec.version)
+    job_labels = _model_labels(EXPORT, meta["name"])
+    cache = model_cache_claim(search_spec)
+    volumes, mounts = model_volumes(recipe_uris(spec.recipe), cache, settings, writable=[spec.output_uri])
+    tmp, tmp_mount = tmp_volume()
+    container = {
+        "name": "export",
+        "image": search_spec.evaluation.image or settings.worker_image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": ["evomerge", "export-model", "--recipe", EXPORT_RECIPE, "--spec", EXPORT_SPEC,
+                    "--out", pod_path(spec.output_uri, settings)],
+        "env": worker_env(settings, cache),
+        "resources": resources(search_spec.evaluation.resources),
+        "securityContext": container_security_context(),
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "volumeMounts": [{"name": "job", "mountPath": JOB_DIR, "readOnly": True}, tmp_mount, *mounts],
+        "workingDir": TMP_DIR,
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": name,
+            "namespace": meta["namespace"],
+            "labels": job_labels,
+            "ownerReferences": [owner_reference(model)],
+        },
+        "spec": {
+            "backoffLimit": settings.evaluation_backoff_limit,
+            "activeDeadlineSeconds": search_spec.evaluation.timeout_seconds,
+            "podReplacementPolicy": "Failed",
+            "podFailurePolicy": {
+                "rules": [
+                    {"action": "FailJob", "onExitCodes": {"containerName": "export", "operator": "In", "values": [2]}},
+                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                ]
+            },
+            "template": {
+                "metadata": {"labels": job_labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "serviceAccountName": settings.evaluation_service_account,
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": pod_security_context(settings),
+                    "containers": [container],
+                    "volumes": [{"name": "job", "configMap": {"name": name}}, tmp, *volumes],
+                    **placement(search_spec),
+                },
+            },
+        },
+    }
+
+
+def render_serving_deployment(model: dict[str, Any], settings: ClusterSettings) -> dict[str, Any]:
+    """A TGI or vLLM Deployment serving the exported version (status.outputUri), rolled when it changes."""
+    meta, spec, status = model["metadata"], MergedModelSpec.model_validate(model["spec"]), model.get("status") or {}
+    name = serving_name(meta["name"])
+    selector = _model_labels(SERVING, meta["name"])
+    uri = status["outputUri"]
+    volumes, mounts = model_volumes([uri], None, settings)
+    path = pod_path(uri, settings)
+    port = str(SERVER_PORT)
+    if spec.serving.engine == "tgi":
+        image = spec.serving.image or settings.tgi_image
+        command = ["text-generation-launcher"]
+        args = ["--model-id", path, "--hostname", "0.0.0.0", "--port", port, "--usage-stats", "off"]
+    else:
+        image = spec.serving.image or settings.vllm_image
+        command = ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+        args = ["--model", path, "--served-model-name", meta["name"], "--host", "0.0.0.0", "--port", port]
+    probe = {"httpGet": {"path": "/health", "port": SERVER_PORT}, "periodSeconds": 5}
+    template = {
+        "metadata": {"labels": selector, "annotations": {"evomerge.dev/version": str(status.get("version"))}},
+        "spec": {
+            "enableServiceLinks": False,
+            "automountServiceAccountToken": False,
+            "securityContext": pod_security_context(settings),
+            "containers": [
+                {
+                    "name": "server",
+                    "image": image,
+                    "imagePullPolicy": settings.image_pull_policy,
+                    "command": command,
+                    "args": args,
+                    "env": [{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "HOME", "value": TMP_DIR},
+                            {"name": "HF_HOME", "value": f"{TMP_DIR}/hf"}],
+                    "ports": [{"name": "http", "containerPort": SERVER_PORT}],
+                    "startupProbe": {**probe, "failureThreshold": 360},
+                    "readinessProbe": probe,
+                    "resources": resources(spec.serving.resources),
+                    "securityContext": container_security_context(read_only_root=False),
+                    "volumeMounts": [{"name": "tmp", "mountPath": TMP_DIR}, {"name": "shm", "mountPath": SHM_DIR}, *mounts],
+                }
+            ],
+            "volumes": [{"name": "tmp", "emptyDir": {}},
+                        {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": settings.shm_size}}, *volumes],
+        },
+    }
+    digest = hashlib.sha256(json.dumps([spec.serving.replicas, template], sort_keys=True).encode()).hexdigest()[:16]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": name,
+            "namespace": meta["namespace"],
+            "labels": selector,
+            "annotations": {TEMPLATE_HASH_ANNOTATION: digest},
+            "ownerReferences": [owner_reference(model)],
+        },
+        "spec": {
+            "replicas": spec.serving.replicas,
+            "selector": {"matchLabels": selector},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}},
+            "template": template,
+        },
+    }
+
+
+def render_serving_service(model: dict[str, Any]) -> dict[str, Any]:
+    meta = model["metadata"]
+    selector = _model_labels(SERVING, meta["name"])
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": serving_name(meta["name"]),
+            "namespace": meta["namespace"],
+            "labels": selector,
+            "ownerReferences": [owner_reference(model)],
+        },
+        "spec": {
+            "selector": selector,
+            "ports": [{"name": "http", "port": 80, "targetPort": "http"}],
+        },
+    }

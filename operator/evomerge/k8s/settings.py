@@ -1,0 +1,79 @@
+"""Cluster-wide settings of the operator (images, service accounts, sizes), read from its environment.
+
+The Helm chart sets these variables on the operator Deployment; the operator hands the same variables to
+every controller Job, so the evaluation Jobs a controller renders use the chart's images and accounts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+PREFIX = "EVOMERGE_"
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    worker_image: str = "ghcr.io/evomerge/evomerge-worker:0.1.0"
+    image_pull_policy: str = "IfNotPresent"
+    tgi_image: str = "ghcr.io/huggingface/text-generation-inference:3.3.7"
+    vllm_image: str = "vllm/vllm-openai:v0.11.0"
+    controller_service_account: str = "evomerge-controller"
+    controller_cluster_role: str = "evomerge-controller"
+    evaluation_service_account: str = "evomerge-evaluation"
+    evaluation_ttl_seconds: int = 3600
+    evaluation_backoff_limit: int = 1
+    controller_backoff_limit: int = 6
+    controller_resources: dict[str, Any] = field(
+        default_factory=lambda: {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": "4Gi"}}
+    )
+    scorer_resources: dict[str, Any] = field(
+        default_factory=lambda: {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "8Gi"}}
+    )
+    shm_size: str = "1Gi"
+    scratch_size: str = "64Gi"
+    run_as_user: int = 65532
+    pvc_root: str = "/mnt/pvc"
+    cache_mount: str = "/models"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "ClusterSettings":
+        """Settings from EVOMERGE_* variables (EVOMERGE_WORKER_IMAGE, …); JSON for the resource maps."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(PREFIX + f.name.upper())
+            if raw is None or raw == "":
+                continue
+            try:
+                values[f.name] = _parse(f.type, raw)
+            except ValueError as error:
+                raise ValueError(f"{PREFIX}{f.name.upper()}={raw!r}: {error}") from None
+        return cls(**values)
+
+    def to_env(self) -> list[dict[str, str]]:
+        """The same settings as container env entries, for the pods that render further children."""
+        out = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            text = json.dumps(value, sort_keys=True) if isinstance(value, dict) else str(value)
+            out.append({"name": PREFIX + f.name.upper(), "value": text})
+        return out
+
+
+def _parse(kind: Any, raw: str) -> Any:
+    kind = str(kind)
+    if kind.startswith("dict"):
+        value = json.loads(raw)
+        if not isinstance(value, dict):
+            raise ValueError("expected a JSON object such as {\"requests\": {\"cpu\": \"1\"}}")
+        return value
+    if kind == "int":
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError("expected an integer") from None
+    return raw

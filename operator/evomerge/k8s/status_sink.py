@@ -1,0 +1,95 @@
+"""The controller's StatusSink: the search's progress as MergeSearch status, written at a bounded rate.
+
+The controller writes only progress fields (round, generation, evaluations, best, summaries, Pareto
+front, stopReason); phase and conditions belong to the operator, so the two never overwrite each other.
+Counters include the epochs before this one (`offsets`), so re-merges continue the numbers users see.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from ..executors.base import EvalResult
+from ..runner.loop import Candidate, SearchOutcome, SearchRunner
+from ..spec.merge_search import GenerationSummary, ScoredCandidate
+from .client import Kube
+
+RECENT_GENERATIONS = 10
+PARETO_LIMIT = 20
+
+
+class SearchStatusSink:
+    def __init__(self, kube: Kube, search: dict[str, Any], offsets: dict[str, int], min_interval: float = 2.0,
+                 clock: Callable[[], float] = time.monotonic):
+        meta = search["metadata"]
+        self.kube, self.namespace, self.name = kube, meta["namespace"], meta["name"]
+        self.offsets = {k: int(offsets.get(k, 0)) for k in ("round", "generation", "evaluations", "failedEvaluations")}
+        self.min_interval = min_interval
+        self.clock = clock
+        self.runner: SearchRunner | None = None
+        self._written = -float("inf")
+        self._best: float | None = None
+
+    def bind(self, runner: SearchRunner) -> None:
+        self.runner = runner
+
+    # ---- StatusSink -----------------------------------------------------------------------------------
+    def started(self, total_evaluations: int | None, resumed_evaluations: int) -> None:
+        self._write(force=True)
+
+    def evaluation(self, result: EvalResult, fitness: float | None, best: float | None) -> None:
+        improved = best is not None and (self._best is None or best > self._best)
+        self._write(force=improved)
+
+    def generation(self, summary: GenerationSummary) -> None:
+        self._write(force=True)
+
+    def finish(self, outcome: SearchOutcome) -> None:
+        self._write(force=True, stop_reason=outcome.stop_reason, outcome=outcome)
+
+    # ---- status ---------------------------------------------------------------------------------------
+    def progress(self, outcome: SearchOutcome | None = None) -> dict[str, Any]:
+        """The progress fields of status, in wire form (numbers as strings, as the CRD declares them)."""
+        assert self.runner is not None, "bind(runner) first"
+        outcome = outcome or self.runner.outcome("")
+        off = self.offsets
+        status: dict[str, Any] = {
+            "round": off["round"] + int(getattr(self.runner.optimizer, "round", 0)) + 1,
+            "generation": off["generation"] + len(outcome.summaries),
+            "evaluations": off["evaluations"] + outcome.evaluations,
+            "failedEvaluations": off["failedEvaluations"] + outcome.failed,
+            "generations": [self._shifted(s) for s in outcome.summaries[-RECENT_GENERATIONS:]],
+        }
+        if outcome.best is not None:
+            status["best"] = _scored(outcome.best, with_recipe=True)
+        if outcome.pareto_front:
+            status["paretoFront"] = [_scored(c, with_recipe=False) for c in outcome.pareto_front[:PARETO_LIMIT]]
+        return status
+
+    def _shifted(self, summary: GenerationSummary) -> dict[str, Any]:
+        moved = summary.model_copy(update={"round": summary.round + self.offsets["round"] + 1,
+                                           "generation": summary.generation + self.offsets["generation"]})
+        return moved.to_wire()
+
+    def _write(self, force: bool, stop_reason: str | None = None, outcome: SearchOutcome | None = None) -> None:
+        now = self.clock()
+        if not force and now - self._written < self.min_interval:
+            return
+        status = self.progress(outcome)
+        if stop_reason is not None:
+            status["stopReason"] = stop_reason
+        self.kube.patch_status("MergeSearch", self.namespace, self.name, status)
+        self._written = now
+        best = status.get("best")
+        if best is not None and best.get("score") is not None:
+            self._best = float(best["score"])
+
+
+def _scored(candidate: Candidate, with_recipe: bool) -> dict[str, Any]:
+    scored = ScoredCandidate(candidate=candidate.id, score=candidate.fitness, scores=dict(candidate.scores or {}),
+                             recipe=candidate.recipe if with_recipe else {})
+    wire = scored.to_wire()
+    if not with_recipe:
+        wire.pop("recipe", None)
+    return wire

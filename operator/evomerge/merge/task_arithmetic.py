@@ -1,0 +1,186 @@
+"""The task-arithmetic family (task_arithmetic, ties, dare_ties, dare_linear): combining task vectors.
+
+The operations follow mergekit 0.1.5's GeneralizedTaskArithmeticMerge.merge_group one for one, in the
+same dtype and order, so results agree bit for bit: weights are rounded to the merge dtype, products
+and sums are formed in it, and the consensus divisor counts only agreeing weights.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from . import kernels
+from .sparsify import (
+    RESCALE_EPS, draw_uniforms, keep_count, mask_threshold, sparsify_magnitude, sparsify_random, tensor_seed,
+)
+
+if TYPE_CHECKING:
+    from .methods import MergeMethod
+
+NORMALIZE_EPS = 1e-8
+# Elements per slice of the element-wise combine; bounds temporaries for huge tensors (embeddings).
+COMBINE_CHUNK = 1 << 22
+
+
+def combine(
+    base: torch.Tensor,
+    deltas: torch.Tensor,
+    weights: list[float],
+    *,
+    consensus: bool,
+    normalize: bool,
+    scale: float,
+    in_place: bool = False,
+    chunk: int = COMBINE_CHUNK,
+) -> torch.Tensor:
+    """b + λ·Σᵢ mᵢ·wᵢ·δᵢ (÷ the divisor when normalising), for stacked (sparsified) deltas [n, *shape].
+
+    Every step is element-wise across the expert axis, so large tensors are combined in slices of
+    `chunk` elements with the same result. `in_place` lets the caller's deltas buffer be overwritten.
+    """
+    n = deltas.shape[0]
+    if n == 0:
+        return base
+    flat = deltas.reshape(n, -1)
+    w = torch.tensor(weights, dtype=deltas.dtype, device=deltas.device).view(n, 1)
+    out = torch.empty(base.numel(), dtype=base.dtype, device=base.device)
+    base_flat = base.reshape(-1)
+    for start in range(0, max(flat.shape[1], 1), chunk):
+        part = flat[:, start:start + chunk]
+        part = part.mul_(w) if in_place else part * w
+        out[start:start + chunk] = _combine_part(base_flat[start:start + chunk], part, w, consensus, normalize, scale)
+    return out.view(base.shape)
+
+
+def _combine_part(
+    base: torch.Tensor, weighted: torch.Tensor, w: torch.Tensor, consensus: bool, normalize: bool, scale: float
+) -> torch.Tensor:
+    if consensus:
+        sign = weighted.sign()
+        majority = (weighted.sum(dim=0) >= 0).to(weighted.dtype) * 2 - 1
+        mask = sign == majority
+        del sign
+        mixed = (weighted * mask).sum(dim=0)
+        divisor = (w * mask).sum(dim=0)
+        divisor[divisor == 0] = 1
+    else:
+        mixed = weighted.sum(dim=0)
+        divisor = w.sum(dim=0)
+        divisor[divisor.abs() < NORMALIZE_EPS] = 1
+    if normalize:
+        mixed /= divisor
+    if scale != 1:
+        mixed *= scale
+    return (base + mixed).to(base.dtype)
+
+
+def uses_fused(method: MergeMethod, dtype: torch.dtype, experts: int, device: torch.device, options: dict) -> bool:
+    """The fused kernels cover the default modes; mergekit's tie order and RNG stream run on the torch path."""
+    return kernels.available(dtype, experts, device) and not (
+        (method.sparsifier == "magnitude" and options["tie_order"] != "index")
+        or (method.sparsifier == "random" and options["mask_rng"] != "counter")
+    )
+
+
+def merge_family(
+    method: MergeMethod,
+    base: torch.Tensor,
+    inputs: list[torch.Tensor],
+    from_delta: bool,
+    params: list[dict[str, float]],
+    options: dict,
+    name: str,
+    out: torch.Tensor | None = None,
+    ranks: list[torch.Tensor] | None = None,
+    uniforms: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """One tensor of task_arithmetic / ties / dare_*: b + combine(sparsify(δᵢ)), fused when the kernels apply.
+
+    `inputs` are the experts (or, with from_delta, their task vectors), all in the merge dtype. `out`
+    receives the result (it may be `base`). `ranks` / `uniforms` are the resident merger's caches for
+    the torch path. The exporter and the resident merger both come here, so they cannot disagree.
+    """
+    if uses_fused(method, base.dtype, len(inputs), base.device, options):
+        return _fused(method, base, inputs, from_delta, params, options, name, out)
+    deltas = base.new_empty((len(inputs), *base.shape))
+    generator: torch.Generator | None = None
+    draws = 0
+    for i, (tensor, p) in enumerate(zip(inputs, params)):
+        delta = tensor if from_delta else tensor - base
+        density = p.get("density", 1.0)
+        if method.sparsifier == "magnitude":
+            delta = sparsify_magnitude(delta, density, options["rescale"], options["tie_order"], ranks[i] if ranks else None)
+        elif method.sparsifier == "random":
+            u = None
+            if density < 1:
+                if uniforms is not None:
+                    u = uniforms[draws if options["mask_rng"] == "mergekit" else i]
+                elif options["mask_rng"] == "mergekit":
+                    if generator is None:
+                        generator = torch.Generator().manual_seed(tensor_seed(options["seed"], name))
+                    u = draw_uniforms(delta.numel(), generator).to(delta.device)
+                else:
+                    u = kernels.counter_uniforms(kernels.expert_key(tensor_seed(options["seed"], name), i), delta.numel()).to(delta.device)
+                draws += 1
+            delta = sparsify_random(delta, density, options["rescale"], u, exact_norms=options["mask_rng"] == "counter")
+        deltas[i] = delta
+        del delta
+    result = combine(base, deltas, [p["weight"] for p in params], consensus=method.consensus,
+                     normalize=options["normalize"], scale=options["lambda"], in_place=True)
+    if out is None:
+        return result
+    out.copy_(result)
+    return out
+
+
+def _fused(method, base, inputs, from_delta, params, options, name, out) -> torch.Tensor:
+    dtype = base.dtype
+    base_c = base.contiguous()
+    arrays = tuple(kernels.as_array(t.contiguous()) for t in inputs)
+    base_a = kernels.as_array(base_c)
+    tensor_key = tensor_seed(options["seed"], name)
+    kinds, cuts, rkeys, ps, factors = [], [], [], [], []
+    magnitude_ks = [
+        keep_count(p.get("density", 1.0), base_a.size)
+        if method.sparsifier == "magnitude" and 0 < p.get("density", 1.0) < 1 and base_a.size else None
+        for p in params
+    ]
+    all_cuts = (kernels.magnitude_cuts(arrays, base_a, from_delta, magnitude_ks, dtype == torch.bfloat16)
+                if any(k is not None for k in magnitude_ks) else [None] * len(arrays))
+    for i, (array, p) in enumerate(zip(arrays, params)):
+        density = p.get("density", 1.0)
+        kind, cut, rkey, prob = kernels.KEEP, all_cuts[i], 0, 0.0
+        if method.sparsifier is not None and density < 1:
+            if density <= 0 or array.size == 0:
+                kind = kernels.ZERO
+            elif method.sparsifier == "magnitude":
+                kind = kernels.MAGNITUDE
+            else:
+                kind, rkey, prob = kernels.RANDOM, kernels.expert_key(tensor_key, i), mask_threshold(density, dtype)
+        factor = None
+        if options["rescale"] and kind == kernels.MAGNITUDE:
+            before, after = kernels.masked_abs_sums(array, base_a, from_delta, kind, cut, rkey, prob, dtype)
+            if not (before < RESCALE_EPS or after < RESCALE_EPS):
+                factor = float(before / after)
+        kinds.append(kind)
+        cuts.append(cut)
+        rkeys.append(rkey)
+        ps.append(prob)
+        factors.append(factor)
+    if options["rescale"] and kernels.RANDOM in kinds:
+        active = [k == kernels.RANDOM for k in kinds]
+        exact = kernels.random_rescale_factors(base_a, arrays, from_delta, active, rkeys, ps, dtype)
+        factors = [e if on else f for e, f, on in zip(exact, factors, active)]
+    weights = torch.tensor([p["weight"] for p in params], dtype=dtype)
+    divisor = weights.view(len(params), 1).sum(dim=0)
+    divisor[divisor.abs() < NORMALIZE_EPS] = 1
+    result = out if out is not None else torch.empty_like(base_c)
+    if not result.is_contiguous() or result.dtype != dtype:
+        raise ValueError(f"tensor {name}: the fused merge writes into a contiguous {dtype} tensor")
+    kernels.combine(
+        base_a, arrays, from_delta, kinds, cuts, rkeys, ps, factors, weights.float().tolist(), method.consensus,
+        options["normalize"], float(divisor), options["lambda"], kernels.as_array(result),
+    )
+    return result.view(base.shape)

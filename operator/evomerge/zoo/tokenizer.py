@@ -1,0 +1,40 @@
+"""A character-level tokenizer for the zoo world, saved in Hugging Face format (tokenizer.json)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .skills import ALPHABET
+
+BOS, EOS, PAD, UNK = "<s>", "</s>", "<pad>", "<unk>"
+SPECIAL_TOKENS = (PAD, BOS, EOS, UNK)
+
+
+def build_tokenizer():
+    """One token per character of the world's alphabet; a BOS is prepended, as Llama tokenizers do.
+
+    It is a BPE model with no merges, so every engine that reads tokenizer.json treats it as a
+    plain (if very small) BPE tokenizer.
+    """
+    from tokenizers import Tokenizer, decoders, models, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS + tuple(ALPHABET))}
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=UNK))
+    core.decoder = decoders.Fuse()
+    core.post_processor = processors.TemplateProcessing(
+        single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, vocab[BOS])]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        bos_token=BOS,
+        eos_token=EOS,
+        pad_token=PAD,
+        unk_token=UNK,
+        clean_up_tokenization_spaces=False,
+        model_max_length=256,
+    )
+
+
+def save_tokenizer(tokenizer, directory: Path) -> None:
+    tokenizer.save_pretrained(str(directory))

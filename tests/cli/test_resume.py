@@ -1,0 +1,82 @@
+"""Ctrl-C stops `evomerge run` cleanly, and `evomerge run --resume RUN_DIR` finishes the same search."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from evomerge.cli.main import app
+from tests.cli.test_run import evomerge, write_spec
+
+SEARCH = {"populationSize": 2, "maxGenerations": 3}  # 6 evaluations: the signal lands after the first
+
+
+def events(run_dir: Path) -> list[dict]:
+    path = run_dir / "history.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def interrupt_after_first_result(spec: Path, run_dir: Path) -> subprocess.CompletedProcess:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "evomerge.cli.main", "run", str(spec), "--run-dir", str(run_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 300
+    while not any(e["type"] == "result" for e in events(run_dir)):
+        assert process.poll() is None, f"the run ended before its first result: {process.communicate()}"
+        assert time.monotonic() < deadline, "no evaluation finished within 300 s"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
+
+
+def test_sigint_stops_cleanly_and_resume_completes_the_same_search(tmp_path, tiny_family, tiny_tasks):
+    spec = write_spec(tmp_path / "spec.yaml", tiny_family, tiny_tasks, **SEARCH)
+    run_dir = tmp_path / "interrupted"
+
+    stopped = interrupt_after_first_result(spec, run_dir)
+    assert stopped.returncode == 130, stopped.stderr
+    assert f"interrupted — resume with: evomerge run --resume {run_dir}" in stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    done_before = [e["id"] for e in events(run_dir) if e["type"] == "result"]
+    assert 1 <= len(done_before) < 6 and not (run_dir / "summary.json").exists()
+
+    resumed = evomerge("run", "--resume", str(run_dir), "--no-export")
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming: {len(done_before)} evaluations replayed from history" in resumed.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["evaluations"] == 6 and summary["stopReason"] == "maxGenerations reached"
+    results = [e["id"] for e in events(run_dir) if e["type"] == "result"]
+    assert len(results) == len(set(results)) == 6  # nothing evaluated twice
+    assert results[: len(done_before)] == done_before
+
+    reference_dir = tmp_path / "uninterrupted"
+    reference = evomerge("run", str(spec), "--run-dir", str(reference_dir), "--json", "--no-export")
+    assert reference.returncode == 0, reference.stderr
+    asked = [e["vectors"] for e in events(run_dir) if e["type"] == "ask"]
+    assert asked == [e["vectors"] for e in events(reference_dir) if e["type"] == "ask"]
+    assert summary["best"] == json.loads(reference.stdout)["best"]
+    assert (run_dir / "report" / "report.html").exists()
+
+
+def test_resume_reads_the_pinned_spec_and_checks_its_arguments(tmp_path):
+    def run(*args: str):
+        return CliRunner().invoke(app, ["run", *args])
+
+    missing = run("--resume", str(tmp_path / "nowhere"))
+    assert missing.exit_code == 2 and "no spec.json there" in missing.stderr
+    neither = run()
+    assert neither.exit_code == 2 and "--resume RUN_DIR" in neither.stderr
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "spec.json").write_text("{}")
+    clash = run("--resume", str(tmp_path / "a"), "--run-dir", str(tmp_path / "b"))
+    assert clash.exit_code == 2 and "leave out --run-dir" in clash.stderr
+    broken = run("--resume", str(tmp_path / "a"))
+    assert broken.exit_code == 2 and "not a valid spec" in broken.stderr

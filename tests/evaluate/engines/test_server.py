@@ -1,0 +1,119 @@
+"""Server engines score exactly what the resident engine scores: same tokens, same numbers, every task type.
+
+The fake servers compute with the same tiny model as lm-eval's HFLM here, so any difference comes from
+tokenisation boundaries, request shapes or response parsing — the things the engines own.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from lm_eval.api.instance import Instance
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from evomerge.evaluate.engines import make_server_lm
+from evomerge.evaluate.engines.options import EngineOptions
+from evomerge.evaluate.engines.resident import load_hflm
+from evomerge.evaluate.model import evaluate_model
+from tests.evaluate.support import ALL_TYPES, FAST
+from tests.support.fake_servers import FakeTGI, FakeVLLM
+
+PAIRS = [
+    ("the sky is", " blue"),
+    ("the sky is", " green red blue"),  # several continuation tokens
+    ("", "yes no"),  # empty context: conditioned on the prefix token
+    ("the grass is ", "green"),  # trailing space moves to the continuation
+    ("a b a b", " a"),
+]
+SERVERS = {"tgi": FakeTGI, "vllm": FakeVLLM}
+
+
+def _requests(kind: str, args: list[tuple], task: str = "t") -> list[Instance]:
+    return [Instance(kind, {}, a, i, (task, i, 1)) for i, a in enumerate(args)]
+
+
+@pytest.fixture(scope="module")
+def resident(tiny_family):
+    tokenizer = AutoTokenizer.from_pretrained(tiny_family["base"])
+    model = AutoModelForCausalLM.from_pretrained(tiny_family["base"]).eval()
+    return load_hflm(model, tokenizer, 4, "cpu"), tokenizer
+
+
+def _with_greedy_pair(hflm, tokenizer) -> list[tuple[str, str]]:
+    """PAIRS plus a two-word continuation the model itself would decode greedily (is_greedy must be True)."""
+    for context in ("the sky is", "the grass is", "a b", "is the", "yes no", "red green"):
+        ids = tokenizer.encode(context)
+        words = []
+        for _ in range(2):
+            with torch.no_grad():
+                token = int(hflm.model(torch.tensor([ids])).logits[0, -1].argmax())
+            if token in tokenizer.all_special_ids:
+                break
+            ids.append(token)
+            words.append(tokenizer.decode([token]))
+        if len(words) == 2:
+            return PAIRS + [(context, " " + " ".join(words))]
+    raise AssertionError("the tiny model decodes a special token first after every probe context")
+
+
+@pytest.mark.parametrize("engine", ["tgi", "vllm"])
+def test_loglikelihood_per_request_matches_resident(engine, resident, tiny_family):
+    hflm, tokenizer = resident
+    pairs = _with_greedy_pair(hflm, tokenizer)
+    expected = hflm.loglikelihood(_requests("loglikelihood", pairs))
+    assert any(greedy for _, greedy in expected) and not all(greedy for _, greedy in expected)
+    with SERVERS[engine](tiny_family["base"]) as server:
+        lm = make_server_lm(EngineOptions(engine=engine, url=server.url, **FAST), tokenizer)
+        got = lm.loglikelihood(_requests("loglikelihood", pairs))
+        lm.close()
+    for (pair, (want_lp, want_greedy), (got_lp, got_greedy)) in zip(pairs, expected, got, strict=True):
+        assert got_lp == pytest.approx(want_lp, abs=1e-4), pair
+        assert got_greedy == want_greedy, pair
+
+
+@pytest.mark.parametrize("engine", ["tgi", "vllm"])
+def test_rolling_and_generation_match_resident(engine, resident, tiny_family):
+    hflm, tokenizer = resident
+    texts = [("the sky is blue and the grass is green",), ("a b a b a b a b",)]
+    prompts = [("the sky is", {"until": ["?"], "max_gen_toks": 4}), ("is the", {"until": ["green"], "max_gen_toks": 5})]
+    with SERVERS[engine](tiny_family["base"]) as server:
+        lm = make_server_lm(EngineOptions(engine=engine, url=server.url, **FAST), tokenizer)
+        rolling = lm.loglikelihood_rolling(_requests("loglikelihood_rolling", texts))
+        generated = lm.generate_until(_requests("generate_until", prompts))
+        lm.close()
+    assert rolling == pytest.approx(hflm.loglikelihood_rolling(_requests("loglikelihood_rolling", texts)), abs=1e-4)
+    assert generated == hflm.generate_until(_requests("generate_until", prompts))
+
+
+@pytest.mark.parametrize("engine", ["tgi", "vllm"])
+def test_every_task_type_scores_like_the_resident_engine(engine, tiny_family, task_dir):
+    expected = evaluate_model(tiny_family["expert1"], ALL_TYPES, [str(task_dir)])
+    with SERVERS[engine](tiny_family["expert1"]) as server:
+        got = evaluate_model(tiny_family["expert1"], ALL_TYPES, [str(task_dir)], {"engine": engine, "url": server.url, **FAST})
+    assert got.keys() == expected.keys()
+    for key in expected:
+        assert got[key] == pytest.approx(expected[key], rel=1e-5), key
+
+
+def test_vllm_echo_mode_matches_prompt_logprobs(resident, vllm):
+    hflm, tokenizer = resident
+    pairs = _with_greedy_pair(hflm, tokenizer)
+    lms = [make_server_lm(EngineOptions(engine="vllm", url=vllm.url, logprobs=mode, **FAST), tokenizer)
+           for mode in ("prompt_logprobs", "echo")]
+    by_prompt_logprobs, by_echo = (lm.loglikelihood(_requests("loglikelihood", pairs)) for lm in lms)
+    for lm in lms:
+        lm.close()
+    assert [g for _, g in by_echo] == [g for _, g in by_prompt_logprobs]
+    assert [lp for lp, _ in by_echo] == pytest.approx([lp for lp, _ in by_prompt_logprobs], abs=1e-6)
+
+
+def test_tgi_checks_greedy_only_for_tasks_that_read_it(resident, tgi):
+    _, tokenizer = resident
+    lm = make_server_lm(EngineOptions(engine="tgi", url=tgi.url, **FAST), tokenizer, greedy_tasks=frozenset({"lambada"}))
+    before = tgi.counters.inference
+    lm.loglikelihood(_requests("loglikelihood", PAIRS, task="multiple_choice_task"))
+    plain = tgi.counters.inference - before
+    lm.loglikelihood(_requests("loglikelihood", PAIRS, task="lambada"))
+    lm.close()
+    assert plain == len(PAIRS)  # one /generate each
+    assert tgi.counters.inference - before - plain == 2 * len(PAIRS)  # plus one greedy decode each

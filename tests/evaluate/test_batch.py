@@ -1,0 +1,84 @@
+"""The evaluation pod's scorer: a batch of recipes in, compact per-candidate JSON out."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from evomerge.evaluate.batch import main, score_batch
+from evomerge.evaluate.cache import ScoreCache
+from evomerge.evaluate.model import evaluate_model
+from evomerge.spec.merge_search import MergeSearchSpec
+from tests.evaluate.support import linear_recipe
+
+
+def _spec(family, task_dir, engine="transformers") -> dict:
+    return {
+        "experts": [{"name": n, "uri": str(family[n])} for n in ("expert0", "expert1")],
+        "merge": {"method": "linear"},
+        "objectives": [{"task": "tiny_colors", "metric": "acc", "limit": 6}],
+        "heldOut": [{"task": "tiny_next", "metric": "perplexity", "direction": "minimize"}],
+        "evaluation": {"engine": engine, "includePaths": [str(task_dir)], "device": "cpu"},
+    }
+
+
+def _items(family):
+    return [
+        {"id": "c1", "recipe": linear_recipe(family, 1.0, 0.0).to_dict()},
+        {"id": "c2", "recipe": linear_recipe(family, 0.0, 1.0).to_dict()},
+        {"id": "broken", "recipe": {"method": "linear"}},
+    ]
+
+
+def test_every_candidate_gets_scores_or_its_own_error(tiny_family, task_dir, tmp_path):
+    spec = MergeSearchSpec.model_validate(_spec(tiny_family, task_dir))
+    cache = ScoreCache(tmp_path / "scores.sqlite")
+    results = score_batch(_items(tiny_family), spec, cache=cache)
+    assert [r["id"] for r in results] == ["c1", "c2", "broken"]
+    assert set(results[0]) == {"id", "scores"} and set(results[0]["scores"]) == {"tiny_colors/acc"}
+    assert "recipes[2]: not a {id, recipe} item" in results[2]["error"]
+    assert len(cache) == 2
+    held_out = score_batch(_items(tiny_family)[:1], spec, held_out=True)
+    expected = evaluate_model(tiny_family["expert0"], spec.held_out, [str(task_dir)])
+    assert held_out[0]["scores"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_broken_setup_fails_every_candidate_with_the_reason(tiny_family, task_dir):
+    document = _spec(tiny_family, task_dir)
+    document["objectives"] = [{"task": "tiny_nope"}]
+    results = score_batch(_items(tiny_family)[:2], MergeSearchSpec.model_validate(document))
+    assert [r["id"] for r in results] == ["c1", "c2"]
+    assert all("unknown lm-eval task(s) tiny_nope" in r["error"] for r in results)
+
+
+def test_a_served_candidate_is_scored_through_its_server(tiny_family, task_dir, vllm):
+    spec = MergeSearchSpec.model_validate(_spec(tiny_family, task_dir, engine="vllm"))
+    one = _items(tiny_family)[:1]
+    results = score_batch(one, spec, model_dir=tiny_family["base"], server_url=vllm.url)
+    # The fake serves the base model: the scores are the base's, whatever the recipe says.
+    expected = evaluate_model(tiny_family["base"], spec.objectives, [str(task_dir)])
+    assert results == [{"id": "c1", "scores": pytest.approx(expected, rel=1e-6)}]
+    two = score_batch(_items(tiny_family)[:2], spec, model_dir=tiny_family["base"], server_url=vllm.url)
+    assert all("scores the one candidate its pod serves; got a batch of 2" in r["error"] for r in two)
+
+
+def test_main_prints_compact_json_and_writes_the_termination_message(tiny_family, task_dir, tmp_path, capsys):
+    spec_file = tmp_path / "search.yaml"
+    spec_file.write_text(yaml.safe_dump({"apiVersion": "evomerge.dev/v1alpha1", "kind": "MergeSearch",
+                                         "metadata": {"name": "s"}, "spec": _spec(tiny_family, task_dir)}))
+    recipes_file = tmp_path / "batch.json"
+    recipes_file.write_text(json.dumps(_items(tiny_family)[:1]))
+    message = tmp_path / "termination-log"
+    assert main(["--spec", str(spec_file), "--recipes", str(recipes_file), "--output", str(message)]) == 0
+    printed = capsys.readouterr().out.strip()
+    assert printed == message.read_text()
+    assert " " not in printed and json.loads(printed)[0]["id"] == "c1"
+
+
+def test_main_refuses_unreadable_input(tmp_path, capsys):
+    (tmp_path / "batch.json").write_text("{}")
+    (tmp_path / "search.yaml").write_text("objectives: []\n")
+    assert main(["--spec", str(tmp_path / "search.yaml"), "--recipes", str(tmp_path / "batch.json")]) == 2
+    assert "objectives" in capsys.readouterr().err

@@ -1,0 +1,79 @@
+"""A MergedModel's export Job and serving pair, as plain dicts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from evomerge.k8s.render_model import render_export_configmap, render_export_job, render_serving_deployment, render_serving_service
+from evomerge.k8s.settings import ClusterSettings
+from evomerge.models.uris import UriError
+from evomerge.spec.merge_search import MergeSearchSpec
+
+RECIPE = {"method": "task_arithmetic", "baseUri": "pvc://models/base", "groups": ["all"], "options": {},
+          "experts": [{"name": "a", "uri": "pvc://models/a", "params": {"weight": {"all": 0.4}}},
+                      {"name": "b", "uri": "hf://org/b", "params": {"weight": {"all": 0.6}}}]}
+SETTINGS = ClusterSettings(worker_image="worker:1", vllm_image="vllm:x", tgi_image="tgi:y")
+
+
+def model(version: int = 2, output: str = "pvc://merged/jp/v2", **serving) -> dict:
+    return {
+        "apiVersion": "evomerge.dev/v1alpha1", "kind": "MergedModel",
+        "metadata": {"name": "jp", "namespace": "ns", "uid": "mm-uid"},
+        "spec": {"search": "jp", "version": version, "recipe": RECIPE, "outputUri": output,
+                 "serving": {"enabled": True, "engine": "vllm", **serving}},
+        "status": {"version": version, "outputUri": output},
+    }
+
+
+SEARCH_SPEC = MergeSearchSpec.model_validate({
+    "baseModel": {"uri": "pvc://models/base"}, "experts": [{"name": "a", "uri": "pvc://models/a"}, {"name": "b", "uri": "hf://org/b"}],
+    "objectives": [{"task": "t"}], "heldOut": [{"task": "h"}],
+    "storage": {"modelCache": {"persistentVolumeClaim": "cache"}, "output": {"uri": "pvc://merged/jp"}},
+    "evaluation": {"resources": {"limits": {"nvidia.com/gpu": "1"}}},
+})
+
+
+def test_export_job_writes_to_the_versioned_output_on_a_writable_claim():
+    job = render_export_job(model(), SEARCH_SPEC, SETTINGS)
+
+    assert job["metadata"]["name"] == "jp-export-v2"
+    assert job["metadata"]["ownerReferences"][0]["uid"] == "mm-uid"
+    pod = job["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    (container,) = pod["containers"]
+    assert container["command"] == ["evomerge", "export-model", "--recipe", "/etc/evomerge/job/recipe.json",
+                                    "--spec", "/etc/evomerge/job/spec.json", "--out", "/mnt/pvc/merged/jp/v2"]
+    claims = {v["persistentVolumeClaim"]["claimName"]: v["persistentVolumeClaim"]["readOnly"]
+              for v in pod["volumes"] if "persistentVolumeClaim" in v}
+    assert claims == {"models": True, "merged": False, "cache": True}
+    assert container["resources"] == {"limits": {"nvidia.com/gpu": "1"}}
+
+
+def test_export_configmap_carries_the_recipe_and_the_searchs_held_out_tasks():
+    configmap = render_export_configmap(model(), SEARCH_SPEC)
+
+    assert json.loads(configmap["data"]["recipe.json"]) == RECIPE
+    assert json.loads(configmap["data"]["spec.json"])["spec"]["heldOut"][0]["task"] == "h"
+
+
+def test_export_refuses_an_output_a_pod_cannot_write():
+    with pytest.raises(UriError, match="pvc:// or file://"):
+        render_export_job(model(output="s3://bucket/jp/v2"), SEARCH_SPEC, SETTINGS)
+
+
+def test_serving_deployment_rolls_when_the_exported_version_changes():
+    v2, v3 = render_serving_deployment(model(2), SETTINGS), render_serving_deployment(model(3, "pvc://merged/jp/v3"), SETTINGS)
+
+    (server,) = v2["spec"]["template"]["spec"]["containers"]
+    assert server["command"] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+    assert server["args"][:2] == ["--model", "/mnt/pvc/merged/jp/v2"]
+    assert v2["spec"]["template"]["metadata"]["annotations"]["evomerge.dev/version"] == "2"
+    hash_key = "evomerge.dev/template-hash"
+    assert v2["metadata"]["annotations"][hash_key] != v3["metadata"]["annotations"][hash_key]
+    assert v2["spec"]["selector"]["matchLabels"] == v2["spec"]["template"]["metadata"]["labels"]
+    assert "app.kubernetes.io/instance" not in v2["metadata"]["labels"]
+    service = render_serving_service(model())
+    assert service["spec"]["selector"] == v2["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http"}]

@@ -1,0 +1,129 @@
+"""The exporter writes a loadable Hugging Face checkpoint, and refuses bad inputs before writing anything."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from evomerge.merge.apply import RecipeError
+from evomerge.merge.export import export_merge
+from evomerge.merge.inputs import open_recipe_inputs
+from evomerge.merge.recipe import ExpertWeights, MergeRecipe
+from evomerge.models.checkpoint import CheckpointError, open_checkpoint
+from tests.support.tiny_models import build_family
+
+from .conftest import N_EXPERTS, differing, export_family, load_dir
+
+
+def ties(family, **options) -> MergeRecipe:
+    return MergeRecipe("ties", str(family["base"]), tuple(
+        ExpertWeights(f"expert{i}", str(family[f"expert{i}"]), {"weight": {"all": 0.6}, "density": {"all": 0.5}})
+        for i in range(N_EXPERTS)
+    ), options=options)
+
+
+def test_small_shards_give_an_index_and_the_same_model(family32, tmp_path):
+    whole = export_family(ties(family32), family32, tmp_path / "whole")
+    sharded = export_family(ties(family32), family32, tmp_path / "sharded", shard_bytes=8_000)
+    out = tmp_path / "sharded"
+    index = json.loads((out / "model.safetensors.index.json").read_text())
+    files = sorted(p.name for p in out.glob("*.safetensors"))
+    assert len(files) > 3 and set(index["weight_map"].values()) == set(files)
+    assert index["metadata"]["total_size"] == sum(t.numel() * t.element_size() for t in whole.values())
+    assert differing(whole, sharded) == []
+    model = AutoModelForCausalLM.from_pretrained(out)
+    assert torch.equal(model.state_dict()["lm_head.weight"], whole["lm_head.weight"])
+
+
+def test_config_tokenizer_and_recipe_travel_with_the_weights(family32, tmp_path):
+    out = tmp_path / "out"
+    recipe = ties(family32, out_dtype="bfloat16")
+    export_family(recipe, family32, out)
+    config = json.loads((out / "config.json").read_text())
+    assert config["dtype"] == "bfloat16" and config["num_hidden_layers"] == 4
+    assert AutoTokenizer.from_pretrained(out)("the sky is blue")["input_ids"]
+    assert MergeRecipe.from_dict(json.loads((out / "evomerge_recipe.json").read_text())).digest() == recipe.digest()
+    assert {t.dtype for t in load_dir(out).values()} == {torch.bfloat16}
+
+
+def test_sharded_inputs_merge_like_single_files(tmp_path):
+    single = build_family(tmp_path / "single", n_experts=N_EXPERTS, layers=2, seed=8)
+    sharded = build_family(tmp_path / "sharded", n_experts=N_EXPERTS, layers=2, seed=8, shard_bytes=20_000)
+    assert (sharded["base"] / "model.safetensors.index.json").exists()
+    a = export_family(ties(single), single, tmp_path / "a")
+    b = export_family(ties(sharded), sharded, tmp_path / "b")
+    assert differing(a, b) == []
+
+
+def test_open_recipe_inputs_resolves_uris(family32, tmp_path):
+    recipe = ties(family32)
+    base, experts = open_recipe_inputs(recipe)
+    export_merge(recipe, base, experts, tmp_path / "out")
+    assert differing(load_dir(tmp_path / "out"), export_family(recipe, family32, tmp_path / "ref")) == []
+
+
+def _copy_family(family, tmp_path):
+    copied = {name: tmp_path / name for name in family}
+    for name, path in family.items():
+        shutil.copytree(path, copied[name])
+    return copied
+
+
+def test_a_shape_mismatch_is_named_before_anything_is_written(family32, tmp_path):
+    family = _copy_family(family32, tmp_path / "fam")
+    file = family["expert1"] / "model.safetensors"
+    tensors = load_file(str(file))
+    tensors["model.layers.1.mlp.up_proj.weight"] = torch.zeros(5, 32)
+    save_file(tensors, str(file))
+    with pytest.raises(CheckpointError, match=r"expert 'expert1': tensor model\.layers\.1\.mlp\.up_proj\.weight has shape \[5, 32\]"):
+        export_family(ties(family), family, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_dtype_mismatch_is_named_and_merge_dtype_resolves_it(family32, tmp_path):
+    family = _copy_family(family32, tmp_path / "fam")
+    file = family["expert0"] / "model.safetensors"
+    save_file({n: t.to(torch.bfloat16) for n, t in load_file(str(file)).items()}, str(file))
+    with pytest.raises(CheckpointError, match="expert 'expert0': tensor .* is torch.bfloat16, base has torch.float32 .* merge.dtype"):
+        export_family(ties(family), family, tmp_path / "out")
+    merged = export_family(ties(family, dtype="float32"), family, tmp_path / "ok")
+    assert {t.dtype for t in merged.values()} == {torch.float32}
+
+
+def test_architecture_mismatch_is_named(family32, tmp_path):
+    family = _copy_family(family32, tmp_path / "fam")
+    config = json.loads((family["expert2"] / "config.json").read_text())
+    config["num_hidden_layers"] = 7
+    (family["expert2"] / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="expert 'expert2': config num_hidden_layers is 7, base has 4"):
+        export_family(ties(family), family, tmp_path / "out")
+
+
+def test_missing_parameters_and_checkpoints_are_named(family32, tmp_path):
+    recipe = ties(family32)
+    base = open_checkpoint(family32["base"])
+    with pytest.raises(RecipeError, match="expert 'expert1' has no checkpoint"):
+        export_merge(recipe, base, {"expert0": open_checkpoint(family32["expert0"])}, tmp_path / "out")
+    broken = MergeRecipe("ties", recipe.base_uri, (ExpertWeights("expert0", "x", {"weight": {"all": 1.0}, "density": {"embed": 0.5}}),),
+                         groups=("embed", "blocks0", "head"))
+    with pytest.raises(RecipeError, match="expert 'expert0': no density for layer group 'blocks0'"):
+        export_merge(broken, base, {"expert0": open_checkpoint(family32["expert0"])}, tmp_path / "out")
+
+
+def test_pickle_is_refused_unless_allowed_and_then_merges_the_same(family32, tmp_path):
+    family = _copy_family(family32, tmp_path / "fam")
+    for name in ("expert1",):
+        file = family[name] / "model.safetensors"
+        torch.save(load_file(str(file)), family[name] / "pytorch_model.bin")
+        file.unlink()
+    with pytest.raises(CheckpointError, match="pickle can run code when loaded .* allowPickle"):
+        open_checkpoint(family["expert1"])
+    base = open_checkpoint(family["base"])
+    experts = {f"expert{i}": open_checkpoint(family[f"expert{i}"], allow_pickle=True) for i in range(N_EXPERTS)}
+    export_merge(ties(family), base, experts, tmp_path / "out")
+    assert differing(load_dir(tmp_path / "out"), export_family(ties(family32), family32, tmp_path / "ref")) == []

@@ -1,0 +1,94 @@
+"""The model card an exported merge carries: lineage with hashes, scores, search facts, a mergekit recipe that works."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file, save_file
+
+from evomerge.report.model_card import lineage_for, weights_sha256, write_model_card
+from evomerge.spec.merge_search import MergeSearchSpec
+from tests.report.test_mergekit_io import run_mergekit
+
+
+def card_of(run_dir):
+    return (run_dir / "merged" / "README.md").read_text()
+
+
+def test_evomerge_run_writes_a_card_into_the_exported_checkpoint(finished_run):
+    run_dir, summary = finished_run
+    card = card_of(run_dir)
+    assert card.startswith("---\n") and "# card-run" in card
+    assert "A **ties** merge of 2 expert(s)" in card
+    for name in ("e0", "e1"):
+        assert f"| expert | {name} |" in card
+    assert "| base | base |" in card
+    best = summary["best"]
+    assert f"| search | tiny_colors | acc ↑ | 8 | 1 | {round(best['scores']['tiny_colors/acc'], 4):g}" in card
+    assert f"| held-out | tiny_colors | acc ↑ | all | 1 | {round(summary['heldOut']['tiny_colors/acc'], 4):g}" in card
+    assert "- **optimizer**: random (generational)" in card and "- **seed**: 5" in card
+    assert "population 2, 2 generations × 1 round(s)" in card
+    assert f"- **best candidate**: {best['candidate']}" in card
+
+
+def test_lineage_hashes_are_the_sha256_of_each_models_weights(finished_run, deep_family):
+    card = card_of(finished_run[0])
+    for key in ("base", "expert0", "expert1"):
+        digest = hashlib.sha256((deep_family[key] / "model.safetensors").read_bytes()).hexdigest()
+        assert f"`{digest}`" in card
+
+
+def test_the_cards_mergekit_yaml_rebuilds_the_exported_weights(finished_run, tmp_path):
+    merged = finished_run[0] / "merged"
+    block = re.search(r"```yaml\n(.*?)```", card_of(finished_run[0]), re.S).group(1)
+    assert block == (merged / "mergekit_config.yml").read_text()
+    config = yaml.safe_load(block)
+    assert config["merge_method"] == "ties" and len(config["slices"]) == 2
+    ours = load_file(merged / "model.safetensors")
+    theirs = run_mergekit(config, tmp_path / "mergekit")
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def test_sharded_checkpoints_hash_their_sha256sum_listing(tmp_path):
+    save_file({"a": torch.zeros(3)}, str(tmp_path / "model-00001-of-00002.safetensors"))
+    save_file({"b": torch.ones(3)}, str(tmp_path / "model-00002-of-00002.safetensors"))
+    (tmp_path / "config.json").write_text("{}")
+    digest, per_file = weights_sha256(tmp_path)
+    listing = "".join(f"{hashlib.sha256((tmp_path / n).read_bytes()).hexdigest()}  {n}\n" for n in sorted(per_file))
+    assert digest == hashlib.sha256(listing.encode()).hexdigest()
+    assert list(per_file) == ["model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"]
+
+
+def card_for_path(finished_run, tmp_path, layer_path: dict) -> tuple[str, object]:
+    run_dir, summary = finished_run
+    spec = MergeSearchSpec.model_validate(json.loads((run_dir / "spec.json").read_text()))
+    merged = tmp_path / "merged"
+    merged.mkdir()
+    (merged / "config.json").write_text((run_dir / "merged" / "config.json").read_text())
+    recipe = dict(summary["best"]["recipe"], layerPath=layer_path)
+    write_model_card(merged, spec, dict(summary, best=dict(summary["best"], recipe=recipe)), lineage_for(spec), name="dfs")
+    return (merged / "README.md").read_text(), merged
+
+
+def test_a_data_flow_merge_carries_its_passthrough_config(finished_run, tmp_path):
+    card, merged = card_for_path(finished_run, tmp_path, {"models": ["e0"], "hops": [["e0", 0, 1.0], ["e0", 3, 1.2]], "sources": {}})
+    assert "Data-flow path: 2 hops over e0." in card
+    config = yaml.safe_load((merged / "mergekit_config.yml").read_text())
+    assert config["merge_method"] == "passthrough" and len(config["slices"]) == 2
+
+
+def test_a_path_over_its_own_merge_says_why_there_is_no_mergekit_config(finished_run, tmp_path):
+    card, merged = card_for_path(finished_run, tmp_path, {"models": ["merged", "e0"], "hops": [["merged", 0, 1.0], ["e0", 3, 1.0]], "sources": {}})
+    assert "Not expressible as a mergekit config" in card and "two mergekit runs" in card
+    assert not (merged / "mergekit_config.yml").exists()
+
+
+def test_a_summary_without_a_best_merge_has_no_card(finished_run, tmp_path):
+    spec = MergeSearchSpec.model_validate(json.loads((finished_run[0] / "spec.json").read_text()))
+    with pytest.raises(ValueError, match="no best recipe"):
+        write_model_card(tmp_path, spec, {"best": None}, [])

@@ -1,0 +1,73 @@
+"""mergekit recipes listed in spec.search.seeds join the first population, matched to experts by URI."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from evomerge.search.genome import genome_for
+from evomerge.runner.seeds import SeedError, seed_vectors
+from evomerge.spec import MergeSearch
+
+
+def search_with(family, tasks, seeds, algorithm="random") -> MergeSearch:
+    return MergeSearch.model_validate({
+        "metadata": {"name": "seeded"},
+        "spec": {
+            "baseModel": {"uri": str(family["base"])},
+            "experts": [{"name": "a", "uri": str(family["expert0"])}, {"name": "b", "uri": f"file://{family['expert1']}"}],
+            "merge": {"method": "task_arithmetic", "granularity": "layerGroups", "layerGroups": 2},
+            "search": {"algorithm": algorithm, "populationSize": 3, "maxGenerations": 1, "seeds": seeds},
+            "objectives": [{"task": "tiny_colors"}],
+            "evaluation": {"includePaths": [str(tasks)], "device": "cpu"},
+        },
+    })
+
+
+def mergekit_config(family, wa: float, wb: float) -> dict:
+    return {
+        "merge_method": "task_arithmetic",
+        "base_model": str(family["base"]),
+        "models": [{"model": str(family["expert0"]), "parameters": {"weight": wa}},
+                   {"model": str(family["expert1"]), "parameters": {"weight": wb}}],
+    }
+
+
+def test_inline_and_file_seeds_encode_into_the_genome(tiny_family, tiny_tasks, tmp_path):
+    path = tmp_path / "seed.yaml"
+    path.write_text(yaml.safe_dump(mergekit_config(tiny_family, 0.25, 0.5)))
+    search = search_with(tiny_family, tiny_tasks, [{"mergekit": mergekit_config(tiny_family, 0.75, 0.1)}, {"uri": str(path)}])
+    genome = genome_for(search.spec, num_layers=2)
+    vectors = seed_vectors(search.spec, genome, num_layers=2)
+    per_expert = len(genome.groups)
+    assert vectors.shape == (2, genome.dim)
+    np.testing.assert_allclose(vectors[0], [0.75] * per_expert + [0.1] * per_expert)
+    np.testing.assert_allclose(vectors[1], [0.25] * per_expert + [0.5] * per_expert)
+
+
+def test_seeds_are_the_first_candidates_of_a_run(tiny_family, tiny_tasks, tmp_path):
+    from evomerge.runner.local import run_local
+
+    search = search_with(tiny_family, tiny_tasks, [{"mergekit": mergekit_config(tiny_family, 0.75, 0.1)}])
+    run_local(search, tmp_path / "run", export=False)
+    first_ask = next(json.loads(line) for line in (tmp_path / "run" / "history.jsonl").read_text().splitlines()
+                     if json.loads(line)["type"] == "ask")
+    assert any(np.allclose(v, [0.75] * 4 + [0.1] * 4) for v in first_ask["vectors"])
+
+
+def test_a_seed_naming_a_foreign_model_is_refused_with_its_field(tiny_family, tiny_tasks, tmp_path):
+    config = mergekit_config(tiny_family, 0.5, 0.5)
+    config["models"][1]["model"] = str(tmp_path)
+    search = search_with(tiny_family, tiny_tasks, [{"mergekit": config}])
+    with pytest.raises(SeedError, match=r"spec.search.seeds\[0\]: model .* is not one of this search's experts"):
+        seed_vectors(search.spec, genome_for(search.spec, 2), 2)
+
+
+def test_a_seed_needs_exactly_one_source():
+    with pytest.raises(ValueError, match="exactly one of mergekit"):
+        MergeSearch.model_validate({"metadata": {"name": "x"}, "spec": {
+            "experts": [{"name": "a", "uri": "/a"}, {"name": "b", "uri": "/b"}], "merge": {"method": "linear"},
+            "search": {"seeds": [{}]}, "objectives": [{"task": "t"}]}})

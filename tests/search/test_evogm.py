@@ -1,0 +1,168 @@
+"""EvoGM: the released algorithm's shape, multi-round basis shifts composed back to the experts, async mode."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from evomerge.search.evogm import EvoGM, Member, generator
+
+from .problems import (
+    asked,
+    best,
+    drive,
+    genome,
+    optimizer,
+    run_behaviour_checks,
+    run_failure_checks,
+    sphere,
+)
+
+
+def test_generators_have_the_released_shape():
+    net = generator(10, [128, 256, 256, 256, 128])
+    linear = [m for m in net if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linear] == [(10, 128), (128, 256), (256, 256), (256, 256), (256, 128), (128, 10)]
+    assert isinstance(net[-1], torch.nn.Tanh)
+    assert sum(p.numel() for p in net.parameters()) == 200_202  # "about 200 k per generator at N = 10"
+
+
+def test_deterministic_and_in_bounds():
+    run_behaviour_checks("evogm", rounds=2)
+
+
+def test_failed_evaluations_never_win():
+    run_failure_checks("evogm", rounds=2)
+    opt = optimizer("evogm", populationSize=10)
+    vectors = opt.ask(10)
+    fitness = [None if i % 2 else float(i) for i in range(10)]  # the failures would be the best if taken as scores
+    opt.tell(vectors, fitness)
+    winners, losers = opt.split()
+    assert [m.fitness for m in winners] == [8.0, 6.0, 4.0]  # max(1, ⌊0.3·10⌋) successes, best first
+    assert sum(m.fitness is None for m in losers) == 5
+    assert all(m.fitness is not None for m in opt.population[:5])
+
+
+def test_winner_and_loser_sets_follow_the_paper():
+    opt = optimizer("evogm", populationSize=20)
+    vectors = opt.ask(20)
+    opt.tell(vectors, [float(i) for i in range(20)])
+    winners, losers = opt.split()
+    assert (len(winners), len(losers)) == (6, 14)  # |H| = 20 → 6 / 14 (reference §2.1)
+    assert min(m.fitness for m in winners) > max(m.fitness for m in losers)
+
+
+def test_initial_population_is_experts_uniform_mix_then_random():
+    g = genome(experts=4, weight=(-1.0, 1.0))
+    opt = optimizer("evogm", g, populationSize=8)
+    first = opt.ask(8)
+    assert np.array_equal(first[:4], np.eye(4))
+    assert np.allclose(first[4], 0.25)
+    assert len({row.tobytes() for row in first[5:]}) == 3 and np.all(np.abs(first[5:]) <= 1.0)
+
+
+def test_seeds_join_the_first_population():
+    g = genome(experts=4)
+    seed = np.array([0.1, 0.2, 0.3, 0.4])
+    first = optimizer("evogm", g, seeds=seed[None, :]).ask(8)
+    assert np.allclose(first[5], seed)
+
+
+def test_offspring_come_from_the_loser_to_winner_generator_and_survivors_are_elitist():
+    g = genome(experts=4)
+    opt = optimizer("evogm", g, populationSize=8, maxGenerations=3)
+    objective = sphere(np.array([0.3, 0.1, 0.2, 0.0]))
+    initial = opt.ask(8)
+    opt.tell(initial, [objective(v) for v in initial])
+    parents = np.stack([m.y for m in opt.population])
+    offspring = opt.ask(8)
+    with torch.no_grad():
+        expected = opt.lose2win(torch.tensor(parents, dtype=torch.float32)).double().numpy()
+    assert np.allclose(offspring, expected, atol=1e-6)  # round 0: the basis is the identity, λ_eff = λ
+    fitness = [objective(v) for v in offspring]
+    opt.tell(offspring, fitness)
+    pooled = sorted([objective(v) for v in initial] + fitness, reverse=True)
+    assert [m.fitness for m in opt.population] == pooled[:8]
+
+
+def test_next_round_experts_are_the_elites_composed_back_to_the_originals():
+    g = genome(experts=3, groups=("embed", "blocks0", "head"), weight=(-1.0, 1.0))
+    opt = optimizer("evogm", g, populationSize=6, maxGenerations=2, rounds=2, evogm={"topK": 2})
+    log = drive(opt, sphere(np.linspace(-0.4, 0.6, g.dim)), 2)
+    assert opt.round == 1
+    fitness = [f for _, fs in log for f in fs]
+    order = sorted(range(len(fitness)), key=lambda i: (-fitness[i], i))
+    elites = asked(log)[order[:2]]  # the first round's two best candidates, as evaluated
+    index = g.param_index("weight")
+    basis = opt.coordinates.basis
+    assert basis.shape == (3, 2, 3)  # layer groups × topK elites × original experts
+    for k in range(2):
+        assert np.array_equal(basis[:, k, :], elites[k][index])
+    second = opt.ask(6)
+    assert np.array_equal(second[0], elites[0]) and np.array_equal(second[1], elites[1])  # one-hot = the elite itself
+    for row, member_y in zip(second, opt._initial):
+        lam = opt.coordinates.lam(member_y)  # per-round coefficients over the elites
+        assert np.allclose(row[index], np.clip(np.einsum("gk,gkn->gn", lam, basis), -1.0, 1.0), atol=1e-12)
+
+
+def test_elites_are_deduplicated_and_independent():
+    g = genome(experts=3)
+    opt = optimizer("evogm", g, populationSize=6, maxGenerations=1, rounds=2)
+    vectors = np.array([[0.5, 0.5, 0.0], [0.5, 0.5, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.2, 0.1, 0.0], [0.3, 0.3, 0.3]])
+    opt.history = [Member(opt.coordinates.from_genes(v), v, 5.0 - i, i) for i, v in enumerate(vectors)]
+    # the duplicate (1) and the multiple of the best (2) would make the next basis degenerate
+    assert [m.order for m in opt.elites()] == [0, 3, 4]
+
+
+def test_density_genes_stay_per_original_expert_across_rounds():
+    g = genome(experts=3, evolve=("weight", "density"), method="ties", weight=(0.0, 1.0))
+    opt = optimizer("evogm", g, populationSize=6, maxGenerations=2, rounds=3)
+    log = drive(opt, sphere(np.array([0.4, 0.2, 0.3, 0.5, 0.6, 0.7])), 6)
+    everything = asked(log)
+    assert np.all(everything >= g.lower) and np.all(everything <= g.upper)
+    assert opt.round == 2 and opt.finished
+    assert opt.ask(6).shape == (0, g.dim)  # all rounds spent
+
+
+def test_makes_progress_and_beats_random_search_at_equal_budget():
+    g = genome(experts=6)
+    objective = sphere(np.array([0.3, -0.2, 0.5, 0.1, 0.0, 0.25]))
+    random = best(drive(optimizer("random", g, populationSize=12), objective, 8))
+    released = drive(optimizer("evogm", g, populationSize=12, maxGenerations=4, rounds=2), objective, 8)
+    jittered = drive(optimizer("evogm", g, populationSize=12, maxGenerations=4, rounds=2, evogm={"jitter": 0.15}), objective, 8)
+    assert best(released) > max(released[0][1]) and best(released) > random
+    assert best(jittered) > best(released) + 0.1  # jitter keeps the offspring from collapsing onto one point
+
+
+def test_async_waits_for_results_and_for_the_round_to_finish():
+    opt = optimizer("evogm", populationSize=4, maxGenerations=2, rounds=2, mode="async")
+    objective = sphere(np.full(4, 0.2))
+    initial = np.concatenate([opt.ask(1) for _ in range(4)])
+    assert opt.ask(1).shape[0] == 0  # nothing told yet: no offspring can be proposed
+    opt.tell(initial[:1], [objective(initial[0])])
+    first = opt.ask(1)
+    more = opt.ask(3)
+    assert len(first) == 1 and len(more) == 3  # offspring while evaluations are still in flight
+    assert opt.ask(1).shape[0] == 0  # the round's 8 candidates are out: round 2 needs all their results
+    out = np.concatenate([initial[1:], first])
+    opt.tell(out, [objective(v) for v in out])
+    assert opt.round == 0 and opt.ask(1).shape[0] == 0
+    opt.tell(more, [objective(v) for v in more])
+    assert opt.round == 1 and opt.ask(1).shape[0] == 1
+
+
+def test_async_rejects_per_iteration_reinit():
+    with pytest.raises(ValueError, match="generatorReinit"):
+        optimizer("evogm", mode="async", evogm={"generatorReinit": "perIteration"})
+
+
+def test_per_iteration_reinit_trains_fresh_generators():
+    a = drive(optimizer("evogm", evogm={"generatorReinit": "perIteration"}), sphere(np.zeros(4)), 3)
+    b = drive(optimizer("evogm"), sphere(np.zeros(4)), 3)
+    assert np.array_equal(a[0][0], b[0][0]) and np.array_equal(a[1][0], b[1][0])  # same first training
+    assert not np.array_equal(a[2][0], b[2][0])  # then fresh weights versus warm ones
+
+
+def test_evogm_is_registered():
+    assert isinstance(optimizer("evogm"), EvoGM)

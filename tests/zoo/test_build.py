@@ -1,0 +1,115 @@
+import json
+import logging
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from evomerge.zoo import build_zoo
+from evomerge.zoo.build import MANIFEST
+
+NANO_BUDGET_S = 60.0
+
+
+def test_nano_builds_within_budget(nano_build):
+    # CPU seconds of the build process: on an idle 2-core machine, wall time is at most this.
+    assert nano_build.cpu_s <= NANO_BUDGET_S, f"nano zoo took {nano_build.cpu_s:.0f} CPU s"
+
+
+def test_zoo_has_skills_a_distractor_and_split_tasks(nano_zoo):
+    assert len(nano_zoo.skills) >= 3 and len(nano_zoo.distractors) >= 1
+    everyone = set(nano_zoo.skills) | set(nano_zoo.distractors)
+    assert set(nano_zoo.experts) == set(nano_zoo.lora_adapters) == everyone
+    for key in [*everyone, "composite", "pairs"]:
+        assert nano_zoo.search_tasks[key] != nano_zoo.heldout_tasks[key]
+    assert nano_zoo.metric == "exact_match"
+
+
+def test_a_second_call_is_served_from_the_cache(nano_zoo):
+    cache_dir = nano_zoo.root.parent.parent
+    before = os.stat(nano_zoo.root / MANIFEST).st_mtime_ns
+    assert build_zoo("nano", seed=0, cache_dir=cache_dir) == nano_zoo
+    assert os.stat(nano_zoo.root / MANIFEST).st_mtime_ns == before
+    assert nano_zoo.root.name.startswith("nano-0-")
+
+
+def test_checkpoints_load_in_transformers(nano_zoo):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    for directory in [nano_zoo.base, *nano_zoo.experts.values()]:
+        assert {"config.json", "model.safetensors", "tokenizer.json"} <= {p.name for p in directory.iterdir()}
+        model = AutoModelForCausalLM.from_pretrained(directory)
+        assert model.config.model_type == "llama"
+    tokenizer = AutoTokenizer.from_pretrained(nano_zoo.base)
+    ids = tokenizer("rev abc=")["input_ids"]
+    assert ids[0] == tokenizer.bos_token_id and len(ids) == 1 + len("rev abc=")
+    assert tokenizer.decode(ids, skip_special_tokens=True) == "rev abc="
+    out = model.generate(torch.tensor([ids]), max_new_tokens=3, do_sample=False)
+    assert out.shape == (1, len(ids) + 3)
+
+
+def test_lora_adapters_load_with_peft(nano_zoo):
+    from peft import AutoPeftModelForCausalLM, PeftModel
+    from transformers import AutoModelForCausalLM
+
+    for name, adapter in nano_zoo.lora_adapters.items():
+        assert {"adapter_config.json", "adapter_model.safetensors"} <= {p.name for p in adapter.iterdir()}
+        config = json.loads((adapter / "adapter_config.json").read_text())
+        assert Path(config["base_model_name_or_path"]) == nano_zoo.base
+    base = AutoModelForCausalLM.from_pretrained(nano_zoo.base)
+    model = PeftModel.from_pretrained(base, nano_zoo.lora_adapters["rev"])
+    lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
+    assert lora_b and any(p.abs().sum() > 0 for p in lora_b)  # trained, not the zero init
+    assert AutoPeftModelForCausalLM.from_pretrained(nano_zoo.lora_adapters["add"]) is not None
+
+
+def test_rebuilds_are_byte_identical(nano_zoo, tmp_path):
+    other = build_zoo("nano", seed=0, cache_dir=tmp_path)
+    mine = json.loads((nano_zoo.root / MANIFEST).read_text())["files"]
+    theirs = json.loads((other.root / MANIFEST).read_text())["files"]
+    assert mine.keys() == theirs.keys()
+    for rel in mine:
+        a = (nano_zoo.root / rel).read_bytes().replace(str(nano_zoo.root).encode(), b"<root>")
+        b = (other.root / rel).read_bytes().replace(str(other.root).encode(), b"<root>")
+        assert a == b, f"{rel} differs between two builds of the same recipe and seed"
+
+
+def _lm_eval_scores(zoo, directories: dict[str, Path], keys: list[str]) -> dict[str, dict[str, float]]:
+    from lm_eval.evaluator import evaluate
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager, get_task_dict
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    model = AutoModelForCausalLM.from_pretrained(zoo.base)
+    lm = HFLM(pretrained=model, tokenizer=AutoTokenizer.from_pretrained(zoo.base), batch_size=64)
+    manager = TaskManager(include_path=str(zoo.tasks_dir), include_defaults=False)
+    tasks = get_task_dict([zoo.search_tasks[k] for k in keys], manager)
+    scores = {}
+    for label, directory in directories.items():
+        model.load_state_dict(load_file(str(directory / "model.safetensors")))
+        results = evaluate(lm=lm, task_dict=tasks, bootstrap_iters=0, log_samples=False)["results"]
+        scores[label] = {k: results[zoo.search_tasks[k]][f"{zoo.metric},none"] for k in keys}
+    return scores
+
+
+@pytest.fixture(scope="module")
+def nano_scores(nano_zoo):
+    keys = [*nano_zoo.skills, *nano_zoo.distractors, "composite", "pairs"]
+    return _lm_eval_scores(nano_zoo, {"base": nano_zoo.base, **nano_zoo.experts}, keys)
+
+
+def test_tasks_run_through_lm_eval(nano_scores, nano_zoo):
+    for scores in nano_scores.values():
+        assert all(0.0 <= v <= 1.0 for v in scores.values())
+    composite = nano_scores["base"]["composite"]
+    mean = sum(nano_scores["base"][s] for s in nano_zoo.skills) / len(nano_zoo.skills)
+    assert composite == pytest.approx(mean)
+
+
+def test_experts_beat_the_base_on_their_own_skill(nano_scores, nano_zoo):
+    for name in [*nano_zoo.skills, *nano_zoo.distractors]:
+        gain = nano_scores[name][name] - nano_scores["base"][name]
+        assert gain >= 0.15, f"expert {name!r} gains only {gain:.2f} exact match over the base"
