@@ -127,3 +127,18 @@ def test_merge_command_rebuilds_the_best_merge_from_the_summary(finished_run, tm
     assert rebuilt.returncode == 0, rebuilt.stderr
     ours, again = load_file(merged / "model.safetensors"), load_file(tmp_path / "rebuilt" / "model.safetensors")
     assert ours.keys() == again.keys() and all(torch.equal(ours[k], again[k]) for k in ours)
+
+
+@pytest.mark.parametrize("change, field", [
+    ({"evaluation": {"engine": "tgi"}}, "spec.evaluation.engine"),
+    ({"merge": {"method": "task_arithmetic", "dataFlow": {"enabled": True}}}, "spec.merge.dataFlow.enabled"),
+])
+def test_settings_a_local_run_cannot_honour_are_refused_by_name(tmp_path, tiny_family, tiny_tasks, change, field):
+    spec = write_spec(tmp_path / "spec.yaml", tiny_family, tiny_tasks)
+    doc = yaml.safe_load(spec.read_text())
+    for section, values in change.items():
+        doc["spec"][section] = {**doc["spec"].get(section, {}), **values}
+    spec.write_text(yaml.safe_dump(doc))
+    result = evomerge("run", str(spec), "--run-dir", str(tmp_path / "run"))
+    assert result.returncode == 2
+    assert field in result.stderr

@@ -38,6 +38,11 @@ class LocalRun:
 
 def run_local(search: MergeSearch, run_dir: Path, sink: StatusSink | None = None, export: bool = True) -> LocalRun:
     spec = search.spec
+    if spec.evaluation.engine != "transformers":
+        raise ValueError(
+            f"spec.evaluation.engine: {spec.evaluation.engine} serves each candidate from its own server pod, which "
+            "only the cluster runs; a local run scores in-process — set engine: transformers"
+        )
     run_dir.mkdir(parents=True, exist_ok=True)
     _pin_spec(run_dir, search)
     base_dir = _resolve("spec.baseModel.uri", spec.base_model.uri) if spec.base_model else None

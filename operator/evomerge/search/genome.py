@@ -272,6 +272,12 @@ class SoftmaxTransform:
 
 def genome_for(spec: MergeSearchSpec, num_layers: int) -> Genome:
     """The genome a spec declares, for a base model of `num_layers` blocks."""
+    if spec.merge.data_flow.enabled:
+        raise ValueError(
+            "spec.merge.dataFlow.enabled: data-flow (layer path) searches are not available from a spec yet — "
+            "the merge engine and genome support layer paths, but the spec does not name the path's models; "
+            "set enabled: false"
+        )
     merge = spec.merge
     groups = group_names(merge.granularity, num_layers, merge.layer_groups, merge.split_modules)
     options = {"normalize": merge.normalize, "lambda": merge.lambda_, "rescale": merge.rescale, "dtype": merge.dtype}
