@@ -44,11 +44,11 @@ def task_arithmetic(base: dict[str, torch.Tensor], experts: dict[str, dict[str, 
 
 
 class LmEvalScorer:
-    """One resident model and one lm-eval task dict per split, reused for every candidate."""
+    """One resident model and lm-eval task dicts built once, reused for every candidate."""
 
     def __init__(self, zoo: Zoo, batch_size: int = 512):
         from lm_eval.models.huggingface import HFLM
-        from lm_eval.tasks import TaskManager, get_task_dict
+        from lm_eval.tasks import TaskManager
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.zoo = zoo
@@ -56,25 +56,30 @@ class LmEvalScorer:
         tokenizer = AutoTokenizer.from_pretrained(zoo.base)
         self.lm = HFLM(pretrained=self.model, tokenizer=tokenizer, batch_size=batch_size, device="cpu")
         manager = TaskManager(include_path=str(zoo.tasks_dir), include_defaults=False)
-        self.keys = list(zoo.skills) + ["pairs"]
-        self.task_dicts = {
-            split: get_task_dict([tasks[k] for k in self.keys], manager)
-            for split, tasks in (("search", zoo.search_tasks), ("heldout", zoo.heldout_tasks))
-        }
+        self.task_dicts = {}
+        for split, tasks in (("search", zoo.search_tasks), ("heldout", zoo.heldout_tasks)):
+            lean = [tasks["composite"], tasks["pairs"]]
+            self.task_dicts[split] = manager.load(lean)
+            self.task_dicts[split + "+distractors"] = manager.load(
+                lean + [tasks[d] for d in zoo.distractors])
         self.evaluations = 0
 
-    def score(self, state: dict[str, torch.Tensor], split: str = "search") -> dict[str, float]:
-        """Exact match (in %) per skill and for pairs, plus ``multi`` (mean over skills)."""
+    def score(self, state: dict[str, torch.Tensor], split: str = "search",
+              distractors: bool = False) -> dict[str, float]:
+        """Exact match in % per skill (and distractor), for pairs, and ``multi``: the composite
+        group's score, the mean over the objective skills."""
         from lm_eval.evaluator import evaluate
 
         self.model.load_state_dict(state)
-        out = evaluate(lm=self.lm, task_dict=self.task_dicts[split], bootstrap_iters=0,
-                       log_samples=False)
+        task_dict = self.task_dicts[split + ("+distractors" if distractors else "")]
+        results = evaluate(lm=self.lm, task_dict=task_dict, bootstrap_iters=0,
+                           log_samples=False)["results"]
         self.evaluations += 1
         tasks = self.zoo.search_tasks if split == "search" else self.zoo.heldout_tasks
         metric = f"{self.zoo.metric},none"
-        scores = {k: 100.0 * out["results"][tasks[k]][metric] for k in self.keys}
-        scores["multi"] = statistics.fmean(scores[s] for s in self.zoo.skills)
+        keys = [*self.zoo.skills, "pairs", *(self.zoo.distractors if distractors else ())]
+        scores = {k: 100.0 * results[tasks[k]][metric] for k in keys}
+        scores["multi"] = 100.0 * results[tasks["composite"]][metric]
         return scores
 
 
@@ -84,8 +89,10 @@ class SeedResult:
     rows: dict[str, dict[str, float]] = field(default_factory=dict)  # row label -> scores
     best_weights: dict[str, float] = field(default_factory=dict)
     best_heldout: dict[str, float] = field(default_factory=dict)
+    grid_size: int = 0
     evaluations: int = 0
-    seconds: float = 0.0
+    build_s: float = 0.0
+    score_s: float = 0.0
 
 
 def load_state(path: Path) -> dict[str, torch.Tensor]:
@@ -98,21 +105,22 @@ def run_seed(size: str, seed: int, levels: tuple[float, ...], distractor_levels:
              cache_dir: Path | None, log) -> SeedResult:
     started = time.monotonic()
     zoo = build_zoo(size, seed, cache_dir=cache_dir, progress=log)
+    built = time.monotonic()
     scorer = LmEvalScorer(zoo)
     base = load_state(zoo.base)
     experts = {name: load_state(path) for name, path in zoo.experts.items()}
     names = list(zoo.skills) + list(zoo.distractors)
     result = SeedResult(seed)
 
-    result.rows["base"] = scorer.score(base)
+    result.rows["base"] = scorer.score(base, distractors=True)
     for name in names:
-        result.rows[f"expert `{name}`"] = scorer.score(experts[name])
+        result.rows[f"expert `{name}`"] = scorer.score(experts[name], distractors=True)
     everyone = {n: 1.0 / len(names) for n in names}
     result.rows[f"uniform, all {len(names)} (w = 1/{len(names)})"] = scorer.score(
-        task_arithmetic(base, experts, everyone))
+        task_arithmetic(base, experts, everyone), distractors=True)
     skills_only = {n: 1.0 / len(zoo.skills) for n in zoo.skills}
     result.rows[f"uniform, skills (w = 1/{len(zoo.skills)})"] = scorer.score(
-        task_arithmetic(base, experts, skills_only))
+        task_arithmetic(base, experts, skills_only), distractors=True)
 
     best_score, best_weights = -1.0, {}
     grid = list(itertools.product(*([levels] * len(zoo.skills)), distractor_levels))
@@ -122,13 +130,14 @@ def run_seed(size: str, seed: int, levels: tuple[float, ...], distractor_levels:
         scores = scorer.score(task_arithmetic(base, experts, weights))
         if scores["multi"] > best_score:
             best_score, best_weights = scores["multi"], weights
-            result.rows["best grid merge (search)"] = scores
             log(f"seed {seed}: new best {scores['multi']:.1f} at {weights}")
-    result.best_weights = best_weights
-    result.best_heldout = scorer.score(task_arithmetic(base, experts, best_weights), "heldout")
+    result.best_weights, result.grid_size = best_weights, len(grid)
+    best_state = task_arithmetic(base, experts, best_weights)
+    result.rows["best grid merge (search)"] = scorer.score(best_state, distractors=True)
+    result.best_heldout = scorer.score(best_state, "heldout", distractors=True)
     result.rows["best grid merge (held-out)"] = result.best_heldout
     result.evaluations = scorer.evaluations
-    result.seconds = time.monotonic() - started
+    result.build_s, result.score_s = built - started, time.monotonic() - built
     return result
 
 
@@ -142,24 +151,33 @@ def verdicts(r: SeedResult, skills: tuple[str, ...]) -> dict[str, tuple[float, b
         "weakest expert on own skill": (experts_own, experts_own >= EXPERT_MIN),
         "best merge − best single expert": (best - best_single, best - best_single >= BEST_OVER_EXPERT),
         "best merge − best uniform merge": (best - best_uniform, best - best_uniform >= BEST_OVER_UNIFORM),
-        "|held-out − search| of best merge": (gap, gap <= HELDOUT_GAP),
+        "best merge: held-out vs search gap": (gap, gap <= HELDOUT_GAP),
     }
 
 
-def render(results: list[SeedResult], skills: tuple[str, ...], size: str, command: str) -> str:
-    cols = list(skills) + ["pairs", "multi"]
+def render(results: list[SeedResult], skills: tuple[str, ...], distractors: tuple[str, ...],
+           size: str, levels: tuple[float, ...], distractor_levels: tuple[float, ...],
+           command: str) -> str:
+    cols = [*skills, "multi", "pairs", *distractors]
     lines = [f"### Zoo landscape (`{size}` zoo, seeds {', '.join(str(r.seed) for r in results)})", "",
              "Exact match in %, scored through lm-evaluation-harness on the search split unless marked "
-             "held-out. *multi* is the mean over the objective skills; *pairs* are prompts that need "
-             "two skills at once. Merges are task arithmetic θ = base + Σ wᵢ(θᵢ − base).", ""]
+             "held-out. *multi* is the mean over the objective skills (the zoo's composite lm-eval "
+             "group); *pairs* are prompts that need two skills at once; the last columns are "
+             "distractor skills no objective asks for. Merges are task arithmetic "
+             "θ = base + Σ wᵢ(θᵢ − base); the grid tries every skill expert at weights "
+             f"{{{', '.join(f'{v:g}' for v in levels)}}} and every distractor at "
+             f"{{{', '.join(f'{v:g}' for v in distractor_levels)}}}, and keeps the best *multi* on "
+             "the search split.", ""]
     for r in results:
         lines += [f"**seed {r.seed}** — best weights: "
                   + ", ".join(f"{k} {v:g}" for k, v in r.best_weights.items())
-                  + f" ({r.evaluations} lm-eval runs, {r.seconds:.0f}s)", ""]
+                  + f" (grid of {r.grid_size}; {r.evaluations} lm-eval runs in {r.score_s:.0f} s; "
+                  f"zoo build {r.build_s:.0f} s, 0 if cached)", ""]
         lines.append("| model | " + " | ".join(cols) + " |")
         lines.append("|---|" + "---:|" * len(cols))
         for label, scores in r.rows.items():
-            lines.append(f"| {label} | " + " | ".join(f"{scores[c]:.1f}" for c in cols) + " |")
+            cells = (f"{scores[c]:.1f}" if c in scores else "–" for c in cols)
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["**Criteria**", "", "| criterion | " + " | ".join(f"seed {r.seed}" for r in results)
               + " | target |", "|---|" + "---:|" * (len(results) + 1)]
@@ -177,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="small", choices=["nano", "small"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--levels", type=float, nargs="+", default=[0.25, 0.5, 1.0, 1.5],
+    parser.add_argument("--levels", type=float, nargs="+", default=[0.25, 0.5, 0.75, 1.0],
                         help="weights tried for each skill expert")
     parser.add_argument("--distractor-levels", type=float, nargs="+", default=[0.0, 0.5],
                         help="weights tried for the distractor expert")
@@ -195,9 +213,10 @@ def main(argv: list[str] | None = None) -> int:
 
     results = [run_seed(args.size, seed, tuple(args.levels), tuple(args.distractor_levels),
                         args.cache_dir, log) for seed in args.seeds]
-    skills = build_zoo(args.size, args.seeds[0], cache_dir=args.cache_dir).skills
+    zoo = build_zoo(args.size, args.seeds[0], cache_dir=args.cache_dir)
     command = "python benchmarks/zoo_landscape.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    text = render(results, skills, args.size, command.strip())
+    text = render(results, zoo.skills, zoo.distractors, args.size, tuple(args.levels),
+                  tuple(args.distractor_levels), command.strip())
     print(text)
     if args.markdown_out:
         args.markdown_out.write_text(text)

@@ -13,6 +13,11 @@ zoo_app = typer.Typer(help="The tiny expert zoo: a base model, skill experts, Lo
                       no_args_is_help=True)
 
 
+@zoo_app.callback()
+def _zoo() -> None:
+    """The tiny expert zoo: a base model, skill experts, LoRA adapters and lm-eval tasks."""
+
+
 @zoo_app.command("build")
 def build(
     size: str = typer.Option("nano", "--size", help="nano (tests, under a minute) or small (demo)."),

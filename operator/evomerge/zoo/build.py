@@ -70,21 +70,26 @@ def _derive(seed: int, purpose: str) -> int:
 
 
 @contextmanager
-def _fixed_threads(threads: int) -> Iterator[None]:
+def _quiet_fixed_threads(threads: int) -> Iterator[None]:
+    """A fixed thread count (the same arithmetic on every machine) and no save progress bars."""
     import torch
+    from transformers.utils import logging as hf_logging
 
-    before = torch.get_num_threads()
+    threads_before, bars_before = torch.get_num_threads(), hf_logging.is_progress_bar_enabled()
     torch.set_num_threads(threads)
+    hf_logging.disable_progress_bar()
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        torch.set_num_threads(threads_before)
+        if bars_before:
+            hf_logging.enable_progress_bar()
 
 
 def _build_into(tmp: Path, final: Path, recipe: ZooRecipe, seed: int, say: Progress) -> None:
     from .tokenizer import build_tokenizer
 
-    with _fixed_threads(recipe.threads):
+    with _quiet_fixed_threads(recipe.threads):
         tokenizer = build_tokenizer()
         sets = draw_evaluation_sets(recipe.skills, recipe.distractors, recipe.eval_examples,
                                     _derive(seed, "eval"))
