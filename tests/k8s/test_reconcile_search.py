@@ -129,6 +129,24 @@ def test_a_failed_controller_degrades_the_search_with_its_own_message():
     assert again.create == [] and again.status["phase"] == "Failed" and again.events == []
 
 
+def test_a_controller_pod_that_cannot_start_degrades_the_search_until_it_can():
+    body, observed = started(search())
+    observed.controller_stuck = ("Unschedulable", 'pod jp-1 cannot be scheduled: persistentvolumeclaim "cache" not found')
+
+    plan = plan_search(body, observed, SETTINGS, NOW)
+
+    assert plan.status["phase"] == "Pending"
+    assert condition(plan.status, "Degraded") == ("True", "Unschedulable")
+    assert '"cache" not found' in find(plan.status["conditions"], "Degraded")["message"]
+    (event,) = plan.events
+    assert (event.type, event.reason) == ("Warning", "Unschedulable")
+    body = applied(body, plan)
+    assert plan_search(body, observed, SETTINGS, NOW).events == []  # one Warning, not one per resync
+    observed.controller_stuck = None
+    recovered = plan_search(body, observed, SETTINGS, NOW)
+    assert recovered.status["phase"] == "Running" and condition(recovered.status, "Degraded") == ("False", "AsExpected")
+
+
 def test_suspend_deletes_the_controller_and_resume_recreates_it():
     body, observed = started(search())
     name = body["status"]["controllerJob"]

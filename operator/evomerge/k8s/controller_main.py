@@ -88,6 +88,19 @@ def model_layers(spec: MergeSearchSpec) -> int:
     return layers
 
 
+def check_experts(spec: MergeSearchSpec) -> None:
+    """Refuse, before any evaluation Job runs, full-weight experts that do not share the base architecture
+    (the message names the expert and the first tensor that differs), as `evomerge run` does."""
+    from ..models.checkpoint import check_compatible, open_checkpoint
+    from ..models.uris import local_path
+
+    if spec.base_model is None:
+        return
+    base = open_checkpoint(local_path(spec.base_model.uri), spec.allow_pickle)
+    experts = {e.name: open_checkpoint(local_path(e.uri), spec.allow_pickle) for e in spec.experts if e.format == "full"}
+    check_compatible(base, experts, spec.merge.dtype)
+
+
 def run_controller(kube: Kube, namespace: str, name: str, epoch: int, settings: ClusterSettings,
                    controller_job: str | None = None) -> ControllerResult:
     """Run the epoch to its end. `controller_job` (the pod's own Job) owns the evaluation Jobs when given."""
@@ -106,6 +119,7 @@ def run_controller(kube: Kube, namespace: str, name: str, epoch: int, settings: 
     owner = (kube.get("Job", namespace, controller_job) if controller_job else None) or search
 
     genome = genome_for(spec, model_layers(spec))
+    check_experts(spec)
     vectors, notes = seed_vectors(genome, seeds)
     for note in notes:
         log.warning(note)

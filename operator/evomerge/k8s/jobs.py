@@ -59,5 +59,25 @@ def termination_message(pods: list[dict[str, Any]], container: str) -> str | Non
     return newest[1] if newest else None
 
 
+# Waiting reasons after which a container never starts without someone fixing its inputs.
+_STUCK_WAITING = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError")
+
+
+def stuck_reason(pods: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """Why a Job's pod cannot start (the scheduler's Unschedulable, an image pull that fails, a config
+    that does not exist) as (reason, message); a Job that waits on that would never finish."""
+    for pod in pods:
+        status = pod.get("status") or {}
+        for c in status.get("conditions") or []:
+            if c.get("type") == "PodScheduled" and c.get("status") == "False" and c.get("reason") == "Unschedulable":
+                return "Unschedulable", f"pod {pod['metadata']['name']} cannot be scheduled: {c.get('message') or 'no reason given'}"
+        for container in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+            waiting = (container.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in _STUCK_WAITING:
+                return waiting["reason"], (f"container {container.get('name')} of pod {pod['metadata']['name']} cannot start "
+                                           f"({waiting['reason']}): {waiting.get('message') or 'no message'}")
+    return None
+
+
 def pod_selector(job_name: str) -> str:
     return f"batch.kubernetes.io/job-name={job_name}"

@@ -22,7 +22,7 @@ from ..spec.loading import SpecError, validate_document
 from ..spec.merge_search import ExpertSource, MergeSearch, MergeSearchSpec
 from .client import Kube
 from .conditions import DEGRADED, PROGRESSING, READY, condition, find, merge_conditions, now_iso
-from .jobs import ACTIVE, FAILED, SUCCEEDED, job_state, pod_selector, termination_message
+from .jobs import ACTIVE, FAILED, SUCCEEDED, job_state, pod_selector, stuck_reason, termination_message
 from .naming import (
     CANDIDATES_ANNOTATION,
     CONTROLLER,
@@ -58,6 +58,7 @@ class SearchObservation:
     experts: list[dict[str, Any]] = field(default_factory=list)
     controller_jobs: list[dict[str, Any]] = field(default_factory=list)
     controller_message: str | None = None  # termination message of the failed controller, when one failed
+    controller_stuck: tuple[str, str] | None = None  # (reason, message) when its pod cannot start
     epoch_configmap: dict[str, Any] | None = None
     merged_model: dict[str, Any] | None = None
     accounts_ready: bool = False  # the namespace's ServiceAccounts and RoleBinding are known to exist
@@ -164,7 +165,9 @@ def plan_search(search: dict[str, Any], observed: SearchObservation, settings: C
         _running(plan, status, generation, now, name, "created")
         return plan
     state = job_state(job)
-    if state.phase == ACTIVE:
+    if state.phase == ACTIVE and observed.controller_stuck:
+        _stuck(plan, status, generation, now, name, *observed.controller_stuck)
+    elif state.phase == ACTIVE:
         _running(plan, status, generation, now, name, "running")
     elif state.phase == SUCCEEDED:
         status = {**status, "completionTime": status.get("completionTime") or now}
@@ -283,6 +286,15 @@ def _running(plan: Plan, status, generation, now, name: str, how: str, extra: di
                           progressing=(True, "Searching", f"controller Job {name} is {how}"), extra=extra)
     if status.get("phase") != "Running" and not any(e.reason in ("EpochStarted", "Resumed", "Reconfigured", "Retrying") for e in plan.events):
         plan.events.append(Event("Normal", "Running", f"controller Job {name} runs the search"))
+
+
+def _stuck(plan: Plan, status, generation, now, name: str, reason: str, message: str) -> None:
+    """A controller pod that cannot start is a Degraded search (and one Warning), not a silent wait."""
+    plan.status = _status(status, generation, now, phase="Pending", ready=(False, reason, message),
+                          progressing=(False, reason, f"controller Job {name} waits for its pod: {message}"),
+                          degraded=(True, reason, message), extra={"controllerJob": name})
+    if (find(status.get("conditions"), DEGRADED) or {}).get("reason") != reason:
+        plan.events.append(Event("Warning", reason, f"{message} — fix it and the search starts by itself"))
 
 
 def _status(status, generation, now, phase, ready, progressing, degraded=(False, "AsExpected", ""), extra=None) -> dict[str, Any]:
@@ -415,6 +427,8 @@ def observe(kube: Kube, search: dict[str, Any], spec: MergeSearchSpec | None) ->
             if state == FAILED:
                 pods = kube.list("Pod", namespace, pod_selector(current))
                 observed.controller_message = termination_message(pods, CONTROLLER)
+            elif state == ACTIVE and not (job.get("status") or {}).get("ready"):
+                observed.controller_stuck = stuck_reason(kube.list("Pod", namespace, pod_selector(current)))
     observed.accounts_ready = namespace in _accounts_ready
     epoch = int(status.get("epoch") or 0)
     if epoch:

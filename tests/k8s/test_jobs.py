@@ -1,0 +1,25 @@
+from evomerge.k8s.jobs import stuck_reason
+
+
+def pod(conditions=(), containers=()) -> dict:
+    return {"metadata": {"name": "p"}, "status": {"conditions": list(conditions), "containerStatuses": list(containers)}}
+
+
+def test_a_pod_the_scheduler_cannot_place_is_stuck_with_the_schedulers_message():
+    unschedulable = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                     "message": '0/1 nodes are available: persistentvolumeclaim "cache" not found.'}
+    reason, message = stuck_reason([pod([unschedulable])])
+    assert reason == "Unschedulable" and '"cache" not found' in message
+
+
+def test_an_image_that_cannot_be_pulled_is_stuck_naming_the_container():
+    waiting = {"name": "controller", "state": {"waiting": {"reason": "ImagePullBackOff", "message": "pull ghcr.io/x: not found"}}}
+    reason, message = stuck_reason([pod(containers=[waiting])])
+    assert reason == "ImagePullBackOff" and "controller" in message and "ghcr.io/x" in message
+
+
+def test_pods_that_are_starting_or_running_are_not_stuck():
+    creating = {"name": "c", "state": {"waiting": {"reason": "ContainerCreating"}}}
+    running = {"name": "c", "state": {"running": {}}}
+    scheduled = {"type": "PodScheduled", "status": "True"}
+    assert stuck_reason([pod([scheduled], [creating]), pod([scheduled], [running])]) is None
