@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="small", choices=["nano", "small"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--levels", type=float, nargs="+", default=[0.25, 0.5, 0.75, 1.0],
+    parser.add_argument("--levels", type=float, nargs="+", default=[0.5, 0.75, 1.0],
                         help="weights tried for each skill expert")
     parser.add_argument("--distractor-levels", type=float, nargs="+", default=[0.0, 0.5],
                         help="weights tried for the distractor expert")
@@ -206,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    for quiet in ("TQDM_DISABLE", "HF_DATASETS_DISABLE_PROGRESS_BARS"):  # one bar per lm-eval run
+        os.environ.setdefault(quiet, "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
     def log(msg: str) -> None:

@@ -131,7 +131,7 @@ def test_merge_command_rebuilds_the_best_merge_from_the_summary(finished_run, tm
 
 @pytest.mark.parametrize("change, field", [
     ({"evaluation": {"engine": "tgi"}}, "spec.evaluation.engine"),
-    ({"merge": {"method": "task_arithmetic", "dataFlow": {"enabled": True}}}, "spec.merge.dataFlow.enabled"),
+    ({"merge": {"dataFlow": {"enabled": True, "modelA": {"uri": "s3://bucket/merged"}}}}, "spec.merge.dataFlow.modelA.uri"),
 ])
 def test_settings_a_local_run_cannot_honour_are_refused_by_name(tmp_path, tiny_family, tiny_tasks, change, field):
     spec = write_spec(tmp_path / "spec.yaml", tiny_family, tiny_tasks)

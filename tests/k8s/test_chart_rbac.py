@@ -91,5 +91,6 @@ def test_a_whole_epoch_runs_under_the_charts_rbac(control_plane, api_client, nam
     assert not allowed(release_namespace, operator_account, "create", "pods")
     assert allowed(namespace, "evomerge-controller", "create", "jobs", "batch")
     assert not allowed(namespace, "evomerge-controller", "delete", "jobs", "batch")
+    assert allowed(namespace, "evomerge-controller", "create", "events")  # a report it could not write
     assert not allowed(namespace, "evomerge-controller", "update", "mergesearches", "evomerge.dev")
     assert not allowed(namespace, "evomerge-evaluation", "get", "configmaps")

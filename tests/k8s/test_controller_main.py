@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from evomerge.k8s.controller_main import ControllerError, model_layers, seed_vectors
+from evomerge.k8s.controller_main import ControllerError, model_layers, search_genome, seed_vectors
 from evomerge.search.genome import Genome
 from evomerge.spec.merge_search import MergeSearchSpec
 
@@ -48,3 +48,19 @@ def test_model_layers_reads_the_reference_config(tmp_path):
     (tmp_path / "base" / "config.json").write_text("{}")
     with pytest.raises(ControllerError, match="num_hidden_layers is missing"):
         model_layers(spec)
+
+
+def test_a_data_flow_genome_reads_every_path_models_depth_model_a_first(tmp_path):
+    for name, layers in (("merged", 6), ("e0", 4), ("e1", 4)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps({"num_hidden_layers": layers}))
+    spec = MergeSearchSpec.model_validate({
+        "objectives": [{"task": "t"}],
+        "experts": [{"name": "e0", "uri": str(tmp_path / "e0")}, {"name": "e1", "uri": str(tmp_path / "e1")}],
+        "merge": {"dataFlow": {"enabled": True, "repeats": 2, "modelA": {"uri": str(tmp_path / "merged")}}},
+    })
+    genome = search_genome(spec)
+    assert model_layers(spec) == 6
+    path = genome.decode(np.full(genome.dim, 0.5)).layer_path
+    assert path.models == ("modelA", "e0", "e1") and path.hops[0].model == "modelA"
+    assert (path.hops[-1].model, path.hops[-1].layer) == ("modelA", 5)  # model A's own last layer ends the path

@@ -266,8 +266,11 @@ def test_experts_picked_by_selector_and_a_new_one_starts_the_next_epoch(kube, op
 
     assert eventually(lambda: epoch_experts(2), "epoch 2") == ["alpha", "beta", "gamma"]
     eventually(lambda: status_of(kube, namespace, "jp").get("epoch") == 2, "the search to report epoch 2")
-    events = [e["message"] for e in kube.list("Event", namespace) if e["reason"] == "EpochStarted"]
-    assert any("experts changed (+gamma)" in m for m in events)
+    def epoch_started() -> list[str]:  # Events are posted after the status, from a thread of their own
+        return [e["message"] for e in kube.list("Event", namespace) if e["reason"] == "EpochStarted"]
+
+    eventually(lambda: len(epoch_started()) == 2, "the EpochStarted event of epoch 2")
+    assert any("experts changed (+gamma)" in m for m in epoch_started()), epoch_started()
     (job,) = eventually(lambda: [j for j in controller_jobs(kube, namespace) if j["metadata"]["labels"]["evomerge.dev/epoch"] == "2"
                                  and not j["metadata"].get("deletionTimestamp")], "epoch 2's controller")
 

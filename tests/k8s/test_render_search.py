@@ -68,6 +68,17 @@ def test_controller_job_runs_the_controller_command_with_an_owner_and_our_labels
     assert rules[1]["action"] == "Ignore"
 
 
+def test_the_controller_mounts_the_output_claim_writable_for_the_report():
+    job = render_controller_job(SEARCH, Epoch(1, spec(storage={"output": {"uri": "pvc://published/jp"}})), ClusterSettings())
+
+    pod = job["spec"]["template"]["spec"]
+    claims = {v["persistentVolumeClaim"]["claimName"]: v["persistentVolumeClaim"]["readOnly"]
+              for v in pod["volumes"] if "persistentVolumeClaim" in v}
+    assert claims == {"models": True, "published": False}
+    mounts = {m["mountPath"]: m["readOnly"] for m in pod["containers"][0]["volumeMounts"] if m["name"].startswith("pvc-")}
+    assert mounts["/mnt/pvc/published"] is False
+
+
 def test_a_changed_evaluation_section_renames_the_controller_job_but_keeps_the_input_digest():
     before = Epoch(1, spec())
     after = Epoch(1, spec(evaluation={"parallelism": 8}))
@@ -76,6 +87,14 @@ def test_a_changed_evaluation_section_renames_the_controller_job_but_keeps_the_i
     assert input_digest(before.spec) == input_digest(after.spec)
     assert input_digest(spec(merge={"method": "ties", "evolve": ["weight", "density"]})) != input_digest(before.spec)
     assert input_digest(spec(experts=[{"name": "shisa", "uri": "pvc://models/shisa"}, {"name": "x", "uri": "pvc://m/x"}])) != input_digest(before.spec)
+
+
+def test_a_new_field_with_a_default_keeps_the_input_digest_so_upgrades_do_not_restart_searches():
+    class NextVersionSpec(MergeSearchSpec):
+        added_in_a_later_release: int = 3
+
+    assert input_digest(NextVersionSpec.model_validate(spec().model_dump(by_alias=True))) == input_digest(spec())
+    assert input_digest(spec(merge={"granularity": "layerGroups", "layerGroups": 2})) != input_digest(spec())
 
 
 def test_epoch_configmap_round_trips_spec_seeds_and_offsets():

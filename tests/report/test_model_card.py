@@ -78,6 +78,7 @@ def card_for_path(finished_run, tmp_path, layer_path: dict) -> tuple[str, object
 def test_a_data_flow_merge_carries_its_passthrough_config(finished_run, tmp_path):
     card, merged = card_for_path(finished_run, tmp_path, {"models": ["e0"], "hops": [["e0", 0, 1.0], ["e0", 3, 1.2]], "sources": {}})
     assert "Data-flow path: 2 hops over e0." in card
+    assert "A **data-flow** (layer path) merge of 1 model(s), 2 hops, found by evolutionary search" in card
     config = yaml.safe_load((merged / "mergekit_config.yml").read_text())
     assert config["merge_method"] == "passthrough" and len(config["slices"]) == 2
 

@@ -49,6 +49,7 @@ def test_checkpoints_load_in_transformers(nano_zoo):
     assert out.shape == (1, len(ids) + 3)
 
 
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # transformers deprecation inside PEFT
 def test_lora_adapters_load_with_peft(nano_zoo):
     from peft import AutoPeftModelForCausalLM, PeftModel
     from transformers import AutoModelForCausalLM
@@ -75,10 +76,11 @@ def test_rebuilds_are_byte_identical(nano_zoo, tmp_path):
         assert a == b, f"{rel} differs between two builds of the same recipe and seed"
 
 
-def _lm_eval_scores(zoo, directories: dict[str, Path], keys: list[str]) -> dict[str, dict[str, float]]:
+def _lm_eval_scores(zoo, directories: dict[str, Path]) -> dict[str, dict[str, float]]:
+    """Exact match per task key (skills, distractors, composite, pairs) of each checkpoint."""
     from lm_eval.evaluator import evaluate
     from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager, get_task_dict
+    from lm_eval.tasks import TaskManager
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -86,7 +88,8 @@ def _lm_eval_scores(zoo, directories: dict[str, Path], keys: list[str]) -> dict[
     model = AutoModelForCausalLM.from_pretrained(zoo.base)
     lm = HFLM(pretrained=model, tokenizer=AutoTokenizer.from_pretrained(zoo.base), batch_size=64)
     manager = TaskManager(include_path=str(zoo.tasks_dir), include_defaults=False)
-    tasks = get_task_dict([zoo.search_tasks[k] for k in keys], manager)
+    tasks = manager.load([zoo.search_tasks[k] for k in ["composite", "pairs", *zoo.distractors]])
+    keys = [*zoo.skills, *zoo.distractors, "composite", "pairs"]
     scores = {}
     for label, directory in directories.items():
         model.load_state_dict(load_file(str(directory / "model.safetensors")))
@@ -97,8 +100,7 @@ def _lm_eval_scores(zoo, directories: dict[str, Path], keys: list[str]) -> dict[
 
 @pytest.fixture(scope="module")
 def nano_scores(nano_zoo):
-    keys = [*nano_zoo.skills, *nano_zoo.distractors, "composite", "pairs"]
-    return _lm_eval_scores(nano_zoo, {"base": nano_zoo.base, **nano_zoo.experts}, keys)
+    return _lm_eval_scores(nano_zoo, {"base": nano_zoo.base, **nano_zoo.experts})
 
 
 def test_tasks_run_through_lm_eval(nano_scores, nano_zoo):

@@ -24,7 +24,7 @@ def demo_search(zoo, algorithm: str, seed: int, generations: int, population: in
             "search": {"algorithm": algorithm, "populationSize": population, "maxGenerations": generations, "seed": seed},
             "objectives": [{"task": zoo.search_tasks[s], "metric": zoo.metric} for s in zoo.skills],
             "heldOut": [{"task": zoo.heldout_tasks[s], "metric": zoo.metric} for s in zoo.skills],
-            "evaluation": {"includePaths": [str(zoo.tasks_dir)], "device": "cpu", "batchSize": 32},
+            "evaluation": {"includePaths": [str(zoo.tasks_dir)], "device": "cpu", "batchSize": 256},
         },
     })
 

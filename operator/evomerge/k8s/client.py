@@ -104,6 +104,17 @@ def _error(status: int, body: bytes | str | None) -> ApiError:
     return cls(status, reason, message)
 
 
+def watch_events(response: Any) -> Iterator[dict[str, Any]]:
+    """The events of a watch response, one JSON object per line of its chunked body."""
+    buffer = b""
+    for chunk in response.stream(4096, decode_content=True):
+        buffer += chunk
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            if line.strip():
+                yield json.loads(line)
+
+
 class Kube:
     """A thread-safe API client; `requests` counts calls by verb (for benchmarks and metrics)."""
 
@@ -214,18 +225,11 @@ class Kube:
         response = self._send("GET", KINDS[kind].path(namespace), query, timeout=timeout_seconds + 10, stream=True)
         finished = False
         try:
-            buffer = b""
-            for chunk in response.stream(4096, decode_content=True):
-                buffer += chunk
-                while b"\n" in buffer:
-                    line, buffer = buffer.split(b"\n", 1)
-                    if not line.strip():
-                        continue
-                    event = json.loads(line)
-                    if event["type"] == "ERROR":
-                        status = event["object"]
-                        raise _error(int(status.get("code", 500)), json.dumps(status))
-                    yield event["type"], event["object"]
+            for event in watch_events(response):
+                if event["type"] == "ERROR":
+                    status = event["object"]
+                    raise _error(int(status.get("code", 500)), json.dumps(status))
+                yield event["type"], event["object"]
             finished = True
         finally:
             if finished:

@@ -2,7 +2,8 @@
 
 It reads what the operator froze for the epoch (effective spec, elite seeds, counters), replays the history
 ConfigMaps, and goes on submitting evaluation Jobs until the search stops. Killed at any point, its
-replacement (the Job's next pod) replays the same events and continues with nothing lost.
+replacement (the Job's next pod) replays the same events and continues with nothing lost. With
+storage.output set, it keeps the run report there too (search_report.py) and status.report links it.
 """
 
 from __future__ import annotations
@@ -17,15 +18,16 @@ import numpy as np
 
 from ..executors.kubernetes import KubernetesExecutor
 from ..merge.recipe import ExpertWeights, MergeRecipe
-from ..search.genome import Genome
+from ..search.genome import Genome, genome_for
 from ..spec.loading import validate_document
-from ..spec.merge_search import MergeSearch, MergeSearchSpec
+from ..spec.merge_search import MergeSearch, MergeSearchSpec, path_models
 from .client import Kube
 from .evaluation_jobs import EvaluationJobs
 from .history_configmap import ConfigMapHistory
 from .naming import epoch_configmap_name
 from .render_eval import objective_keys
 from .render_search import read_epoch_configmap
+from .search_report import SearchReport
 from .settings import ClusterSettings
 from .status_sink import SearchStatusSink
 
@@ -74,11 +76,9 @@ def seed_vectors(genome: Genome, recipes: list[dict[str, Any]]) -> tuple[np.ndar
     return (np.array(rows) if rows else None), notes
 
 
-def model_layers(spec: MergeSearchSpec) -> int:
-    """Transformer blocks of the reference model (base, else the first expert), from its config.json."""
+def _layers_of(uri: str) -> int:
     from ..models.uris import local_path
 
-    uri = spec.base_model.uri if spec.base_model else spec.experts[0].uri
     config = Path(local_path(uri)) / "config.json"
     if not config.exists():
         raise ControllerError(f"{uri}: no config.json in {config.parent} — the reference model needs its config")
@@ -88,13 +88,28 @@ def model_layers(spec: MergeSearchSpec) -> int:
     return layers
 
 
+def model_layers(spec: MergeSearchSpec) -> int:
+    """Transformer blocks of the reference model (base, else the first expert; a path's model A), from its config.json."""
+    if spec.merge.data_flow.enabled:
+        return _layers_of(path_models(spec)[0][1])
+    return _layers_of(spec.base_model.uri if spec.base_model else spec.experts[0].uri)
+
+
+def search_genome(spec: MergeSearchSpec) -> Genome:
+    """The spec's genome; a data-flow path needs every path model's depth, read from its config.json."""
+    if spec.merge.data_flow.enabled:
+        layers = {name: _layers_of(uri) for name, uri in path_models(spec)}
+        return genome_for(spec, model_layers(spec), layers)
+    return genome_for(spec, model_layers(spec))
+
+
 def check_experts(spec: MergeSearchSpec) -> None:
     """Refuse, before any evaluation Job runs, full-weight experts that do not share the base architecture
     (the message names the expert and the first tensor that differs), as `evomerge run` does."""
     from ..models.checkpoint import check_compatible, open_checkpoint
     from ..models.uris import local_path
 
-    if spec.base_model is None:
+    if spec.base_model is None or spec.merge.data_flow.enabled:  # a path reads no base
         return
     base = open_checkpoint(local_path(spec.base_model.uri), spec.allow_pickle)
     experts = {e.name: open_checkpoint(local_path(e.uri), spec.allow_pickle) for e in spec.experts if e.format == "full"}
@@ -104,7 +119,6 @@ def check_experts(spec: MergeSearchSpec) -> None:
 def run_controller(kube: Kube, namespace: str, name: str, epoch: int, settings: ClusterSettings,
                    controller_job: str | None = None) -> ControllerResult:
     """Run the epoch to its end. `controller_job` (the pod's own Job) owns the evaluation Jobs when given."""
-    from ..search.genome import genome_for
     from ..runner.loop import SearchFailed, SearchRunner
     from ..search.optimizer import make_optimizer
 
@@ -118,7 +132,7 @@ def run_controller(kube: Kube, namespace: str, name: str, epoch: int, settings: 
     spec = validate_document(document, f"epoch {epoch} of MergeSearch {namespace}/{name}", MergeSearch).spec
     owner = (kube.get("Job", namespace, controller_job) if controller_job else None) or search
 
-    genome = genome_for(spec, model_layers(spec))
+    genome = search_genome(spec)
     check_experts(spec)
     vectors, notes = seed_vectors(genome, seeds)
     for note in notes:
@@ -126,10 +140,14 @@ def run_controller(kube: Kube, namespace: str, name: str, epoch: int, settings: 
     backend = EvaluationJobs(kube, search, epoch, spec, settings, owner)
     per_job = spec.evaluation.candidates_per_job if spec.evaluation.engine == "transformers" else 1
     executor = KubernetesExecutor(backend, objective_keys(spec), spec.evaluation.parallelism, per_job)
-    sink = SearchStatusSink(kube, search, offsets)
+    history = ConfigMapHistory(kube, search, epoch)
+    report = None
+    if spec.storage.output is not None:  # the report lives beside the exported merges
+        report = SearchReport(kube, search, epoch, spec, spec.storage.output.uri, settings, history.recorded)
+    sink = SearchStatusSink(kube, search, offsets, report=report)
     runner = SearchRunner(
         spec, genome, lambda: make_optimizer(genome, spec.search, len(spec.objectives), vectors), executor,
-        ConfigMapHistory(kube, search, epoch), sink,
+        history, sink,
     )
     sink.bind(runner)
     try:
@@ -139,6 +157,8 @@ def run_controller(kube: Kube, namespace: str, name: str, epoch: int, settings: 
         raise
     finally:
         executor.close()
+        if report is not None:
+            report.close()
     sink.finish(outcome)
     return ControllerResult(outcome.stop_reason, outcome.evaluations, outcome.best.fitness if outcome.best else None)
 

@@ -5,6 +5,10 @@ the status has not observed yet: no kopf bookkeeping annotations on them and hal
 handlers under load (benchmarks/operator_latency.py). What happens later — a child Job finishing — comes through the
 Job events; failures are retried by operator_main's periodic resync, which also runs once at start-up.
 
+Handlers that only read the event (metrics) are async, and Job events nothing waits on are filtered out
+before dispatch: kopf runs sync handlers on its thread pool, and under a burst a cheap handler queued
+behind the reconciles there delays the reconcile of its own object (kopf runs one object's handlers in turn).
+
 No delete handlers and no timers or daemons on our resources: those would put kopf finalizers on them, and
 objects could not be deleted while the operator is down. Children go by ownerReferences instead.
 """
@@ -48,7 +52,7 @@ def login(memo: Any, **_: Any) -> kopf.ConnectionInfo:
 
 
 @kopf.on.event(*SEARCHES)
-def search_event(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
+async def search_event(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
     _context(memo).metrics.observe_search(type, dict(body))
 
 
@@ -58,7 +62,7 @@ def search_changed(body: kopf.Body, memo: Any, **_: Any) -> None:
 
 
 @kopf.on.event(*MODELS)
-def model_event(body: kopf.Body, memo: Any, **_: Any) -> None:
+async def model_event(body: kopf.Body, memo: Any, **_: Any) -> None:
     _context(memo).metrics.observe_model(dict(body))
 
 
@@ -81,6 +85,10 @@ def expert_event(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None
         main.reconcile_expert_body(_context(memo), dict(body))
 
 
-@kopf.on.event("batch", "v1", "jobs", labels={"app.kubernetes.io/managed-by": "evomerge-operator"})
+def _job_matters(type: str | None, body: kopf.Body, **_: Any) -> bool:
+    return main.job_matters(type, dict(body))
+
+
+@kopf.on.event("batch", "v1", "jobs", labels={"app.kubernetes.io/managed-by": "evomerge-operator"}, when=_job_matters)
 def job_event(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
     main.on_job_event(_context(memo), type, dict(body))

@@ -36,6 +36,11 @@ class ConfigMapHistory:
         self._chunk_index = -1
         self._chunk_size = 0
         self._version = ""
+        self._events: list[dict[str, Any]] = []  # what was replayed and appended, for the report
+
+    def recorded(self) -> list[dict[str, Any]]:
+        """Every event of this epoch so far (replayed and appended), without another request."""
+        return list(self._events)
 
     def _labels(self) -> dict[str, str]:
         return search_labels(HISTORY, self.name, self.uid, self.epoch)
@@ -48,6 +53,7 @@ class ConfigMapHistory:
             data = chunk.get("data") or {}
             events.extend(json.loads(data[key]) for key in sorted(data))
         self._count = len(events)
+        self._events = list(events)
         if chunks:
             last = chunks[-1]
             self._chunk = last["metadata"]["name"]
@@ -76,6 +82,7 @@ class ConfigMapHistory:
             self._patch({"data": {key: line}})
             self._chunk_size += size
         self._count += 1
+        self._events.append(event)
 
     def _patch(self, patch: dict[str, Any]) -> None:
         """A merge patch of the current chunk, valid only if nobody wrote it since this writer did."""

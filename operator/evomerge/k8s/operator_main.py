@@ -123,18 +123,20 @@ def reconcile_expert_body(context: OperatorContext, body: dict[str, Any]) -> Non
         reconcile_search_body(context, search)
 
 
-def on_job_event(context: OperatorContext, event_type: str | None, job: dict[str, Any]) -> None:
-    """A child Job changed: reconcile its owner when it finished (controller, export), or time it (evaluation).
+def job_matters(event_type: str | None, job: dict[str, Any]) -> bool:
+    """Only endings matter: a Job's own progress (pods created, active counts) changes nothing for its owner
+    or its timing, and one that vanished early is recreated by the next resync."""
+    return event_type != "DELETED" and job_state(job).phase != ACTIVE
 
-    Only endings matter: a Job's own progress (pods created, active counts) changes nothing for its owner,
-    and one that vanished early is recreated by the next resync.
-    """
+
+def on_job_event(context: OperatorContext, event_type: str | None, job: dict[str, Any]) -> None:
+    """A child Job changed: reconcile its owner when it finished (controller, export), or time it (evaluation)."""
+    if not job_matters(event_type, job):
+        return
     meta = job["metadata"]
     labels = meta.get("labels") or {}
     component = labels.get(COMPONENT_LABEL)
     phase = job_state(job).phase
-    if event_type == "DELETED" or (phase == ACTIVE and component != EVALUATION):
-        return
     try:
         if component == EVALUATION:
             if context.metrics.observe_evaluation_job(job) and phase == FAILED:

@@ -56,19 +56,23 @@ class EventQueue:
                             owner["metadata"]["name"], error)
 
 
-def apply(kube: Kube, owner: dict[str, Any], plan: Plan, component: str, events: EventQueue | None = None) -> None:
-    """Carry a plan out in the owner's namespace; creating what exists already is not an error (idempotence)."""
+def apply(kube: Kube, owner: dict[str, Any], plan: Plan, component: str, events: EventQueue | None = None) -> list[dict[str, Any]]:
+    """Carry a plan out in the owner's namespace; creating what exists already is not an error (idempotence).
+
+    Returns the objects created and replaced, as the API server stored them (so a caller may cache them).
+    """
     meta = owner["metadata"]
     namespace = meta["namespace"]
+    stored: list[dict[str, Any]] = []
     for kind, name in plan.delete:
         kube.delete(kind, namespace, name)
     for obj in plan.create:
         try:
-            kube.create(obj)
+            stored.append(kube.create(obj))
         except Conflict:
             log.debug("%s %s/%s exists already", obj["kind"], namespace, obj["metadata"]["name"])
     for obj in plan.replace:
-        kube.replace(obj)
+        stored.append(kube.replace(obj))
     for kind, name, patch in plan.patch:
         kube.patch(kind, namespace, name, patch)
     current = owner.get("status") or {}
@@ -79,3 +83,4 @@ def apply(kube: Kube, owner: dict[str, Any], plan: Plan, component: str, events:
             events.put(owner, event)
         else:
             kube.post_event(owner, event.type, event.reason, event.message, component)
+    return stored

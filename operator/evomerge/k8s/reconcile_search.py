@@ -392,11 +392,14 @@ def _model_spec(search: str, effective: MergeSearchSpec, best: dict[str, Any], o
 
 
 # ---- I/O: observe and apply ---------------------------------------------------------------------------
+# Under a burst (many searches created or edited at once) the API server is the bottleneck, so a reconcile
+# sends only the requests its plan can need (benchmarks/operator_latency.py counts them).
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()
 # What this process made and has not seen change since the last resync, so reconciles skip re-reading it.
 _accounts_ready: set[str] = set()  # namespaces whose accounts exist
-_epoch_configmaps: dict[str, tuple[int, dict[str, Any] | None]] = {}  # search uid → (epoch, its ConfigMap)
+_epoch_configmaps: dict[str, tuple[str, dict[str, Any] | None]] = {}  # search uid → (ConfigMap name, as stored)
+ACCOUNT_KINDS = ("ServiceAccount", "RoleBinding")
 
 
 def forget_cache() -> None:
@@ -405,9 +408,17 @@ def forget_cache() -> None:
     _epoch_configmaps.clear()
 
 
-def _lock_for(uid: str) -> threading.Lock:
+def _lock_for(key: str) -> threading.Lock:
     with _locks_guard:
-        return _locks.setdefault(uid, threading.Lock())
+        return _locks.setdefault(key, threading.Lock())
+
+
+def _never_reconciled(search: dict[str, Any], spec: MergeSearchSpec | None) -> bool:
+    """No status yet and the spec as created: any controller Job of it (from a reconcile whose status patch
+    failed) has the very name the plan creates again, so there is nothing to list and delete."""
+    status = search.get("status") or {}
+    return (not status.get("epoch") and not status.get("controllerJob") and search["metadata"].get("generation") == 1
+            and spec is not None and spec.expert_selector is None)
 
 
 def observe(kube: Kube, search: dict[str, Any], spec: MergeSearchSpec | None) -> SearchObservation:
@@ -416,25 +427,28 @@ def observe(kube: Kube, search: dict[str, Any], spec: MergeSearchSpec | None) ->
     observed = SearchObservation()
     if spec is not None and spec.expert_selector is not None:
         observed.experts = kube.list("Expert", namespace)
-    observed.controller_jobs = kube.list("Job", namespace, selector({SEARCH_UID_LABEL: uid, "evomerge.dev/component": CONTROLLER}))
+    if not _never_reconciled(search, spec):
+        observed.controller_jobs = kube.list("Job", namespace, selector({SEARCH_UID_LABEL: uid, "evomerge.dev/component": CONTROLLER}))
     status = search.get("status") or {}
     current = status.get("controllerJob")
     finished = False
+    runs = spec is not None and not spec.suspend  # only a running search's plan reads its controller's pods
     for job in observed.controller_jobs:
         if job["metadata"]["name"] == current:
             state = job_state(job).phase
             finished = state == SUCCEEDED
-            if state == FAILED:
+            if state == FAILED and runs:
                 pods = kube.list("Pod", namespace, pod_selector(current))
                 observed.controller_message = termination_message(pods, CONTROLLER)
-            elif state == ACTIVE and not (job.get("status") or {}).get("ready"):
+            elif state == ACTIVE and runs and not (job.get("status") or {}).get("ready"):
                 observed.controller_stuck = stuck_reason(kube.list("Pod", namespace, pod_selector(current)))
     observed.accounts_ready = namespace in _accounts_ready
     epoch = int(status.get("epoch") or 0)
     if epoch:
+        configmap = epoch_configmap_name(name, epoch)
         cached = _epoch_configmaps.get(uid)
-        if cached is None or cached[0] != epoch:
-            cached = (epoch, kube.get("ConfigMap", namespace, epoch_configmap_name(name, epoch)))
+        if cached is None or cached[0] != configmap:
+            cached = (configmap, kube.get("ConfigMap", namespace, configmap))
             _epoch_configmaps[uid] = cached
         observed.epoch_configmap = cached[1]
     if finished or status.get("phase") == "Succeeded":  # only then is there something to publish
@@ -455,9 +469,31 @@ def reconcile(kube: Kube, search: dict[str, Any], settings: ClusterSettings, eve
             spec = None
         observed = observe(kube, fresh, spec)
         plan = plan_search(fresh, observed, settings, now_iso())
-        apply(kube, fresh, plan, COMPONENT, events)
-        if any(o["kind"] == "ServiceAccount" for o in plan.create):
-            _accounts_ready.add(meta["namespace"])
-        if any(o["kind"] == "ConfigMap" for o in plan.create + plan.replace):
-            _epoch_configmaps.pop(meta["uid"], None)  # read back the one just written
+        _make_accounts(kube, fresh, plan)
+        _apply(kube, fresh, plan, events)
         return plan
+
+
+def _make_accounts(kube: Kube, search: dict[str, Any], plan: Plan) -> None:
+    """Take the namespace's accounts out of the plan and make them once: the first plan of a namespace makes
+    them while its other searches wait (they would all try, and each refused create is a wasted request)."""
+    accounts = [o for o in plan.create if o["kind"] in ACCOUNT_KINDS]
+    if not accounts:
+        return
+    plan.create = [o for o in plan.create if o["kind"] not in ACCOUNT_KINDS]
+    namespace = search["metadata"]["namespace"]
+    with _lock_for(f"namespace/{namespace}"):
+        if namespace not in _accounts_ready:
+            apply(kube, search, Plan(create=accounts), COMPONENT)
+            _accounts_ready.add(namespace)
+
+
+def _apply(kube: Kube, search: dict[str, Any], plan: Plan, events: EventQueue | None) -> None:
+    uid = search["metadata"]["uid"]
+    stored = apply(kube, search, plan, COMPONENT, events)
+    if any(o["kind"] == "ConfigMap" for o in plan.create + plan.replace):
+        written = [o for o in stored if o.get("kind") == "ConfigMap"]
+        if written:  # the epoch ConfigMap as the API server stored it: the next reconcile need not read it
+            _epoch_configmaps[uid] = (written[-1]["metadata"]["name"], written[-1])
+        else:  # it existed already (a create refused): read it back
+            _epoch_configmaps.pop(uid, None)

@@ -64,8 +64,12 @@ class Epoch:
 
 
 def input_digest(spec: MergeSearchSpec) -> str:
-    """Digest of what is searched (experts, merge, search, objectives); a change starts a new epoch."""
-    searched = spec.model_dump(mode="json", by_alias=True, exclude_none=True, exclude=set(OPERATIONAL_FIELDS))
+    """Digest of what is searched (experts, merge, search, objectives); a change starts a new epoch.
+
+    Defaults are left out, so an operator upgrade that adds a field (with its default) keeps every
+    running search in its epoch instead of restarting them all."""
+    searched = spec.model_dump(mode="json", by_alias=True, exclude_none=True, exclude_defaults=True,
+                               exclude=set(OPERATIONAL_FIELDS))
     return hashlib.sha256(json.dumps(searched, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
@@ -131,7 +135,8 @@ def render_controller_job(search: dict[str, Any], epoch: Epoch, settings: Cluste
     name = controller_job_name(meta["name"], epoch)
     job_labels = search_labels(CONTROLLER, meta["name"], meta["uid"], epoch.number)
     cache = model_cache_claim(epoch.spec)
-    volumes, mounts = model_volumes(input_uris(epoch.spec), cache, settings)
+    output = [epoch.spec.storage.output.uri] if epoch.spec.storage.output else []  # the controller writes the report there
+    volumes, mounts = model_volumes(input_uris(epoch.spec), cache, settings, writable=output)
     tmp, tmp_mount = tmp_volume()
     env = settings.to_env() + worker_env(settings, cache) + [
         {"name": CONTROLLER_JOB_ENV, "value": name},

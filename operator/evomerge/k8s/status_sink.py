@@ -3,6 +3,7 @@
 The controller writes only progress fields (round, generation, evaluations, best, summaries, Pareto
 front, stopReason); phase and conditions belong to the operator, so the two never overwrite each other.
 Counters include the epochs before this one (`offsets`), so re-merges continue the numbers users see.
+With a `SearchReport`, each generation redraws the report and status.report links it once it exists.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from ..executors.base import EvalResult
 from ..runner.loop import Candidate, SearchOutcome, SearchRunner
 from ..spec.merge_search import GenerationSummary, ScoredCandidate
 from .client import Kube
+from .search_report import SearchReport
 
 RECENT_GENERATIONS = 10
 PARETO_LIMIT = 20
@@ -21,12 +23,13 @@ PARETO_LIMIT = 20
 
 class SearchStatusSink:
     def __init__(self, kube: Kube, search: dict[str, Any], offsets: dict[str, int], min_interval: float = 2.0,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, report: SearchReport | None = None):
         meta = search["metadata"]
         self.kube, self.namespace, self.name = kube, meta["namespace"], meta["name"]
         self.offsets = {k: int(offsets.get(k, 0)) for k in ("round", "generation", "evaluations", "failedEvaluations")}
         self.min_interval = min_interval
         self.clock = clock
+        self.report = report
         self.runner: SearchRunner | None = None
         self._written = -float("inf")
         self._best: float | None = None
@@ -43,9 +46,14 @@ class SearchStatusSink:
         self._write(force=improved)
 
     def generation(self, summary: GenerationSummary) -> None:
+        if self.report is not None:
+            assert self.runner is not None, "bind(runner) first"
+            self.report.refresh(self.runner.outcome(""))
         self._write(force=True)
 
     def finish(self, outcome: SearchOutcome) -> None:
+        if self.report is not None:
+            self.report.finish(outcome)
         self._write(force=True, stop_reason=outcome.stop_reason, outcome=outcome)
 
     # ---- status ---------------------------------------------------------------------------------------
@@ -65,6 +73,8 @@ class SearchStatusSink:
             status["best"] = _scored(outcome.best, with_recipe=True)
         if outcome.pareto_front:
             status["paretoFront"] = [_scored(c, with_recipe=False) for c in outcome.pareto_front[:PARETO_LIMIT]]
+        if self.report is not None and self.report.written:
+            status["report"] = self.report.uri
         return status
 
     def _shifted(self, summary: GenerationSummary) -> dict[str, Any]:

@@ -87,27 +87,19 @@ def content_hash(directory: Path) -> str:
 def export_model(recipe_path: Path, spec_path: Path, out_dir: Path) -> ExportResult:
     """Write the merge to out_dir (with its lineage file), then score it on spec.heldOut."""
     from ..merge.export import export_merge
+    from ..merge.inputs import open_recipe_inputs
     from ..merge.recipe import MergeRecipe
-    from ..models.checkpoint import CheckpointError, open_checkpoint
-    from ..models.lora import LoraExpert, is_lora_dir, open_lora_adapter
+    from ..models.checkpoint import CheckpointError
     from ..models.uris import UriError, local_path
 
     spec = read_spec(spec_path)
     try:
         recipe = MergeRecipe.from_dict(read_json(recipe_path, "--recipe"))
-        paths = {e.name: local_path(e.uri) for e in recipe.experts}
+        base, experts = open_recipe_inputs(recipe, spec.allow_pickle)  # LoRA adapters over the base, path models
         base_path = local_path(recipe.base_uri) if recipe.base_uri else None
-        base = open_checkpoint(base_path, spec.allow_pickle) if base_path else None
-        experts = {}
-        for name, path in paths.items():
-            if is_lora_dir(path):
-                if base is None:
-                    raise InputError(f"expert {name!r} is a LoRA adapter; the recipe needs a base model")
-                experts[name] = LoraExpert(base, open_lora_adapter(path, spec.allow_pickle))
-            else:
-                experts[name] = open_checkpoint(path, spec.allow_pickle)
     except (KeyError, TypeError, UriError, CheckpointError) as error:
         raise InputError(str(error)) from None
+    paths = {name: source.root for name, source in experts.items()}
     hashes = {name: content_hash(path) for name, path in paths.items()}
     if base_path is not None:
         hashes["base"] = content_hash(base_path)

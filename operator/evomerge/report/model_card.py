@@ -12,7 +12,7 @@ import yaml
 from ..merge.recipe import MergeRecipe
 from ..models.uris import UriError, local_path, parse_uri
 from ..spec.base import format_number
-from ..spec.merge_search import MergeSearchSpec, Objective
+from ..spec.merge_search import MODEL_A, MergeSearchSpec, Objective
 from ..spec.merged_model import LineageEntry
 from .mergekit_io import MergekitConfigError, mergekit_config_for, mergekit_yaml
 
@@ -48,11 +48,14 @@ def weights_sha256(model_dir: Path) -> tuple[str, dict[str, str]]:
 
 
 def lineage_for(spec: MergeSearchSpec) -> list[LineageEntry]:
-    """The base (named "base") and every expert, with revision and weight hash, read from local files."""
+    """The base (named "base"), every expert and a data-flow path's model A, with revision and weight hash, read from local files."""
     sources: list[tuple[str, str, str | None]] = []
     if spec.base_model is not None:
         sources.append(("base", spec.base_model.uri, spec.base_model.revision))
     sources.extend((e.name, e.uri, e.revision) for e in spec.experts)
+    model_a = spec.merge.data_flow.model_a if spec.merge.data_flow.enabled else None
+    if model_a is not None:
+        sources.append((MODEL_A, model_a.uri, model_a.revision))
     entries = []
     for name, uri, revision in sources:
         try:
@@ -104,8 +107,7 @@ def render_model_card(
         _front_matter(lineage),
         f"# {title}",
         "",
-        f"A **{recipe.method}** merge of {len(recipe.experts)} expert(s) found by evolutionary search with "
-        f"evomerge {_evomerge_version()}.",
+        f"{_what_merge(recipe)} found by evolutionary search with evomerge {_evomerge_version()}.",
         "",
         "## Models",
         "",
@@ -132,6 +134,12 @@ def render_model_card(
         "",
     ]
     return "\n".join(parts)
+
+
+def _what_merge(recipe: MergeRecipe) -> str:
+    if recipe.layer_path is not None:
+        return f"A **data-flow** (layer path) merge of {len(recipe.layer_path.models)} model(s), {len(recipe.layer_path.hops)} hops,"
+    return f"A **{recipe.method}** merge of {len(recipe.experts)} expert(s)"
 
 
 def _front_matter(lineage: Sequence[LineageEntry]) -> str:

@@ -10,13 +10,14 @@ from ..evaluate.cache import ScoreCache
 from ..evaluate.engines.resident import ResidentEngine
 from ..executors.local import LocalExecutor
 from ..merge.export import export_merge
+from ..merge.inputs import open_source
 from ..merge.recipe import MergeRecipe
-from ..models.checkpoint import check_compatible, open_checkpoint
+from ..models.checkpoint import CheckpointError, TensorSource, check_compatible, open_checkpoint
 from ..models.uris import UriError, local_path
 from ..report.model_card import lineage_for, write_model_card
 from ..search.genome import genome_for
 from ..search.optimizer import make_optimizer
-from ..spec.merge_search import MergeSearch, MergeSearchSpec
+from ..spec.merge_search import MODEL_A, MergeSearch, MergeSearchSpec, path_models
 from .history import JsonlHistory
 from .seeds import seed_vectors
 from .loop import SearchOutcome, SearchRunner
@@ -48,12 +49,16 @@ def run_local(search: MergeSearch, run_dir: Path, sink: StatusSink | None = None
     base_dir = _resolve("spec.baseModel.uri", spec.base_model.uri) if spec.base_model else None
     expert_dirs = {e.name: _resolve(f"spec.experts[{i}].uri", e.uri) for i, e in enumerate(spec.experts)}
     base = open_checkpoint(base_dir, spec.allow_pickle) if base_dir else None
-    experts = {name: open_checkpoint(path, spec.allow_pickle) for name, path in expert_dirs.items()}
+    experts = {name: open_source(path, base, spec.allow_pickle) for name, path in expert_dirs.items()}  # LoRA: over the base
+    model_a_dir = _model_a_dir(spec)
+    if model_a_dir is not None:
+        experts[MODEL_A] = open_checkpoint(model_a_dir, spec.allow_pickle)  # a path model, exported with the rest
     reference = base or next(iter(experts.values()))
-    if base is not None:
+    if base is not None and not spec.merge.data_flow.enabled:  # a path reads no base: its models need only share widths
         check_compatible(base, experts)
     num_layers = int(reference.config().get("num_hidden_layers", 1))
-    genome = genome_for(spec, num_layers)
+    path_layers = _path_layers(spec, experts) if spec.merge.data_flow.enabled else None
+    genome = genome_for(spec, num_layers, path_layers)
     seeds = seed_vectors(spec, genome, num_layers)
 
     cache = ScoreCache(run_dir / SCORES_FILE)
@@ -82,8 +87,29 @@ def make_engine(spec: MergeSearchSpec, objectives, cache: ScoreCache | None = No
         spec, objectives,
         _resolve("spec.baseModel.uri", spec.base_model.uri) if spec.base_model else None,
         {e.name: _resolve(f"spec.experts[{i}].uri", e.uri) for i, e in enumerate(spec.experts)},
-        cache=cache,
+        cache=cache, model_a_dir=_model_a_dir(spec),
     )
+
+
+def _model_a_dir(spec: MergeSearchSpec) -> Path | None:
+    flow = spec.merge.data_flow
+    if not flow.enabled or flow.model_a is None:
+        return None
+    return _resolve("spec.merge.dataFlow.modelA.uri", flow.model_a.uri)
+
+
+def _path_layers(spec: MergeSearchSpec, checkpoints: dict[str, TensorSource]) -> dict[str, int]:
+    """Each path model's depth, after checking that all of them share model A's hidden size (a hop feeds the next)."""
+    models = [name for name, _ in path_models(spec)]
+    configs = {name: checkpoints[name].config() for name in models}
+    width_a = configs[models[0]].get("hidden_size")
+    for name in models[1:]:
+        if configs[name].get("hidden_size") != width_a:
+            raise CheckpointError(
+                f"spec.merge.dataFlow: path model {name!r} has hidden_size {configs[name].get('hidden_size')}, model A "
+                f"({models[0]!r}) has {width_a} — the layers of one path must share the hidden size"
+            )
+    return {name: int(config.get("num_hidden_layers", 1)) for name, config in configs.items()}
 
 
 def _resolve(field: str, uri: str) -> Path:

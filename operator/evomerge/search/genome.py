@@ -6,19 +6,21 @@ coordinates go through a transform: `BoxTransform` (the unit cube, for CMA-ES an
 
 With data-flow merging (`PathGenes`) the genome ends with Sakana's DFS genes: one indicator per slot of the
 M·r layer layout (the slot's layer runs iff its indicator is positive) and, optionally, one input scale per
-slot; `decode` turns them into the recipe's `layer_path`.
+slot; `decode` turns them into the recipe's `layer_path`. A data-flow spec (merge.dataFlow.enabled) evolves
+the path alone: its genome has no per-expert genes.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 import numpy as np
 
 from ..merge.layer_path import LayerPath, decode_path
 from ..merge.groups import group_names
 from ..merge.recipe import ExpertWeights, MergeRecipe
-from ..spec.merge_search import MergeSearchSpec
+from ..spec.merge_search import MergeSearchSpec, path_models
 
 PATH = "@path"  # the owner of data-flow genes; "@" cannot start an expert name
 DEFAULT_PATH_BOUNDS: dict[str, tuple[float, float]] = {"indicator": (-1.0, 1.0), "scale": (0.5, 2.0)}
@@ -270,15 +272,15 @@ class SoftmaxTransform:
         return z
 
 
-def genome_for(spec: MergeSearchSpec, num_layers: int) -> Genome:
-    """The genome a spec declares, for a base model of `num_layers` blocks."""
-    if spec.merge.data_flow.enabled:
-        raise ValueError(
-            "spec.merge.dataFlow.enabled: data-flow (layer path) searches are not available from a spec yet — "
-            "the merge engine and genome support layer paths, but the spec does not name the path's models; "
-            "set enabled: false"
-        )
+def genome_for(spec: MergeSearchSpec, num_layers: int, path_layers: Mapping[str, int] | None = None) -> Genome:
+    """The genome a spec declares, for a base model of `num_layers` blocks.
+
+    A data-flow spec evolves a layer path alone; `path_layers` gives each path model's depth (default:
+    every expert has `num_layers`; required with merge.dataFlow.modelA, whose depth may differ).
+    """
     merge = spec.merge
+    if merge.data_flow.enabled:
+        return _path_genome(spec, num_layers, path_layers)
     groups = group_names(merge.granularity, num_layers, merge.layer_groups, merge.split_modules)
     options = {"normalize": merge.normalize, "lambda": merge.lambda_, "rescale": merge.rescale, "dtype": merge.dtype}
     return Genome.build(
@@ -289,4 +291,38 @@ def genome_for(spec: MergeSearchSpec, num_layers: int) -> Genome:
         evolve=list(merge.evolve),
         bounds={"weight": merge.bounds.weight, "density": merge.bounds.density, "t": merge.bounds.t},
         options={k: v for k, v in options.items() if v is not None},
+    )
+
+
+def _path_genome(spec: MergeSearchSpec, num_layers: int, path_layers: Mapping[str, int] | None) -> Genome:
+    flow = spec.merge.data_flow
+    models = path_models(spec)
+    if path_layers is None:
+        if flow.model_a is not None:
+            raise ValueError(
+                "spec.merge.dataFlow.modelA: the depth of model A is unknown here — read its config.json and pass "
+                "path_layers (the local runner does)"
+            )
+        path_layers = {name: num_layers for name, _ in models}
+    missing = [name for name, _ in models if name not in path_layers]
+    if missing:
+        raise ValueError(f"path_layers: no depth for path model(s) {', '.join(missing)}")
+    experts = {e.name for e in spec.experts}
+    path = PathGenes(
+        models=tuple(name for name, _ in models),
+        layers=tuple(int(path_layers[name]) for name, _ in models),
+        repeats=flow.repeats,
+        evolve_scales=flow.evolve_scales,
+        sources=tuple((name, uri) for name, uri in models if name not in experts),
+    )
+    return Genome.build(
+        method=spec.merge.method,
+        base_uri=spec.base_model.uri if spec.base_model else None,
+        experts=[(e.name, e.uri) for e in spec.experts],
+        groups=("all",),
+        evolve=[],
+        bounds={},
+        options={"dtype": spec.merge.dtype},
+        path=path,
+        path_bounds={"scale": tuple(flow.scale_bounds)},
     )

@@ -33,8 +33,9 @@ MERGE_SEARCH_RULES = [
         "message": "density only applies to the ties, dare_ties and dare_linear methods",
     },
     {
-        "rule": "(has(self.merge) && has(self.merge.method) && self.merge.method == 'linear') || has(self.baseModel)",
-        "message": "this merge method merges task vectors and needs baseModel",
+        "rule": "(has(self.merge) && has(self.merge.method) && self.merge.method == 'linear') || has(self.baseModel) || "
+        "(has(self.merge) && has(self.merge.dataFlow) && has(self.merge.dataFlow.enabled) && self.merge.dataFlow.enabled)",
+        "message": "this merge method merges task vectors and needs baseModel (a data-flow search needs none)",
     },
     {
         "rule": "!has(self.merge) || !has(self.merge.method) || self.merge.method != 'slerp' || "

@@ -63,12 +63,38 @@ class Bounds(SpecModel):
         return self
 
 
+MODEL_A = "modelA"  # the path's name for dataFlow.modelA
+DEFAULT_SCALE_BOUNDS = (0.5, 2.0)
+
+
 class DataFlowSpec(SpecModel):
-    """Sakana's data-flow (layer path) merging: which layer runs at each of M×r slots, with per-hop scaling."""
+    """Sakana's data-flow (layer path) merging: which layer runs at each of M×r slots, with per-hop scaling.
+
+    The path runs over model A, then the experts in list order; A supplies the embeddings, the head and the
+    path's first and last layer. A is `modelA` when set (for instance an exported parameter-space merge:
+    PS + DFS), else the first expert. The search then evolves the path alone: merge.method, evolve, bounds
+    and granularity are not read.
+    """
 
     enabled: bool = False
-    repeats: int = Field(default=3, ge=1, le=16)
-    evolve_scales: bool = True
+    repeats: int = Field(default=3, ge=1, le=16, description="r: the layers of all path models are laid out r times.")
+    evolve_scales: bool = Field(default=True, description="Evolve one input scale per slot; false: every hop has scale 1.")
+    scale_bounds: tuple[Number, Number] = Field(
+        default=DEFAULT_SCALE_BOUNDS, description="[low, high] of the evolved hop scales; both positive."
+    )
+    model_a: ModelSource | None = Field(
+        default=None, description="Model A of the path (embeddings, head, first and last layer); unset: the first expert."
+    )
+
+    @model_validator(mode="after")
+    def _positive_scales(self) -> "DataFlowSpec":
+        low, high = self.scale_bounds
+        if not 0 < low < high:
+            raise ValueError(
+                f"merge.dataFlow.scaleBounds: [{low}, {high}] must be positive and ordered (low < high) — a hop scale "
+                "multiplies the residual stream, and norms are invariant only to positive factors"
+            )
+        return self
 
 
 class MergeSpec(SpecModel):
@@ -273,7 +299,9 @@ class MergeSearchSpec(SpecModel):
             raise ValueError(f"experts: duplicate name(s) {', '.join(duplicates)} — every expert needs a unique name")
         if len(self.experts) < 2 and self.expert_selector is None and not self.merge.data_flow.enabled:
             raise ValueError("experts: list at least two experts, or set expertSelector to pick Expert resources")
-        if self.merge.method not in BASELESS_METHODS and self.base_model is None:
+        if self.merge.data_flow.enabled:
+            _check_data_flow(self)
+        elif self.merge.method not in BASELESS_METHODS and self.base_model is None:
             raise ValueError(f"baseModel: merge.method {self.merge.method!r} merges task vectors and needs baseModel.uri")
         if self.merge.method == "slerp" and len(self.experts) != 1 and self.expert_selector is None:
             raise ValueError("experts: slerp interpolates between baseModel and exactly one expert")
@@ -283,6 +311,28 @@ class MergeSearchSpec(SpecModel):
         if len(set(keys)) != len(keys):
             raise ValueError("objectives: the same task/metric is listed twice")
         return self
+
+
+def path_models(spec: MergeSearchSpec) -> list[tuple[str, str]]:
+    """(name, uri) of a data-flow search's path models in layout order: model A first, then the experts."""
+    model_a = spec.merge.data_flow.model_a
+    head = [(MODEL_A, model_a.uri)] if model_a is not None else []
+    return head + [(e.name, e.uri) for e in spec.experts]
+
+
+def _check_data_flow(spec: MergeSearchSpec) -> None:
+    """A path runs whole models' layers, so every path model is a full checkpoint with a name of its own."""
+    flow = spec.merge.data_flow
+    if not spec.experts and flow.model_a is None:
+        raise ValueError("merge.dataFlow: a data-flow path needs a model — list experts, or set merge.dataFlow.modelA")
+    for i, expert in enumerate(spec.experts):
+        if expert.format == "lora":
+            raise ValueError(
+                f"experts[{i}].format: lora — a data-flow path runs whole layers of full checkpoints; "
+                "merge the adapter into its base first and list the merged model"
+            )
+        if flow.model_a is not None and expert.name == MODEL_A:
+            raise ValueError(f"experts[{i}].name: {MODEL_A!r} is the path's name for merge.dataFlow.modelA — rename the expert")
 
 
 class GenerationSummary(SpecModel):

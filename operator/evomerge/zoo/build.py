@@ -5,8 +5,9 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import warnings
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -113,6 +114,7 @@ def _build_into(tmp: Path, final: Path, recipe: ZooRecipe, seed: int, say: Progr
         "size": recipe.size,
         "seed": seed,
         "recipe": recipe.digest(),
+        "hyper_parameters": asdict(recipe),
         "base": "base",
         "experts": experts,
         "lora_adapters": adapters,
@@ -202,7 +204,9 @@ def _train_lora(base, name: str, recipe: ZooRecipe, seed: int, tokenizer, sets: 
                         target_modules=list(recipe.lora_shape.target_modules), lora_dropout=0.0,
                         bias="none", task_type="CAUSAL_LM")
     torch.manual_seed(_derive(seed, f"lora-init-{name}"))
-    model = get_peft_model(copy.deepcopy(base), config)
+    with warnings.catch_warnings():  # transformers' own deprecation notice, raised inside PEFT
+        warnings.simplefilter("ignore", FutureWarning)
+        model = get_peft_model(copy.deepcopy(base), config)
     stream = _skill_stream(name, recipe, seed, sets, recipe.lora.batch_size, "lora")
     loss = train(model, tokenizer, stream, recipe.lora, _derive(seed, f"lora-{name}"))
     say(f"LoRA {name} trained (final loss {loss:.3f})")

@@ -11,7 +11,7 @@ from .skills import PretrainingWorld
 from .training import Schedule
 
 # Bump whenever a change to the zoo's code changes what a build produces.
-CODE_VERSION = "zoo-1"
+CODE_VERSION = "zoo-2"
 
 Size = Literal["nano", "small"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from .skills import ALPHABET
@@ -38,3 +39,8 @@ def build_tokenizer():
 
 def save_tokenizer(tokenizer, directory: Path) -> None:
     tokenizer.save_pretrained(str(directory))
+    # transformers 5 writes its new class name; the classic one loads in every engine and version.
+    config_path = directory / "tokenizer_config.json"
+    config = json.loads(config_path.read_text())
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")

@@ -74,7 +74,7 @@ def train(model: torch.nn.Module, tokenizer, batches: Iterator[list[Example]], s
         opt.zero_grad(set_to_none=True)
         if step >= schedule.steps - max(1, schedule.steps // 10):
             tail.append(loss.item())
-        if progress is not None and (step + 1) % 50 == 0:
+        if progress is not None and (step + 1) % max(50, schedule.steps // 10) == 0:
             progress(step + 1, loss.item())
     model.eval()
     return sum(tail) / len(tail)

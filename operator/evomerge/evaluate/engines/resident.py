@@ -2,7 +2,8 @@
 
 Experts stay in memory (ResidentMerger), the model and tokenizer are loaded once, and the tasks with
 their datasets and subsample are built once (TaskSuite): per candidate only the weights are rewritten
-and lm-eval runs its batched forward passes.
+and lm-eval runs its batched forward passes. For a data-flow search the path models are loaded once
+instead and each candidate only swaps model A's decoder layers for its hop list (PathModel).
 """
 
 from __future__ import annotations
@@ -10,14 +11,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 
+from ...merge.dataflow import PathModel
+from ...merge.inputs import open_source
 from ...merge.recipe import MergeRecipe
 from ...merge.resident import ResidentMerger
 from ...models.checkpoint import open_checkpoint
-from ...spec.merge_search import MergeSearchSpec, Objective
+from ...models.uris import local_path
+from ...spec.merge_search import MODEL_A, MergeSearchSpec, Objective, path_models
 from ..cache import ScoreCache, evaluation_context, score_key
 from ..quiet import quiet_libraries
 from ..tasks import TaskSuite
@@ -80,33 +84,62 @@ class ResidentEngine:
         seed: int = 0,
         cache: ScoreCache | None = None,
         verbose: bool = False,
+        path_models: Mapping[str, Path] | None = None,
     ):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        """`path_models` (model A first) makes this a data-flow engine: candidates are layer paths over
+        those models, run through model A's live object (PathModel) — nothing is merged or materialised."""
+        from transformers import AutoTokenizer
 
         if not verbose:
             quiet_libraries()
         self.device = pick_device(device)
-        reference = base_dir if base_dir is not None else next(iter(experts.values()))
-        base = open_checkpoint(base_dir, allow_pickle) if base_dir is not None else None
-        checkpoints = {name: open_checkpoint(path, allow_pickle) for name, path in experts.items()}
-        self.model = AutoModelForCausalLM.from_pretrained(reference, trust_remote_code=False).to(self.device).eval()
+        self.merger: ResidentMerger | None = None
+        self.paths: PathModel | None = None
+        if path_models:
+            reference = next(iter(path_models.values()))
+        else:
+            reference = base_dir if base_dir is not None else next(iter(experts.values()))
+        self.model = self._load(reference)
         tokenizer = AutoTokenizer.from_pretrained(reference, trust_remote_code=False)
-        self.merger = ResidentMerger(base, checkpoints, self.model.config.num_hidden_layers, self.device)
-        self.target = self.model.state_dict()  # its tensors alias the live parameters
+        if path_models:
+            name_a, *others = path_models
+            self.paths = PathModel(self.model, name_a, {name: self._load(path_models[name]) for name in others})
+        else:
+            base = open_checkpoint(base_dir, allow_pickle) if base_dir is not None else None
+            checkpoints = {name: open_source(path, base, allow_pickle) for name, path in experts.items()}
+            self.merger = ResidentMerger(base, checkpoints, self.model.config.num_hidden_layers, self.device)
+            self.target = self.model.state_dict()  # its tensors alias the live parameters
         self.lm = load_hflm(self.model, tokenizer, batch_size, self.device)
         self.suite = TaskSuite.build(objectives, include_paths, seed)
         self.cache = cache
-        models = [d for d in (base_dir, *experts.values()) if d is not None]
-        self.context = evaluation_context(objectives, seed, "transformers", models, include_paths)
+        models = [d for d in (base_dir, *experts.values(), *(path_models or {}).values()) if d is not None]
+        self.context = evaluation_context(objectives, seed, "transformers", list(dict.fromkeys(models)), include_paths)
         self.timings = EngineTimings()
+
+    def _load(self, model_dir: Path) -> Any:
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM.from_pretrained(model_dir, trust_remote_code=False).to(self.device).eval()
 
     @classmethod
     def from_spec(cls, spec: MergeSearchSpec, objectives: Sequence[Objective], base_dir: Path | None,
-                  expert_dirs: dict[str, Path], cache: ScoreCache | None = None) -> "ResidentEngine":
-        """The engine a search spec asks for; the subsample is drawn from spec.search.seed."""
+                  expert_dirs: dict[str, Path], cache: ScoreCache | None = None,
+                  model_a_dir: Path | None = None) -> "ResidentEngine":
+        """The engine a search spec asks for; the subsample is drawn from spec.search.seed.
+
+        A data-flow spec gets a path engine over model A (`model_a_dir`, else read from
+        spec.merge.dataFlow.modelA) and the experts.
+        """
         evaluation = spec.evaluation
+        path_dirs = None
+        if spec.merge.data_flow.enabled:
+            model_a = spec.merge.data_flow.model_a
+            dirs = dict(expert_dirs)
+            if model_a is not None:
+                dirs[MODEL_A] = model_a_dir if model_a_dir is not None else local_path(model_a.uri)
+            path_dirs = {name: dirs[name] for name, _ in path_models(spec)}
         return cls(base_dir, expert_dirs, objectives, evaluation.include_paths, evaluation.device,
-                   evaluation.batch_size, spec.allow_pickle, seed=spec.search.seed, cache=cache)
+                   evaluation.batch_size, spec.allow_pickle, seed=spec.search.seed, cache=cache, path_models=path_dirs)
 
     def score(self, recipe: MergeRecipe) -> dict[str, float]:
         """The objectives' metrics for `recipe`: from the cache when scored before, else merged and scored."""
@@ -119,7 +152,7 @@ class ResidentEngine:
                 self.timings.cache_hits += 1
                 return cached
         started = time.perf_counter()
-        self.merger.merge_into(recipe, self.target)
+        self._install(recipe)
         merged = time.perf_counter()
         scores = self.suite.run(self.lm)
         self.timings.merge_s += merged - started
@@ -127,3 +160,18 @@ class ResidentEngine:
         if self.cache is not None:
             self.cache.put(key, scores, digest, self.context)
         return scores
+
+    def _install(self, recipe: MergeRecipe) -> None:
+        """Put the candidate into the live model: its layer path, or its merged weights."""
+        if self.paths is not None:
+            if recipe.layer_path is None:
+                raise ValueError("recipe has no layerPath, but this engine runs a data-flow search's layer paths")
+            self.paths.set_path(recipe.layer_path)
+            return
+        if recipe.layer_path is not None:
+            raise ValueError(
+                "recipe has a layerPath, but this engine merges parameters only — build it from a spec with "
+                "merge.dataFlow.enabled (or export the path and evaluate the checkpoint)"
+            )
+        assert self.merger is not None
+        self.merger.merge_into(recipe, self.target)
