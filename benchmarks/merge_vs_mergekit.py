@@ -6,7 +6,9 @@ Builds a base and 3 experts of a 12-layer, width-768 Llama (≈134M parameters, 
 then for each method exports the same recipe with mergekit (its Python API, `run_merge`) and with
 evomerge (`export_merge`), each in its own child process so peak RSS is that side's alone, and times a
 resident re-merge of a candidate (experts in memory, written into a live model) on this machine.
-Printed ratios are mergekit / evomerge (speed) and evomerge peak / the streaming bound (memory).
+Printed ratios are mergekit / evomerge (speed, wall clock; CPU seconds beside it, since on a shared machine
+wall time includes waiting for cores) and evomerge's net peak / the streaming bound (memory: the largest
+tensor once per input plus once for the output in flight), then a table against the targets of issue #4.
 """
 
 from __future__ import annotations
@@ -78,7 +80,22 @@ def make_recipe(method: str, paths: dict[str, Path], seed: int = 0, **options) -
 # --- children: each measures itself -------------------------------------------------------------------
 
 
+TARGETS = {"ties": 10.0, "dare_ties": 10.0, "linear": 3.0}  # export speedup over mergekit (issue #4)
+RESIDENT_TARGET = 50.0  # export / resident re-merge
+MEMORY_TARGET = 1.5  # net peak / bound
+
+
+def _cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _rss_mb() -> float:
+    """This process's peak resident set (VmHWM). Not ru_maxrss: Linux carries that across exec, so a child
+    would report the parent's peak (the model generation) instead of its own."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -92,9 +109,9 @@ def child_mergekit(recipe: dict, num_layers: int, out: str, seed: int) -> dict:
 
     config = MergeConfiguration.model_validate(to_mergekit_config(MergeRecipe.from_dict(recipe), num_layers))
     baseline = _rss_mb()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu_s()
     run_merge(config, out, MergeOptions(random_seed=seed, quiet=True, copy_tokenizer=False))
-    return {"seconds": time.perf_counter() - start, "peak_mb": _rss_mb(), "baseline_mb": baseline}
+    return {"seconds": time.perf_counter() - start, "cpu_seconds": _cpu_s() - cpu, "peak_mb": _rss_mb(), "baseline_mb": baseline}
 
 
 def child_evomerge(recipe: dict, out: str) -> dict:
@@ -105,23 +122,28 @@ def child_evomerge(recipe: dict, out: str) -> dict:
     r = MergeRecipe.from_dict(recipe)
     _load_kernels(r)
     baseline = _rss_mb()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu_s()
     base = open_checkpoint(Path(r.base_uri)) if r.base_uri else None
     experts = {e.name: open_checkpoint(Path(e.uri)) for e in r.experts}
     export_merge(r, base, experts, Path(out))
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, _cpu_s() - cpu
     largest = max(t.nbytes for t in experts[r.experts[0].name].infos.values())
     inputs = len(experts) + (1 if base is not None else 0)
-    return {"seconds": seconds, "peak_mb": _rss_mb(), "baseline_mb": baseline, "largest_mb": largest / 2**20, "inputs": inputs}
+    return {"seconds": seconds, "cpu_seconds": cpu, "peak_mb": _rss_mb(), "baseline_mb": baseline,
+            "largest_mb": largest / 2**20, "inputs": inputs}
 
 
 def _load_kernels(recipe) -> None:
-    """Load the compiled kernels on a tiny tensor first: like imports, their runtime is a fixed cost, not data."""
+    """Load the compiled kernels on small tensors first: like imports, their runtime is a fixed cost, not data.
+    One tensor is large enough (2^18 elements) for the paths that only large tensors take (TIES' bracket)."""
     from evomerge.merge.apply import merge_tensor, method_options
 
-    tiny = torch.zeros(8, dtype=torch.bfloat16)
-    merge_tensor(recipe, "warmup", tiny, [tiny + 0.01 * (i + 1) for i in range(len(recipe.experts))], 1,
-                 method_options(recipe))
+    generator = torch.Generator().manual_seed(1)
+    for numel in (8, 1 << 18):
+        base = (0.02 * torch.randn(numel, generator=generator)).to(torch.bfloat16)
+        experts = [(base.float() + 0.002 * torch.randn(numel, generator=generator)).to(torch.bfloat16)
+                   for _ in recipe.experts]
+        merge_tensor(recipe, "warmup", base, experts, 1, method_options(recipe))
 
 
 def child_resident(recipe: dict, repeats: int) -> dict:
@@ -142,16 +164,18 @@ def child_resident(recipe: dict, repeats: int) -> dict:
     start = time.perf_counter()
     merger.merge_into(r, target)
     warmup = time.perf_counter() - start
-    times = []
+    times, cpus = [], []
     for i in range(repeats):
         shifted = MergeRecipe.from_dict(recipe)
         for e in shifted.experts:
             for gene in e.params:
                 e.params[gene]["all"] = min(1.0, e.params[gene]["all"] + 0.01 * (i + 1))
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), _cpu_s()
         merger.merge_into(shifted, target)
         times.append(time.perf_counter() - start)
-    return {"warmup_seconds": warmup, "seconds": statistics.median(times), "peak_mb": _rss_mb()}
+        cpus.append(_cpu_s() - cpu)
+    return {"warmup_seconds": warmup, "seconds": statistics.median(times), "cpu_seconds": statistics.median(cpus),
+            "peak_mb": _rss_mb()}
 
 
 def run_child(kind: str, payload: dict) -> dict:
@@ -198,15 +222,23 @@ def main() -> None:
         mk = run_child("mergekit", {"recipe": recipe, "num_layers": CONFIG["num_hidden_layers"], "out": str(work / f"mk-{method}"), "seed": 0})
         ev = run_child("evomerge", {"recipe": recipe, "out": str(work / f"ev-{method}")})
         rs = run_child("resident", {"recipe": recipe, "repeats": args.repeats})
-        bound = ev["largest_mb"] * ev["inputs"]
+        bound = ev["largest_mb"] * (ev["inputs"] + 1)
         rows.append((method, mk, ev, rs, bound))
         print(
-            f"{method:>12}: mergekit {mk['seconds']:6.2f} s, peak {mk['peak_mb']:6.0f} MB (baseline {mk['baseline_mb']:.0f}) | "
-            f"evomerge {ev['seconds']:6.2f} s, peak {ev['peak_mb']:6.0f} MB (baseline {ev['baseline_mb']:.0f}) | "
-            f"speedup {mk['seconds'] / ev['seconds']:5.1f}x | "
-            f"net peak / bound {(ev['peak_mb'] - ev['baseline_mb']) / bound:4.2f} (bound {bound:.0f} MB = largest tensor x inputs) | "
-            f"resident {rs['seconds']:6.3f} s/candidate (warm-up {rs['warmup_seconds']:.1f} s), export/resident {ev['seconds'] / rs['seconds']:5.1f}x"
+            f"{method:>12}: mergekit {mk['seconds']:6.2f} s (cpu {mk['cpu_seconds']:6.2f}), net peak {mk['peak_mb'] - mk['baseline_mb']:5.0f} MB | "
+            f"evomerge {ev['seconds']:6.2f} s (cpu {ev['cpu_seconds']:6.2f}), net peak {ev['peak_mb'] - ev['baseline_mb']:5.0f} MB "
+            f"(bound {bound:.0f} MB = largest tensor x (inputs + output)) | "
+            f"resident {rs['seconds']:6.3f} s/candidate (cpu {rs['cpu_seconds']:6.3f}, warm-up {rs['warmup_seconds']:.1f} s)",
+            flush=True,
         )
+    print()
+    print(f"{'method':>12} | {'export speedup (target)':>23} | {'cpu-time speedup':>16} | {'net peak / bound (target)':>25} | "
+          f"{'export / resident (target)':>26}")
+    for method, mk, ev, rs, bound in rows:
+        target = f"{TARGETS[method]:.0f}x" if method in TARGETS else "-"
+        memory = (ev["peak_mb"] - ev["baseline_mb"]) / bound
+        print(f"{method:>12} | {mk['seconds'] / ev['seconds']:16.1f}x ({target:>3}) | {mk['cpu_seconds'] / ev['cpu_seconds']:15.1f}x | "
+              f"{memory:18.2f} ({MEMORY_TARGET}) | {ev['seconds'] / rs['seconds']:19.1f}x ({RESIDENT_TARGET:.0f}x)")
 
 
 if __name__ == "__main__":

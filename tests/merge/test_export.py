@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from evomerge.merge.apply import RecipeError
-from evomerge.merge.export import export_merge
+from evomerge.merge.export import _ReadBuffers, export_merge
 from evomerge.merge.inputs import open_recipe_inputs
 from evomerge.merge.recipe import ExpertWeights, MergeRecipe
 from evomerge.models.checkpoint import CheckpointError, open_checkpoint
@@ -127,3 +127,114 @@ def test_pickle_is_refused_unless_allowed_and_then_merges_the_same(family32, tmp
     experts = {f"expert{i}": open_checkpoint(family[f"expert{i}"], allow_pickle=True) for i in range(N_EXPERTS)}
     export_merge(ties(family), base, experts, tmp_path / "out")
     assert differing(load_dir(tmp_path / "out"), export_family(ties(family32), family32, tmp_path / "ref")) == []
+
+
+def test_read_buffers_are_reused_but_never_while_the_writer_still_needs_one(family16):
+    source = open_checkpoint(family16["base"])
+    name = "model.layers.0.mlp.up_proj.weight"
+    buffers = _ReadBuffers()
+    first, second = buffers.read(source, name), buffers.read(source, name)
+    assert torch.equal(first, source.read(name)) and torch.equal(second, source.read(name))
+    busy = buffers.settle(first)  # the merge wrote its result into `first`: busy until written
+    assert [b.untyped_storage().data_ptr() for b in busy] == [first.untyped_storage().data_ptr()]
+    third = buffers.read(source, name)
+    assert third.untyped_storage().data_ptr() == second.untyped_storage().data_ptr()  # the free one, reused
+    fourth = buffers.read(source, name)
+    assert fourth.untyped_storage().data_ptr() not in (first.untyped_storage().data_ptr(), third.untyped_storage().data_ptr())
+    buffers.settle(torch.zeros(1))
+    buffers.release(busy)
+    pointers = {buffers.read(source, name).untyped_storage().data_ptr() for _ in range(3)}
+    assert pointers == {t.untyped_storage().data_ptr() for t in (first, third, fourth)}
+    buffers.close()
+
+
+def _mapped_rss_kb(path) -> int:
+    """Resident KiB of this process's mappings of `path` (from /proc/self/smaps)."""
+    total, inside = 0, False
+    for line in open("/proc/self/smaps"):
+        if line[0] in "0123456789abcdef" and "-" in line.split()[0]:
+            inside = line.rstrip().endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+@pytest.fixture
+def padded_file(tmp_path):
+    """A 1 MiB tensor between two small ones, so it covers whole pages of its own."""
+    tensors = {"a": torch.arange(5, dtype=torch.float32), "big": torch.randn(512, 512),
+               "z": torch.ones(3, dtype=torch.bfloat16)}
+    (tmp_path / "m").mkdir()
+    save_file(tensors, str(tmp_path / "m" / "model.safetensors"))
+    (tmp_path / "m" / "config.json").write_text("{}")
+    return open_checkpoint(tmp_path / "m"), tensors
+
+
+def test_mapped_reads_are_the_tensors_and_their_pages_go_after_the_merge(padded_file):
+    source, tensors = padded_file
+    file = source.infos["big"].file
+    buffers = _ReadBuffers()
+    mapped = {name: buffers.map(source, name) for name in tensors}
+    assert all(torch.equal(mapped[n], t) and mapped[n].dtype == t.dtype for n, t in tensors.items())
+    assert _mapped_rss_kb(file) >= 1024  # the tensor is mapped in, not copied
+    assert buffers.settle(torch.zeros(1)) == []
+    assert _mapped_rss_kb(file) <= 3 * 4  # only pages shared with a neighbour (and the header) stay
+    assert torch.equal(mapped["big"], tensors["big"])  # a released view still reads the file
+    buffers.close()
+
+
+def test_a_write_into_a_mapped_input_never_reaches_the_file(padded_file):
+    source, tensors = padded_file
+    buffers = _ReadBuffers()
+    view = buffers.map(source, "big")
+    view.fill_(7.0)
+    assert torch.equal(source.read("big"), tensors["big"])
+    del view
+    buffers.settle(torch.zeros(1))
+    buffers.close()
+
+
+def test_a_mapped_input_that_is_the_result_stays_until_written(padded_file):
+    source, tensors = padded_file
+    file = source.infos["big"].file
+    buffers = _ReadBuffers()
+    view = buffers.map(source, "big")
+    busy = buffers.settle(view)
+    assert len(busy) == 1 and _mapped_rss_kb(file) >= 1024
+    buffers.release(busy)
+    assert _mapped_rss_kb(file) <= 3 * 4
+    del view
+    buffers.close()
+
+
+@pytest.mark.parametrize("method", ["linear", "ties"])
+def test_exporting_over_a_previous_export_replaces_it(family32, tmp_path, method):
+    """The writer deletes the old shard before writing its own: the new one must be complete and alone."""
+    recipe = ties(family32) if method == "ties" else MergeRecipe("linear", None, tuple(
+        ExpertWeights(f"expert{i}", str(family32[f"expert{i}"]), {"weight": {"all": 0.3 + 0.2 * i}})
+        for i in range(N_EXPERTS)
+    ))
+    fresh = export_family(recipe, family32, tmp_path / "fresh")
+    other = MergeRecipe("linear", None, tuple(
+        ExpertWeights(f"expert{i}", str(family32[f"expert{i}"]), {"weight": {"all": 1.0}}) for i in range(N_EXPERTS)
+    ))
+    export_family(other, family32, tmp_path / "out")
+    again = export_family(recipe, family32, tmp_path / "out")
+    assert differing(fresh, again) == []
+
+
+def test_an_old_shard_that_cannot_be_removed_fails_the_export_by_name(family32, tmp_path):
+    (tmp_path / "out" / "model.safetensors").mkdir(parents=True)
+    (tmp_path / "out" / "model.safetensors" / "keep").write_text("x")
+    with pytest.raises(OSError, match="model.safetensors"):
+        export_family(ties(family32), family32, tmp_path / "out")
+
+
+def test_mapping_works_where_the_kernel_cannot_populate_pages(padded_file, monkeypatch):
+    """Kernels before 5.14 refuse MADV_POPULATE_READ (EINVAL): pages then fault in on first touch."""
+    monkeypatch.setattr("evomerge.merge.export.MADV_POPULATE_READ", 0x7FFF)
+    source, tensors = padded_file
+    buffers = _ReadBuffers()
+    assert torch.equal(buffers.map(source, "big"), tensors["big"])
+    buffers.settle(torch.zeros(1))
+    buffers.close()

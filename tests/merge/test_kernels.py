@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
 from evomerge.merge import kernels
 from evomerge.merge.linear import linear as torch_linear
 from evomerge.merge.methods import METHODS, get_method
-from evomerge.merge.task_arithmetic import merge_family
+from evomerge.merge.sparsify import tensor_seed
+from evomerge.merge.task_arithmetic import FusedCache, merge_family
 
 
 def torch_path(monkeypatch, *args, **kwargs) -> torch.Tensor:
@@ -97,3 +99,78 @@ def test_exact_l1_matches_a_float64_sum():
     x = (torch.randn(10_000) * torch.logspace(-4, 2, 10_000)).to(torch.bfloat16)
     exact = kernels.exact_l1(x) * 2.0**-134
     assert exact == pytest.approx(float(x.double().abs().sum()), rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_rescale_factors_stay_exact_with_values_far_below_their_chunks_largest(dtype):
+    """The L1 sums are fixed-point limbs below each chunk's largest value; tiny and subnormal values reach deep limbs."""
+    generator = torch.Generator().manual_seed(6)
+    delta = torch.randn(50_000, generator=generator) * 0.01
+    delta[::97] *= 1e-12  # more binades below the chunk's largest than the fixed point spans
+    delta[5::1009] = 1e-40  # subnormal in float32 and bfloat16
+    delta = delta.to(dtype)
+    key = kernels.expert_key(8, 0)
+    fused = kernels.random_rescale_factors(kernels.as_array(delta), (kernels.as_array(delta),), True, [True], [key], [0.6], dtype)
+    masked = delta * (kernels.counter_uniforms(key, delta.numel()) < 0.6)
+    assert fused == [kernels.exact_ratio(kernels.exact_l1(delta), kernels.exact_l1(masked), dtype)]
+    arrays = (kernels.as_array(delta),)
+    limbs, _ = kernels._l1_exact(arrays[0], arrays, True, np.array([True]), np.array([key], np.uint64),
+                                 np.array([0.6], np.float32), False, kernels.L1_CHUNK)
+    assert limbs[:, :, 1:].any()  # the tiny values did land in the deeper limbs
+
+
+def test_cuts_from_cached_histograms_equal_the_counting_cuts():
+    """The resident merger's TIES cut (histogram kept between candidates) is the exporter's cut, ties included."""
+    base, experts = family(torch.bfloat16, 3, 300_007, seed=7)
+    deltas = tuple(kernels.as_array((e.float() - base.float()).to(torch.bfloat16)) for e in experts)
+    hists = [kernels.magnitude_histogram(d) for d in deltas]
+    split_ties = 0
+    for ks in ([150_003, None, 3], [1, 299_000, 90_001]):
+        cached = kernels.cuts_from_histograms(hists, deltas, ks)
+        counted = kernels.magnitude_cuts(deltas, deltas[0], True, ks, True)
+        for i, k in enumerate(ks):
+            if k is None:
+                assert cached[i] is None
+                continue
+            assert (cached[i].threshold, cached[i].need) == (counted[i].threshold, counted[i].need)
+            assert (cached[i].prefix == counted[i].prefix).all()
+            split_ties += bool(cached[i].prefix.any())
+    assert split_ties  # some cut split a group of equal magnitudes, so the tie prefix was checked too
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("method", ["dare_ties", "dare_linear"])
+def test_cached_l1_buckets_give_the_uncached_dare_merge(dtype, method, monkeypatch):
+    """The resident merger's DARE rescale factors from bucketed L1 sums equal the exporter's counting pass."""
+    base, experts = family(dtype, 3, 300_007, seed=9)
+    deltas = [(e.float() - base.float()).to(dtype) for e in experts]
+    deltas[1][::50] *= 1e-13  # below the fixed-point floor: the slow path's entries take part too
+    name = "model.layers.0.mlp.up_proj.weight"
+    tensor_key = tensor_seed(5, name)
+    cache = FusedCache(l1=[kernels.UniformL1(kernels.as_array(d), kernels.expert_key(tensor_key, i)) for i, d in enumerate(deltas)])
+    options = {"rescale": True, "normalize": False, "lambda": 1.0, "tie_order": "index", "mask_rng": "counter", "seed": 5}
+    on_grid = [0.5, 0.25, 0.75]  # multiples of 2^-16: every factor comes from the cache
+    for densities in (on_grid, [0.3, 1.0, 0.001]):  # off the grid in float32 (and 0.001 in bf16): the pass runs
+        params = [{"weight": 0.4 + 0.3 * i, "density": d} for i, d in enumerate(densities)]
+        args = (METHODS[method], base, deltas, True, params, options, name)
+        uncached = merge_family(*args)
+        with monkeypatch.context() as patch:
+            if densities is on_grid:
+                patch.setattr(kernels, "random_rescale_factors", lambda *a, **k: pytest.fail("the cache was not used"))
+            assert torch.equal(merge_family(*args, fused_cache=cache), uncached), densities
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("method", ["dare_ties", "dare_linear"])
+def test_dare_on_lent_inputs_masks_them_in_place_with_the_same_result(dtype, method):
+    """The exporter lends its inputs: the rescale pass leaves masked task vectors in them, and the merge is unchanged."""
+    base, experts = family(dtype, 3, 300_007, seed=10)
+    params = [{"weight": 0.4 + 0.3 * i, "density": d} for i, d in enumerate((0.4, 1.0, 0.7))]
+    options = {"rescale": True, "normalize": False, "lambda": 1.0, "tie_order": "index", "mask_rng": "counter", "seed": 5}
+    name = "model.layers.0.mlp.up_proj.weight"
+    expected = merge_family(METHODS[method], base, experts, False, params, options, name)
+    lent = [e.clone() for e in experts]
+    merged = merge_family(METHODS[method], base.clone(), lent, False, params, {**options, "consume_inputs": True}, name)
+    assert torch.equal(merged, expected)
+    assert torch.equal(lent[1], (experts[1].float() - base.float()).to(dtype))  # density 1: the plain task vector
+    assert float((lent[0] == 0).float().mean()) == pytest.approx(0.6, abs=0.01)  # density 0.4: masked in place

@@ -1,20 +1,23 @@
 """Exporting a recipe as a standard Hugging Face checkpoint, streaming tensor by tensor.
 
 Every output tensor is planned from the input headers (name, dtype, shape) before any math runs, which
-fixes the shard layout; then each tensor is read from every input, merged, and written straight to its
-offset in its shard by a writer thread while the next one is computed. Peak memory is about one tensor
-per input plus the merge's temporaries — never a whole model or a whole shard.
+fixes the shard layout; then each tensor is read from every input (mapped in place where the merge only
+reads it), merged, and written straight to its offset in its shard by a writer thread while the next one
+is computed. Peak memory is about one tensor per input plus the merge's temporaries — never a whole
+model or a whole shard.
 """
 
 from __future__ import annotations
 
 import json
+import mmap
+import os
 import queue
 import shutil
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import BinaryIO, Callable, Mapping
 
 import torch
 
@@ -32,6 +35,7 @@ TOKENIZER_FILES = (
 )
 DEFAULT_SHARD_BYTES = 2 * 1024**3
 RECIPE_FILE = "evomerge_recipe.json"
+MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux 5.14+; the mmap module may not name it
 
 
 @dataclass(frozen=True)
@@ -54,13 +58,17 @@ def export_merge(
     """
     out_dir = Path(out_dir)
     options = {**method_options(recipe), "consume_inputs": True}  # every tensor read here is ours to overwrite
+    buffers = _ReadBuffers()
     if recipe.layer_path is None:
-        reference, config, jobs = _merge_jobs(recipe, base, experts, options)
+        reference, config, jobs = _merge_jobs(recipe, base, experts, options, buffers)
     else:
-        reference, config, jobs = _path_jobs(recipe, base, experts, options)
+        reference, config, jobs = _path_jobs(recipe, base, experts, options, buffers)
     out_dir.mkdir(parents=True, exist_ok=True)
     writer = ShardedWriter(out_dir, [j.planned for j in jobs], shard_bytes)
-    _stream(jobs, writer)
+    try:
+        _stream(jobs, writer, buffers)
+    finally:
+        buffers.close()
     dtypes = {j.planned.dtype for j in jobs if j.planned.dtype.is_floating_point}
     if len(dtypes) == 1:
         config = _with_dtype(config, dtypes.pop())
@@ -70,7 +78,124 @@ def export_merge(
     return out_dir
 
 
-def _stream(jobs: list[_Job], writer: ShardedWriter) -> None:
+class _Mapped:
+    """A tensor viewed in place in its file's private mapping: reading it copies nothing."""
+
+    def __init__(self, tensor: torch.Tensor, mapping: mmap.mmap, start: int, nbytes: int) -> None:
+        self.tensor, self._mapping, self._start, self._end = tensor, mapping, start, start + nbytes
+
+    def drop_pages(self) -> None:
+        """Unmap the pages only this tensor covers, so resident memory follows the tensors in flight.
+
+        Pages shared with a neighbour stay (at most two per tensor): dropping a private page would also
+        discard any write the merge made to the neighbour's part of it.
+        """
+        first = -(-self._start // mmap.PAGESIZE) * mmap.PAGESIZE
+        last = self._end // mmap.PAGESIZE * mmap.PAGESIZE
+        if last > first:
+            self._mapping.madvise(mmap.MADV_DONTNEED, first, last - first)
+
+
+class _ReadBuffers:
+    """Memory for the tensors the exporter reads from safetensors files: reused buffers, or the file mapped.
+
+    `read` copies a tensor into a reusable buffer — for the input the merge writes its result into.
+    Reading into fresh allocations costs a page fault per 4 KiB page, as much as the merge itself; reused
+    buffers make a read a plain copy from the page cache. `map` copies nothing: the tensor is a view of a
+    private (copy-on-write) mapping of its file, so a merge that writes into it still cannot change the
+    file; its pages are unmapped once the merge (or, when the result is that view, the writer) is done.
+    A buffer the merged tensor still uses stays busy until the writer has written it; the others are
+    free once the merge returns. Free buffers too small for the next read are dropped, so memory
+    follows the tensors in flight (one per input, plus the one being written) and never grows past it.
+    """
+
+    def __init__(self) -> None:
+        self._free: list[torch.Tensor] = []
+        self._taken: list[torch.Tensor | _Mapped] = []
+        self._lock = threading.Lock()
+        self._files: dict[Path, BinaryIO] = {}
+        self._mappings: dict[Path, mmap.mmap] = {}
+
+    def read(self, source: TensorSource, name: str) -> torch.Tensor:
+        info = getattr(source, "infos", {}).get(name)
+        if info is None or info.nbytes == 0:
+            return source.read(name)
+        buffer = self._take(info.nbytes)[: info.nbytes]
+        if os.preadv(self._file(info.file).fileno(), [memoryview(buffer.numpy())], info.start) != info.nbytes:
+            raise CheckpointError(f"{info.file}: short read of tensor {name} — the file is truncated")
+        return buffer.view(info.dtype).view(info.shape)
+
+    def map(self, source: TensorSource, name: str) -> torch.Tensor:
+        info = getattr(source, "infos", {}).get(name)
+        if info is None or info.nbytes == 0:
+            return source.read(name)
+        if info.file not in self._mappings:
+            self._mappings[info.file] = mmap.mmap(self._file(info.file).fileno(), 0, flags=mmap.MAP_PRIVATE,
+                                                  prot=mmap.PROT_READ | mmap.PROT_WRITE)
+        mapping = self._mappings[info.file]
+        if info.start + info.nbytes > len(mapping):
+            raise CheckpointError(f"{info.file}: tensor {name} ends past the end of the file — the file is truncated")
+        _populate(mapping, info.start, info.nbytes)
+        view = torch.frombuffer(mapping, dtype=torch.uint8, count=info.nbytes, offset=info.start)
+        self._taken.append(_Mapped(view, mapping, info.start, info.nbytes))
+        return view.view(info.dtype).view(info.shape)
+
+    def close(self) -> None:
+        for mapping in self._mappings.values():
+            try:
+                mapping.close()
+            except BufferError:  # a view is still referenced (an error's traceback): unmapped when it goes
+                pass
+        self._mappings.clear()
+        for handle in self._files.values():
+            handle.close()
+        self._files.clear()
+
+    def settle(self, result: torch.Tensor) -> list[torch.Tensor | _Mapped]:
+        """After one merge: free the buffers `result` does not use; return those it does (busy until written)."""
+        pointer = result.untyped_storage().data_ptr()
+        busy = [b for b in self._taken if _storage(b) == pointer]
+        self.release([b for b in self._taken if _storage(b) != pointer])
+        self._taken = []
+        return busy
+
+    def release(self, buffers: list[torch.Tensor | _Mapped]) -> None:
+        for mapped in (b for b in buffers if isinstance(b, _Mapped)):
+            mapped.drop_pages()
+        with self._lock:
+            self._free.extend(b for b in buffers if isinstance(b, torch.Tensor))
+
+    def _file(self, path: Path) -> BinaryIO:
+        if path not in self._files:
+            self._files[path] = open(path, "rb", buffering=0)  # raw: no read-ahead copy
+        return self._files[path]
+
+    def _take(self, nbytes: int) -> torch.Tensor:
+        with self._lock:
+            fitting = [i for i, b in enumerate(self._free) if b.numel() >= nbytes]
+            if fitting:
+                buffer = self._free.pop(min(fitting, key=lambda i: self._free[i].numel()))
+            else:
+                self._free.clear()
+                buffer = torch.empty(nbytes, dtype=torch.uint8)
+        self._taken.append(buffer)
+        return buffer
+
+
+def _populate(mapping: mmap.mmap, start: int, nbytes: int) -> None:
+    """Map a tensor's pages in one call: faulting them in from the merge's threads costs several times more."""
+    first = start // mmap.PAGESIZE * mmap.PAGESIZE
+    try:
+        mapping.madvise(MADV_POPULATE_READ, first, start + nbytes - first)
+    except OSError:  # kernels before 5.14: the pages fault in on first touch instead
+        pass
+
+
+def _storage(buffer: torch.Tensor | _Mapped) -> int:
+    return (buffer.tensor if isinstance(buffer, _Mapped) else buffer).untyped_storage().data_ptr()
+
+
+def _stream(jobs: list[_Job], writer: ShardedWriter, buffers: _ReadBuffers) -> None:
     """Compute tensors on this thread, write them on another: the write of one overlaps the next's math.
 
     At most one finished tensor is alive besides the one being computed (the slot is taken before a
@@ -81,13 +206,18 @@ def _stream(jobs: list[_Job], writer: ShardedWriter) -> None:
     failure: list[BaseException] = []
 
     def write_all() -> None:
+        try:
+            _remove_old_shards(writer)
+        except OSError as exc:  # surfaced on the main thread below; the loop still frees every slot
+            failure.append(exc)
         while (item := pending.get()) is not None:
             try:
                 if not failure:
-                    writer.write(*item)
+                    writer.write(item[0], item[1])
             except BaseException as exc:  # surfaced on the main thread below
                 failure.append(exc)
             finally:
+                buffers.release(item[2])
                 del item
                 slot.release()
 
@@ -96,11 +226,12 @@ def _stream(jobs: list[_Job], writer: ShardedWriter) -> None:
     try:
         for job in jobs:
             tensor = job.produce()
+            busy = buffers.settle(tensor)
             slot.acquire()
             if failure:
                 break
-            pending.put((job.planned.name, tensor))
-            del tensor
+            pending.put((job.planned.name, tensor, busy))
+            del tensor, busy
     finally:
         pending.put(None)
         thread.join()
@@ -108,6 +239,16 @@ def _stream(jobs: list[_Job], writer: ShardedWriter) -> None:
         writer.abort()
         raise failure[0]
     writer.finish()
+
+
+def _remove_old_shards(writer: ShardedWriter) -> None:
+    """Delete a previous export's shards before writing over them, while the first tensor is computed.
+
+    Truncating a cached file on open frees its pages on the writer's path; deleting them first costs
+    less, and the writer thread is idle until the first tensor is merged.
+    """
+    for shard in range(len(writer.shards)):
+        writer.out_dir.joinpath(writer.file_name(shard)).unlink(missing_ok=True)
 
 
 def _input_reference(recipe: MergeRecipe, base: TensorSource | None, experts: Mapping[str, TensorSource]) -> TensorSource:
@@ -135,7 +276,9 @@ def validate_merge_inputs(recipe: MergeRecipe, base: TensorSource | None, expert
     return reference
 
 
-def _merge_jobs(recipe: MergeRecipe, base, experts, options: dict) -> tuple[TensorSource, dict, list[_Job]]:
+def _merge_jobs(
+    recipe: MergeRecipe, base, experts, options: dict, buffers: _ReadBuffers
+) -> tuple[TensorSource, dict, list[_Job]]:
     reference = validate_merge_inputs(recipe, base, experts)
     method = get_method(recipe.method)
     num_layers = int(reference.config().get("num_hidden_layers", 1))
@@ -145,14 +288,24 @@ def _merge_jobs(recipe: MergeRecipe, base, experts, options: dict) -> tuple[Tens
         shape, dtype = reference.info(name)
         dtypes = [src.info(name)[1] for src in ([base] if method.needs_base else []) + inputs]
         out = _output_dtype(options, dtypes)
-        jobs.append(_Job(PlannedTensor(name, out, shape), _merge_producer(recipe, name, base, inputs, num_layers, options)))
+        produce = _merge_producer(recipe, name, base, inputs, num_layers, options, buffers)
+        jobs.append(_Job(PlannedTensor(name, out, shape), produce))
     return reference, reference.config(), jobs
 
 
-def _merge_producer(recipe, name, base, inputs, num_layers, options) -> Callable[[], torch.Tensor]:
+def _merge_producer(recipe, name, base, inputs, num_layers, options, buffers: _ReadBuffers) -> Callable[[], torch.Tensor]:
+    method = get_method(recipe.method)
+    # The first input holds the result (the merge writes into it), so it is copied into a buffer. The others
+    # are mapped: only read, except by DARE, whose rescale pass stores the masked task vectors in them —
+    # a write to a mapped page copies it, which costs more than reading it into a buffer.
+    other = buffers.read if method.sparsifier == "random" else buffers.map
+
     def produce() -> torch.Tensor:
-        base_tensor = base.read(name) if base is not None and get_method(recipe.method).needs_base else None
-        return merge_tensor(recipe, name, base_tensor, [src.read(name) for src in inputs], num_layers, options)
+        if base is not None and method.needs_base:
+            first, tensors = buffers.read(base, name), [other(src, name) for src in inputs]
+        else:
+            first, tensors = None, [buffers.read(inputs[0], name)] + [other(src, name) for src in inputs[1:]]
+        return merge_tensor(recipe, name, first, tensors, num_layers, options)
 
     return produce
 
@@ -170,7 +323,9 @@ def _output_dtype(options: dict, dtypes: list[torch.dtype]) -> torch.dtype:
     return out
 
 
-def _path_jobs(recipe: MergeRecipe, base, experts, options: dict) -> tuple[TensorSource, dict, list[_Job]]:
+def _path_jobs(
+    recipe: MergeRecipe, base, experts, options: dict, buffers: _ReadBuffers
+) -> tuple[TensorSource, dict, list[_Job]]:
     path = recipe.layer_path
     assert path is not None
     sources: dict[str, TensorSource | None] = {}
@@ -205,7 +360,7 @@ def _path_jobs(recipe: MergeRecipe, base, experts, options: dict) -> tuple[Tenso
 
     def source_tensor(model: str, name: str) -> Callable[[], torch.Tensor]:
         if sources[model] is None:
-            return _merge_producer(recipe, name, base, inputs, num_layers, options)
+            return _merge_producer(recipe, name, base, inputs, num_layers, options, buffers)
         src = sources[model]
 
         def read() -> torch.Tensor:

@@ -11,12 +11,18 @@ strided sample brackets each threshold within a few keys and one pass counts the
 the brackets; otherwise an exact histogram of the keys (two levels for float32). Ties at the cut go to
 the lowest indices. DARE's default masks come from a counter-based generator (splitmix64 of key +
 index), so any element's draw is computed where it is needed, on any thread, identically in the numpy
-fallback; its L1 rescaling uses exact sums (integer buckets per exponent), which no order can change.
+fallback; its L1 rescaling uses exact sums (int64 fixed-point limbs per chunk, below its largest value),
+which no order can change.
+
+Loops index with unsigned integers (see _load): numba then skips the negative-index wraparound check,
+which otherwise keeps LLVM from vectorising them (about 3x on these loops). Kernels release the GIL, so
+the exporter's writer thread runs while they compute; below PARALLEL_MIN_ELEMENTS a serial twin runs.
 """
 
 from __future__ import annotations
 
 from fractions import Fraction
+from types import FunctionType
 
 import numpy as np
 import torch
@@ -29,6 +35,10 @@ except ImportError:  # the torch path computes the same results, only slower
     njit = None
 
 CHUNK = 1 << 14
+PARALLEL_MIN_ELEMENTS = 1 << 16
+L1_CHUNK = 1 << 13  # _l1_exact's fixed-point range assumes at most 2^13 values per chunk
+FIXED_SPAN = {16: 63 - 14 - 8, 32: 63 - 14 - 24}  # binades per int64 limb: 2^13 mantissas of 8 / 24 bits, a guard bit
+LIMBS = 12  # limbs of FIXED_SPAN binades that cover every exponent (254 binades) for both dtypes
 MAX_EXPERTS = {torch.bfloat16: 12, torch.float32: 4}
 GOLDEN = 0x9E3779B97F4A7C15
 MIX1 = 0xBF58476D1CE4E5B9
@@ -136,8 +146,8 @@ if njit is not None:
     @overload(_load, inline="always")
     def _load_impl(a, j):
         if a.dtype == types.uint16:
-            return lambda a, j: _f32(np.uint32(np.uint32(a[j]) << np.uint32(16)))
-        return lambda a, j: np.float32(a[j])
+            return lambda a, j: _f32(np.uint32(np.uint32(a[np.uint64(j)]) << np.uint32(16)))
+        return lambda a, j: np.float32(a[np.uint64(j)])
 
     def _round(x, a):
         raise NotImplementedError
@@ -163,12 +173,12 @@ if njit is not None:
         if a.dtype == types.uint16:
 
             def impl(a, j, x):
-                a[j] = np.uint16(_u32(x) >> np.uint32(16))
+                a[np.uint64(j)] = np.uint16(_u32(x) >> np.uint32(16))
 
             return impl
 
         def impl_f32(a, j, x):
-            a[j] = x
+            a[np.uint64(j)] = x
 
         return impl_f32
 
@@ -182,12 +192,44 @@ if njit is not None:
         return lambda x, a: np.int64(_u32(x) & np.uint32(0x7FFFFFFF))
 
     @njit(inline="always")
-    def _uniform(key, j):
+    def _draw(key, j):
+        """The 24-bit integer behind u_j (counter_uniforms)."""
         z = key + np.uint64(j) * np.uint64(GOLDEN)
         z = (z ^ (z >> np.uint64(30))) * np.uint64(MIX1)
         z = (z ^ (z >> np.uint64(27))) * np.uint64(MIX2)
         z = z ^ (z >> np.uint64(31))
-        return np.float32(z >> np.uint64(40)) * np.float32(5.9604644775390625e-08)
+        return z >> np.uint64(40)
+
+    @njit(inline="always")
+    def _uniform(key, j):
+        return np.float32(_draw(key, j)) * np.float32(5.9604644775390625e-08)
+
+    @njit(cache=True, nogil=True, error_model="numpy")
+    def _uniform_l1_buckets(delta, rkey, floor):
+        """Σ|δ| per top-16-bit bucket of u (int64 fixed point in units of 2^floor), and the entries below the
+        floor as (bucket, exponent, mantissa) for the exact slow path. Serial: a scatter, run once per tensor."""
+        shift, low, _ = _layout(delta)
+        n = delta.size
+        sums = np.zeros(1 << 16, np.int64)
+        below = 0
+        for j in range(n):
+            k = _key(_load(delta, j), delta)
+            e = k >> shift
+            if e >= floor:
+                sums[_draw(rkey, j) >> np.uint64(8)] += ((k & low) | (low + 1)) << (e - floor)
+            elif k != 0:
+                below += 1
+        slow = np.zeros((below, 3), np.int64)
+        row = 0
+        for j in range(n if below else 0):
+            k = _key(_load(delta, j), delta)
+            if k != 0 and (k >> shift) < floor:
+                e, mant = _exponent_mantissa(k, delta)
+                slow[row, 0] = np.int64(_draw(rkey, j) >> np.uint64(8))
+                slow[row, 1] = e
+                slow[row, 2] = mant
+                row += 1
+        return sums, slow
 
     @njit(inline="always")
     def _delta(expert, base, from_delta, j):
@@ -195,7 +237,7 @@ if njit is not None:
             return _load(expert, j)
         return _round(_load(expert, j) - _load(base, j), base)
 
-    @njit(parallel=True, cache=True, error_model="numpy")
+    @njit(parallel=True, cache=True, nogil=True, error_model="numpy")
     def _histogram(expert, base, from_delta, shift, only_high, bins, parts):
         n = expert.size
         hist = np.zeros((parts, bins), np.int64)
@@ -209,7 +251,7 @@ if njit is not None:
                     hist[c, key & 0x7FFF] += 1
         return hist.sum(axis=0)
 
-    @njit(cache=True, error_model="numpy")
+    @njit(cache=True, nogil=True, error_model="numpy")
     def _sample_keys(expert, base, from_delta, stride):
         count = (expert.size + stride - 1) // stride
         keys = np.empty(count, np.int64)
@@ -217,7 +259,7 @@ if njit is not None:
             keys[s] = _key(_delta(expert, base, from_delta, s * stride), base)
         return keys
 
-    @njit(parallel=True, cache=True, error_model="numpy")
+    @njit(parallel=True, cache=True, nogil=True, error_model="numpy")
     def _bracket_counts(base, experts, from_delta, lo, hi, width, chunk):
         n = base.size
         m = len(experts)
@@ -253,17 +295,25 @@ if njit is not None:
                 above[i, c] = count
         return above, band
 
-    @njit(parallel=True, cache=True, error_model="numpy")
-    def _equal_counts(expert, base, from_delta, threshold, chunk):
-        n = expert.size
+    @njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+    def _equal_counts(experts, base, from_delta, thresholds, chunk):
+        """Per expert and chunk, how many keys equal the expert's threshold (none counted where it is < 0)."""
+        n = base.size
+        m = len(experts)
         chunks = (n + chunk - 1) // chunk
-        counts = np.zeros(chunks, np.int64)
+        counts = np.zeros((m, chunks), np.int64)
         for c in prange(chunks):
-            total = 0
-            for j in range(c * chunk, min(n, (c + 1) * chunk)):
-                if _key(_delta(expert, base, from_delta, j), base) == threshold:
-                    total += 1
-            counts[c] = total
+            start = c * chunk
+            length = min(n, start + chunk) - start
+            for i in range(m):
+                expert = experts[i]
+                threshold = thresholds[i]
+                if threshold < 0:
+                    continue
+                total = np.int64(0)
+                for jj in range(length):
+                    total += np.int64(_key(_delta(expert, base, from_delta, start + jj), base) == threshold)
+                counts[i, c] = total
         return counts
 
     @njit(inline="always")
@@ -280,7 +330,7 @@ if njit is not None:
             return _uniform(rkey, j) < p, seen
         return False, seen
 
-    @njit(parallel=True, cache=True, error_model="numpy")
+    @njit(parallel=True, cache=True, nogil=True, error_model="numpy")
     def _masked_abs(expert, base, from_delta, kind, threshold, need, prefix, rkey, p, out_abs, out_masked, chunk):
         n = expert.size
         chunks = (n + chunk - 1) // chunk
@@ -310,41 +360,91 @@ if njit is not None:
 
         return impl
 
-    @njit(parallel=True, cache=True, error_model="numpy")
-    def _l1_exact(base, experts, from_delta, active, rkey, p, chunk):
+    def _layout(a):
+        raise NotImplementedError
+
+    @overload(_layout, inline="always")
+    def _layout_impl(a):
+        """(exponent shift, mantissa mask, span) of a key; span: binades below a chunk's largest |x| that an
+        int64 fixed-point sum of L1_CHUNK = 2^13 mantissas (8 or 24 bits) holds exactly, with a guard bit."""
+        span = FIXED_SPAN[16 if a.dtype == types.uint16 else 32]
+        if a.dtype == types.uint16:
+            return lambda a: (np.int64(7), np.int64(0x7F), np.int64(span))
+        return lambda a: (np.int64(23), np.int64(0x7FFFFF), np.int64(span))
+
+    @njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+    def _l1_exact(base, experts, from_delta, active, rkey, p, store, chunk):
+        """Per chunk and expert: Σ|δ| and Σ|mask·δ| exactly, as int64 fixed-point limbs of `span` binades each
+        below the chunk's largest exponent (limb 0 in the vectorised loop; deeper limbs, rarely needed, after it).
+        With `store`, every expert's array is overwritten by its task vector, masked where active, so the
+        combine can read it as a task vector with nothing left to subtract or draw."""
         n = base.size
         m = len(experts)
         chunks = (n + chunk - 1) // chunk
-        acc = np.zeros((chunks, m, 2, 256), np.int64)
+        sums = np.zeros((chunks, m, LIMBS, 2), np.int64)
+        floors = np.ones((chunks, m), np.int64)
+        shift, low, span = _layout(base)
         for c in prange(chunks):
             start = c * chunk
             length = min(n, start + chunk) - start
             b = np.empty(length, np.float32)
             for jj in range(length):
                 b[jj] = _load(base, start + jj)
+            deltas = np.empty(length, np.float32)
             keys = np.empty(length, np.int64)
             keep = np.empty(length, np.int64)
             for i in range(m):
-                if not active[i]:
+                if not (active[i] or store):
                     continue
                 expert = experts[i]
                 key, prob = rkey[i], p[i]
+                top = np.int64(0)
                 for jj in range(length):
                     if from_delta:
                         d = _load(expert, start + jj)
                     else:
                         d = _round(_load(expert, start + jj) - b[jj], base)
-                    keys[jj] = _key(d, base)
-                    keep[jj] = np.int64(_uniform(key, start + jj) < prob)
-                whole = acc[c, i, 0]
-                kept = acc[c, i, 1]
-                for jj in range(length):
-                    e, mant = _exponent_mantissa(keys[jj], base)
-                    whole[e] += mant
-                    kept[e] += mant * keep[jj]
-        return acc.sum(axis=0)
+                    deltas[jj] = d
+                    k = _key(d, base)
+                    keys[jj] = k
+                    top = max(top, k)
+                if active[i]:
+                    for jj in range(length):
+                        keep[jj] = np.int64(_uniform(key, start + jj) < prob)
+                    floor = max(np.int64(1), (top >> shift) - span)
+                    whole = np.int64(0)
+                    kept = np.int64(0)
+                    below = np.int64(0)
+                    for jj in range(length):
+                        k = keys[jj]
+                        e = k >> shift
+                        mant = (k & low) | ((low + 1) * np.int64(e > 0))
+                        inside = e >= floor
+                        part = (mant << max(e - floor, np.int64(0))) * np.int64(inside)
+                        whole += part
+                        kept += part * keep[jj]
+                        below += np.int64((not inside) & (k != 0))
+                    limbs = sums[c, i]
+                    limbs[0, 0] = whole
+                    limbs[0, 1] = kept
+                    floors[c, i] = floor
+                    if below:  # values more than `span` binades below the chunk's largest: deeper limbs
+                        for jj in range(length):
+                            k = keys[jj]
+                            if k != 0 and (k >> shift) < floor:
+                                e, mant = _exponent_mantissa(k, base)
+                                limb = (floor - e + span - 1) // span
+                                part = mant << (e - floor + limb * span)
+                                limbs[limb, 0] += part
+                                limbs[limb, 1] += part * keep[jj]
+                else:
+                    keep[:] = 1
+                if store:
+                    for jj in range(length):
+                        _store(expert, start + jj, deltas[jj] * np.float32(keep[jj]))
+        return sums, floors
 
-    @njit(parallel=True, cache=True, error_model="numpy")
+    @njit(parallel=True, cache=True, nogil=True, error_model="numpy")
     def _combine(base, experts, from_delta, kind, threshold, need, prefix, rkey, p, has_factor, factor, w,
                  consensus, normalize, divisor, lam, apply_lam, out, chunk):
         n = base.size
@@ -373,12 +473,21 @@ if njit is not None:
                     for jj in range(length):
                         row[jj] = _round(_load(expert, start + jj) - b[jj], base)
                 if k == 1:
-                    for jj in range(length):
-                        mag = _key(row[jj], base)
-                        equal = mag == cut
-                        keep = (mag > cut) | (equal & (seen < limit))
-                        seen += np.int64(equal)
-                        row[jj] = row[jj] * np.float32(keep)
+                    # Entries equal to the cut stay while fewer than `limit` came before them: a chunk wholly
+                    # before or after that point needs no running count, and its loop vectorises.
+                    if seen >= limit:
+                        for jj in range(length):
+                            row[jj] = row[jj] * np.float32(_key(row[jj], base) > cut)
+                    elif c + 1 < chunks and prefix[i, c + 1] <= limit:
+                        for jj in range(length):
+                            row[jj] = row[jj] * np.float32(_key(row[jj], base) >= cut)
+                    else:
+                        for jj in range(length):
+                            mag = _key(row[jj], base)
+                            equal = mag == cut
+                            keep = (mag > cut) | (equal & (seen < limit))
+                            seen += np.int64(equal)
+                            row[jj] = row[jj] * np.float32(keep)
                 elif k == 2:
                     for jj in range(length):
                         row[jj] = row[jj] * np.float32(_uniform(key, start + jj) < prob)
@@ -423,7 +532,7 @@ if njit is not None:
                     value = _round(value * lam, base)
                 _store(out, start + jj, _round(b[jj] + value, base))
 
-    @njit(parallel=True, cache=True, error_model="numpy")
+    @njit(parallel=True, cache=True, nogil=True, error_model="numpy")
     def _linear(inputs, coefficients, normalize, denominator, out, chunk):
         n = out.size
         chunks = (n + chunk - 1) // chunk
@@ -441,6 +550,22 @@ if njit is not None:
                 _store(out, start + jj, _round(value, out))
 
 
+    def _serial(kernel):
+        """The kernel compiled without threads (its own cache entry): for small tensors, waking threads costs more
+        than the work, and far more on a busy machine, where a parallel call waits for its slowest thread."""
+        func = kernel.py_func
+        clone = FunctionType(func.__code__, func.__globals__, func.__name__ + "_serial", func.__defaults__, func.__closure__)
+        clone.__qualname__ = func.__qualname__ + "_serial"
+        return njit(cache=True, nogil=True, error_model="numpy")(clone)
+
+    _SERIAL = {kernel: _serial(kernel) for kernel in (_histogram, _equal_counts, _masked_abs, _l1_exact, _combine, _linear)}
+
+
+def _threads(kernel, numel: int):
+    """`kernel`, or its serial twin below PARALLEL_MIN_ELEMENTS."""
+    return kernel if numel >= PARALLEL_MIN_ELEMENTS else _SERIAL[kernel]
+
+
 # --- entry points ----------------------------------------------------------------------------------------
 
 
@@ -456,19 +581,54 @@ def magnitude_cut(expert: np.ndarray, base: np.ndarray, from_delta: bool, k: int
     """The exact top-k cut of |δ| by counting: one histogram pass (two for float32), plus one for ties."""
     n = expert.size
     parts = max(1, min(64, n // (1 << 16)))
-    chunks = (n + chunk - 1) // chunk
+    histogram = _threads(_histogram, n)
     if bf16:
-        threshold, above, equal = select_from_histogram(_histogram(expert, base, from_delta, 0, -1, 1 << 15, parts), k)
+        threshold, above, equal = select_from_histogram(histogram(expert, base, from_delta, 0, -1, 1 << 15, parts), k)
     else:
-        high, above, _ = select_from_histogram(_histogram(expert, base, from_delta, 15, -1, 1 << 16, parts), k)
-        low, above_low, equal = select_from_histogram(_histogram(expert, base, from_delta, 0, high, 1 << 15, parts), k - above)
+        high, above, _ = select_from_histogram(histogram(expert, base, from_delta, 15, -1, 1 << 16, parts), k)
+        low, above_low, equal = select_from_histogram(histogram(expert, base, from_delta, 0, high, 1 << 15, parts), k - above)
         threshold, above = (high << 15) | low, above + above_low
-    need = k - above
+    return _cut_with_ties(expert, base, from_delta, threshold, k - above, equal, chunk)
+
+
+def magnitude_histogram(delta: np.ndarray) -> np.ndarray:
+    """The histogram of a bf16 task vector's magnitude keys: the resident merger keeps it, so the cut of any
+    density costs a lookup (and a tie-count pass when the cut splits a group of equal magnitudes)."""
+    parts = max(1, min(64, delta.size // (1 << 16)))
+    return _threads(_histogram, delta.size)(delta, delta, True, 0, -1, 1 << 15, parts)
+
+
+def cuts_from_histograms(hists: list[np.ndarray], deltas: tuple[np.ndarray, ...], ks: list[int | None],
+                         chunk: int = CHUNK) -> list[MagnitudeCut | None]:
+    """magnitude_cuts of bf16 task vectors (from_delta) whose key histograms are known: one tie-count pass at most."""
+    chunks = (deltas[0].size + chunk - 1) // chunk
+    selected = [select_from_histogram(h, k) if k is not None else None for h, k in zip(hists, ks)]
+    thresholds = np.array([s[0] if s is not None and k - s[1] < s[2] else -1 for s, k in zip(selected, ks)], np.int64)
+    counts = None
+    if (thresholds >= 0).any():
+        counts = _threads(_equal_counts, deltas[0].size)(deltas, deltas[0], True, thresholds, chunk)
+    cuts: list[MagnitudeCut | None] = []
+    for i, (s, k) in enumerate(zip(selected, ks)):
+        if s is None:
+            cuts.append(None)
+        elif counts is None or thresholds[i] < 0:  # the whole tie group stays: no order needed
+            cuts.append(MagnitudeCut(s[0], k - s[1], np.zeros(chunks, np.int64)))
+        else:
+            cuts.append(MagnitudeCut(s[0], k - s[1], _exclusive_prefix(counts[i])))
+    return cuts
+
+
+def _cut_with_ties(expert: np.ndarray, base: np.ndarray, from_delta: bool, threshold: int, need: int, equal: int,
+                   chunk: int) -> MagnitudeCut:
+    chunks = (expert.size + chunk - 1) // chunk
     if need >= equal:  # the whole tie group stays: no order needed
         return MagnitudeCut(threshold, need, np.zeros(chunks, np.int64))
-    counts = _equal_counts(expert, base, from_delta, threshold, chunk)
-    prefix = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
-    return MagnitudeCut(threshold, need, prefix)
+    counts = _threads(_equal_counts, expert.size)((expert,), base, from_delta, np.array([threshold], np.int64), chunk)[0]
+    return MagnitudeCut(threshold, need, _exclusive_prefix(counts))
+
+
+def _exclusive_prefix(counts: np.ndarray) -> np.ndarray:
+    return np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
 
 
 BRACKET_MIN_ELEMENTS = 1 << 18
@@ -508,7 +668,7 @@ def magnitude_cuts(
             cuts[i] = magnitude_cut(experts[i], base, from_delta, k, bf16, chunk)
             continue
         offset, above_cut, _ = select_from_histogram(per_key, k - total_above)
-        prefix = np.concatenate(([0], np.cumsum(band[i, :, offset])[:-1])).astype(np.int64)
+        prefix = _exclusive_prefix(band[i, :, offset])
         cuts[i] = MagnitudeCut(int(lo[i]) + offset, k - total_above - above_cut, prefix)
     return cuts
 
@@ -523,7 +683,7 @@ def masked_abs_sums(
     out_masked = torch.empty(n, dtype=dtype)
     chunks = (n + chunk - 1) // chunk
     threshold, need, prefix = (cut.threshold, cut.need, cut.prefix) if cut is not None else (0, 0, np.zeros(chunks, np.int64))
-    _masked_abs(expert, base, from_delta, kind, threshold, need, prefix, np.uint64(rkey), np.float32(p),
+    _threads(_masked_abs, n)(expert, base, from_delta, kind, threshold, need, prefix, np.uint64(rkey), np.float32(p),
                 as_array(out_abs), as_array(out_masked), chunk)
     return out_abs.sum(), out_masked.sum()
 
@@ -543,11 +703,71 @@ def scaled_sum(buckets: np.ndarray) -> int:
 
 def random_rescale_factors(
     base: np.ndarray, experts: tuple[np.ndarray, ...], from_delta: bool, active: list[bool], rkeys: list[int],
-    ps: list[float], dtype: torch.dtype,
+    ps: list[float], dtype: torch.dtype, store: bool = False,
 ) -> list[float | None]:
-    """DARE's L1 rescale factors for the counter masks, from exact sums: one read-only pass over all experts."""
-    acc = _l1_exact(base, experts, from_delta, np.array(active), np.array(rkeys, np.uint64), np.array(ps, np.float32), CHUNK * 4)
-    return [exact_ratio(scaled_sum(acc[i, 0]), scaled_sum(acc[i, 1]), dtype) if on else None for i, on in enumerate(active)]
+    """DARE's L1 rescale factors for the counter masks, from exact sums: one pass over all experts, read-only
+    unless `store` (then each expert's array holds its task vector afterwards, masked where active)."""
+    sums, floors = _threads(_l1_exact, base.size)(
+        base, experts, from_delta, np.array(active), np.array(rkeys, np.uint64), np.array(ps, np.float32), store, L1_CHUNK,
+    )
+    span = FIXED_SPAN[16 if base.dtype == np.uint16 else 32]
+    factors: list[float | None] = []
+    for i, on in enumerate(active):
+        if not on:
+            factors.append(None)
+            continue
+        whole, kept = (_fixed_sum(sums[:, i, :, k], floors[:, i], span) for k in (0, 1))
+        factors.append(exact_ratio(whole, kept, dtype))
+    return factors
+
+
+class UniformL1:
+    """Exact Σ|δ| of one task vector split by its counter uniforms' top 16 bits: for any p that is a multiple
+    of 2^-16 (every bf16 density ≥ 2^-9), Σ|mask·δ| with mask = u < p is a prefix sum, so the resident
+    merger's DARE rescale factors need no pass over the tensor."""
+
+    BUCKET_BITS = 16
+
+    def __init__(self, delta: np.ndarray, rkey: int):
+        key = magnitude_key(torch.from_numpy(delta).view(torch.bfloat16 if delta.dtype == np.uint16 else torch.float32))
+        mantissa_bits, shift = (8, 7) if delta.dtype == np.uint16 else (24, 23)
+        span = 62 - mantissa_bits - max(1, delta.size).bit_length()  # n values of < 2^(mantissa+span) fit in int64
+        self.floor = max(1, (int(key.max()) >> shift) - span) if delta.size else 1
+        sums, self._slow = _uniform_l1_buckets(delta, np.uint64(rkey), self.floor)
+        self._prefix = np.concatenate(([0], np.cumsum(sums)))
+        self.total = self.kept(1.0)
+
+    def on_grid(self, p: float) -> bool:
+        cut = p * (1 << self.BUCKET_BITS)
+        return 0 <= cut <= 1 << self.BUCKET_BITS and cut == int(cut)
+
+    def kept(self, p: float) -> int:
+        """Σ|δ| over u < p (p on the grid) as an exact integer in units of the smallest subnormal."""
+        cut = int(p * (1 << self.BUCKET_BITS))
+        slow = self._slow[self._slow[:, 0] < cut]
+        buckets = np.zeros(256, np.int64)
+        np.add.at(buckets, slow[:, 1], slow[:, 2])
+        return (int(self._prefix[cut]) << self.floor) + scaled_sum(buckets)
+
+    def rescale_factor(self, p: float, dtype: torch.dtype) -> float | None:
+        """DARE's L1 rescale factor for the mask u < p, exactly as random_rescale_factors computes it."""
+        return exact_ratio(self.total, self.kept(p), dtype)
+
+
+def _fixed_sum(limbs: np.ndarray, floors: np.ndarray, span: int) -> int:
+    """Σ limbs[c, l]·2^(floors[c] − l·span) exactly, as a Python integer in units of the smallest subnormal
+    (a limb below unit scale holds a multiple of its scale, so the right shift is exact)."""
+    total = 0
+    for limb in range(limbs.shape[1]):
+        column = limbs[:, limb]
+        used = column != 0
+        if not used.any():
+            continue
+        scales = floors[used] - limb * span
+        for scale in np.unique(scales):
+            part = sum(int(v) for v in column[used][scales == scale])
+            total += part << int(scale) if scale >= 0 else part >> int(-scale)
+    return total
 
 
 def combine(
@@ -564,7 +784,7 @@ def combine(
     for i, cut in enumerate(cuts):
         if cut is not None:
             threshold[i], need[i], prefix[i] = cut.threshold, cut.need, cut.prefix
-    _combine(
+    _threads(_combine, base.size)(
         base, experts, from_delta, np.array(kinds, np.int64), threshold, need, prefix,
         np.array(rkeys, np.uint64), np.array(ps, np.float32), np.array([f is not None for f in factors]),
         np.array([f if f is not None else 1.0 for f in factors], np.float32), np.array(weights, np.float32),
@@ -573,4 +793,4 @@ def combine(
 
 
 def linear(inputs: tuple[np.ndarray, ...], coefficients: np.ndarray, normalize: bool, denominator: float, out: np.ndarray) -> None:
-    _linear(inputs, coefficients.astype(np.float32), normalize, np.float32(denominator), out, CHUNK)
+    _threads(_linear, out.size)(inputs, coefficients.astype(np.float32), normalize, np.float32(denominator), out, CHUNK)

@@ -2,12 +2,14 @@
 
 Between candidates only the parameters change, so what does not depend on them is computed once and
 kept on the merge device: the inputs in the merge dtype and the task vectors δᵢ = θᵢ − b (stacked per
-tensor). A candidate then costs the fused kernels' passes over the cached task vectors (a counting pass
-for TIES' cut or DARE's exact norms, then one combine pass written straight into the model's weights).
-Where the torch path runs instead (mergekit's tie order or RNG stream, other devices), `cache_masks`
-also keeps each δᵢ's magnitude ranks (the top-k mask of any density is `ranks < k`) and the uniforms
-behind DARE's masks (the mask of any density is `u < p`). The result equals the exporter's bit for bit
-on the same device: both call the same functions.
+tensor). With `cache_masks`, the fused kernels also keep each δᵢ's magnitude-key histogram (TIES: the
+cut of any density is a lookup, plus a tie-count pass when it splits equal magnitudes) or its exact L1
+mass per uniform bucket (DARE: the rescale factor of any bf16 density is a prefix sum), so a candidate
+costs about one combine pass written straight into the model's weights. Where the torch path runs
+instead (mergekit's tie order or RNG stream, other devices), `cache_masks` keeps each δᵢ's magnitude
+ranks (the top-k mask of any density is `ranks < k`) and the uniforms behind DARE's masks (the mask of
+any density is `u < p`). The result equals the exporter's bit for bit on the same device: both call the
+same functions.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from .methods import MergeMethod, get_method, linear_into
 from .recipe import MergeRecipe
 from . import kernels
 from .sparsify import draw_uniforms, magnitude_ranks, tensor_seed
-from .task_arithmetic import merge_family, uses_fused
+from .task_arithmetic import FusedCache, merge_family, uses_fused
 
 
 @dataclass
@@ -35,6 +37,7 @@ class _Prepared:
     deltas: torch.Tensor | None = None  # task-arithmetic family: [n, *shape]
     ranks: list[torch.Tensor] | None = None
     uniforms: torch.Tensor | None = None  # [n, numel]: the tensor's uniform stream, one row per draw
+    fused: FusedCache | None = None
 
 
 class ResidentMerger:
@@ -110,7 +113,10 @@ class ResidentMerger:
             deltas = torch.stack([t.to(dtype) - b for t in experts])
             del experts, inputs
             prepared = _Prepared(b, deltas=deltas)
-            if self.cache_masks and not uses_fused(method, dtype, len(order), self.device, options):
+            fused = uses_fused(method, dtype, len(order), self.device, options)
+            if self.cache_masks and fused:
+                prepared.fused = _fused_cache(name, method, deltas, options)
+            elif self.cache_masks:
                 if method.sparsifier == "magnitude":
                     prepared.ranks = [magnitude_ranks(d, options["tie_order"]) for d in deltas]
                 elif method.sparsifier == "random":
@@ -126,7 +132,19 @@ class ResidentMerger:
             return method.fn(prepared.base, prepared.inputs, params, options, name)
         assert prepared.deltas is not None and prepared.base is not None
         return merge_family(method, prepared.base, list(prepared.deltas), True, params, options, name, out,
-                            prepared.ranks, prepared.uniforms)
+                            prepared.ranks, prepared.uniforms, prepared.fused)
+
+
+def _fused_cache(name: str, method: MergeMethod, deltas: torch.Tensor, options: dict) -> FusedCache | None:
+    """TIES: each δᵢ's key histogram (bf16, 256 KiB); DARE: each δᵢ's L1 mass per uniform bucket (512 KiB),
+    for every tensor: a pass over even a small tensor costs more than a lookup."""
+    arrays = [kernels.as_array(d) for d in deltas]
+    if method.sparsifier == "magnitude" and deltas.dtype == torch.bfloat16:
+        return FusedCache(histograms=[kernels.magnitude_histogram(a) for a in arrays])
+    if method.sparsifier == "random" and options["rescale"]:
+        tensor_key = tensor_seed(options["seed"], name)
+        return FusedCache(l1=[kernels.UniformL1(a, kernels.expert_key(tensor_key, i)) for i, a in enumerate(arrays)])
+    return None
 
 
 def _uniform_rows(name: str, experts: int, numel: int, options: dict) -> torch.Tensor:

@@ -7,8 +7,10 @@ and sums are formed in it, and the consensus divisor counts only agreeing weight
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 
 from . import kernels
@@ -76,6 +78,15 @@ def _combine_part(
     return (base + mixed).to(base.dtype)
 
 
+@dataclass
+class FusedCache:
+    """What the resident merger keeps per tensor for the fused kernels, built from the task vectors once:
+    each δᵢ's magnitude-key histogram (TIES, bf16) or its exact L1 mass per uniform bucket (DARE)."""
+
+    histograms: list[np.ndarray] | None = None
+    l1: list[kernels.UniformL1] | None = None
+
+
 def uses_fused(method: MergeMethod, dtype: torch.dtype, experts: int, device: torch.device, options: dict) -> bool:
     """The fused kernels cover the default modes; mergekit's tie order and RNG stream run on the torch path."""
     return kernels.available(dtype, experts, device) and not (
@@ -95,15 +106,18 @@ def merge_family(
     out: torch.Tensor | None = None,
     ranks: list[torch.Tensor] | None = None,
     uniforms: torch.Tensor | None = None,
+    fused_cache: FusedCache | None = None,
 ) -> torch.Tensor:
     """One tensor of task_arithmetic / ties / dare_*: b + combine(sparsify(δᵢ)), fused when the kernels apply.
 
     `inputs` are the experts (or, with from_delta, their task vectors), all in the merge dtype. `out`
     receives the result (it may be `base`). `ranks` / `uniforms` are the resident merger's caches for
-    the torch path. The exporter and the resident merger both come here, so they cannot disagree.
+    the torch path, `fused_cache` for the fused one (from_delta only). The exporter and the resident
+    merger both come here, so they cannot disagree.
     """
     if uses_fused(method, base.dtype, len(inputs), base.device, options):
-        return _fused(method, base, inputs, from_delta, params, options, name, out)
+        cache = fused_cache if from_delta else None
+        return _fused(method, base, inputs, from_delta, params, options, name, out, cache)
     deltas = base.new_empty((len(inputs), *base.shape))
     generator: torch.Generator | None = None
     draws = 0
@@ -135,7 +149,7 @@ def merge_family(
     return out
 
 
-def _fused(method, base, inputs, from_delta, params, options, name, out) -> torch.Tensor:
+def _fused(method, base, inputs, from_delta, params, options, name, out, cache: FusedCache | None) -> torch.Tensor:
     dtype = base.dtype
     base_c = base.contiguous()
     arrays = tuple(kernels.as_array(t.contiguous()) for t in inputs)
@@ -147,8 +161,13 @@ def _fused(method, base, inputs, from_delta, params, options, name, out) -> torc
         if method.sparsifier == "magnitude" and 0 < p.get("density", 1.0) < 1 and base_a.size else None
         for p in params
     ]
-    all_cuts = (kernels.magnitude_cuts(arrays, base_a, from_delta, magnitude_ks, dtype == torch.bfloat16)
-                if any(k is not None for k in magnitude_ks) else [None] * len(arrays))
+    if cache is not None and cache.histograms is not None:
+        all_cuts = (kernels.cuts_from_histograms(cache.histograms, arrays, magnitude_ks)
+                    if any(k is not None for k in magnitude_ks) else [None] * len(arrays))
+    elif any(k is not None for k in magnitude_ks):
+        all_cuts = kernels.magnitude_cuts(arrays, base_a, from_delta, magnitude_ks, dtype == torch.bfloat16)
+    else:
+        all_cuts = [None] * len(arrays)
     for i, (array, p) in enumerate(zip(arrays, params)):
         density = p.get("density", 1.0)
         kind, cut, rkey, prob = kernels.KEEP, all_cuts[i], 0, 0.0
@@ -171,8 +190,19 @@ def _fused(method, base, inputs, from_delta, params, options, name, out) -> torc
         factors.append(factor)
     if options["rescale"] and kernels.RANDOM in kinds:
         active = [k == kernels.RANDOM for k in kinds]
-        exact = kernels.random_rescale_factors(base_a, arrays, from_delta, active, rkeys, ps, dtype)
-        factors = [e if on else f for e, f, on in zip(exact, factors, active)]
+        for i, l1 in enumerate(cache.l1 if cache is not None and cache.l1 is not None else []):
+            if active[i] and l1.on_grid(ps[i]):
+                factors[i], active[i] = l1.rescale_factor(ps[i], dtype), False
+        if any(active):
+            # Inputs the caller lends (the exporter's) take their masked task vectors in the same pass,
+            # so the combine neither subtracts the base nor draws the masks again.
+            distinct = len({a.ctypes.data for a in (base_a, *arrays)}) == len(arrays) + 1
+            store = not from_delta and bool(options.get("consume_inputs")) and distinct
+            exact = kernels.random_rescale_factors(base_a, arrays, from_delta, active, rkeys, ps, dtype, store)
+            factors = [e if on else f for e, f, on in zip(exact, factors, active)]
+            if store:
+                from_delta = True
+                kinds = [kernels.KEEP if k == kernels.RANDOM else k for k in kinds]
     weights = torch.tensor([p["weight"] for p in params], dtype=dtype)
     divisor = weights.view(len(params), 1).sum(dim=0)
     divisor[divisor.abs() < NORMALIZE_EPS] = 1
