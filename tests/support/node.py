@@ -648,8 +648,10 @@ class _PodRun(threading.Thread):
         points.append(termination_path)
         paths = PathMap(root, points)
 
-        env = {"PATH": ":".join([*map(str, image.path), BASE_PATH]), "HOSTNAME": self.record.name}
-        env.update(dict(image.env))
+        # The image's own environment names the node's files (its PATH may well lie under /tmp, which a pod
+        # mounts over): only what the pod spec sets is rewritten into the container's root.
+        image_env = {"PATH": ":".join([*map(str, image.path), BASE_PATH]), "HOSTNAME": self.record.name, **dict(image.env)}
+        env = dict(image_env)
         for source in container.get("envFrom") or []:
             prefix = source.get("prefix", "")
             ref = source.get("configMapRef") or source.get("secretRef")
@@ -658,7 +660,7 @@ class _PodRun(threading.Thread):
                 env[prefix + key] = value.decode() if isinstance(value, bytes) else value
         for entry in container.get("env") or []:
             env[entry["name"]] = self._env_value(entry, env, container)
-        env = {k: paths.rewrite(v) for k, v in env.items()}
+        env = {k: v if image_env.get(k) == v else paths.rewrite(v) for k, v in env.items()}
         if credentials:
             env["KUBECONFIG"] = str(self._kubeconfig(container, mounts))
 
