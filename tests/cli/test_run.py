@@ -70,6 +70,17 @@ def test_run_finds_a_best_merge_and_writes_it(finished_run, tiny_family):
     assert (merged / "tokenizer.json").exists() and (merged / "config.json").exists()
 
 
+def test_the_report_compares_the_evolved_merge_with_each_expert_and_the_uniform_merge(finished_run):
+    _, run_dir, result = finished_run
+    rows = {r["name"]: r for r in json.loads((run_dir / "comparison.json").read_text())}
+    assert set(rows) == {"expert e0", "expert e1", "uniform merge", "evolved merge"}
+    summary = json.loads(result.stdout)
+    assert rows["evolved merge"]["search"] == pytest.approx({k: float(v) for k, v in summary["best"]["scores"].items()})
+    assert rows["evolved merge"]["heldOut"] == pytest.approx({k: float(v) for k, v in summary["heldOut"].items()})
+    html = (run_dir / "report" / "report.html").read_text()
+    assert "uniform merge" in html and "expert e1" in html
+
+
 def test_history_records_every_step(finished_run):
     _, run_dir, _ = finished_run
     events = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]

@@ -42,6 +42,9 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Print nothing but errors."),
     as_json: bool = typer.Option(False, "--json", help="Print the final summary as JSON on stdout."),
     no_export: bool = typer.Option(False, "--no-export", help="Do not write the merged checkpoint."),
+    no_compare: bool = typer.Option(
+        False, "--no-compare", help="Skip scoring each expert alone and the uniform merge for the report's comparison table."
+    ),
 ) -> None:
     """Run a search on this machine. Ctrl-C stops it; `--resume RUN_DIR` (or the same --run-dir) continues it."""
     if resume is not None:
@@ -55,7 +58,7 @@ def run(
     else:
         search = _load_search(spec)
         directory = run_dir or Path("runs") / search.metadata.name
-    _run_and_report(search, directory, quiet, as_json, export=not no_export)
+    _run_and_report(search, directory, quiet, as_json, export=not no_export, compare=not no_compare)
 
 
 @app.command()
@@ -180,7 +183,8 @@ def _load_pinned(run_dir: Path) -> MergeSearch:
         raise  # unreachable: fail() exits
 
 
-def _run_and_report(search: MergeSearch, run_dir: Path, quiet: bool, as_json: bool, export: bool = True) -> None:
+def _run_and_report(search: MergeSearch, run_dir: Path, quiet: bool, as_json: bool, export: bool = True,
+                    compare: bool = True) -> None:
     from ..evaluate.tasks import TaskError
     from ..models.checkpoint import CheckpointError
     from ..models.uris import UriError
@@ -202,12 +206,29 @@ def _run_and_report(search: MergeSearch, run_dir: Path, quiet: bool, as_json: bo
         console.print(f"interrupted — resume with: evomerge run --resume {run_dir}", highlight=False, soft_wrap=True)
         raise typer.Exit(exit_codes.INTERRUPTED)
     sink.close()
+    if compare and result.outcome.best is not None:
+        _write_comparison(search, run_dir, result.outcome.best.recipe, quiet or as_json)
     _write_report(run_dir, quiet or as_json)
     if as_json:
         print((run_dir / SUMMARY_FILE).read_text())
         return
     if not quiet:
         _print_summary(result)
+
+
+def _write_comparison(search: MergeSearch, run_dir: Path, best: dict, quiet: bool) -> None:
+    """Each expert alone and the uniform merge beside the evolved one, on both splits: the report's proof
+    that the search paid off. A layer path has no uniform merge to compare with."""
+    from ..merge.recipe import MergeRecipe
+    from ..report.run_data import write_comparison
+    from ..runner.compare import compare_recipes, reference_recipes
+
+    recipe = MergeRecipe.from_dict(best)
+    if recipe.layer_path is not None:
+        return
+    if not quiet:
+        console.print("scoring each expert alone and the uniform merge for the comparison …", highlight=False)
+    write_comparison(run_dir, compare_recipes(search, {**reference_recipes(recipe), "evolved merge": recipe}))
 
 
 def _write_report(run_dir: Path, quiet: bool) -> None:

@@ -39,5 +39,7 @@ def compare_recipes(search, recipes: dict[str, MergeRecipe]) -> list[Comparison]
     on_search = make_engine(search.spec, search.spec.objectives)
     search_scores = {name: on_search.score(recipe) for name, recipe in recipes.items()}
     del on_search
+    if not search.spec.held_out:
+        return [Comparison(name, search_scores[name], {}) for name in recipes]
     on_held_out = make_engine(search.spec, search.spec.held_out)
     return [Comparison(name, search_scores[name], on_held_out.score(recipe)) for name, recipe in recipes.items()]
