@@ -28,6 +28,7 @@ from .render_pods import (
     input_uris,
     model_cache_claim,
     model_volumes,
+    owned_job,
     placement,
     pod_security_context,
     resources,
@@ -99,30 +100,10 @@ def render_eval_job(
         pod["initContainers"] = [_merge(spec, settings, [*mounts, scratch]), _server(spec, settings)]
         scorer_mounts = [*mounts, {**scratch, "readOnly": True}]
         pod["containers"] = [_scorer(spec, settings, scorer_mounts, resources(settings.scorer_resources), served=True)]
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "name": name,
-            "namespace": meta["namespace"],
-            "labels": labels,
-            "annotations": {CANDIDATES_ANNOTATION: ",".join(candidate_ids)},
-            "ownerReferences": [owner_reference(owner)],
-        },
-        "spec": {
-            "backoffLimit": settings.evaluation_backoff_limit,
-            "activeDeadlineSeconds": spec.evaluation.timeout_seconds,
-            "ttlSecondsAfterFinished": settings.evaluation_ttl_seconds,
-            "podReplacementPolicy": "Failed",
-            "podFailurePolicy": {
-                "rules": [
-                    {"action": "FailJob", "onExitCodes": {"containerName": "score", "operator": "In", "values": [SCORER_PERMANENT_EXIT]}},
-                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
-                ]
-            },
-            "template": {"metadata": {"labels": labels}, "spec": pod},
-        },
-    }
+    return owned_job(name, meta["namespace"], owner, labels, pod, "score", [SCORER_PERMANENT_EXIT],
+                     annotations={CANDIDATES_ANNOTATION: ",".join(candidate_ids)},
+                     backoffLimit=settings.evaluation_backoff_limit, activeDeadlineSeconds=spec.evaluation.timeout_seconds,
+                     ttlSecondsAfterFinished=settings.evaluation_ttl_seconds)
 
 
 def _volumes(search: str, job: str, epoch: int, spec: MergeSearchSpec, settings: ClusterSettings) -> tuple[list[dict], list[dict]]:

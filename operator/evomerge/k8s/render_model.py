@@ -32,6 +32,7 @@ from .render_pods import (
     container_security_context,
     model_cache_claim,
     model_volumes,
+    owned_job,
     placement,
     pod_path,
     pod_security_context,
@@ -98,40 +99,18 @@ def render_export_job(model: dict[str, Any], search_spec: MergeSearchSpec, setti
         "volumeMounts": [{"name": "job", "mountPath": JOB_DIR, "readOnly": True}, tmp_mount, *mounts],
         "workingDir": TMP_DIR,
     }
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "name": name,
-            "namespace": meta["namespace"],
-            "labels": job_labels,
-            "ownerReferences": [owner_reference(model)],
-        },
-        "spec": {
-            "backoffLimit": settings.evaluation_backoff_limit,
-            "activeDeadlineSeconds": search_spec.evaluation.timeout_seconds,
-            "podReplacementPolicy": "Failed",
-            "podFailurePolicy": {
-                "rules": [
-                    {"action": "FailJob", "onExitCodes": {"containerName": "export", "operator": "In", "values": [2]}},
-                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
-                ]
-            },
-            "template": {
-                "metadata": {"labels": job_labels},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "serviceAccountName": settings.evaluation_service_account,
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
-                    "securityContext": pod_security_context(settings),
-                    "containers": [container],
-                    "volumes": [{"name": "job", "configMap": {"name": name}}, tmp, *volumes],
-                    **placement(search_spec),
-                },
-            },
-        },
+    pod = {
+        "restartPolicy": "Never",
+        "serviceAccountName": settings.evaluation_service_account,
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,
+        "securityContext": pod_security_context(settings),
+        "containers": [container],
+        "volumes": [{"name": "job", "configMap": {"name": name}}, tmp, *volumes],
+        **placement(search_spec),
     }
+    return owned_job(name, meta["namespace"], model, job_labels, pod, "export", [2], backoffLimit=settings.evaluation_backoff_limit,
+                     activeDeadlineSeconds=search_spec.evaluation.timeout_seconds)
 
 
 def render_serving_deployment(model: dict[str, Any], settings: ClusterSettings) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from typing import Any, Iterable
 
 from ..models.uris import PVC_MOUNT_ROOT_ENV, UriError, parse_uri
 from ..spec.merge_search import MergeSearchSpec
+from .naming import owner_reference
 from .settings import ClusterSettings
 
 SPEC_DIR = "/etc/evomerge/spec"
@@ -136,3 +137,30 @@ def placement(spec: MergeSearchSpec) -> dict[str, Any]:
     if spec.evaluation.tolerations:
         out["tolerations"] = [t.to_wire() for t in spec.evaluation.tolerations]
     return out
+
+
+def owned_job(name: str, namespace: str, owner: dict[str, Any], labels: dict[str, str], pod: dict[str, Any], container: str,
+              permanent_exits: Iterable[int], annotations: dict[str, str] | None = None, **job_spec: Any) -> dict[str, Any]:
+    """A Job owned by `owner` (deleted with it) whose pod is replaced only once it has failed; an exit of
+    `container` with a permanent code (bad input: a retry cannot help) fails the Job at once, and a node
+    disruption costs no retry."""
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": labels,
+                                "ownerReferences": [owner_reference(owner)]}
+    if annotations:
+        metadata["annotations"] = annotations
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": metadata,
+        "spec": {
+            **job_spec,
+            "podReplacementPolicy": "Failed",
+            "podFailurePolicy": {
+                "rules": [
+                    {"action": "FailJob", "onExitCodes": {"containerName": container, "operator": "In", "values": list(permanent_exits)}},
+                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                ]
+            },
+            "template": {"metadata": {"labels": labels}, "spec": pod},
+        },
+    }

@@ -29,6 +29,7 @@ from .render_pods import (
     input_uris,
     model_cache_claim,
     model_volumes,
+    owned_job,
     pod_security_context,
     resources,
     tmp_volume,
@@ -153,34 +154,13 @@ def render_controller_job(search: dict[str, Any], epoch: Epoch, settings: Cluste
         "volumeMounts": [tmp_mount, *mounts],
         "workingDir": TMP_DIR,
     }
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": {
-            "name": name,
-            "namespace": meta["namespace"],
-            "labels": job_labels,
-            "ownerReferences": [owner_reference(search)],
-        },
-        "spec": {
-            "backoffLimit": settings.controller_backoff_limit,
-            "podReplacementPolicy": "Failed",
-            "podFailurePolicy": {
-                "rules": [
-                    {"action": "FailJob", "onExitCodes": {"containerName": CONTROLLER, "operator": "In", "values": PERMANENT_EXIT_CODES}},
-                    {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
-                ]
-            },
-            "template": {
-                "metadata": {"labels": job_labels},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "serviceAccountName": settings.controller_service_account,
-                    "enableServiceLinks": False,
-                    "securityContext": pod_security_context(settings),
-                    "containers": [container],
-                    "volumes": [tmp, *volumes],
-                },
-            },
-        },
+    pod = {
+        "restartPolicy": "Never",
+        "serviceAccountName": settings.controller_service_account,
+        "enableServiceLinks": False,
+        "securityContext": pod_security_context(settings),
+        "containers": [container],
+        "volumes": [tmp, *volumes],
     }
+    return owned_job(name, meta["namespace"], search, job_labels, pod, CONTROLLER, PERMANENT_EXIT_CODES,
+                     backoffLimit=settings.controller_backoff_limit)
