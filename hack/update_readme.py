@@ -22,9 +22,10 @@ def replace_block(text: str, name: str, body: str) -> str:
 def main() -> None:
     readme = REPO / "README.md"
     text = replace_block(readme.read_text(), "spec-reference", render_reference())
-    landscape = REPO / "benchmarks" / "results" / "zoo_landscape.md"
-    if landscape.exists() and "<!-- zoo-landscape:start -->" in text:
-        text = replace_block(text, "zoo-landscape", landscape.read_text())
+    for block, result in (("zoo-landscape", "zoo_landscape.md"), ("optimizers", "optimizers.md")):
+        measured = REPO / "benchmarks" / "results" / result
+        if measured.exists() and f"<!-- {block}:start -->" in text:
+            text = replace_block(text, block, measured.read_text())
     readme.write_text(text)
 
 

@@ -90,3 +90,27 @@ def test_each_pod_ran_the_real_command_with_only_its_own_credentials(chain, kube
     process = export.containers["export"]
     assert process.argv[1] == "export-model" and not process.credentials and process.exit_code == 0
     assert process.argv[process.argv.index("--out") + 1].endswith(f"/mnt/pvc/{OUTPUT_CLAIM}/{run.namespace}/{run.name}/v1")
+
+
+@pytest.mark.parametrize("algorithm", CHAIN_ALGORITHMS)
+def test_the_report_beside_the_merge_compares_it_with_each_expert_and_the_uniform_merge(chain, published, algorithm):
+    run = chain[algorithm]
+    markdown = (published / run.namespace / run.name / "report" / "report.md").read_text()
+    assert run.status["report"] == f"pvc://published/{run.namespace}/{run.name}/report/report.html"
+
+    # model | search fitness | held-out fitness | search <fit task> | held-out <held-out task>
+    section = markdown.split("Experts, uniform merge and evolved merge", 1)[1].split("\n## ", 1)[0]
+    lines = [line.strip("|").split("|") for line in section.splitlines() if line.startswith("|")][2:]
+    rows = {cells[0].strip(" *"): [c.strip(" *") for c in cells[1:]] for cells in lines}
+    assert list(rows) == ["expert add", "expert rev", "uniform merge", "evolved merge"], rows
+    assert all(cell != "—" for cells in rows.values() for cell in cells), rows  # every reference scored on both splits
+    best = run.status["best"]
+    assert float(rows["evolved merge"][2]) == pytest.approx(float(best["scores"][FIT_KEY]), abs=1e-4)
+    held_out = float(run.model["status"]["scores"]["heldOut"][HELD_OUT_KEY])  # the export Job's own scoring
+    assert float(rows["evolved merge"][3]) == pytest.approx(held_out, rel=1e-3)
+    assert len({rows[n][2] for n in rows}) > 1  # the references differ: they were really scored
+
+    comparisons = [r for r in run.pods if r.labels.get("evomerge.dev/component") == "comparison"]
+    assert comparisons and all(r.spec["automountServiceAccountToken"] is False for r in comparisons)
+    held_out_runs = [r for r in comparisons if "--held-out" in r.containers["score"].argv]
+    assert held_out_runs and all(r.containers["score"].exit_code == 0 for r in comparisons)

@@ -69,6 +69,8 @@ def test_beyond_max_failed_evaluations_the_search_fails_naming_the_cause(kube, n
         warnings = [e for e in events(kube, namespace, name, "MergeSearch") if e["type"] == "Warning"]
         assert any(e["reason"] == "SearchFailed" and cause in e["message"] for e in warnings), warnings
         assert status["failedEvaluations"] == 2
+    # The deadline's failure names what kept the pod from starting, not only that time ran out.
+    assert "cannot start (ImagePullBackOff)" in never["stopReason"] or "cannot start (ErrImagePull)" in never["stopReason"], never
     stuck = node.pods(lambda r: r.namespace == namespace and r.labels.get("evomerge.dev/search") == "never-starts"
                       and r.labels.get("evomerge.dev/component") == "evaluation")
     assert stuck and all(r.waiting_reason == "ImagePullBackOff" and not r.containers for r in stuck)

@@ -326,7 +326,9 @@ class Node(threading.Thread):
     def _play(self, pod: dict) -> None:
         try:
             component = pod["metadata"]["labels"].get("evomerge.dev/component")
-            {"controller": self._controller, "evaluation": self._evaluation, "export": self._export}[component](pod)
+            handlers = {"controller": self._controller, "evaluation": self._evaluation, "comparison": self._evaluation,
+                        "export": self._export}
+            handlers[component](pod)
         except Exception as error:  # noqa: BLE001
             self.errors.append(error)
 
@@ -353,7 +355,8 @@ class Node(threading.Thread):
         items = json.loads(configmap["data"]["recipes.json"])
         spec_map = self.kube.get("ConfigMap", self.namespace, next(v["configMap"]["name"] for v in pod["spec"]["volumes"] if v["name"] == "spec"))
         spec = MergeSearchSpec.model_validate(json.loads(spec_map["data"]["spec.json"])["spec"])
-        keys = [o.key for o in spec.objectives]
+        held_out = "--held-out" in pod["spec"]["containers"][0]["command"]
+        keys = [o.key for o in (spec.held_out if held_out else spec.objectives)]
         results = [{"id": i["id"], "scores": {k: self.score(i["recipe"]) for k in keys}} for i in items]
         finish_pod(self.kube, pod, "score", encode_scores(results, keys))
 

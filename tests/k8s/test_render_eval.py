@@ -85,6 +85,20 @@ def test_server_engines_merge_in_an_init_container_then_serve_from_a_native_side
     assert "nvidia.com/gpu" not in json.dumps(score["resources"])
 
 
+@pytest.mark.parametrize("engine", ["transformers", "vllm"])
+def test_reference_scores_for_the_report_are_comparison_jobs_that_may_score_the_held_out_split(engine):
+    searched = render_eval_job(SEARCH, 1, "jp-e1-cmp-s0-1", ["cmp-s0"], spec(engine), SETTINGS, OWNER, "comparison")
+    held_out = render_eval_job(SEARCH, 1, "jp-e1-cmp-h0-1", ["cmp-h0"], spec(engine), SETTINGS, OWNER, "comparison", True)
+
+    for job in (searched, held_out):
+        assert job["metadata"]["labels"]["evomerge.dev/component"] == "comparison"
+        assert job["spec"]["template"]["metadata"]["labels"]["evomerge.dev/component"] == "comparison"
+    scorer = [c for c in held_out["spec"]["template"]["spec"]["containers"] if c["name"] == "score"][0]
+    assert scorer["command"][:7] == ["evomerge", "evaluate-batch", "--spec", "/etc/evomerge/spec/spec.json",
+                                     "--recipes", "/etc/evomerge/job/recipes.json", "--held-out"]
+    assert "--held-out" not in searched["spec"]["template"]["spec"]["containers"][0]["command"]
+
+
 def test_server_engines_take_one_candidate_per_pod():
     with pytest.raises(ValueError, match="one candidate per pod"):
         render_eval_job(SEARCH, 1, "j", ["c1", "c2"], spec("vllm"), SETTINGS, OWNER)

@@ -7,7 +7,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from ..runner.compare import Comparison
+from ..runner.compare import EVOLVED, Comparison
 from ..spec import MergeSearch
 
 
@@ -41,7 +41,7 @@ def comparison_table(rows: list[Comparison], search: MergeSearch) -> Table:
         mean_search = sum(row.search[o.key] for o in objectives) / len(objectives)
         mean_held = sum(row.held_out[o.key] for o in held_out) / len(held_out)
         cells = [f"{row.search[o.key]:.2f} / {row.held_out[h.key]:.2f}" for o, h in zip(objectives, held_out)]
-        style = "bold green" if row.name == "evolved merge" else None
+        style = "bold green" if row.name == EVOLVED else None
         table.add_row(row.name, f"{mean_search:.3f}", f"{mean_held:.3f}", *cells, style=style)
     return table
 
@@ -64,7 +64,7 @@ def run_demo(size: str, seed: int, algorithm: str, generations: int, population:
     finally:
         sink.close()
     best = MergeRecipe.from_dict(result.outcome.best.recipe)
-    recipes = {**reference_recipes(best), "evolved merge": best}
+    recipes = {**reference_recipes(best), EVOLVED: best}
     rows = compare_recipes(search, recipes)
     write_comparison(run_dir, rows)
     write_report(run_dir)

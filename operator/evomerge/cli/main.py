@@ -221,14 +221,14 @@ def _write_comparison(search: MergeSearch, run_dir: Path, best: dict, quiet: boo
     that the search paid off. A layer path has no uniform merge to compare with."""
     from ..merge.recipe import MergeRecipe
     from ..report.run_data import write_comparison
-    from ..runner.compare import compare_recipes, reference_recipes
+    from ..runner.compare import EVOLVED, compare_recipes, reference_recipes
 
     recipe = MergeRecipe.from_dict(best)
     if recipe.layer_path is not None:
         return
     if not quiet:
         console.print("scoring each expert alone and the uniform merge for the comparison …", highlight=False)
-    write_comparison(run_dir, compare_recipes(search, {**reference_recipes(recipe), "evolved merge": recipe}))
+    write_comparison(run_dir, compare_recipes(search, {**reference_recipes(recipe), EVOLVED: recipe}))
 
 
 def _write_report(run_dir: Path, quiet: bool) -> None:

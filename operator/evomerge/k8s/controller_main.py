@@ -21,13 +21,14 @@ from ..merge.recipe import ExpertWeights, MergeRecipe
 from ..search.genome import Genome, genome_for
 from ..spec.loading import validate_document
 from ..spec.merge_search import MergeSearch, MergeSearchSpec, path_models
-from .client import Kube
-from .evaluation_jobs import EvaluationJobs
+from .client import ApiError, Kube
+from .evaluation_jobs import EvaluationJobs, candidates_per_job
 from .history_configmap import ConfigMapHistory
-from .naming import epoch_configmap_name
+from .naming import CONTROLLER_SOURCE, epoch_configmap_name
 from .render_eval import objective_keys
 from .render_search import read_epoch_configmap
-from .search_report import SearchReport
+from .search_compare import compare_in_cluster
+from .search_report import SearchReport, earlier_epochs
 from .settings import ClusterSettings
 from .status_sink import SearchStatusSink
 
@@ -138,12 +139,12 @@ def run_controller(kube: Kube, namespace: str, name: str, epoch: int, settings: 
     for note in notes:
         log.warning(note)
     backend = EvaluationJobs(kube, search, epoch, spec, settings, owner)
-    per_job = spec.evaluation.candidates_per_job if spec.evaluation.engine == "transformers" else 1
-    executor = KubernetesExecutor(backend, objective_keys(spec), spec.evaluation.parallelism, per_job)
+    executor = KubernetesExecutor(backend, objective_keys(spec), spec.evaluation.parallelism, candidates_per_job(spec))
     history = ConfigMapHistory(kube, search, epoch)
     report = None
     if spec.storage.output is not None:  # the report lives beside the exported merges
-        report = SearchReport(kube, search, epoch, spec, spec.storage.output.uri, settings, history.recorded)
+        report = SearchReport(kube, search, epoch, spec, spec.storage.output.uri, settings, history.recorded,
+                              offsets, earlier_epochs(kube, search, epoch))
     sink = SearchStatusSink(kube, search, offsets, report=report)
     runner = SearchRunner(
         spec, genome, lambda: make_optimizer(genome, spec.search, len(spec.objectives), vectors), executor,
@@ -159,6 +160,16 @@ def run_controller(kube: Kube, namespace: str, name: str, epoch: int, settings: 
         executor.close()
         if report is not None:
             report.close()
+    output = spec.storage.output
+    if report is not None and output is not None and output.compare_references and outcome.best is not None:
+        message = (f"the search is done; scoring each of {len(spec.experts)} experts alone and their uniform merge for the "
+                   "report's comparison table (storage.output.compareReferences: false skips this)")
+        log.info(message)
+        try:
+            kube.post_event(search, "Normal", "ScoringReferences", message, CONTROLLER_SOURCE)
+        except ApiError as error:
+            log.warning("event ScoringReferences not posted: %s", error)
+        report.comparison = compare_in_cluster(kube, search, epoch, spec, settings, owner, outcome.best)
     sink.finish(outcome)
     return ControllerResult(outcome.stop_reason, outcome.evaluations, outcome.best.fitness if outcome.best else None)
 

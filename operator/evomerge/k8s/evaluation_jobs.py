@@ -2,21 +2,41 @@
 
 One watch per wait on this epoch's evaluation Jobs (label-selected), resumed from the last resourceVersion
 seen, so following a generation costs a few requests rather than a poll per Job.
+
+A Job whose pod cannot start would otherwise sit until evaluation.timeoutSeconds (an hour by default) and
+end as a bare DeadlineExceeded. While Jobs are pending, their pods are looked at every STUCK_CHECK_SECONDS
+(more often for a short evaluation.timeoutSeconds, so a few looks happen before the deadline):
+an image that cannot be pulled or a missing config fails the Job after STUCK_GRACE_SECONDS, naming the
+cause (the search counts it as a failed evaluation); an unschedulable pod may yet find a node (an
+autoscaler), so its Job runs on, and the scheduler's message is kept for the failure it may end in.
 """
 
 from __future__ import annotations
 
+import datetime
+import logging
 import time
 from typing import Any, Sequence
 
 from ..executors.kubernetes import JobOutcome
 from ..merge.recipe import MergeRecipe
 from ..spec.merge_search import MergeSearchSpec
-from .client import Conflict, Gone, Kube
-from .jobs import ACTIVE, SUCCEEDED, job_seconds, job_state, pod_selector, termination_message
-from .naming import CANDIDATES_ANNOTATION, EVALUATION, SEARCH_UID_LABEL, evaluation_job_name, search_labels, selector
+from .client import ApiError, Conflict, Gone, Kube
+from .jobs import ACTIVE, SUCCEEDED, job_seconds, job_state, pod_selector, stuck_reason, termination_message
+from .naming import CANDIDATES_ANNOTATION, CONTROLLER_SOURCE, EVALUATION, SEARCH_UID_LABEL, evaluation_job_name, search_labels, selector
 from .render_eval import render_eval_job, render_recipes_configmap
 from .settings import ClusterSettings
+
+log = logging.getLogger(__name__)
+STUCK_CHECK_SECONDS = 30.0
+STUCK_GRACE_SECONDS = 120.0
+UNSCHEDULABLE = "Unschedulable"
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+
+
+def candidates_per_job(spec: MergeSearchSpec) -> int:
+    """A transformers pod merges and scores a batch in-process; a server pod serves exactly one candidate."""
+    return spec.evaluation.candidates_per_job if spec.evaluation.engine == "transformers" else 1
 
 
 class StaleJob(RuntimeError):
@@ -25,15 +45,19 @@ class StaleJob(RuntimeError):
 
 class EvaluationJobs:
     def __init__(self, kube: Kube, search: dict[str, Any], epoch: int, spec: MergeSearchSpec,
-                 settings: ClusterSettings, owner: dict[str, Any]):
+                 settings: ClusterSettings, owner: dict[str, Any], component: str = EVALUATION, held_out: bool = False):
         meta = search["metadata"]
         self.kube = kube
         self.search, self.epoch, self.spec, self.settings, self.owner = search, epoch, spec, settings, owner
+        self.component, self.held_out = component, held_out
         self.namespace, self.name, self.uid = meta["namespace"], meta["name"], meta["uid"]
-        self.selector = selector(search_labels(EVALUATION, self.name, self.uid, epoch))
+        self.selector = selector(search_labels(component, self.name, self.uid, epoch))
         self._jobs: dict[str, dict[str, Any] | None] = {}  # None: deleted before it finished
         self._reported: set[str] = set()
         self._version = ""
+        self._stuck: dict[str, tuple[str, str]] = {}  # job → why its pod cannot start, as last seen
+        self._checked = -float("inf")
+        self._warned: set[str] = set()
 
     def existing(self) -> dict[str, list[str]]:
         items, self._version = self.kube.list_with_version("Job", self.namespace, self.selector)
@@ -49,7 +73,8 @@ class EvaluationJobs:
 
     def create(self, name: str, candidates: Sequence[tuple[str, MergeRecipe]]) -> None:
         ids = [cid for cid, _ in candidates]
-        job = render_eval_job(self.search, self.epoch, name, ids, self.spec, self.settings, self.owner)
+        job = render_eval_job(self.search, self.epoch, name, ids, self.spec, self.settings, self.owner,
+                              self.component, self.held_out)
         try:
             created = self.kube.create(job)
         except Conflict:
@@ -65,9 +90,9 @@ class EvaluationJobs:
 
     def wait(self, names: set[str], timeout: float) -> list[JobOutcome]:
         deadline = time.monotonic() + timeout
-        outcomes = self._collect(names)
+        outcomes = self._collect(names) or self._fail_stuck(names)
         while not outcomes and time.monotonic() < deadline:
-            left = max(1, int(deadline - time.monotonic()))
+            left = max(1, int(min(deadline - time.monotonic(), self._check_every())))
             try:
                 for kind, job in self.kube.watch("Job", self.namespace, self.selector, self._version, left):
                     self._version = job["metadata"].get("resourceVersion", self._version)
@@ -80,6 +105,7 @@ class EvaluationJobs:
             except Gone:
                 self.existing()
                 outcomes = self._collect(names)
+            outcomes = outcomes or self._fail_stuck(names)
         return outcomes
 
     def close(self) -> None:
@@ -100,7 +126,58 @@ class EvaluationJobs:
                 pods = self.kube.list("Pod", self.namespace, pod_selector(name))
                 message = termination_message(pods, "score")
                 if state.phase != SUCCEEDED and message is None:
-                    message = state.message
+                    stuck = stuck_reason(pods) or self._stuck.get(name)
+                    message = stuck[1] if stuck else state.message
                 outcomes.append(JobOutcome(name, state.phase == SUCCEEDED, message, state.reason, job_seconds(job)))
             self._reported.add(name)
         return outcomes
+
+    def _fail_stuck(self, names: set[str]) -> list[JobOutcome]:
+        """Outcomes for Jobs whose pods cannot start (see the module's docstring); at most one pod list per check."""
+        now = time.monotonic()
+        if now - self._checked < self._check_every():
+            return []
+        self._checked = now
+        pending = [n for n in sorted(names - self._reported) if self._jobs.get(n) and job_state(self._jobs[n]).phase == ACTIVE]
+        if not pending:
+            return []
+        by_job: dict[str, list[dict[str, Any]]] = {}
+        for pod in self.kube.list("Pod", self.namespace, self.selector):
+            by_job.setdefault((pod["metadata"].get("labels") or {}).get(JOB_NAME_LABEL, ""), []).append(pod)
+        outcomes = []
+        for name in pending:
+            stuck = stuck_reason(by_job.get(name, []))
+            if stuck is None:
+                continue
+            self._stuck[name] = stuck
+            if stuck[0] == UNSCHEDULABLE or _age(self._jobs[name]) < STUCK_GRACE_SECONDS:  # type: ignore[arg-type]
+                continue
+            self.kube.delete("Job", self.namespace, name)
+            self._reported.add(name)
+            message = (f"{stuck[1]} — fix the image or the config it names; "
+                       "the Job was deleted rather than left to evaluation.timeoutSeconds")
+            outcomes.append(JobOutcome(name, False, message, stuck[0]))
+            self._warn_once(stuck[0], f"evaluation Job {name}: {message}")
+        return outcomes
+
+    def _warn_once(self, reason: str, message: str) -> None:
+        """One Warning per cause on the search (the next stuck Job most likely has the same one)."""
+        if reason in self._warned:
+            return
+        self._warned.add(reason)
+        try:
+            self.kube.post_event(self.search, "Warning", "EvaluationStuck", message, CONTROLLER_SOURCE)
+        except ApiError as error:
+            log.warning("event EvaluationStuck not posted: %s", error)
+
+
+    def _check_every(self) -> float:
+        return min(STUCK_CHECK_SECONDS, self.spec.evaluation.timeout_seconds / 4)
+
+
+def _age(job: dict[str, Any]) -> float:
+    created = job["metadata"].get("creationTimestamp")
+    if not created:
+        return 0.0
+    born = datetime.datetime.fromisoformat(created.replace("Z", "+00:00"))
+    return (datetime.datetime.now(datetime.timezone.utc) - born).total_seconds()

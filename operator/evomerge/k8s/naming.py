@@ -21,6 +21,7 @@ CHUNK_LABEL = f"{API_GROUP}/chunk"
 CANDIDATES_ANNOTATION = f"{API_GROUP}/candidates"
 TEMPLATE_HASH_ANNOTATION = f"{API_GROUP}/template-hash"
 MANAGED_BY = "evomerge-operator"
+CONTROLLER_SOURCE = "evomerge-controller"  # the source of the events the controller posts
 
 CONTROLLER = "controller"
 EVALUATION = "evaluation"
@@ -28,6 +29,7 @@ HISTORY = "history"
 EPOCH = "epoch"
 EXPORT = "export"
 SERVING = "serving"
+COMPARISON = "comparison"
 
 
 def child_name(parent: str, suffix: str) -> str:

@@ -2,7 +2,9 @@
 
 kopf watches the resources and calls `handlers.py`; the work happens here and in the reconcile modules,
 through the one API client of `client.py`. A periodic resync reconciles every object again, because Job
-events are not retried by kopf and a missed or failed one must not strand a search.
+events are not retried by kopf and a missed or failed one must not strand a search. A request the API server
+refuses for good (RBAC, quota, admission) is put on the object by the reconcile itself (api_failures.py);
+here every failure is counted and logged, and left to the resync.
 """
 
 from __future__ import annotations
@@ -184,9 +186,13 @@ def resync(context: OperatorContext) -> None:
 def start_resync(context: OperatorContext) -> threading.Thread:
     """A pass now (what happened while no operator ran) and then every resync_seconds."""
     def loop() -> None:
-        resync(context)
-        while not context.stop.wait(context.resync_seconds):
-            resync(context)
+        while True:
+            try:
+                resync(context)
+            except Exception:  # noqa: BLE001 - a timeout or a lost connection must not end the resyncs for good
+                log.exception("resync failed; the next pass retries")
+            if context.stop.wait(context.resync_seconds):
+                return
 
     thread = threading.Thread(target=loop, name="evomerge-resync", daemon=True)
     thread.start()

@@ -1,4 +1,5 @@
-"""What a reconcile decided, as data: objects to create, replace, patch and delete, a status, events."""
+"""What a reconcile decided, as data: objects to create, replace, patch and delete, a status, events;
+and carrying it out, or recording on the object why the API server refused it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from .api_failures import Refusal, classify, degraded_status, is_news, requesting
 from .client import ApiError, Conflict, Kube
+from .conditions import now_iso
 
 log = logging.getLogger(__name__)
 
@@ -60,27 +63,78 @@ def apply(kube: Kube, owner: dict[str, Any], plan: Plan, component: str, events:
     """Carry a plan out in the owner's namespace; creating what exists already is not an error (idempotence).
 
     Returns the objects created and replaced, as the API server stored them (so a caller may cache them).
+    A refused request raises a RefusedRequest that names it.
     """
     meta = owner["metadata"]
     namespace = meta["namespace"]
     stored: list[dict[str, Any]] = []
     for kind, name in plan.delete:
-        kube.delete(kind, namespace, name)
+        with requesting("delete", kind, namespace, name):
+            kube.delete(kind, namespace, name)
     for obj in plan.create:
-        try:
-            stored.append(kube.create(obj))
-        except Conflict:
-            log.debug("%s %s/%s exists already", obj["kind"], namespace, obj["metadata"]["name"])
+        with requesting("create", obj["kind"], namespace, obj["metadata"]["name"]):
+            try:
+                stored.append(kube.create(obj))
+            except Conflict:
+                log.debug("%s %s/%s exists already", obj["kind"], namespace, obj["metadata"]["name"])
     for obj in plan.replace:
-        stored.append(kube.replace(obj))
+        with requesting("update", obj["kind"], namespace, obj["metadata"]["name"]):
+            stored.append(kube.replace(obj))
     for kind, name, patch in plan.patch:
-        kube.patch(kind, namespace, name, patch)
+        with requesting("patch", kind, namespace, name):
+            kube.patch(kind, namespace, name, patch)
     current = owner.get("status") or {}
     if any(current.get(key) != value for key, value in plan.status.items()):  # a no-op patch is a wasted request
-        kube.patch_status(owner["kind"], namespace, meta["name"], plan.status)
+        with requesting("patch", owner["kind"], namespace, meta["name"], "status"):
+            kube.patch_status(owner["kind"], namespace, meta["name"], plan.status)
     for event in plan.events:
-        if events is not None:
-            events.put(owner, event)
-        else:
-            kube.post_event(owner, event.type, event.reason, event.message, component)
+        _post(kube, owner, event, component, events)
     return stored
+
+
+def _post(kube: Kube, owner: dict[str, Any], event: Event, component: str, events: EventQueue | None) -> None:
+    if events is not None:
+        events.put(owner, event)
+    else:
+        kube.post_event(owner, event.type, event.reason, event.message, component)
+
+
+# Reasons per object uid warned about while its status could not record them: without this, a status that
+# cannot be written would repeat the Warning on every resync.
+_warned_unrecorded: dict[str, set[str]] = {}
+
+
+def record_refusal(kube: Kube, owner: dict[str, Any], error: ApiError, component: str, events: EventQueue | None = None) -> Refusal | None:
+    """Put a refusal the user must fix on the object: Degraded with the request, the server's words and the
+    fix, and a Warning when the reason is new. `owner` is the object as the failed reconcile read it; if it
+    changed since, the patch is refused (resourceVersion) and the next reconcile records it. A status the
+    operator may not write is logged, never raised: the caller raises the original error."""
+    refusal = classify(error, owner["kind"])
+    if refusal is None:
+        return None
+    meta, status = owner["metadata"], owner.get("status") or {}
+    update = degraded_status(status, refusal, meta.get("generation"), now_iso())
+    news = is_news(status, refusal)
+    if update is not None:
+        try:
+            precondition = {"metadata": {"resourceVersion": meta["resourceVersion"]}} if meta.get("resourceVersion") else {}
+            kube.patch(owner["kind"], meta["namespace"], meta["name"], {**precondition, "status": update}, subresource="status")
+        except Conflict:
+            return refusal
+        except ApiError as failed:
+            log.warning("%s %s/%s: could not record %s on its status (%s); the refusal was: %s", owner["kind"],
+                        meta["namespace"], meta["name"], refusal.reason, failed, refusal.message)
+            warned = _warned_unrecorded.setdefault(meta["uid"], set())
+            news = refusal.reason not in warned
+            warned.add(refusal.reason)
+    if news:
+        try:
+            _post(kube, owner, Event("Warning", refusal.reason, refusal.message), component, events)
+        except ApiError as failed:
+            log.warning("Warning %s on %s %s/%s not posted: %s", refusal.reason, owner["kind"], meta["namespace"], meta["name"], failed)
+    return refusal
+
+
+def settled(uid: str) -> None:
+    """A reconcile of this object went through: a later refusal is news again."""
+    _warned_unrecorded.pop(uid, None)

@@ -15,7 +15,8 @@ from ..merge.recipe import MergeRecipe
 from ..models.uris import UriError
 from ..spec.loading import SpecError
 from ..spec.merged_model import MergedModelSpec
-from .client import Kube
+from .api_failures import clear_refusal
+from .client import ApiError, Kube
 from .conditions import DEGRADED, PROGRESSING, READY, condition, merge_conditions, now_iso
 from .jobs import ACTIVE, FAILED, job_state, pod_selector, termination_message
 from .messages import decode_export
@@ -27,7 +28,7 @@ from .naming import (
     selector,
     serving_name,
 )
-from .plan import Event, EventQueue, Plan, apply
+from .plan import Event, EventQueue, Plan, apply, record_refusal, settled
 from .reconcile_search import parse_search
 from .render_model import render_export_configmap, render_export_job, render_serving_deployment, render_serving_service
 from .render_pods import pod_path
@@ -77,6 +78,7 @@ def plan_model(model: dict[str, Any], observed: ModelObservation, settings: Clus
         _serve(model, spec, status, observed, settings, now, plan)
         if status.get("observedGeneration") != generation:  # e.g. only spec.serving changed
             plan.status["observedGeneration"] = generation
+        clear_refusal(plan.status, status, generation, now)
     return plan
 
 
@@ -200,7 +202,12 @@ def reconcile(kube: Kube, model: dict[str, Any], settings: ClusterSettings, even
         fresh = kube.get("MergedModel", meta["namespace"], meta["name"])
         if fresh is None or fresh["metadata"]["uid"] != meta["uid"] or fresh["metadata"].get("deletionTimestamp"):
             return Plan()
-        plan = plan_model(fresh, observe(kube, fresh), settings, now_iso())
-        apply(kube, fresh, plan, COMPONENT, events)
+        try:
+            plan = plan_model(fresh, observe(kube, fresh), settings, now_iso())
+            apply(kube, fresh, plan, COMPONENT, events)
+        except ApiError as error:  # under the lock: the status it records is not older than a concurrent success
+            record_refusal(kube, fresh, error, COMPONENT, events)
+            raise
+        settled(meta["uid"])
         return plan
 

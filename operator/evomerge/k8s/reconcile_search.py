@@ -20,7 +20,7 @@ from ..spec.base import GROUP_VERSION
 from ..spec.expert import Expert
 from ..spec.loading import SpecError, validate_document
 from ..spec.merge_search import ExpertSource, MergeSearch, MergeSearchSpec
-from .client import Kube
+from .client import ApiError, Kube
 from .conditions import DEGRADED, PROGRESSING, READY, condition, find, merge_conditions, now_iso
 from .jobs import ACTIVE, FAILED, SUCCEEDED, job_state, pod_selector, stuck_reason, termination_message
 from .naming import (
@@ -32,7 +32,7 @@ from .naming import (
     owner_reference,
     selector,
 )
-from .plan import Event, EventQueue, Plan, apply
+from .plan import Event, EventQueue, Plan, apply, record_refusal, settled
 from .reconcile_expert import compatibility
 from .render_model import versioned_uri
 from .render_search import (
@@ -119,7 +119,8 @@ def plan_search(search: dict[str, Any], observed: SearchObservation, settings: C
     digest = input_digest(effective)
     epoch_number = int(status.get("epoch") or 0)
     phase = status.get("phase")
-    invalid_before = (find(status.get("conditions"), DEGRADED) or {}).get("reason") == INVALID_SPEC
+    # Read from Ready: Degraded may since tell of a request the API server refused (api_failures.py).
+    invalid_before = (find(status.get("conditions"), READY) or {}).get("reason") == INVALID_SPEC
     if epoch_number == 0 or status.get("inputDigest") != digest:
         return _new_epoch(search, status, spec, effective, observed, settings, now)
 
@@ -319,7 +320,8 @@ def _success_message(status: dict[str, Any]) -> str:
 
 
 def _degraded_message(status: dict[str, Any]) -> str:
-    return (find(status.get("conditions"), DEGRADED) or {}).get("message") or status.get("stopReason") or "the controller failed"
+    """Why the search failed, as its last plan said it in Ready (Degraded may since tell of a refused request)."""
+    return (find(status.get("conditions"), READY) or {}).get("message") or status.get("stopReason") or "the controller failed"
 
 
 def _publish(search, spec: MergeSearchSpec, effective: MergeSearchSpec, status: dict[str, Any],
@@ -467,10 +469,15 @@ def reconcile(kube: Kube, search: dict[str, Any], settings: ClusterSettings, eve
             spec: MergeSearchSpec | None = parse_search(fresh)
         except SpecError:
             spec = None
-        observed = observe(kube, fresh, spec)
-        plan = plan_search(fresh, observed, settings, now_iso())
-        _make_accounts(kube, fresh, plan)
-        _apply(kube, fresh, plan, events)
+        try:
+            observed = observe(kube, fresh, spec)
+            plan = plan_search(fresh, observed, settings, now_iso())
+            _make_accounts(kube, fresh, plan)
+            _apply(kube, fresh, plan, events)
+        except ApiError as error:  # under the lock: the status it records is not older than a concurrent success
+            record_refusal(kube, fresh, error, COMPONENT, events)
+            raise
+        settled(meta["uid"])
         return plan
 
 

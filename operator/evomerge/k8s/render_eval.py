@@ -76,13 +76,19 @@ def render_eval_job(
     spec: MergeSearchSpec,
     settings: ClusterSettings,
     owner: dict[str, Any],
+    component: str = EVALUATION,
+    held_out: bool = False,
 ) -> dict[str, Any]:
-    """One evaluation Job for `candidate_ids` (a batch for transformers, exactly one for servers)."""
+    """One evaluation Job for `candidate_ids` (a batch for transformers, exactly one for servers).
+
+    The search's own Jobs are component `evaluation`; the report's reference scores (search_compare.py) are
+    component `comparison`, on spec.objectives or, with `held_out`, on spec.heldOut.
+    """
     meta = search["metadata"]
     engine = spec.evaluation.engine
     if engine != "transformers" and len(candidate_ids) != 1:
         raise ValueError(f"engine {engine} serves one candidate per pod; got {len(candidate_ids)}")
-    labels = search_labels(EVALUATION, meta["name"], meta["uid"], epoch)
+    labels = search_labels(component, meta["name"], meta["uid"], epoch)
     volumes, mounts = _volumes(meta["name"], name, epoch, spec, settings)
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
@@ -94,12 +100,12 @@ def render_eval_job(
         **placement(spec),
     }
     if engine == "transformers":
-        pod["containers"] = [_scorer(spec, settings, mounts, resources(spec.evaluation.resources), served=False)]
+        pod["containers"] = [_scorer(spec, settings, mounts, resources(spec.evaluation.resources), False, held_out)]
     else:
         scratch = {"name": "scratch", "mountPath": SCRATCH_DIR}
         pod["initContainers"] = [_merge(spec, settings, [*mounts, scratch]), _server(spec, settings)]
         scorer_mounts = [*mounts, {**scratch, "readOnly": True}]
-        pod["containers"] = [_scorer(spec, settings, scorer_mounts, resources(settings.scorer_resources), served=True)]
+        pod["containers"] = [_scorer(spec, settings, scorer_mounts, resources(settings.scorer_resources), True, held_out)]
     return owned_job(name, meta["namespace"], owner, labels, pod, "score", [SCORER_PERMANENT_EXIT],
                      annotations={CANDIDATES_ANNOTATION: ",".join(candidate_ids)},
                      backoffLimit=settings.evaluation_backoff_limit, activeDeadlineSeconds=spec.evaluation.timeout_seconds,
@@ -127,8 +133,11 @@ def _volumes(search: str, job: str, epoch: int, spec: MergeSearchSpec, settings:
     return volumes, mounts
 
 
-def _scorer(spec: MergeSearchSpec, settings: ClusterSettings, mounts: list[dict], limits: dict, served: bool) -> dict[str, Any]:
+def _scorer(spec: MergeSearchSpec, settings: ClusterSettings, mounts: list[dict], limits: dict, served: bool,
+            held_out: bool) -> dict[str, Any]:
     command = ["evomerge", "evaluate-batch", "--spec", SPEC_FILE, "--recipes", RECIPES_FILE]
+    if held_out:
+        command.append("--held-out")
     if served:
         command += ["--model-dir", CANDIDATE_DIR, "--server-url", f"http://127.0.0.1:{SERVER_PORT}"]
     return {

@@ -2,8 +2,9 @@
 
 The controller redraws it after every generation on a thread of its own, so the search never waits on
 matplotlib (a redraw still pending when the next generation ends is replaced by the newer one), and once
-more, in line, when the epoch ends. Files are written beside and renamed into place, so a reader never
-sees half a page. A report that cannot be written is logged and posted as one Warning event per distinct
+more, in line, when the epoch ends. The history of earlier epochs (re-merges) comes first, its rounds and
+generations numbered on as the status numbers them, so the plots run across every round. Files are
+written beside and renamed into place, so a reader never sees half a page. A report that cannot be written is logged and posted as one Warning event per distinct
 reason — never a failed search.
 """
 
@@ -18,14 +19,17 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..report.run_data import RunData
+from ..runner.compare import EVOLVED
 from ..runner.loop import SearchOutcome
 from ..spec.merge_search import MergeSearchSpec
 from .client import ApiError, Kube
+from .history_configmap import ConfigMapHistory
+from .naming import CONTROLLER_SOURCE, epoch_configmap_name
 from .render_pods import pod_path
+from .render_search import read_epoch_configmap
 from .settings import ClusterSettings
 
 log = logging.getLogger(__name__)
-COMPONENT = "evomerge-controller"
 REPORT_DIR, REPORT_PAGE = "report", "report.html"  # the layout `evomerge run` writes (report.render)
 
 
@@ -34,14 +38,52 @@ def report_uri(output_uri: str) -> str:
     return f"{output_uri.rstrip('/')}/{REPORT_DIR}/{REPORT_PAGE}"
 
 
-def summary_of(outcome: SearchOutcome, stop_reason: str | None) -> dict[str, Any]:
-    """The summary `evomerge run` writes to summary.json, from the runner's outcome so far."""
+def numbered_on(events: list[dict[str, Any]], offsets: dict[str, int], prefix: str = "") -> list[dict[str, Any]]:
+    """An epoch's history events with rounds and generations after those of the epochs before it
+    (`offsets`, as the operator froze them), and candidate ids prefixed so epochs never collide."""
+    rounds, generations = int(offsets.get("round", 0)), int(offsets.get("generation", 0))
+    moved = []
+    for event in events:
+        event = dict(event)
+        if "round" in event:
+            event["round"] = int(event["round"]) + rounds
+            event["generation"] = int(event["generation"]) + generations
+        if "ids" in event:
+            event["ids"] = [prefix + cid for cid in event["ids"]]
+        if "id" in event:
+            event["id"] = prefix + event["id"]
+        if "summary" in event:
+            summary = dict(event["summary"])
+            summary["round"] = int(summary["round"]) + rounds
+            summary["generation"] = int(summary["generation"]) + generations
+            event["summary"] = summary
+        moved.append(event)
+    return moved
+
+
+def earlier_epochs(kube: Kube, search: dict[str, Any], epoch: int) -> list[dict[str, Any]]:
+    """The history events of epochs 1 … epoch−1, numbered on; an epoch whose ConfigMaps are gone is left out."""
+    meta = search["metadata"]
+    events: list[dict[str, Any]] = []
+    for number in range(1, epoch):
+        configmap = kube.get("ConfigMap", meta["namespace"], epoch_configmap_name(meta["name"], number))
+        if configmap is None:
+            continue
+        offsets = read_epoch_configmap(configmap)[2]
+        events += numbered_on(ConfigMapHistory(kube, search, number).events(), offsets, f"e{number}-")
+    return events
+
+
+def summary_of(outcome: SearchOutcome, stop_reason: str | None, offsets: dict[str, int] | None = None) -> dict[str, Any]:
+    """The summary `evomerge run` writes to summary.json, from the runner's outcome so far; counters
+    include the epochs before this one, as the status does."""
     best = outcome.best
+    off = offsets or {}
     return {
         "stopReason": stop_reason,
-        "evaluations": outcome.evaluations,
-        "failedEvaluations": outcome.failed,
-        "generations": len(outcome.summaries),
+        "evaluations": int(off.get("evaluations", 0)) + outcome.evaluations,
+        "failedEvaluations": int(off.get("failedEvaluations", 0)) + outcome.failed,
+        "generations": int(off.get("generation", 0)) + len(outcome.summaries),
         "best": None if best is None else {"candidate": best.id, "fitness": best.fitness, "scores": best.scores,
                                            "recipe": best.recipe},
     }
@@ -51,11 +93,15 @@ class SearchReport:
     """One epoch's report: `refresh` after each generation, `finish` once at its end."""
 
     def __init__(self, kube: Kube, search: dict[str, Any], epoch: int, spec: MergeSearchSpec, output_uri: str,
-                 settings: ClusterSettings, events: Callable[[], list[dict[str, Any]]]):
+                 settings: ClusterSettings, events: Callable[[], list[dict[str, Any]]],
+                 offsets: dict[str, int] | None = None, earlier: list[dict[str, Any]] | None = None):
         self.kube, self.search, self.epoch, self.spec = kube, search, epoch, spec
         self.uri = report_uri(output_uri)
         self.settings = settings
         self.events = events
+        self.offsets = dict(offsets or {})
+        self.earlier = list(earlier or [])
+        self.comparison: list[dict[str, Any]] = []  # rows of search_compare.py, once the epoch has them
         self.written = False  # this controller has put a complete report at `uri`
         self._warned: set[str] = set()
         self._pending: RunData | None = None
@@ -85,8 +131,13 @@ class SearchReport:
 
     def _run_data(self, outcome: SearchOutcome, stop_reason: str | None) -> RunData:
         meta = self.search["metadata"]
-        return RunData.from_parts(f"{meta['namespace']}/{meta['name']}, epoch {self.epoch}", self.spec, self.events(),
-                                  summary_of(outcome, stop_reason))
+        events = self.earlier + numbered_on(self.events(), self.offsets)
+        summary = summary_of(outcome, stop_reason, self.offsets)
+        held_out = next((row["heldOut"] for row in self.comparison if row["name"] == EVOLVED and row["heldOut"]), None)
+        if held_out:  # the final merge's held-out score, marked on the progress plot as `evomerge run` marks it
+            summary["heldOut"] = held_out
+        return RunData.from_parts(f"{meta['namespace']}/{meta['name']}, epoch {self.epoch}", self.spec, events,
+                                  summary, self.comparison)
 
     def _redraw_loop(self) -> None:
         while True:
@@ -123,6 +174,6 @@ class SearchReport:
             return
         self._warned.add(reason)
         try:
-            self.kube.post_event(self.search, "Warning", "ReportFailed", message, COMPONENT)
+            self.kube.post_event(self.search, "Warning", "ReportFailed", message, CONTROLLER_SOURCE)
         except ApiError as error:
             log.warning("event ReportFailed not posted: %s", error)

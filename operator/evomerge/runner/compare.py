@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 from ..merge.recipe import ExpertWeights, MergeRecipe
 
+EVOLVED = "evolved merge"  # the row of the searched merge beside the references
+
 
 @dataclass(frozen=True)
 class Comparison:

@@ -261,6 +261,11 @@ class ModelCache(SpecModel):
 
 class OutputSpec(SpecModel):
     uri: str = Field(min_length=1)
+    compare_references: bool = Field(
+        default=True,
+        description="At each epoch's end, also score each expert alone and the uniform merge (search and held-out "
+        "objectives, in evaluation Jobs) for the report's comparison table.",
+    )
 
 
 class StorageSpec(SpecModel):

@@ -1,0 +1,79 @@
+"""Evaluation Jobs whose pods cannot start, against a real API server (the test plays the kubelet's status)."""
+
+from __future__ import annotations
+
+import pytest
+
+from evomerge.k8s import evaluation_jobs
+from evomerge.k8s.evaluation_jobs import EvaluationJobs
+from evomerge.k8s.render_search import render_namespace_accounts
+from evomerge.k8s.settings import ClusterSettings
+from evomerge.merge.recipe import ExpertWeights, MergeRecipe
+from evomerge.spec.merge_search import MergeSearchSpec
+from test_operator import eventually, kube, search_body  # noqa: F401 (kube: the fixture)
+
+RECIPE = MergeRecipe("linear", None, (ExpertWeights("e0", "file:///m/e0", {"weight": {"all": 1.0}}),
+                                      ExpertWeights("e1", "file:///m/e1", {"weight": {"all": 0.0}})), ("all",), {})
+
+
+def waiting(kube, pod: dict, reason: str, message: str) -> None:
+    """What the kubelet reports while a container cannot start."""
+    status = {"phase": "Pending", "containerStatuses": [{"name": "score", "image": "x", "imageID": "", "ready": False,
+                                                         "restartCount": 0, "state": {"waiting": {"reason": reason, "message": message}}}]}
+    kube.patch("Pod", pod["metadata"]["namespace"], pod["metadata"]["name"], {"status": status}, subresource="status")
+
+
+def unschedulable(kube, pod: dict) -> None:
+    status = {"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                                  "message": "0/3 nodes have nvidia.com/gpu"}]}
+    kube.patch("Pod", pod["metadata"]["namespace"], pod["metadata"]["name"], {"status": status}, subresource="status")
+
+
+def backend(kube, namespace: str, timeout_seconds: int = 3600) -> EvaluationJobs:
+    search = kube.create(search_body("jp", namespace, evaluation={"timeoutSeconds": timeout_seconds}))
+    spec = MergeSearchSpec.model_validate(search["spec"])
+    for account in render_namespace_accounts(namespace, ClusterSettings()):  # pods of a missing account are refused
+        kube.create(account)
+    return EvaluationJobs(kube, search, 1, spec, ClusterSettings(), search)
+
+
+@pytest.fixture(autouse=True)
+def check_every_wait(monkeypatch):
+    monkeypatch.setattr(evaluation_jobs, "STUCK_CHECK_SECONDS", 0.0)
+
+
+def pod_of(kube, namespace: str, job: str) -> dict:
+    return eventually(lambda: (kube.list("Pod", namespace, f"batch.kubernetes.io/job-name={job}") or [None])[0], f"the pod of {job}")
+
+
+def test_an_image_that_cannot_be_pulled_fails_its_job_after_the_grace_naming_the_cause(kube, namespace, monkeypatch):
+    monkeypatch.setattr(evaluation_jobs, "STUCK_GRACE_SECONDS", 3600.0)
+    jobs = backend(kube, namespace)
+    jobs.create("jp-e1-c000000-1", [("c000000", RECIPE)])
+    waiting(kube, pod_of(kube, namespace, "jp-e1-c000000-1"), "ImagePullBackOff", 'Back-off pulling image "registry.invalid/w:1"')
+
+    assert jobs.wait({"jp-e1-c000000-1"}, 1) == []  # within the grace: a registry hiccup may pass
+
+    monkeypatch.setattr(evaluation_jobs, "STUCK_GRACE_SECONDS", 0.0)
+    (outcome,) = jobs.wait({"jp-e1-c000000-1"}, 5)
+    assert (outcome.name, outcome.succeeded, outcome.reason) == ("jp-e1-c000000-1", False, "ImagePullBackOff")
+    assert "container score of pod" in outcome.message and "registry.invalid/w:1" in outcome.message
+    assert "fix the image" in outcome.message
+    job = kube.get("Job", namespace, "jp-e1-c000000-1")
+    assert job is None or job["metadata"].get("deletionTimestamp")
+    assert jobs.wait({"jp-e1-c000000-1"}, 1) == []  # reported once
+    (event,) = [e for e in kube.list("Event", namespace) if e["reason"] == "EvaluationStuck"]
+    assert event["type"] == "Warning" and "registry.invalid/w:1" in event["message"]
+
+
+def test_an_unschedulable_pod_waits_for_a_node_and_a_deadline_then_names_the_scheduler(kube, namespace, monkeypatch):
+    monkeypatch.setattr(evaluation_jobs, "STUCK_GRACE_SECONDS", 0.0)
+    jobs = backend(kube, namespace, timeout_seconds=10)  # the Job controller fails it after 10 s and deletes its pod
+    jobs.create("jp-e1-c000001-1", [("c000001", RECIPE)])
+    unschedulable(kube, pod_of(kube, namespace, "jp-e1-c000001-1"))
+
+    assert jobs.wait({"jp-e1-c000001-1"}, 1) == []  # an autoscaler may yet add a node
+
+    (outcome,) = jobs.wait({"jp-e1-c000001-1"}, 30)
+    assert (outcome.succeeded, outcome.reason) == (False, "DeadlineExceeded")
+    assert "cannot be scheduled: 0/3 nodes have nvidia.com/gpu" in outcome.message

@@ -1,0 +1,155 @@
+"""The operator process: requests the API server refuses reach the user on the object, and its resync survives
+what a pass may throw. Against a real API server, with the chart's RBAC and a ResourceQuota taken away and
+given back while the operator runs as the chart's ServiceAccount."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import threading
+import urllib.request
+import uuid
+from pathlib import Path
+
+import pytest
+from kubernetes import client as k8s
+
+from evomerge.k8s import operator_main
+from evomerge.k8s.client import Kube
+from evomerge.k8s.metrics import OperatorMetrics
+from evomerge.k8s.settings import ClusterSettings
+from test_operator import condition, eventually, search_body, status_of
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def chart(control_plane, control_plane_bin_dir, api_client, namespace, tmp_path):
+    """The chart installed in its own namespace and watching the test's: (release name, its namespace)."""
+    core = k8s.CoreV1Api(api_client)
+    release_namespace = f"evomerge-system-{uuid.uuid4().hex[:6]}"
+    core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=release_namespace)))
+    name = f"evo-{uuid.uuid4().hex[:6]}"
+    env = {**os.environ, "KUBECONFIG": str(control_plane.kubeconfig), "HELM_CACHE_HOME": str(tmp_path / "c"),
+           "HELM_CONFIG_HOME": str(tmp_path / "f"), "HELM_DATA_HOME": str(tmp_path / "d")}
+    helm = str(control_plane_bin_dir / "helm")
+    installed = subprocess.run([helm, "install", name, str(REPO / "charts" / "evomerge"), "-n", release_namespace,
+                                "--set", f"watchNamespaces={{{namespace}}}"], env=env, capture_output=True, text=True)
+    assert installed.returncode == 0, installed.stderr
+    yield name, release_namespace
+    subprocess.run([helm, "uninstall", name, "-n", release_namespace], env=env, capture_output=True, text=True)
+    core.delete_namespace(release_namespace)
+
+
+def _operator_role(rbac: k8s.RbacAuthorizationV1Api, namespace: str, release: str) -> k8s.V1Role:
+    return rbac.read_namespaced_role(f"{release}-evomerge-operator", namespace)
+
+
+def _set_job_verbs(rbac: k8s.RbacAuthorizationV1Api, namespace: str, release: str, verbs: list[str]) -> None:
+    role = _operator_role(rbac, namespace, release)
+    for rule in role.rules:
+        if rule.resources == ["jobs"]:
+            rule.verbs = verbs
+    rbac.replace_namespaced_role(role.metadata.name, namespace, role)
+
+
+def _warnings(kube: Kube, namespace: str, name: str) -> list[dict]:
+    return [e for e in kube.list("Event", namespace) if e["involvedObject"]["name"] == name and e["type"] == "Warning"]
+
+
+def _failed_reconciles(port: int) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    found = re.search(r'^evomerge_reconcile_errors_total\{kind="MergeSearch"\} (\S+)$', text, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_refused_requests_degrade_the_search_once_per_reason_and_clear_when_fixed(control_plane, api_client, namespace, chart):
+    release, release_namespace = chart
+    admin = Kube.connect(str(control_plane.kubeconfig))
+    core, rbac = k8s.CoreV1Api(api_client), k8s.RbacAuthorizationV1Api(api_client)
+    job_verbs = next(rule.verbs for rule in _operator_role(rbac, namespace, release).rules if rule.resources == ["jobs"])
+    _set_job_verbs(rbac, namespace, release, [v for v in job_verbs if v != "create"])
+    core.create_namespaced_resource_quota(namespace, k8s.V1ResourceQuota(
+        metadata=k8s.V1ObjectMeta(name="no-jobs"), spec=k8s.V1ResourceQuotaSpec(hard={"count/jobs.batch": "0"})))
+    eventually(lambda: core.read_namespaced_resource_quota("no-jobs", namespace).status.hard, "the quota to be counted")
+    kubeconfig = control_plane.service_account_kubeconfig(release_namespace, f"{release}-evomerge-operator")
+    (deployment,) = admin.list("Deployment", release_namespace)
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    settings = ClusterSettings.from_env({e["name"]: e["value"] for e in container["env"]})  # as the chart configures it
+    stop, ready, port = threading.Event(), threading.Event(), _free_port()
+    operator = threading.Thread(target=operator_main.run, daemon=True, kwargs=dict(
+        namespaces=[namespace], kubeconfig=str(kubeconfig), metrics_port=port, liveness=None, resync_seconds=0.5,
+        stop_flag=stop, ready_flag=ready, settings=settings))
+    try:
+        operator.start()
+        assert ready.wait(60), "the operator did not start"
+        admin.create(search_body("jp", namespace))
+
+        # RBAC is checked before the quota: the missing verb is what the user hears of first.
+        degraded = eventually(lambda: condition(status_of(admin, namespace, "jp"), "Degraded").get("reason") == "Forbidden"
+                              and condition(status_of(admin, namespace, "jp"), "Degraded"), "the search to be Degraded: Forbidden")
+        assert degraded["status"] == "True" and degraded["observedGeneration"] == 1
+        assert re.search(rf"refused to create Job {namespace}/jp-controller-e1-\w+: jobs.batch is forbidden: ", degraded["message"])
+        assert "lacks verb create on resource jobs in apiGroup batch" in degraded["message"]
+        assert "observedGeneration" not in status_of(admin, namespace, "jp")  # generation 1 has not been reconciled
+        failures = _failed_reconciles(port)
+        eventually(lambda: _failed_reconciles(port) >= failures + 4, "four more resyncs to fail")
+        (warning,) = _warnings(admin, namespace, "jp")  # one Warning, not one per resync
+        assert (warning["reason"], warning["message"]) == ("Forbidden", degraded["message"])
+
+        _set_job_verbs(rbac, namespace, release, job_verbs)
+        quota = eventually(lambda: condition(status_of(admin, namespace, "jp"), "Degraded").get("reason") == "QuotaExceeded"
+                           and condition(status_of(admin, namespace, "jp"), "Degraded"), "the search to be Degraded: QuotaExceeded")
+        assert "exceeded quota: no-jobs" in quota["message"]
+        assert quota["message"].endswith(f"raise ResourceQuota no-jobs in namespace {namespace}, or lower "
+                                         "spec.evaluation.parallelism or spec.evaluation.resources")
+        assert quota["lastTransitionTime"] == degraded["lastTransitionTime"]  # still Degraded, for another reason
+
+        core.delete_namespaced_resource_quota("no-jobs", namespace)
+        status = eventually(lambda: status_of(admin, namespace, "jp").get("phase") == "Running" and status_of(admin, namespace, "jp"),
+                            "the search to run once nothing refuses it")
+        assert (condition(status, "Degraded")["status"], condition(status, "Degraded")["reason"]) == ("False", "AsExpected")
+        assert condition(status, "Progressing")["status"] == "True" and status["observedGeneration"] == 1
+        assert [j["metadata"]["name"] for j in admin.list("Job", namespace)] == [status["controllerJob"]]
+        assert sorted(w["reason"] for w in _warnings(admin, namespace, "jp")) == ["Forbidden", "QuotaExceeded"]
+    finally:
+        stop.set()
+        operator.join(30)
+        admin.close()
+    assert not operator.is_alive(), "the operator did not stop"
+
+
+class _FlakyKube:
+    """Lists time out once (as urllib3 raises, not an ApiError), then answer."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.answered = threading.Event()
+
+    def list(self, kind, namespace, label_selector=None):
+        self.calls += 1
+        if self.calls == 1:
+            raise TimeoutError("read timed out")
+        self.answered.set()
+        return []
+
+
+def test_a_resync_pass_that_times_out_is_retried_by_the_next_pass():
+    kube = _FlakyKube()
+    context = operator_main.OperatorContext(kube, ClusterSettings(), OperatorMetrics(), events=None, resync_seconds=0.01)
+
+    thread = operator_main.start_resync(context)
+    try:
+        assert kube.answered.wait(10), "no resync pass ran after the one that timed out"
+    finally:
+        context.stop.set()
+        thread.join(10)
+    assert not thread.is_alive()
