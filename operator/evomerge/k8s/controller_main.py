@@ -21,10 +21,11 @@ from ..merge.recipe import ExpertWeights, MergeRecipe
 from ..search.genome import Genome, genome_for
 from ..spec.loading import validate_document
 from ..spec.merge_search import MergeSearch, MergeSearchSpec, path_models
-from .client import ApiError, Kube
+from .client import Kube
+from .controller_events import ControllerEvents
 from .evaluation_jobs import EvaluationJobs, candidates_per_job
 from .history_configmap import ConfigMapHistory
-from .naming import CONTROLLER_SOURCE, epoch_configmap_name
+from .naming import epoch_configmap_name
 from .render_eval import objective_keys
 from .render_search import read_epoch_configmap
 from .search_compare import compare_in_cluster
@@ -165,10 +166,7 @@ def run_controller(kube: Kube, namespace: str, name: str, epoch: int, settings: 
         message = (f"the search is done; scoring each of {len(spec.experts)} experts alone and their uniform merge for the "
                    "report's comparison table (storage.output.compareReferences: false skips this)")
         log.info(message)
-        try:
-            kube.post_event(search, "Normal", "ScoringReferences", message, CONTROLLER_SOURCE)
-        except ApiError as error:
-            log.warning("event ScoringReferences not posted: %s", error)
+        ControllerEvents(kube, search).post("Normal", "ScoringReferences", message)
         report.comparison = compare_in_cluster(kube, search, epoch, spec, settings, owner, outcome.best)
     sink.finish(outcome)
     return ControllerResult(outcome.stop_reason, outcome.evaluations, outcome.best.fitness if outcome.best else None)

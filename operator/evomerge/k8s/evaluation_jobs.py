@@ -14,20 +14,19 @@ autoscaler), so its Job runs on, and the scheduler's message is kept for the fai
 from __future__ import annotations
 
 import datetime
-import logging
 import time
 from typing import Any, Sequence
 
 from ..executors.kubernetes import JobOutcome
 from ..merge.recipe import MergeRecipe
 from ..spec.merge_search import MergeSearchSpec
-from .client import ApiError, Conflict, Gone, Kube
+from .client import Conflict, Gone, Kube
+from .controller_events import ControllerEvents
 from .jobs import ACTIVE, SUCCEEDED, job_seconds, job_state, pod_selector, stuck_reason, termination_message
-from .naming import CANDIDATES_ANNOTATION, CONTROLLER_SOURCE, EVALUATION, SEARCH_UID_LABEL, evaluation_job_name, search_labels, selector
+from .naming import CANDIDATES_ANNOTATION, EVALUATION, SEARCH_UID_LABEL, evaluation_job_name, search_labels, selector
 from .render_eval import render_eval_job, render_recipes_configmap
 from .settings import ClusterSettings
 
-log = logging.getLogger(__name__)
 STUCK_CHECK_SECONDS = 30.0
 STUCK_GRACE_SECONDS = 120.0
 UNSCHEDULABLE = "Unschedulable"
@@ -57,7 +56,7 @@ class EvaluationJobs:
         self._version = ""
         self._stuck: dict[str, tuple[str, str]] = {}  # job → why its pod cannot start, as last seen
         self._checked = -float("inf")
-        self._warned: set[str] = set()
+        self.events = ControllerEvents(kube, search)  # the next stuck Job most likely has the same cause
 
     def existing(self) -> dict[str, list[str]]:
         items, self._version = self.kube.list_with_version("Job", self.namespace, self.selector)
@@ -157,19 +156,8 @@ class EvaluationJobs:
             message = (f"{stuck[1]} — fix the image or the config it names; "
                        "the Job was deleted rather than left to evaluation.timeoutSeconds")
             outcomes.append(JobOutcome(name, False, message, stuck[0]))
-            self._warn_once(stuck[0], f"evaluation Job {name}: {message}")
+            self.events.post("Warning", "EvaluationStuck", f"evaluation Job {name}: {message}", once_per=stuck[0])
         return outcomes
-
-    def _warn_once(self, reason: str, message: str) -> None:
-        """One Warning per cause on the search (the next stuck Job most likely has the same one)."""
-        if reason in self._warned:
-            return
-        self._warned.add(reason)
-        try:
-            self.kube.post_event(self.search, "Warning", "EvaluationStuck", message, CONTROLLER_SOURCE)
-        except ApiError as error:
-            log.warning("event EvaluationStuck not posted: %s", error)
-
 
     def _check_every(self) -> float:
         return min(STUCK_CHECK_SECONDS, self.spec.evaluation.timeout_seconds / 4)

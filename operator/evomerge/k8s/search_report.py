@@ -22,9 +22,10 @@ from ..report.run_data import RunData
 from ..runner.compare import EVOLVED
 from ..runner.loop import SearchOutcome
 from ..spec.merge_search import MergeSearchSpec
-from .client import ApiError, Kube
+from .client import Kube
+from .controller_events import ControllerEvents
 from .history_configmap import ConfigMapHistory
-from .naming import CONTROLLER_SOURCE, epoch_configmap_name
+from .naming import epoch_configmap_name
 from .render_pods import pod_path
 from .render_search import read_epoch_configmap
 from .settings import ClusterSettings
@@ -103,7 +104,7 @@ class SearchReport:
         self.earlier = list(earlier or [])
         self.comparison: list[dict[str, Any]] = []  # rows of search_compare.py, once the epoch has them
         self.written = False  # this controller has put a complete report at `uri`
-        self._warned: set[str] = set()
+        self.news = ControllerEvents(kube, search)
         self._pending: RunData | None = None
         self._closed = False
         self._wake = threading.Condition()
@@ -170,10 +171,4 @@ class SearchReport:
     def _warn(self, reason: str) -> None:
         message = f"the report was not written to {self.uri} ({reason}) — the search goes on; check storage.output"
         log.warning(message)
-        if reason in self._warned:
-            return
-        self._warned.add(reason)
-        try:
-            self.kube.post_event(self.search, "Warning", "ReportFailed", message, CONTROLLER_SOURCE)
-        except ApiError as error:
-            log.warning("event ReportFailed not posted: %s", error)
+        self.news.post("Warning", "ReportFailed", message, once_per=reason)
