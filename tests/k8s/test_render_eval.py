@@ -115,3 +115,103 @@ def test_recipes_configmap_is_owned_by_its_job_and_carries_the_batch_in_order():
     assert configmap["metadata"]["ownerReferences"][0]["uid"] == "eval-uid"
     assert json.loads(configmap["data"]["recipes.json"]) == [{"id": "c000001", "recipe": recipe.to_dict()}]
     assert json.loads(configmap["data"]["recipe.json"]) == recipe.to_dict()
+
+
+def lora_spec(engine: str, method: str = "task_arithmetic", base: str = "pvc://models/base", **extra) -> MergeSearchSpec:
+    data = {
+        "baseModel": {"uri": base},
+        "experts": [{"name": "a", "uri": "pvc://models/a", "format": "lora"},
+                    {"name": "b", "uri": "pvc://other/b", "format": "lora"}],
+        "merge": {"method": method},
+        "objectives": [{"task": "t"}],
+        "evaluation": {"engine": engine, "timeoutSeconds": 1200},
+        **extra,
+    }
+    return MergeSearchSpec.model_validate(data)
+
+
+def _containers(job: dict) -> tuple[dict, dict, dict]:
+    pod = job["spec"]["template"]["spec"]
+    merge, server = pod["initContainers"]
+    (score,) = pod["containers"]
+    return merge, server, score
+
+
+@pytest.mark.parametrize("engine", ["tgi", "vllm"])
+def test_lora_candidates_are_served_as_one_combined_adapter_over_the_base(engine):
+    job = render_eval_job(SEARCH, 1, "jp-e1-c000001-1", ["c000001"], lora_spec(engine), SETTINGS, OWNER)
+    merge, server, score = _containers(job)
+
+    assert merge["command"] == ["evomerge", "merge", "/etc/evomerge/job/recipe.json", "--out", "/model/candidate", "--adapter"]
+    assert score["command"][-6:] == ["--model-dir", "/model/candidate", "--server-url", "http://127.0.0.1:8080",
+                                     "--adapter", "candidate"]
+    mounts = {m["mountPath"]: m for m in server["volumeMounts"]}
+    assert mounts["/mnt/pvc/models"]["readOnly"] is True  # the base lives on that claim
+    env = {e["name"]: e["value"] for e in server["env"]}
+    if engine == "tgi":
+        assert server["args"][:2] == ["--model-id", "/mnt/pvc/models/base"]
+        assert env["LORA_ADAPTERS"] == "candidate=/model/candidate"
+    else:
+        args = server["args"]
+        assert args[args.index("--model") + 1] == "/mnt/pvc/models/base"
+        assert args[args.index("--served-model-name") + 1] == "base"  # the adapter alone is called candidate
+        assert "--enable-lora" in args and args[args.index("--lora-modules") + 1] == "candidate=/model/candidate"
+        assert server["command"][:2] == ["/bin/sh", "-c"]
+        assert env["EVOMERGE_ADAPTER_CONFIG"] == "/model/candidate/adapter_config.json"
+
+
+@pytest.mark.parametrize("rank, expected", [(6, "8"), (12, "16"), (300, "320"), (512, "512")])
+def test_vllm_max_lora_rank_is_the_adapters_rank_rounded_up_to_a_value_vllm_accepts(rank, expected, tmp_path):
+    job = render_eval_job(SEARCH, 1, "jp-e1-c000001-1", ["c000001"], lora_spec("vllm"), SETTINGS, OWNER)
+    _, server, _ = _containers(job)
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": rank}))
+    argv = _run_vllm_wrapper(server, tmp_path)
+    assert argv.returncode == 0, argv.stderr
+    words = argv.stdout.split()
+    assert words[:2] == ["-m", "vllm.entrypoints.openai.api_server"]
+    assert words[2:-2] == server["args"] and words[-2:] == ["--max-lora-rank", expected]
+
+
+def test_vllm_refuses_to_start_on_an_adapter_above_its_largest_rank(tmp_path):
+    job = render_eval_job(SEARCH, 1, "jp-e1-c000001-1", ["c000001"], lora_spec("vllm"), SETTINGS, OWNER)
+    _, server, _ = _containers(job)
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 600}))
+    argv = _run_vllm_wrapper(server, tmp_path)
+    assert argv.returncode != 0 and argv.stdout == ""
+    assert "combined adapter rank 600 exceeds vLLM max_lora_rank 512" in argv.stderr
+
+
+def _run_vllm_wrapper(server: dict, adapter_dir) -> "subprocess.CompletedProcess[str]":
+    """The server's shell command with `python3 -m …` (vLLM itself) replaced by echoing its arguments."""
+    import subprocess
+    import sys
+
+    shim = adapter_dir / "bin" / "python3"
+    shim.parent.mkdir()
+    shim.write_text(f'#!/bin/sh\nif [ "$1" = "-m" ]; then echo "$@"; exit 0; fi\nexec {sys.executable} "$@"\n')
+    shim.chmod(0o755)
+    env = {"PATH": f"{shim.parent}:/usr/bin:/bin", "EVOMERGE_ADAPTER_CONFIG": str(adapter_dir / "adapter_config.json")}
+    return subprocess.run([*server["command"], *server["args"]], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_an_hf_base_is_served_by_repo_id_from_the_model_cache():
+    search = lora_spec("vllm", base="hf://org/base-7b@abc123", storage={"modelCache": {"persistentVolumeClaim": "cache"}})
+    _, server, _ = _containers(render_eval_job(SEARCH, 1, "jp-e1-c000001-1", ["c000001"], search, SETTINGS, OWNER))
+    args = server["args"]
+    assert args[args.index("--model") + 1: args.index("--model") + 4] == ["org/base-7b", "--revision", "abc123"]
+    env = {e["name"]: e["value"] for e in server["env"]}
+    assert env["HF_HOME"] == f"{SETTINGS.cache_mount}/huggingface" and env["HF_HUB_OFFLINE"] == "1"
+    assert {"name": "model-cache", "mountPath": SETTINGS.cache_mount, "readOnly": True} in server["volumeMounts"]
+
+
+@pytest.mark.parametrize("search", [
+    lora_spec("vllm", method="ties"),  # sparsified: not low-rank
+    lora_spec("tgi", method="linear", merge={"method": "linear", "normalize": False}),  # scales the base
+    lora_spec("vllm", base="s3://bucket/base"),  # the server could not read the base
+])
+def test_candidates_that_are_not_one_servable_adapter_are_merged_into_a_checkpoint(search):
+    merge, server, score = _containers(render_eval_job(SEARCH, 1, "jp-e1-c000001-1", ["c000001"], search, SETTINGS, OWNER))
+    assert "--adapter" not in merge["command"] and "--adapter" not in score["command"]
+    model_flag = "--model-id" if search.evaluation.engine == "tgi" else "--model"
+    assert server["args"][server["args"].index(model_flag) + 1] == "/model/candidate"
+    assert "LORA_ADAPTERS" not in {e["name"] for e in server["env"]}

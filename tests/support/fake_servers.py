@@ -11,6 +11,11 @@ resident engine uses, so engines are exercised over real HTTP with real numbers.
 
 `Behaviour` injects the failures engines must survive or explain: 503 while loading, a flaky 500,
 TGI without --enable-prefill-logprobs (an error, or an empty prefill). Decoding is always greedy.
+
+Started with `adapters` ({name: PEFT adapter directory}), a server hosts LoRA adapters over its base as the
+real ones do: vLLM lists each in /v1/models (parent: the base) and serves it by model name; TGI applies the
+one a request names in parameters.adapter_id, and like TGI's server (ADAPTER_TO_INDEX.get(id, 0)) answers an
+adapter_id it has not loaded with the base model.
 """
 
 from __future__ import annotations
@@ -48,11 +53,19 @@ class Counters:
 
 
 class TinyModel:
-    """The served model: forward passes under a lock (the HTTP server is threaded)."""
+    """The served model: forward passes under a lock (the HTTP server is threaded).
 
-    def __init__(self, model_dir: Path):
+    `adapters` are PEFT LoRA adapters applied over the model, each on its own copy of the base (peft
+    injects its layers in place); `adapter=None` in the methods below means the base itself.
+    """
+
+    def __init__(self, model_dir: Path, adapters: dict[str, Path] | None = None):
+        from peft import PeftModel
+
         self.model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.adapted = {name: PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_dir), path).eval()
+                        for name, path in (adapters or {}).items()}
         self.lock = threading.Lock()
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
@@ -62,15 +75,16 @@ class TinyModel:
         return self.tokenizer.decode([token_id])
 
     @torch.no_grad()
-    def log_softmax(self, ids: list[int]) -> torch.Tensor:
+    def log_softmax(self, ids: list[int], adapter: str | None = None) -> torch.Tensor:
         """Row i: log-probabilities of the token after ids[:i+1]."""
+        model = self.model if adapter is None else self.adapted[adapter]
         with self.lock:
-            logits = self.model(torch.tensor([ids])).logits[0]
+            logits = model(torch.tensor([ids])).logits[0]
         return torch.log_softmax(logits.float(), dim=-1)
 
-    def prompt_logprobs(self, ids: list[int]) -> list[tuple[float, int, int] | None]:
+    def prompt_logprobs(self, ids: list[int], adapter: str | None = None) -> list[tuple[float, int, int] | None]:
         """Per position: None for the first token, else (logprob of the token, its rank, the argmax id)."""
-        rows = self.log_softmax(ids)
+        rows = self.log_softmax(ids, adapter)
         out: list[tuple[float, int, int] | None] = [None]
         for position in range(1, len(ids)):
             row = rows[position - 1]
@@ -78,12 +92,13 @@ class TinyModel:
             out.append((float(value), int((row > value).sum()) + 1, int(row.argmax())))
         return out
 
-    def greedy(self, ids: list[int], max_new: int, stop: list[str]) -> tuple[list[int], list[float], str]:
+    def greedy(self, ids: list[int], max_new: int, stop: list[str],
+               adapter: str | None = None) -> tuple[list[int], list[float], str]:
         """Greedy continuation: new ids, their logprobs, and why it ended (length | eos_token | stop_sequence)."""
         new: list[int] = []
         logprobs: list[float] = []
         for _ in range(max_new):
-            row = self.log_softmax(ids + new)[-1]
+            row = self.log_softmax(ids + new, adapter)[-1]
             token = int(row.argmax())
             new.append(token)
             logprobs.append(float(row[token]))
@@ -99,8 +114,9 @@ class FakeServer:
 
     flavour = ""
 
-    def __init__(self, model_dir: Path, behaviour: Behaviour | None = None):
-        self.model = TinyModel(model_dir)
+    def __init__(self, model_dir: Path, behaviour: Behaviour | None = None, adapters: dict[str, Path] | None = None):
+        self.model = TinyModel(model_dir, adapters)
+        self.adapters = dict(adapters or {})
         self.model_dir = model_dir
         self.behaviour = behaviour or Behaviour()
         self.counters = Counters()
@@ -187,7 +203,9 @@ class FakeTGI(FakeServer):
         if wants_prefill and b.prefill == "error":
             return 422, self.error_body("Input validation error: prompt logprobs are not available on this "
                                         "server", "validation", 422)
-        new, logprobs, reason = self.model.greedy(ids, max_new, stop)
+        adapter = params.get("adapter_id")
+        adapter = adapter if adapter in self.adapters else None  # TGI: an unknown adapter_id is the base model
+        new, logprobs, reason = self.model.greedy(ids, max_new, stop, adapter)
         text = self.model.tokenizer.decode(new, skip_special_tokens=True)
         if params.get("return_full_text"):
             text = inputs + text
@@ -195,7 +213,7 @@ class FakeTGI(FakeServer):
             return 200, {"generated_text": text}
         prefill = []
         if wants_prefill and b.prefill == "enabled":
-            for token_id, scored in zip(ids, self.model.prompt_logprobs(ids)):
+            for token_id, scored in zip(ids, self.model.prompt_logprobs(ids, adapter)):
                 prefill.append({"id": token_id, "text": self.model.piece(token_id),
                                 "logprob": None if scored is None else scored[0]})
         tokens = [{"id": t, "text": self.model.piece(t), "logprob": lp, "special": t in self.model.tokenizer.all_special_ids}
@@ -215,10 +233,13 @@ class FakeVLLM(FakeServer):
         if (method, path) == ("GET", "/health"):
             return 200, None
         if (method, path) == ("GET", "/v1/models"):
+            created = int(time.time())
+            loras = [{"id": name, "object": "model", "created": created, "owned_by": "vllm", "root": str(path),
+                      "parent": self.served_name} for name, path in self.adapters.items()]
             return 200, {"object": "list", "data": [{
-                "id": self.served_name, "object": "model", "created": int(time.time()), "owned_by": "vllm",
+                "id": self.served_name, "object": "model", "created": created, "owned_by": "vllm",
                 "root": str(self.model_dir), "parent": None, "max_model_len": self.behaviour.max_total_tokens,
-            }]}
+            }, *loras]}
         if (method, path) == ("POST", "/v1/completions"):
             return self.complete(body)
         return 404, self.error_body(f"no route {method} {path}", "NotFoundError", 404)
@@ -227,8 +248,9 @@ class FakeVLLM(FakeServer):
         return {"error": {"message": message, "type": kind, "param": None, "code": status}}
 
     def complete(self, body: dict[str, Any]) -> tuple[int, Any]:
-        if body.get("model") not in (None, self.served_name):
+        if body.get("model") not in (None, self.served_name, *self.adapters):
             return 404, self.error_body(f"The model `{body.get('model')}` does not exist.", "NotFoundError", 404)
+        adapter = body.get("model") if body.get("model") in self.adapters else None
         prompt = body.get("prompt")
         if isinstance(prompt, str):
             ids = self.model.encode(prompt, add_special_tokens=body.get("add_special_tokens", True))
@@ -245,13 +267,13 @@ class FakeVLLM(FakeServer):
         stop = body.get("stop") or []
         stop = [stop] if isinstance(stop, str) else list(stop)
         echo, top_k = bool(body.get("echo")), body.get("logprobs")
-        new, new_logprobs, reason = self.model.greedy(ids, max_tokens, stop) if max_tokens else ([], [], "length")
+        new, new_logprobs, reason = self.model.greedy(ids, max_tokens, stop, adapter) if max_tokens else ([], [], "length")
         text = self.model.tokenizer.decode(new, skip_special_tokens=True)
         for s in stop:
             if s and s in text:
                 text = text[: text.index(s)]
-        scored = self.model.prompt_logprobs(ids)
-        rows = self.model.log_softmax(ids + new)  # row p: the distribution of token p + 1
+        scored = self.model.prompt_logprobs(ids, adapter)
+        rows = self.model.log_softmax(ids + new, adapter)  # row p: the distribution of token p + 1
         choice: dict[str, Any] = {
             "index": 0, "text": (self.model.tokenizer.decode(ids) if echo else "") + text,
             "finish_reason": "stop" if reason != "length" else "length", "stop_reason": None,
@@ -263,7 +285,7 @@ class FakeVLLM(FakeServer):
             choice["logprobs"] = self._openai_logprobs(ids, scored, rows, new, new_logprobs, echo, int(top_k))
         usage = {"prompt_tokens": len(ids), "completion_tokens": len(new), "total_tokens": len(ids) + len(new)}
         return 200, {"id": "cmpl-fake", "object": "text_completion", "created": int(time.time()),
-                     "model": self.served_name, "choices": [choice], "usage": usage}
+                     "model": body.get("model") or self.served_name, "choices": [choice], "usage": usage}
 
     def _prompt_logprobs(self, ids: list[int], scored: list[tuple[float, int, int] | None], rows: torch.Tensor,
                          k: int) -> list[Any]:

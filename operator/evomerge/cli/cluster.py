@@ -88,12 +88,15 @@ def evaluate_batch(
     model_dir: Optional[Path] = typer.Option(None, "--model-dir", help="The merged candidate a sidecar serves (tgi/vllm)."),
     server_url: Optional[str] = typer.Option(None, "--server-url", help="The sidecar's URL (tgi/vllm)."),
     held_out: bool = typer.Option(False, "--held-out", help="Score spec.heldOut instead of spec.objectives."),
+    adapter: Optional[str] = typer.Option(
+        None, "--adapter", help="The sidecar serves the candidate as this LoRA adapter over the base (tgi/vllm)."
+    ),
 ) -> None:
     """Score a batch of candidates; compact JSON scores go to stdout and the termination log."""
     from ..k8s.worker_main import InputError, evaluate_batch as score, report
 
     try:
-        message = score(spec, recipes, model_dir, server_url, held_out)
+        message = score(spec, recipes, model_dir, server_url, held_out, adapter)
     except (InputError, ValueError) as error:
         report(f"InputError: {error}")
         raise typer.Exit(SCORER_INPUT_ERROR)

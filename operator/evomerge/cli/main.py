@@ -113,8 +113,15 @@ def merge(
     recipe: Path = typer.Argument(..., help="A recipe JSON (evomerge_recipe.json, or `best.recipe` of a run summary)."),
     out: Path = typer.Option(..., "--out", "-o", help="Directory for the merged checkpoint."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Accept pickle checkpoints (they can run code)."),
+    adapter: bool = typer.Option(
+        False, "--adapter",
+        help="Write the candidate as one combined LoRA adapter over the base (PEFT layout) instead of a merged "
+             "checkpoint: linear (normalize) or task_arithmetic over LoRA experts.",
+    ),
 ) -> None:
-    """Merge checkpoints by a recipe and write a standard Hugging Face checkpoint."""
+    """Merge checkpoints by a recipe and write a standard Hugging Face checkpoint (or, with --adapter, a LoRA adapter)."""
+    from ..merge.adapter import recipe_adapter
+    from ..merge.apply import RecipeError
     from ..merge.export import export_merge
     from ..merge.inputs import open_recipe_inputs
     from ..merge.recipe import MergeRecipe
@@ -126,8 +133,13 @@ def merge(
     parsed = MergeRecipe.from_dict(data)
     try:
         base, experts = open_recipe_inputs(parsed, allow_pickle or None)
-    except (UriError, CheckpointError) as exc:
+        if adapter:
+            recipe_adapter(parsed, base, experts, out)
+    except (UriError, CheckpointError, RecipeError) as exc:
         fail(str(exc))
+    if adapter:
+        console.print(f"combined LoRA adapter written to {out} (serve it over {parsed.base_uri})")
+        return
     export_merge(parsed, base, experts, out)
     console.print(f"merged model written to {out}")
 

@@ -37,11 +37,13 @@ def score_batch(
     model_dir: Path | None = None,
     server_url: str | None = None,
     cache: ScoreCache | None = None,
+    adapter: str | None = None,
 ) -> list[dict[str, Any]]:
     """Per recipe {"id", "scores"} or {"id", "error"}; items are {"id": str, "recipe": MergeRecipe.to_dict()}.
 
     `held_out` scores spec.heldOut instead of spec.objectives; `model_dir` and `server_url` are the merged
-    checkpoint (for its tokenizer) and the server for engines tgi/vllm.
+    checkpoint (for its tokenizer) and the server for engines tgi/vllm; `adapter` names the LoRA adapter the
+    server hosts the candidate as (then `model_dir` is that adapter, with the base's tokenizer).
     """
     objectives = spec.held_out if held_out else spec.objectives
     if not objectives:
@@ -50,7 +52,7 @@ def score_batch(
     try:
         if spec.evaluation.engine == "transformers":
             return _score_resident(parsed, spec, objectives, cache)
-        return _score_served(parsed, spec, objectives, model_dir, server_url)
+        return _score_served(parsed, spec, objectives, model_dir, server_url, adapter)
     except Exception as error:  # a broken setup fails every candidate, with the reason in each entry
         return [{"id": cid, "error": _one_line(error)} for cid, _ in parsed]
 
@@ -75,7 +77,7 @@ def _score_resident(parsed: list[tuple[str, MergeRecipe | str]], spec: MergeSear
 
 
 def _score_served(parsed: list[tuple[str, MergeRecipe | str]], spec: MergeSearchSpec, objectives: Sequence[Any],
-                  model_dir: Path | None, server_url: str | None) -> list[dict[str, Any]]:
+                  model_dir: Path | None, server_url: str | None, adapter: str | None) -> list[dict[str, Any]]:
     from .model import evaluate_model
 
     engine = spec.evaluation.engine
@@ -88,7 +90,7 @@ def _score_served(parsed: list[tuple[str, MergeRecipe | str]], spec: MergeSearch
     if not url or model_dir is None:
         raise ValueError(f"engine {engine} needs --server-url (or ${SERVER_URL_ENV}) and --model-dir (the merged checkpoint)")
     options = EngineOptions(engine=engine, url=url, batch_size=spec.evaluation.batch_size,
-                            timeout_s=float(spec.evaluation.timeout_seconds))
+                            timeout_s=float(spec.evaluation.timeout_seconds), adapter=adapter)
     scores = evaluate_model(model_dir, objectives, spec.evaluation.include_paths, options, seed=spec.search.seed)
     return [{"id": cid, "scores": scores}]
 
@@ -116,6 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--held-out", action="store_true", help="score spec.heldOut instead of spec.objectives")
     parser.add_argument("--model-dir", type=Path, help="merged checkpoint served by the sidecar (tgi/vllm)")
     parser.add_argument("--server-url", help=f"the sidecar's URL (tgi/vllm); default ${SERVER_URL_ENV}")
+    parser.add_argument("--adapter", help="the LoRA adapter name the sidecar serves the candidate as (tgi/vllm)")
     parser.add_argument("--cache", type=Path, help="persistent score cache (SQLite file), e.g. on the model-cache PVC")
     parser.add_argument("--output", type=Path, help="also write the JSON here, e.g. /dev/termination-log")
     args = parser.parse_args(argv)
@@ -130,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     cache = ScoreCache(args.cache) if args.cache else None
     results = score_batch(recipes, spec, held_out=args.held_out, model_dir=args.model_dir,
-                          server_url=args.server_url, cache=cache)
+                          server_url=args.server_url, cache=cache, adapter=args.adapter)
     payload = json.dumps(results, separators=(",", ":"))
     print(payload)
     if args.output:

@@ -4,6 +4,10 @@ Engine `transformers`: one container merges and scores the whole batch in-proces
 init container `merge` writes the candidate into an emptyDir, a native sidecar serves it (startupProbe on
 its health route), and the `score` container scores through it. Either way the scores leave the pod as the
 scorer's termination message, so evaluation pods carry no API token.
+
+When every candidate is one LoRA adapter over the base (`adapter_servable`: LoRA experts, linear with
+normalize or task_arithmetic), `merge` writes that combined adapter instead of a checkpoint, the server
+loads the base and hosts the adapter under ADAPTER_NAME, and the scorer selects it by that name.
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ from __future__ import annotations
 import json
 from typing import Any, Sequence
 
+from ..merge.adapter import adapter_servable
 from ..merge.recipe import MergeRecipe
+from ..models.uris import parse_uri
 from ..spec.merge_search import MergeSearchSpec
 from .naming import CANDIDATES_ANNOTATION, EVALUATION, epoch_configmap_name, owner_reference, search_labels
 from .render_pods import (
@@ -30,6 +36,7 @@ from .render_pods import (
     model_volumes,
     owned_job,
     placement,
+    pod_path,
     pod_security_context,
     resources,
     tmp_volume,
@@ -42,6 +49,30 @@ SERVER_PORT = 8080
 # `evomerge evaluate-batch` exits with this code when no retry can help (a bad candidate or spec):
 # the Job fails at once instead of burning its backoff on a GPU.
 SCORER_PERMANENT_EXIT = 3
+ADAPTER_NAME = "candidate"  # the combined adapter's name on the server (vLLM model name, TGI adapter_id)
+BASE_SERVED_NAME = "base"  # vLLM's name for the base itself, so the adapter's name stays unambiguous
+ADAPTER_CONFIG_ENV = "EVOMERGE_ADAPTER_CONFIG"
+# vLLM 0.11 accepts --max-lora-rank only from this set (vllm/config/lora.py MaxLoRARanks) and must know it at
+# start. Only the merge step knows the adapter's rank (Σ of the experts' ranks), so the server's shell reads
+# "r" from the adapter it wrote and rounds it up, before exec'ing vLLM with the rendered args ("$@").
+VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
+_PICK_RANK = (
+    "import json, sys; r = json.load(open(sys.argv[1]))['r']; "
+    f"ok = [v for v in {VLLM_LORA_RANKS} if v >= r]; "
+    f"sys.exit(f'combined adapter rank {{r}} exceeds vLLM max_lora_rank {VLLM_LORA_RANKS[-1]} — use fewer or "
+    "lower-rank LoRA experts, or engine tgi') if not ok else print(ok[0])"
+)
+VLLM_LORA_SCRIPT = (
+    f'rank="$(python3 -c "{_PICK_RANK}" "${ADAPTER_CONFIG_ENV}")" && '
+    'exec python3 -m vllm.entrypoints.openai.api_server "$@" --max-lora-rank "$rank"'
+)
+SERVED_BASE_SCHEMES = ("pvc", "file", "hf")
+
+
+def serves_adapter(spec: MergeSearchSpec) -> bool:
+    """Whether the search's server pods load the base once and host each candidate as a LoRA adapter."""
+    return (spec.evaluation.engine in ("tgi", "vllm") and adapter_servable(spec) and spec.base_model is not None
+            and parse_uri(spec.base_model.uri).scheme in SERVED_BASE_SCHEMES)
 
 
 def objective_keys(spec: MergeSearchSpec, held_out: bool = False) -> list[str]:
@@ -103,7 +134,8 @@ def render_eval_job(
         pod["containers"] = [_scorer(spec, settings, mounts, resources(spec.evaluation.resources), False, held_out)]
     else:
         scratch = {"name": "scratch", "mountPath": SCRATCH_DIR}
-        pod["initContainers"] = [_merge(spec, settings, [*mounts, scratch]), _server(spec, settings)]
+        model_mounts = model_volumes(input_uris(spec), model_cache_claim(spec), settings)[1]
+        pod["initContainers"] = [_merge(spec, settings, [*mounts, scratch]), _server(spec, settings, model_mounts)]
         scorer_mounts = [*mounts, {**scratch, "readOnly": True}]
         pod["containers"] = [_scorer(spec, settings, scorer_mounts, resources(settings.scorer_resources), True, held_out)]
     return owned_job(name, meta["namespace"], owner, labels, pod, "score", [SCORER_PERMANENT_EXIT],
@@ -140,6 +172,8 @@ def _scorer(spec: MergeSearchSpec, settings: ClusterSettings, mounts: list[dict]
         command.append("--held-out")
     if served:
         command += ["--model-dir", CANDIDATE_DIR, "--server-url", f"http://127.0.0.1:{SERVER_PORT}"]
+        if serves_adapter(spec):
+            command += ["--adapter", ADAPTER_NAME]
     return {
         "name": "score",
         "image": spec.evaluation.image or settings.worker_image,
@@ -158,6 +192,8 @@ def _merge(spec: MergeSearchSpec, settings: ClusterSettings, mounts: list[dict])
     command = ["evomerge", "merge", RECIPE_FILE, "--out", CANDIDATE_DIR]
     if spec.allow_pickle:
         command.append("--allow-pickle")
+    if serves_adapter(spec):
+        command.append("--adapter")
     return {
         "name": "merge",
         "image": spec.evaluation.image or settings.worker_image,
@@ -173,22 +209,52 @@ def _merge(spec: MergeSearchSpec, settings: ClusterSettings, mounts: list[dict])
     }
 
 
-def _server(spec: MergeSearchSpec, settings: ClusterSettings) -> dict[str, Any]:
-    """The native sidecar (restartPolicy Always): started before `score`, stopped after it."""
+def _served_base(spec: MergeSearchSpec, settings: ClusterSettings) -> tuple[list[str], str]:
+    """(model id and revision args, HF_HOME) of the base as the server loads it next to the adapter.
+
+    pvc:// and file:// bases are directories in the pod; an hf:// base is loaded by repo id from the
+    model-cache PVC's Hugging Face cache (offline), where the prefetch Job put it.
+    """
+    assert spec.base_model is not None, "serves_adapter guarantees a base model"
+    uri = spec.base_model.uri
+    parsed = parse_uri(uri)
+    if parsed.scheme != "hf":
+        return [pod_path(uri, settings)], f"{TMP_DIR}/hf"
+    repo, _, pinned = parsed.location.strip("/").partition("@")
+    revision = spec.base_model.revision or pinned
+    cache = model_cache_claim(spec)
+    return [repo, *(["--revision", revision] if revision else [])], (
+        f"{settings.cache_mount}/huggingface" if cache is not None else f"{TMP_DIR}/hf")
+
+
+def _server(spec: MergeSearchSpec, settings: ClusterSettings, model_mounts: list[dict]) -> dict[str, Any]:
+    """The native sidecar (restartPolicy Always): started before `score`, stopped after it.
+
+    It serves the merged checkpoint the `merge` step wrote, or (serves_adapter) the base with that step's
+    combined adapter hosted as ADAPTER_NAME.
+    """
     engine = spec.evaluation.engine
     port = str(SERVER_PORT)
+    adapter = serves_adapter(spec)
+    model, hf_home = _served_base(spec, settings) if adapter else ([CANDIDATE_DIR], f"{TMP_DIR}/hf")
+    env = [{"name": "HF_HOME", "value": hf_home}]
     if engine == "tgi":
         image = spec.evaluation.server_image or settings.tgi_image
         command = ["text-generation-launcher"]
-        args = ["--model-id", CANDIDATE_DIR, "--hostname", "0.0.0.0", "--port", port, "--enable-prefill-logprobs",
+        args = ["--model-id", *model, "--hostname", "0.0.0.0", "--port", port, "--enable-prefill-logprobs",
                 "--usage-stats", "off"]
-        env = [{"name": "HF_HOME", "value": f"{TMP_DIR}/hf"}]
+        if adapter:
+            env.append({"name": "LORA_ADAPTERS", "value": f"{ADAPTER_NAME}={CANDIDATE_DIR}"})
     else:
         image = spec.evaluation.server_image or settings.vllm_image
         command = ["python3", "-m", "vllm.entrypoints.openai.api_server"]
-        args = ["--model", CANDIDATE_DIR, "--served-model-name", "candidate", "--host", "0.0.0.0", "--port", port,
-                "--max-logprobs", "20", "--disable-log-requests"]
-        env = [{"name": "VLLM_NO_USAGE_STATS", "value": "1"}, {"name": "HF_HOME", "value": f"{TMP_DIR}/hf"}]
+        args = ["--model", *model, "--served-model-name", BASE_SERVED_NAME if adapter else ADAPTER_NAME,
+                "--host", "0.0.0.0", "--port", port, "--max-logprobs", "20", "--disable-log-requests"]
+        env.append({"name": "VLLM_NO_USAGE_STATS", "value": "1"})
+        if adapter:
+            command = ["/bin/sh", "-c", VLLM_LORA_SCRIPT, "vllm"]
+            args += ["--enable-lora", "--max-loras", "1", "--lora-modules", f"{ADAPTER_NAME}={CANDIDATE_DIR}"]
+            env.append({"name": ADAPTER_CONFIG_ENV, "value": f"{CANDIDATE_DIR}/adapter_config.json"})
     env += [{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "HOME", "value": TMP_DIR}]
     period = 5
     return {
@@ -211,6 +277,7 @@ def _server(spec: MergeSearchSpec, settings: ClusterSettings) -> dict[str, Any]:
             {"name": "scratch", "mountPath": SCRATCH_DIR, "readOnly": True},
             {"name": "shm", "mountPath": SHM_DIR},
             {"name": "tmp", "mountPath": TMP_DIR},
+            *(model_mounts if adapter else []),
         ],
     }
 

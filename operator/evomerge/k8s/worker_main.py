@@ -60,7 +60,8 @@ def read_json(path: Path, what: str) -> Any:
         raise InputError(f"{what} {path}: {error}") from None
 
 
-def evaluate_batch(spec_path: Path, recipes_path: Path, model_dir: Path | None, server_url: str | None, held_out: bool) -> str:
+def evaluate_batch(spec_path: Path, recipes_path: Path, model_dir: Path | None, server_url: str | None, held_out: bool,
+                   adapter: str | None = None) -> str:
     """Score every recipe of the batch; the compact message for the termination log (one entry per recipe)."""
     spec = read_spec(spec_path)
     items = read_json(recipes_path, "--recipes")
@@ -68,7 +69,7 @@ def evaluate_batch(spec_path: Path, recipes_path: Path, model_dir: Path | None, 
         raise InputError(f"--recipes {recipes_path}: expected a JSON list of {{id, recipe}}")
     from ..evaluate.batch import score_batch
 
-    results = score_batch(items, spec, held_out=held_out, model_dir=model_dir, server_url=server_url)
+    results = score_batch(items, spec, held_out=held_out, model_dir=model_dir, server_url=server_url, adapter=adapter)
     return encode_scores(results, objective_keys(spec, held_out))
 
 

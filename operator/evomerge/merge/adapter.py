@@ -5,6 +5,9 @@ experts is the same with c = 1/Σwᵢ, and is low-rank only when it normalises (
 is scaled by Σwᵢ). Stacking the factors — A = [A₁; A₂; …], B = [c·w₁·s₁·B₁, c·w₂·s₂·B₂, …] — gives one
 adapter of rank Σrᵢ whose B·A is exactly that sum, so a server hosting adapters can serve every
 candidate over one resident base. Sparsifying methods (ties, dare) are not low-rank and are refused.
+
+`adapter_refusal` / `adapter_servable` apply the same rule to a MergeSearch spec, so evaluation pods know
+before any merge whether a server can host the search's candidates as adapters over the base.
 """
 
 from __future__ import annotations
@@ -16,12 +19,55 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from ..models.lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS, LoraAdapter
+from ..models.checkpoint import Checkpoint, TensorSource
+from ..models.lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS, LoraAdapter, LoraExpert
+from ..spec.merge_search import MergeSearchSpec
 from .apply import RecipeError, expert_params, method_options
+from .export import _copy_tokenizer
 from .groups import group_of
 from .methods import get_method
 from .recipe import MergeRecipe
 from .task_arithmetic import NORMALIZE_EPS
+
+LOW_RANK_METHODS = ("linear", "task_arithmetic")
+
+
+def low_rank_refusal(method: str, normalize: bool | None, prefix: str = "") -> str | None:
+    """Why `method` over LoRA experts is not one low-rank update, or None when it is.
+
+    `normalize` is the recipe's or spec's setting (None: the method's default); `prefix` is where those
+    fields live ("merge." in a spec), so the message names the field to change. Linear without normalize
+    is refused here because evolved weights rarely sum to exactly 1 (a recipe that does is still accepted
+    by `adapter_coefficients`).
+    """
+    if method not in LOW_RANK_METHODS:
+        return (f"{prefix}method: {method} is not low-rank; only {' and '.join(LOW_RANK_METHODS)} make one combined "
+                "adapter — merge full checkpoints instead")
+    resolved = get_method(method).normalize_default if normalize is None else normalize
+    if method == "linear" and not resolved:
+        return (f"{prefix}normalize: linear without normalize scales the base by Σw, which is not a low-rank update — "
+                "set normalize: true or use task_arithmetic")
+    return None
+
+
+def adapter_refusal(spec: MergeSearchSpec) -> str | None:
+    """Why the search's candidates cannot be served as one combined adapter over its base, or None."""
+    if spec.merge.data_flow.enabled:
+        return "merge.dataFlow.enabled: a data-flow path runs whole layers, not an adapter over the base"
+    if spec.base_model is None:
+        return "baseModel: a combined adapter is served over the base model — set baseModel.uri"
+    if not spec.experts:
+        return "experts: none listed in the spec, so their formats are unknown"
+    for i, expert in enumerate(spec.experts):
+        if expert.format != "lora":
+            return (f"experts[{i}].format: {expert.name!r} is a full checkpoint; a combined adapter needs every "
+                    "expert as lora")
+    return low_rank_refusal(spec.merge.method, spec.merge.normalize, "merge.")
+
+
+def adapter_servable(spec: MergeSearchSpec) -> bool:
+    """True when every candidate of the search is one LoRA adapter over spec.baseModel."""
+    return adapter_refusal(spec) is None
 
 
 def adapter_coefficients(recipe: MergeRecipe, group: str) -> list[float]:
@@ -35,12 +81,13 @@ def adapter_coefficients(recipe: MergeRecipe, group: str) -> list[float]:
             return [w / total for w in weights]
         if abs(total - 1.0) > 1e-12:
             raise RecipeError(
-                f"linear without normalize scales the base by Σw = {total:g}; that is not a low-rank update — "
-                "set normalize: true or use task_arithmetic"
+                f"recipe options.normalize: linear without normalize scales the base by Σw = {total:g}, not a low-rank "
+                "update — set normalize: true or use task_arithmetic"
             )
         return weights
-    if recipe.method != "task_arithmetic":
-        raise RecipeError(f"method {recipe.method} is not low-rank; only linear and task_arithmetic make one combined adapter")
+    refusal = low_rank_refusal(recipe.method, options["normalize"], "recipe ")  # linear was settled above
+    if refusal is not None:
+        raise RecipeError(refusal)
     divisor = total if options["normalize"] and abs(total) >= NORMALIZE_EPS else 1.0
     return [options["lambda"] * w / divisor for w in weights]
 
@@ -83,3 +130,25 @@ def combined_adapter(recipe: MergeRecipe, adapters: dict[str, LoraAdapter], num_
     (out_dir / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True))
     (out_dir / "evomerge_recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2))
     return out_dir
+
+
+def recipe_adapter(recipe: MergeRecipe, base: Checkpoint | None, inputs: dict[str, TensorSource], out_dir: Path) -> Path:
+    """The recipe as one combined adapter (with the base's tokenizer, so the directory scores on its own).
+
+    `base` and `inputs` come from `open_recipe_inputs`; every expert must have opened as a LoRA adapter
+    over that base (LoraExpert checks the factors' shapes against the base tensors).
+    """
+    if recipe.layer_path is not None:
+        raise RecipeError("recipe layerPath: a data-flow candidate runs whole layers and cannot be one adapter — "
+                          "merge it into a checkpoint (drop --adapter)")
+    if base is None:
+        raise RecipeError("recipe baseUri: a combined adapter is applied over the base model — the recipe needs baseUri")
+    for i, expert in enumerate(recipe.experts):
+        if not isinstance(inputs.get(expert.name), LoraExpert):
+            raise RecipeError(f"recipe experts[{i}] {expert.name!r} ({expert.uri}) is a full checkpoint, not a LoRA "
+                              "adapter — a combined adapter needs every expert as LoRA over the base (drop --adapter)")
+    adapters = {name: source.adapter for name, source in inputs.items() if isinstance(source, LoraExpert)}
+    num_layers = int(base.config().get("num_hidden_layers", 1))
+    out = combined_adapter(recipe, adapters, num_layers, out_dir)
+    _copy_tokenizer(base, out)
+    return out

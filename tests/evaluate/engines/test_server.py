@@ -6,6 +6,8 @@ tokenisation boundaries, request shapes or response parsing — the things the e
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from lm_eval.api.instance import Instance
@@ -15,8 +17,13 @@ from evomerge.evaluate.engines import make_server_lm
 from evomerge.evaluate.engines.options import EngineOptions
 from evomerge.evaluate.engines.resident import load_hflm
 from evomerge.evaluate.model import evaluate_model
+from evomerge.merge.adapter import recipe_adapter
+from evomerge.merge.export import export_merge
+from evomerge.merge.inputs import open_recipe_inputs
+from evomerge.merge.recipe import ExpertWeights, MergeRecipe
 from tests.evaluate.support import ALL_TYPES, FAST
 from tests.support.fake_servers import FakeTGI, FakeVLLM
+from tests.support.tiny_models import build_lora_adapter
 
 PAIRS = [
     ("the sky is", " blue"),
@@ -117,3 +124,36 @@ def test_tgi_checks_greedy_only_for_tasks_that_read_it(resident, tgi):
     lm.close()
     assert plain == len(PAIRS)  # one /generate each
     assert tgi.counters.inference - before - plain == 2 * len(PAIRS)  # plus one greedy decode each
+
+
+@pytest.fixture(scope="module")
+def lora_candidate(tiny_family, tmp_path_factory) -> dict[str, Path]:
+    """A task-arithmetic candidate over two LoRA experts: its merged checkpoint and its combined adapter."""
+    root = tmp_path_factory.mktemp("lora_candidate")
+    experts = {
+        "lora0": build_lora_adapter(tiny_family["base"], root / "lora0", rank=4, seed=1, std=0.6),
+        "lora1": build_lora_adapter(tiny_family["base"], root / "lora1", rank=2, alpha=4.0, seed=2, std=0.6,
+                                    targets=("q_proj", "o_proj", "up_proj")),
+    }
+    recipe = MergeRecipe("task_arithmetic", str(tiny_family["base"]), (
+        ExpertWeights("lora0", str(experts["lora0"]), {"weight": {"all": 0.9}}),
+        ExpertWeights("lora1", str(experts["lora1"]), {"weight": {"all": 0.7}}),
+    ), options={"lambda": 1.2})
+    base, inputs = open_recipe_inputs(recipe)
+    export_merge(recipe, base, inputs, root / "merged")
+    return {"merged": root / "merged", "adapter": recipe_adapter(recipe, base, inputs, root / "adapter")}
+
+
+@pytest.mark.parametrize("engine", ["tgi", "vllm"])
+def test_a_combined_adapter_over_the_base_scores_like_the_merged_checkpoint(engine, tiny_family, task_dir, lora_candidate):
+    expected = evaluate_model(lora_candidate["merged"], ALL_TYPES, [str(task_dir)])
+    with SERVERS[engine](tiny_family["base"], adapters={"candidate": lora_candidate["adapter"]}) as server:
+        options = {"engine": engine, "url": server.url, **FAST}
+        # The adapter directory carries the base's tokenizer, so the scorer reads it like a checkpoint.
+        got = evaluate_model(lora_candidate["adapter"], ALL_TYPES, [str(task_dir)], {**options, "adapter": "candidate"})
+        base = evaluate_model(lora_candidate["adapter"], ALL_TYPES, [str(task_dir)], options)
+    assert got.keys() == expected.keys()
+    for key in expected:
+        assert got[key] == pytest.approx(expected[key], rel=1e-4), key
+    # Without the adapter the server scores the base: the comparison above can tell the two apart.
+    assert base["tiny_next/perplexity"] != pytest.approx(expected["tiny_next/perplexity"], rel=0.05)

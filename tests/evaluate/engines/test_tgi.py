@@ -12,7 +12,7 @@ from evomerge.evaluate.engines.options import EngineOptions
 from evomerge.evaluate.engines.transport import PrefillLogprobsUnavailable, ServerNotReady, TokenizationMismatch
 from tests.evaluate.support import FAST
 from tests.support.fake_servers import Behaviour, FakeTGI
-from tests.support.tiny_models import WORDS
+from tests.support.tiny_models import WORDS, build_lora_adapter
 
 PAIRS = [("the sky is", " blue"), ("the grass", " is green")]
 
@@ -99,3 +99,18 @@ def test_a_tokenizer_other_than_the_served_ones_is_refused(tiny_family, tgi):
     with pytest.raises(TokenizationMismatch, match="served model's tokenizer"):
         _loglikelihood(lm)
     lm.close()
+
+
+def test_an_adapter_is_selected_on_every_request_by_adapter_id(tiny_family, tokenizer, tmp_path):
+    adapter = build_lora_adapter(tiny_family["base"], tmp_path / "lora", std=0.5)
+    with FakeTGI(tiny_family["base"], adapters={"candidate": adapter}) as server:
+        sent = []
+        original = server.generate
+        server.generate = lambda body: sent.append(body) or original(body)
+        base = _loglikelihood(make_server_lm(_options(server), tokenizer))
+        for_base = [b["parameters"].get("adapter_id") for b in sent]
+        sent.clear()
+        adapted = _loglikelihood(make_server_lm(_options(server, adapter="candidate"), tokenizer))
+    assert for_base and set(for_base) == {None}
+    assert sent and {b["parameters"].get("adapter_id") for b in sent} == {"candidate"}
+    assert [lp for lp, _ in adapted] != pytest.approx([lp for lp, _ in base], abs=1e-3)

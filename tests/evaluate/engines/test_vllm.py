@@ -11,6 +11,7 @@ from evomerge.evaluate.engines.options import EngineOptions
 from evomerge.evaluate.engines.transport import ServerError
 from tests.evaluate.support import FAST
 from tests.support.fake_servers import Behaviour, FakeVLLM
+from tests.support.tiny_models import build_lora_adapter
 
 PAIRS = [("the sky is", " blue"), ("", "a b")]
 
@@ -74,3 +75,20 @@ def test_a_rejected_request_reports_the_servers_message(vllm, tokenizer):
     with pytest.raises(ServerError, match="rejected the request — HTTP 400: This model's maximum context length is 4"):
         _loglikelihood(lm)
     lm.close()
+
+
+def test_an_adapter_is_requested_as_its_model_and_a_missing_one_names_the_flag(tiny_family, tokenizer, tmp_path):
+    adapter = build_lora_adapter(tiny_family["base"], tmp_path / "lora", std=0.5)
+    with FakeVLLM(tiny_family["base"], adapters={"candidate": adapter}) as server:
+        sent = []
+        original = server.complete
+        server.complete = lambda body: sent.append(body) or original(body)
+        lm = make_server_lm(_options(server, adapter="candidate"), tokenizer)
+        adapted = _loglikelihood(lm)
+        assert lm.max_length == server.behaviour.max_total_tokens - 2  # the LoRA entry's parent gives the length
+        base = _loglikelihood(make_server_lm(_options(server), tokenizer))
+    assert [b["model"] for b in sent] == ["candidate"] * len(PAIRS) + [FakeVLLM.served_name] * len(PAIRS)
+    assert [lp for lp, _ in adapted] != pytest.approx([lp for lp, _ in base], abs=1e-3)
+    with FakeVLLM(tiny_family["base"]) as server:
+        with pytest.raises(ServerError, match="--enable-lora --lora-modules candidate=DIR"):
+            make_server_lm(_options(server, adapter="candidate"), tokenizer)

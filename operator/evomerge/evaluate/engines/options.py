@@ -26,6 +26,9 @@ class EngineOptions:
     ready_interval_s: float = 2.0
     api_key: str | None = None
     served_model: str | None = None
+    # A LoRA adapter the server hosts over its base, by name: vLLM serves it as a model (--lora-modules
+    # NAME=DIR), TGI selects it per request with parameters.adapter_id (LORA_ADAPTERS=NAME=DIR).
+    adapter: str | None = None
     logprobs: Literal["prompt_logprobs", "echo"] = "prompt_logprobs"
     retry_attempts: int = 5
     retry_backoff_s: float = 0.5
@@ -39,6 +42,10 @@ class EngineOptions:
                              "for example http://127.0.0.1:8080")
         if self.logprobs not in ("prompt_logprobs", "echo"):
             raise ValueError("engine_options.logprobs: use prompt_logprobs (vLLM) or echo (OpenAI-style servers)")
+        if self.adapter is not None and self.engine == "transformers":
+            raise ValueError("engine_options.adapter: a LoRA adapter is selected on a server — use engine tgi or vllm")
+        if self.adapter is not None and self.served_model is not None:
+            raise ValueError("engine_options: set adapter or served_model, not both — vLLM serves the adapter as a model")
         if self.concurrency < 1 or self.batch_size < 1 or self.retry_attempts < 1:
             raise ValueError("engine_options: concurrency, batch_size and retry_attempts must be at least 1")
 

@@ -57,6 +57,9 @@ class TGIBackend:
         self._max_length = min(max_input - 1, max_total - 2)
         self.max_stop_sequences = int(info.get("max_stop_sequences", 4))
         self.model_id = str(info.get("model_id", ""))
+        # TGI answers an adapter_id it has not loaded with the base model, silently: the pod that starts it
+        # must load the adapter under this name (LORA_ADAPTERS=NAME=DIR).
+        self.adapter = {"adapter_id": options.adapter} if options.adapter else {}
         self._added_prefix = list(tokenizer("", add_special_tokens=True)["input_ids"])
 
     @property
@@ -106,7 +109,7 @@ class TGIBackend:
         route = f"{self.url}/generate"
 
         def once() -> Any:
-            return self.client.text_generation(text, model=route, **parameters)
+            return self.client.text_generation(text, model=route, **self.adapter, **parameters)
 
         try:
             return call_with_retries(once, self.retry, f"POST {route}", self.sleep)
@@ -122,7 +125,7 @@ class TGIBackend:
 
     def _accepts_without_prefill(self, text: str) -> bool:
         try:
-            self.client.text_generation(text, model=f"{self.url}/generate", max_new_tokens=1)
+            self.client.text_generation(text, model=f"{self.url}/generate", max_new_tokens=1, **self.adapter)
         except Exception:  # the server rejects this input outright: not a prefill problem
             return False
         return True

@@ -38,12 +38,18 @@ class VLLMBackend:
         entries = {m["id"]: m for m in served.get("data", [])}
         if not entries:
             raise ServerError(f"{self.url}/v1/models lists no model — is this a vLLM server?")
-        self.model = options.served_model or next(iter(entries))
+        self.model = options.adapter or options.served_model or next(iter(entries))
         if self.model not in entries:
+            if options.adapter:
+                raise ServerError(f"engine_options.adapter: {self.model!r} is not served at {self.url}; it serves "
+                                  f"{', '.join(entries)} — start vLLM with --enable-lora --lora-modules {self.model}=DIR")
             raise ServerError(f"engine_options.served_model: {self.model!r} is not served at {self.url}; "
                               f"it serves {', '.join(entries)}")
-        # The scored sequence plus the one token vLLM must generate has to fit the model's context.
-        self._max_length = int(entries[self.model].get("max_model_len") or DEFAULT_MAX_MODEL_LEN) - 2
+        # The scored sequence plus the one token vLLM must generate has to fit the model's context; a LoRA
+        # entry lists no max_model_len of its own, its parent (the base) does.
+        entry = entries[self.model]
+        parent = entries.get(entry.get("parent") or "", {})
+        self._max_length = int(entry.get("max_model_len") or parent.get("max_model_len") or DEFAULT_MAX_MODEL_LEN) - 2
 
     @property
     def max_length(self) -> int:

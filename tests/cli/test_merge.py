@@ -1,0 +1,72 @@
+"""`evomerge merge --adapter` writes a candidate as one PEFT adapter over the base, or says which field stops it."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from evomerge.merge.recipe import ExpertWeights, MergeRecipe
+from tests.support.tiny_models import build_lora_adapter
+
+TOKENS = torch.tensor([[2, 10, 11, 9, 5]])
+
+
+def evomerge(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "evomerge.cli.main", *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def loras(tiny_family, tmp_path_factory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("loras")
+    return {"l0": str(build_lora_adapter(tiny_family["base"], root / "l0", rank=4, seed=1, std=0.3)),
+            "l1": str(build_lora_adapter(tiny_family["base"], root / "l1", rank=2, seed=2, std=0.3, targets=("q_proj", "up_proj")))}
+
+
+def write_recipe(path, method: str, base: str, experts: dict[str, str], **options) -> str:
+    recipe = MergeRecipe(method, base, tuple(ExpertWeights(n, u, {"weight": {"all": 0.8 - 0.3 * i}})
+                                             for i, (n, u) in enumerate(experts.items())), options=options)
+    path.write_text(json.dumps(recipe.to_dict()))
+    return str(path)
+
+
+def test_adapter_over_the_base_equals_the_merged_checkpoint(tiny_family, loras, tmp_path):
+    recipe = write_recipe(tmp_path / "recipe.json", "task_arithmetic", str(tiny_family["base"]), loras, **{"lambda": 1.3})
+    merged = evomerge("merge", recipe, "--out", str(tmp_path / "merged"))
+    adapter = evomerge("merge", recipe, "--out", str(tmp_path / "adapter"), "--adapter")
+    assert merged.returncode == 0 and adapter.returncode == 0, merged.stderr + adapter.stderr
+
+    files = {p.name for p in (tmp_path / "adapter").iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "tokenizer.json"} <= files and "config.json" not in files
+    assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["r"] == 6  # 4 + 2 on q_proj
+    AutoTokenizer.from_pretrained(tmp_path / "adapter")  # a scorer reads the tokenizer from the adapter directory
+    base = AutoModelForCausalLM.from_pretrained(tiny_family["base"], dtype=torch.float32)
+    served = PeftModel.from_pretrained(base, tmp_path / "adapter").eval()
+    dense = AutoModelForCausalLM.from_pretrained(tmp_path / "merged", dtype=torch.float32).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(served(TOKENS).logits, dense(TOKENS).logits, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("method, options, message", [
+    ("ties", {}, "recipe method: ties is not low-rank"),
+    ("linear", {"normalize": False}, "recipe options.normalize: linear without normalize"),
+])
+def test_a_recipe_that_is_not_one_adapter_fails_naming_the_field(method, options, message, tiny_family, loras, tmp_path):
+    recipe = write_recipe(tmp_path / "recipe.json", method, str(tiny_family["base"]), loras, **options)
+    result = evomerge("merge", recipe, "--out", str(tmp_path / "out"), "--adapter")
+    assert result.returncode == 2
+    assert message in " ".join(result.stderr.split())
+    assert not (tmp_path / "out" / "adapter_model.safetensors").exists()
+
+
+def test_full_experts_cannot_be_an_adapter(tiny_family, tmp_path):
+    experts = {"e0": str(tiny_family["expert0"]), "e1": str(tiny_family["expert1"])}
+    recipe = write_recipe(tmp_path / "recipe.json", "task_arithmetic", str(tiny_family["base"]), experts)
+    result = evomerge("merge", recipe, "--out", str(tmp_path / "out"), "--adapter")
+    assert result.returncode == 2
+    assert "recipe experts[0] 'e0'" in " ".join(result.stderr.split())
