@@ -16,7 +16,8 @@ cluster, add those to the first two numbers.
                                  all N suspended at once → each reports phase Suspended. p50 / p99.
                                  Peer: one status PATCH round trip (the least any reconcile must do).
                                  With the operator's requests per reconcile: on a small machine the bursts
-                                 are bound by the API server's CPU, so fewer requests is what shortens them.
+                                 are bound by the API server's CPU, so fewer requests is what shortens them;
+                                 the CPU seconds each process used in each burst show where it went.
   API requests per generation    one search (population 8, 3 generations, 4 Jobs in parallel, 2 candidates
                                  per Job): requests of the controller, of the operator's client and of kopf,
                                  per generation. Peer: the evaluation Jobs a generation needs.
@@ -208,19 +209,35 @@ def bucket_quantile(before: dict[float, float], after: dict[float, float], q: fl
     return next(bound for bound, count in counts.items() if count >= q * total)
 
 
-def reconcile_latency(kube: Kube, family: dict, searches: int) -> tuple[list[float], list[float], float, float]:
-    """Create N searches at once, then suspend them all at once; the time each takes to report the change."""
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """User + system CPU seconds each process has used so far (Linux /proc/PID/stat, in clock ticks)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    out = {}
+    for name, pid in pids.items():
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        out[name] = (int(fields[11]) + int(fields[12])) / ticks
+    return out
+
+
+def reconcile_latency(kube: Kube, family: dict, searches: int, pids: dict[str, int]
+                      ) -> tuple[list[float], list[float], float, float, dict[str, dict[str, float]]]:
+    """Create N searches at once, then suspend them all at once; the time each takes to report the change,
+    and the CPU seconds each process used in each burst (on a small machine the bursts are CPU-bound)."""
     namespace = new_namespace(kube, "fifty")
     watch = StatusWatch(kube, namespace)
     watch.start()
     watch.ready.wait(10)
     names = [f"s{i:02d}" for i in range(searches)]
+    cpu: dict[str, dict[str, float]] = {}
 
     def burst(change: Callable[[str], None], generation: int, phase: str) -> list[float]:
+        before = cpu_seconds(pids)
         with ThreadPoolExecutor(searches) as pool:
             sent = dict(zip(names, pool.map(lambda n: (time.perf_counter(), change(n))[0], names)))
         wait_for(lambda: all((n, generation, phase) in watch.reported for n in names), 300, f"{searches} searches to report {phase}",
                  interval=0.1)
+        after = cpu_seconds(pids)
+        cpu[phase] = {name: after[name] - before[name] for name in pids}
         return [watch.reported[(n, generation, phase)] - sent[n] for n in names]
 
     created = burst(lambda n: kube.create(search_body(n, namespace, family)), 1, "Running")
@@ -238,7 +255,7 @@ def reconcile_latency(kube: Kube, family: dict, searches: int) -> tuple[list[flo
         kube.patch_status("MergeSearch", namespace, names[0], {"stopReason": f"probe {i}"})
         floor.append(time.perf_counter() - start)
     kube.delete("Namespace", None, namespace)  # its searches must not load the next measurement
-    return created, suspended, statistics.median(alone), statistics.median(floor)
+    return created, suspended, statistics.median(alone), statistics.median(floor), cpu
 
 
 def requests_per_generation(kube: Kube, family: dict, metrics_port: int, kopf_counts: Counter,
@@ -315,7 +332,8 @@ def main() -> None:
         first = first_evaluation_job(kube, family, args.samples)
         imports = controller_imports()
         work_before, requests_before = reconcile_work(port), operator_requests(port)
-        created, suspended, alone, floor_patch = reconcile_latency(kube, family, args.searches)
+        pids = {p.name: p.popen.pid for p in control_plane.processes} | {"operator + benchmark": os.getpid()}
+        created, suspended, alone, floor_patch, cpu = reconcile_latency(kube, family, args.searches, pids)
         work_p99 = bucket_quantile(work_before, reconcile_work(port), 0.99)
         burst_requests = sum(operator_requests(port).values()) - sum(requests_before.values())
         load = requests_per_generation(kube, family, port, kopf_counts, control_plane)
@@ -343,6 +361,9 @@ def main() -> None:
     reconciles = 2 * args.searches + LONE_SEARCHES
     print(f"| operator API requests per reconcile in these bursts (Events included) | {burst_requests / reconciles:.1f} "
           f"| | | |")
+    for label, phase in (("create", "Running"), ("suspend", "Suspended")):
+        used = " / ".join(f"{name} {seconds:.2f}" for name, seconds in cpu[phase].items())
+        print(f"| CPU seconds in the {label} burst | {used} | | | |")
     print(f"| reconcile latency, one search alone (median of {LONE_SEARCHES}) | {alone:.3f} s | status PATCH {floor_patch:.3f} s "
           f"| {alone / floor_patch:.1f}× | |")
     per_generation = {who: sum(v.values()) / load["generations"] for who in ("controller", "operator", "kopf") for v in [load[who]]}

@@ -180,8 +180,10 @@ def test_every_rendered_pod_is_admitted_under_the_restricted_pod_security_standa
 
     for job in (controller, evaluation, export):
         name = job["metadata"]["name"]
+        # Generous: a pod refused while the new ServiceAccounts reach admission's cache puts the Job controller
+        # into its backoff (10 s, 20 s, …) before it tries again.
         eventually(lambda: kube.list("Pod", namespace, f"batch.kubernetes.io/job-name={name}"),
-                   f"the restricted namespace to admit the pod of {name}")
+                   f"the restricted namespace to admit the pod of {name}", timeout=120)
 
 
 # ---- reconcile ----------------------------------------------------------------------------------------------

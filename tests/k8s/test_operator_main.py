@@ -13,12 +13,14 @@ import urllib.request
 import uuid
 from pathlib import Path
 
+import kopf
 import pytest
 from kubernetes import client as k8s
 
 from evomerge.k8s import operator_main
 from evomerge.k8s.client import Kube
 from evomerge.k8s.metrics import OperatorMetrics
+from evomerge.k8s.plan import Event, EventQueue
 from evomerge.k8s.settings import ClusterSettings
 from test_operator import condition, eventually, search_body, status_of
 
@@ -153,3 +155,53 @@ def test_a_resync_pass_that_times_out_is_retried_by_the_next_pass():
         context.stop.set()
         thread.join(10)
     assert not thread.is_alive()
+
+
+class _PostingKube:
+    def __init__(self) -> None:
+        self.posted = threading.Event()
+
+    def post_event(self, regarding, type_, reason, message, component):
+        self.posted.set()
+
+
+SEARCH = {"apiVersion": "evomerge.dev/v1alpha1", "kind": "MergeSearch", "metadata": {"name": "jp", "namespace": "ns", "uid": "u"}}
+
+
+def test_events_wait_while_a_burst_of_reconciles_is_in_flight_and_go_out_when_it_passed():
+    kube = _PostingKube()
+    events = EventQueue(kube, "evomerge-operator", patience=60, burst=2)
+    try:
+        with events.deferring():
+            with events.deferring():
+                events.put(SEARCH, Event("Normal", "EpochStarted", "epoch 1"))
+                assert not kube.posted.wait(0.5), "an Event went out during a burst of reconciles"
+            assert kube.posted.wait(10), "the Event was held back after the burst passed"
+    finally:
+        events.close()
+
+
+def test_an_event_goes_out_at_once_beside_a_few_reconciles_and_out_of_patience_during_a_burst():
+    calm, busy = _PostingKube(), _PostingKube()
+    beside = EventQueue(calm, "evomerge-operator", patience=60, burst=2)
+    impatient = EventQueue(busy, "evomerge-operator", patience=0.0, burst=1)
+    try:
+        with beside.deferring(), impatient.deferring():
+            beside.put(SEARCH, Event("Normal", "EpochStarted", "epoch 1"))
+            impatient.put(SEARCH, Event("Normal", "EpochStarted", "epoch 1"))
+            assert calm.posted.wait(10), "one reconcile in flight held an Event back"
+            assert busy.posted.wait(10), "a steady burst of reconciles held an Event back for good"
+    finally:
+        beside.close()
+        impatient.close()
+
+
+def test_only_experts_keep_a_diff_base_the_rest_skip_kopfs_copy_of_every_body():
+    storage = operator_main.ExpertDiffBase(prefix="evomerge.dev", key="last-handled-configuration")
+    expert = {"apiVersion": "evomerge.dev/v1alpha1", "kind": "Expert", "metadata": {"name": "a", "labels": {"lang": "ja"}},
+              "spec": {"uri": "pvc://m/a"}}
+    job = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "j", "labels": {"x": "y"}}, "spec": {"parallelism": 1}}
+
+    assert storage.build(body=kopf.Body(expert)) == {"metadata": {"labels": {"lang": "ja"}}, "spec": {"uri": "pvc://m/a"}}
+    assert storage.build(body=kopf.Body(job)) == {}
+    assert storage.build(body=kopf.Body({**SEARCH, "spec": {"suspend": True}})) == {}

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import copy
 
+import pytest
+
+from evomerge.k8s import reconcile_search
+from evomerge.k8s.client import ApiError
 from evomerge.k8s.conditions import find
 from evomerge.k8s.reconcile_search import SearchObservation, plan_search
 from evomerge.k8s.render_search import read_epoch_configmap
@@ -296,3 +300,112 @@ def test_a_failed_search_retries_in_the_same_epoch_when_its_evaluation_settings_
     assert applied(more_room, plan)["status"]["epoch"] == 1  # the history goes on: nothing is lost
     assert plan.status["phase"] == "Running" and [e.reason for e in plan.events] == ["Retrying"]
     assert condition(plan.status, "Degraded") == ("False", "AsExpected")
+
+
+# ---- reading the search again only when the watched body may be stale ----------------------------------
+class OneSearchServer:
+    """The API server as reconcile sees it: one search whose every write gets a new resourceVersion."""
+
+    def __init__(self, body: dict):
+        self.search = {**copy.deepcopy(body), "metadata": {**body["metadata"], "resourceVersion": "10"}}
+        self.reads: list[str] = []
+        self.version = 10
+        self.refuse_creates: ApiError | None = None
+
+    def _bump(self) -> str:
+        self.version += 1
+        self.search["metadata"]["resourceVersion"] = str(self.version)
+        return str(self.version)
+
+    def get(self, kind, namespace, name):
+        self.reads.append(kind)
+        return copy.deepcopy(self.search) if kind == "MergeSearch" else None
+
+    def list(self, kind, namespace, label_selector=None):
+        self.reads.append(kind)
+        return []
+
+    def create(self, obj):
+        if self.refuse_creates is not None:
+            raise self.refuse_creates
+        return stored(obj)
+
+    def patch(self, kind, namespace, name, patch, subresource=None):
+        if "spec" in patch:
+            self.search["spec"].update(patch["spec"])
+            self.search["metadata"]["generation"] += 1
+        if "status" in patch:
+            self.search["status"] = {k: v for k, v in {**(self.search.get("status") or {}), **patch["status"]}.items() if v is not None}
+        self._bump()
+        return copy.deepcopy(self.search)
+
+    def patch_status(self, kind, namespace, name, status):
+        return self.patch(kind, namespace, name, {"status": status}, subresource="status")
+
+    def delete(self, kind, namespace, name):
+        return True
+
+    def post_event(self, regarding, type_, reason, message, component):
+        pass
+
+
+@pytest.fixture
+def server(monkeypatch) -> OneSearchServer:
+    monkeypatch.setattr(reconcile_search, "watched", reconcile_search.WatchedVersions())
+    reconcile_search.forget_cache()
+    yield OneSearchServer(search())
+    reconcile_search.forget_cache()
+
+
+def test_the_latest_watched_body_is_reconciled_without_reading_the_search_again(server):
+    added = copy.deepcopy(server.search)
+    reconcile_search.watched.seen("ADDED", added)
+
+    reconcile_search.reconcile(server, added, SETTINGS)
+
+    assert "MergeSearch" not in server.reads
+    assert server.search["status"]["observedGeneration"] == 1
+
+
+def test_a_body_older_than_the_operators_own_status_write_is_read_again(server):
+    added = copy.deepcopy(server.search)
+    reconcile_search.watched.seen("ADDED", added)
+    reconcile_search.reconcile(server, added, SETTINGS)
+    server.reads.clear()
+
+    again = reconcile_search.reconcile(server, added, SETTINGS)  # e.g. queued before the write, its echo not seen yet
+
+    assert server.reads[0] == "MergeSearch"
+    assert not again.events, "the fresh read shows epoch 1 started: no second EpochStarted"
+
+
+def test_once_the_write_came_back_on_the_watch_a_later_edit_is_trusted_as_delivered(server):
+    added = copy.deepcopy(server.search)
+    reconcile_search.watched.seen("ADDED", added)
+    reconcile_search.reconcile(server, added, SETTINGS)
+    reconcile_search.watched.seen("MODIFIED", copy.deepcopy(server.search))  # the echo of the status write
+    edited = server.patch("MergeSearch", "ns", "jp", {"spec": {"suspend": True}})
+    reconcile_search.watched.seen("MODIFIED", edited)
+    server.reads.clear()
+
+    plan = reconcile_search.reconcile(server, edited, SETTINGS)
+
+    assert "MergeSearch" not in server.reads
+    assert [e.reason for e in plan.events] == ["Suspended"]
+    assert server.search["status"]["phase"] == "Suspended"
+
+
+def test_after_a_refused_reconcile_the_next_one_reads_the_search(server):
+    added = copy.deepcopy(server.search)
+    reconcile_search.watched.seen("ADDED", added)
+    server.refuse_creates = ApiError(403, "Forbidden", 'jobs is forbidden: cannot create resource "jobs" in API group "batch"')
+    with pytest.raises(ApiError):
+        reconcile_search.reconcile(server, added, SETTINGS)
+    assert server.search["status"]["conditions"], "the refusal is recorded on the status"
+    server.refuse_creates = None
+    reconcile_search.watched.seen("MODIFIED", copy.deepcopy(server.search))  # which write it was, reconcile cannot tell
+    server.reads.clear()
+
+    reconcile_search.reconcile(server, copy.deepcopy(server.search), SETTINGS)
+
+    assert server.reads[0] == "MergeSearch"

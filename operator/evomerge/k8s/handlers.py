@@ -5,6 +5,9 @@ the status has not observed yet: no kopf bookkeeping annotations on them and hal
 handlers under load (benchmarks/operator_latency.py). What happens later — a child Job finishing — comes through the
 Job events; failures are retried by operator_main's periodic resync, which also runs once at start-up.
 
+Every search event first passes the async `search_event`, in the watch's order: it tells reconcile_search
+which body is the newest, so the reconcile of that body need not read the search again.
+
 Handlers that only read the event (metrics) are async, and Job events nothing waits on are filtered out
 before dispatch: kopf runs sync handlers on its thread pool, and under a burst a cheap handler queued
 behind the reconciles there delays the reconcile of its own object (kopf runs one object's handlers in turn).
@@ -53,7 +56,7 @@ def login(memo: Any, **_: Any) -> kopf.ConnectionInfo:
 
 @kopf.on.event(*SEARCHES)
 async def search_event(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
-    _context(memo).metrics.observe_search(type, dict(body))
+    main.search_seen(_context(memo), type, dict(body))
 
 
 @kopf.on.event(*SEARCHES, when=_unobserved)

@@ -6,8 +6,10 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 from .api_failures import Refusal, classify, degraded_status, is_news, requesting
 from .client import ApiError, Conflict, Kube
@@ -34,24 +36,50 @@ class Plan:
 
 
 class EventQueue:
-    """Posts Events from a thread of its own: they inform people, so they wait behind the reconciles."""
+    """Posts Events from a thread of its own: they inform people, so they wait behind the reconciles.
 
-    def __init__(self, kube: Kube, component: str):
-        self.kube, self.component = kube, component
-        self._queue: queue.Queue[tuple[dict[str, Any], Event] | None] = queue.Queue()
+    While a burst of reconciles is in flight (`burst` or more inside `deferring`), an Event waits up to
+    `patience` seconds: then the API server's CPU is what every reconcile queues for, and an Event posted
+    meanwhile delays the next status. A few searches at a time never wait.
+    """
+
+    def __init__(self, kube: Kube, component: str, patience: float = 5.0, burst: int = 8):
+        self.kube, self.component, self.patience, self.burst = kube, component, patience, burst
+        self._queue: queue.Queue[tuple[dict[str, Any], Event, float] | None] = queue.Queue()
+        self._idle = threading.Condition()
+        self._in_flight = 0
+        self._closing = False
         self._thread = threading.Thread(target=self._run, name="evomerge-events", daemon=True)
         self._thread.start()
 
     def put(self, owner: dict[str, Any], event: Event) -> None:
-        self._queue.put((owner, event))
+        self._queue.put((owner, event, time.monotonic()))
+
+    @contextmanager
+    def deferring(self) -> Iterator[None]:
+        """Around a reconcile: under a burst, queued Events wait for it to pass (or for their patience to run out)."""
+        with self._idle:
+            self._in_flight += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._in_flight -= 1
+                self._idle.notify_all()
 
     def close(self) -> None:
+        with self._idle:
+            self._closing = True
+            self._idle.notify_all()
         self._queue.put(None)
         self._thread.join(10)
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not None:
-            owner, event = item
+            owner, event, queued = item
+            with self._idle:
+                self._idle.wait_for(lambda: self._closing or self._in_flight < self.burst,
+                                    timeout=max(0.0, queued + self.patience - time.monotonic()))
             try:
                 self.kube.post_event(owner, event.type, event.reason, event.message, self.component)
             except ApiError as error:
@@ -62,7 +90,8 @@ class EventQueue:
 def apply(kube: Kube, owner: dict[str, Any], plan: Plan, component: str, events: EventQueue | None = None) -> list[dict[str, Any]]:
     """Carry a plan out in the owner's namespace; creating what exists already is not an error (idempotence).
 
-    Returns the objects created and replaced, as the API server stored them (so a caller may cache them).
+    Returns the objects created and replaced, and the owner after its status patch when one was sent, as the
+    API server stored them (so a caller may cache them).
     A refused request raises a RefusedRequest that names it.
     """
     meta = owner["metadata"]
@@ -86,7 +115,7 @@ def apply(kube: Kube, owner: dict[str, Any], plan: Plan, component: str, events:
     current = owner.get("status") or {}
     if any(current.get(key) != value for key, value in plan.status.items()):  # a no-op patch is a wasted request
         with requesting("patch", owner["kind"], namespace, meta["name"], "status"):
-            kube.patch_status(owner["kind"], namespace, meta["name"], plan.status)
+            stored.append(kube.patch_status(owner["kind"], namespace, meta["name"], plan.status))
     for event in plan.events:
         _post(kube, owner, event, component, events)
     return stored

@@ -404,6 +404,52 @@ _epoch_configmaps: dict[str, tuple[str, dict[str, Any] | None]] = {}  # search u
 ACCOUNT_KINDS = ("ServiceAccount", "RoleBinding")
 
 
+class WatchedVersions:
+    """Which search bodies are the newest the watch delivered and hold every status this process wrote: a
+    reconcile of such a body need not read the search again (under a burst, one request of five).
+
+    The watch delivers one object's versions in order: a body is current when it is the latest version seen
+    and the echo of this process's last status write has come by (or came before the write returned). Writes
+    happen under the search's lock, so no write slips between the check and the reconcile that trusts it.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._latest: dict[str, str] = {}  # uid → resourceVersion of the last watch event
+        self._unechoed: dict[str, str | None] = {}  # uid → version of a write not seen on the watch yet (None: unknown)
+
+    def seen(self, event_type: str | None, body: dict[str, Any]) -> None:
+        """Every watch event of a search, in the order the watch delivers them."""
+        meta = body.get("metadata") or {}
+        uid, version = meta.get("uid"), meta.get("resourceVersion")
+        if not uid or not version:
+            return
+        with self._lock:
+            if event_type == "DELETED":
+                self._latest.pop(uid, None)
+                self._unechoed.pop(uid, None)
+                return
+            self._latest[uid] = version
+            if self._unechoed.get(uid) == version:
+                del self._unechoed[uid]
+
+    def wrote(self, uid: str, version: str | None) -> None:
+        """This process wrote the search; `version` as the API server returned it, None when unknown."""
+        with self._lock:
+            if version is not None and self._latest.get(uid) == version:
+                self._unechoed.pop(uid, None)  # its echo came before the response
+            else:
+                self._unechoed[uid] = version
+
+    def current(self, body: dict[str, Any]) -> bool:
+        meta = body["metadata"]
+        with self._lock:
+            return meta["uid"] not in self._unechoed and self._latest.get(meta["uid"]) == meta.get("resourceVersion")
+
+
+watched = WatchedVersions()
+
+
 def forget_cache() -> None:
     """Read everything again on the next reconcile (someone may have deleted or edited it)."""
     _accounts_ready.clear()
@@ -462,7 +508,7 @@ def reconcile(kube: Kube, search: dict[str, Any], settings: ClusterSettings, eve
     """Observe, plan, apply — serialised per search, because Job and Expert events reconcile it too."""
     meta = search["metadata"]
     with _lock_for(meta["uid"]):
-        fresh = kube.get("MergeSearch", meta["namespace"], meta["name"])
+        fresh = search if watched.current(search) else kube.get("MergeSearch", meta["namespace"], meta["name"])
         if fresh is None or fresh["metadata"]["uid"] != meta["uid"] or fresh["metadata"].get("deletionTimestamp"):
             return Plan()
         try:
@@ -472,10 +518,12 @@ def reconcile(kube: Kube, search: dict[str, Any], settings: ClusterSettings, eve
         try:
             observed = observe(kube, fresh, spec)
             plan = plan_search(fresh, observed, settings, now_iso())
+            watched.wrote(meta["uid"], None)  # until the status patch returns its version
             _make_accounts(kube, fresh, plan)
             _apply(kube, fresh, plan, events)
         except ApiError as error:  # under the lock: the status it records is not older than a concurrent success
             record_refusal(kube, fresh, error, COMPONENT, events)
+            watched.wrote(meta["uid"], None)  # it may have written the status
             raise
         settled(meta["uid"])
         return plan
@@ -498,6 +546,8 @@ def _make_accounts(kube: Kube, search: dict[str, Any], plan: Plan) -> None:
 def _apply(kube: Kube, search: dict[str, Any], plan: Plan, events: EventQueue | None) -> None:
     uid = search["metadata"]["uid"]
     stored = apply(kube, search, plan, COMPONENT, events)
+    for owner in (o for o in stored if o.get("kind") == "MergeSearch"):  # its status, as written
+        watched.wrote(uid, owner["metadata"].get("resourceVersion"))
     if any(o["kind"] == "ConfigMap" for o in plan.create + plan.replace):
         written = [o for o in stored if o.get("kind") == "ConfigMap"]
         if written:  # the epoch ConfigMap as the API server stored it: the next reconcile need not read it
