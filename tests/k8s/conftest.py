@@ -7,6 +7,7 @@ minutes). A missing or broken control plane fails the tests: it is never a reaso
 from __future__ import annotations
 
 import collections
+import os
 import re
 import subprocess
 import sys
@@ -15,10 +16,12 @@ import uuid
 from pathlib import Path
 
 import pytest
+from kubernetes import client as k8s
 
 from tests.support.controlplane import ControlPlane
 
-BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "hack" / "controlplane" / "build.sh"
+REPO = Path(__file__).resolve().parents[2]
+BUILD_SCRIPT = REPO / "hack" / "controlplane" / "build.sh"
 
 
 @pytest.fixture(scope="session")
@@ -82,3 +85,21 @@ def namespace(request, api_client) -> str:
             time.sleep(0.1)
     yield name
     core.delete_namespace(name)
+
+
+@pytest.fixture
+def chart_release(control_plane, control_plane_bin_dir, api_client, namespace, tmp_path):
+    """The chart installed in its own namespace, watching the test's: (release name, its namespace)."""
+    core = k8s.CoreV1Api(api_client)
+    release_namespace = f"evomerge-system-{uuid.uuid4().hex[:6]}"
+    core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=release_namespace)))
+    name = f"evo-{uuid.uuid4().hex[:6]}"
+    env = {**os.environ, "KUBECONFIG": str(control_plane.kubeconfig), "HELM_CACHE_HOME": str(tmp_path / "c"),
+           "HELM_CONFIG_HOME": str(tmp_path / "f"), "HELM_DATA_HOME": str(tmp_path / "d")}
+    helm = str(control_plane_bin_dir / "helm")
+    installed = subprocess.run([helm, "install", name, str(REPO / "charts" / "evomerge"), "-n", release_namespace,
+                                "--set", f"watchNamespaces={{{namespace}}}"], env=env, capture_output=True, text=True)
+    assert installed.returncode == 0, installed.stderr
+    yield name, release_namespace
+    subprocess.run([helm, "uninstall", name, "-n", release_namespace], env=env, capture_output=True, text=True)
+    core.delete_namespace(release_namespace)

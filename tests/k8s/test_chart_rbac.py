@@ -4,13 +4,8 @@ little fails here; too much is caught by the access reviews at the end."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import threading
-import uuid
-from pathlib import Path
 
-import pytest
 from kubernetes import client as k8s
 
 from evomerge.k8s import operator_main
@@ -18,31 +13,11 @@ from evomerge.k8s.client import Kube
 from evomerge.k8s.settings import ClusterSettings
 from test_operator import Node, eventually, search_body, status_of, climbable_score
 
-REPO = Path(__file__).resolve().parents[2]
 
-
-@pytest.fixture
-def release(control_plane, control_plane_bin_dir, api_client, namespace, tmp_path):
-    """The chart installed in its own namespace, watching the test's namespace."""
-    core = k8s.CoreV1Api(api_client)
-    release_namespace = f"evomerge-system-{uuid.uuid4().hex[:6]}"
-    core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=release_namespace)))
-    name = f"evo-{uuid.uuid4().hex[:6]}"
-    env = {**os.environ, "KUBECONFIG": str(control_plane.kubeconfig), "HELM_CACHE_HOME": str(tmp_path / "c"),
-           "HELM_CONFIG_HOME": str(tmp_path / "f"), "HELM_DATA_HOME": str(tmp_path / "d")}
-    helm = str(control_plane_bin_dir / "helm")
-    installed = subprocess.run([helm, "install", name, str(REPO / "charts" / "evomerge"), "-n", release_namespace,
-                                "--set", f"watchNamespaces={{{namespace}}}"], env=env, capture_output=True, text=True)
-    assert installed.returncode == 0, installed.stderr
-    yield name, release_namespace
-    subprocess.run([helm, "uninstall", name, "-n", release_namespace], env=env, capture_output=True, text=True)
-    core.delete_namespace(release_namespace)
-
-
-def test_a_whole_epoch_runs_under_the_charts_rbac(control_plane, api_client, namespace, release, tmp_path_factory):
+def test_a_whole_epoch_runs_under_the_charts_rbac(control_plane, api_client, namespace, chart_release, tmp_path_factory):
     from tests.support.tiny_models import build_family
 
-    name, release_namespace = release
+    name, release_namespace = chart_release
     admin = Kube.connect(str(control_plane.kubeconfig))
     operator_kubeconfig = control_plane.service_account_kubeconfig(release_namespace, f"{name}-evomerge-operator")
     (deployment,) = admin.list("Deployment", release_namespace)

@@ -4,17 +4,12 @@ given back while the operator runs as the chart's ServiceAccount."""
 
 from __future__ import annotations
 
-import os
 import re
 import socket
-import subprocess
 import threading
 import urllib.request
-import uuid
-from pathlib import Path
 
 import kopf
-import pytest
 from kubernetes import client as k8s
 
 from evomerge.k8s import operator_main
@@ -24,31 +19,11 @@ from evomerge.k8s.plan import Event, EventQueue
 from evomerge.k8s.settings import ClusterSettings
 from test_operator import condition, eventually, search_body, status_of
 
-REPO = Path(__file__).resolve().parents[2]
-
 
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-@pytest.fixture
-def chart(control_plane, control_plane_bin_dir, api_client, namespace, tmp_path):
-    """The chart installed in its own namespace and watching the test's: (release name, its namespace)."""
-    core = k8s.CoreV1Api(api_client)
-    release_namespace = f"evomerge-system-{uuid.uuid4().hex[:6]}"
-    core.create_namespace(k8s.V1Namespace(metadata=k8s.V1ObjectMeta(name=release_namespace)))
-    name = f"evo-{uuid.uuid4().hex[:6]}"
-    env = {**os.environ, "KUBECONFIG": str(control_plane.kubeconfig), "HELM_CACHE_HOME": str(tmp_path / "c"),
-           "HELM_CONFIG_HOME": str(tmp_path / "f"), "HELM_DATA_HOME": str(tmp_path / "d")}
-    helm = str(control_plane_bin_dir / "helm")
-    installed = subprocess.run([helm, "install", name, str(REPO / "charts" / "evomerge"), "-n", release_namespace,
-                                "--set", f"watchNamespaces={{{namespace}}}"], env=env, capture_output=True, text=True)
-    assert installed.returncode == 0, installed.stderr
-    yield name, release_namespace
-    subprocess.run([helm, "uninstall", name, "-n", release_namespace], env=env, capture_output=True, text=True)
-    core.delete_namespace(release_namespace)
 
 
 def _operator_role(rbac: k8s.RbacAuthorizationV1Api, namespace: str, release: str) -> k8s.V1Role:
@@ -73,8 +48,8 @@ def _failed_reconciles(port: int) -> float:
     return float(found.group(1)) if found else 0.0
 
 
-def test_refused_requests_degrade_the_search_once_per_reason_and_clear_when_fixed(control_plane, api_client, namespace, chart):
-    release, release_namespace = chart
+def test_refused_requests_degrade_the_search_once_per_reason_and_clear_when_fixed(control_plane, api_client, namespace, chart_release):
+    release, release_namespace = chart_release
     admin = Kube.connect(str(control_plane.kubeconfig))
     core, rbac = k8s.CoreV1Api(api_client), k8s.RbacAuthorizationV1Api(api_client)
     job_verbs = next(rule.verbs for rule in _operator_role(rbac, namespace, release).rules if rule.resources == ["jobs"])
