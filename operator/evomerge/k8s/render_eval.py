@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any, Sequence
 
-from ..merge.adapter import adapter_servable
+from ..merge.adapter_rules import adapter_servable
 from ..merge.recipe import MergeRecipe
 from ..models.uris import parse_uri
 from ..spec.merge_search import MergeSearchSpec
