@@ -16,17 +16,15 @@ from typing import Any
 
 import numpy as np
 
-from ..executors.kubernetes import KubernetesExecutor
 from ..merge.recipe import ExpertWeights, MergeRecipe
 from ..search.genome import Genome, genome_for
 from ..spec.loading import validate_document
 from ..spec.merge_search import MergeSearch, MergeSearchSpec, path_models
 from .client import Kube
 from .controller_events import ControllerEvents
-from .evaluation_jobs import EvaluationJobs, candidates_per_job
+from .evaluation_jobs import evaluation_executor
 from .history_configmap import ConfigMapHistory
 from .naming import epoch_configmap_name
-from .render_eval import objective_keys
 from .render_search import read_epoch_configmap
 from .search_compare import compare_in_cluster
 from .search_report import SearchReport, earlier_epochs
@@ -139,8 +137,7 @@ def run_controller(kube: Kube, namespace: str, name: str, epoch: int, settings: 
     vectors, notes = seed_vectors(genome, seeds)
     for note in notes:
         log.warning(note)
-    backend = EvaluationJobs(kube, search, epoch, spec, settings, owner)
-    executor = KubernetesExecutor(backend, objective_keys(spec), spec.evaluation.parallelism, candidates_per_job(spec))
+    executor = evaluation_executor(kube, search, epoch, spec, settings, owner)
     history = ConfigMapHistory(kube, search, epoch)
     report = None
     if spec.storage.output is not None:  # the report lives beside the exported merges

@@ -13,18 +13,17 @@ autoscaler), so its Job runs on, and the scheduler's message is kept for the fai
 
 from __future__ import annotations
 
-import datetime
 import time
 from typing import Any, Sequence
 
-from ..executors.kubernetes import JobOutcome
+from ..executors.kubernetes import JobOutcome, KubernetesExecutor
 from ..merge.recipe import MergeRecipe
 from ..spec.merge_search import MergeSearchSpec
 from .client import Conflict, Gone, Kube
 from .controller_events import ControllerEvents
-from .jobs import ACTIVE, SUCCEEDED, job_seconds, job_state, pod_selector, stuck_reason, termination_message
+from .jobs import ACTIVE, SUCCEEDED, job_age, job_seconds, job_state, pod_selector, stuck_reason, termination_message
 from .naming import CANDIDATES_ANNOTATION, EVALUATION, SEARCH_UID_LABEL, evaluation_job_name, search_labels, selector
-from .render_eval import render_eval_job, render_recipes_configmap
+from .render_eval import objective_keys, render_eval_job, render_recipes_configmap
 from .settings import ClusterSettings
 
 STUCK_CHECK_SECONDS = 30.0
@@ -33,9 +32,13 @@ UNSCHEDULABLE = "Unschedulable"
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 
 
-def candidates_per_job(spec: MergeSearchSpec) -> int:
-    """A transformers pod merges and scores a batch in-process; a server pod serves exactly one candidate."""
-    return spec.evaluation.candidates_per_job if spec.evaluation.engine == "transformers" else 1
+def evaluation_executor(kube: Kube, search: dict[str, Any], epoch: int, spec: MergeSearchSpec, settings: ClusterSettings,
+                        owner: dict[str, Any], component: str = EVALUATION, held_out: bool = False) -> KubernetesExecutor:
+    """The executor over this epoch's evaluation Jobs: a transformers pod merges and scores a batch
+    in-process, a server pod serves exactly one candidate."""
+    per_job = spec.evaluation.candidates_per_job if spec.evaluation.engine == "transformers" else 1
+    backend = EvaluationJobs(kube, search, epoch, spec, settings, owner, component, held_out)
+    return KubernetesExecutor(backend, objective_keys(spec, held_out), spec.evaluation.parallelism, per_job)
 
 
 class StaleJob(RuntimeError):
@@ -149,7 +152,7 @@ class EvaluationJobs:
             if stuck is None:
                 continue
             self._stuck[name] = stuck
-            if stuck[0] == UNSCHEDULABLE or _age(self._jobs[name]) < STUCK_GRACE_SECONDS:  # type: ignore[arg-type]
+            if stuck[0] == UNSCHEDULABLE or job_age(self._jobs[name]) < STUCK_GRACE_SECONDS:  # type: ignore[arg-type]
                 continue
             self.kube.delete("Job", self.namespace, name)
             self._reported.add(name)
@@ -161,11 +164,3 @@ class EvaluationJobs:
 
     def _check_every(self) -> float:
         return min(STUCK_CHECK_SECONDS, self.spec.evaluation.timeout_seconds / 4)
-
-
-def _age(job: dict[str, Any]) -> float:
-    created = job["metadata"].get("creationTimestamp")
-    if not created:
-        return 0.0
-    born = datetime.datetime.fromisoformat(created.replace("Z", "+00:00"))
-    return (datetime.datetime.now(datetime.timezone.utc) - born).total_seconds()

@@ -38,6 +38,14 @@ def job_seconds(job: dict[str, Any]) -> float:
     return max(0.0, (_parse_time(end) - _parse_time(start)).total_seconds())
 
 
+def job_age(job: dict[str, Any]) -> float:
+    """Seconds since the Job was created (0 when the API server has not stamped it)."""
+    created = job["metadata"].get("creationTimestamp")
+    if not created:
+        return 0.0
+    return (datetime.datetime.now(datetime.timezone.utc) - _parse_time(created)).total_seconds()
+
+
 def _parse_time(text: str) -> datetime.datetime:
     return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
 

@@ -120,7 +120,7 @@ def render_eval_job(
     if engine != "transformers" and len(candidate_ids) != 1:
         raise ValueError(f"engine {engine} serves one candidate per pod; got {len(candidate_ids)}")
     labels = search_labels(component, meta["name"], meta["uid"], epoch)
-    volumes, mounts = _volumes(meta["name"], name, epoch, spec, settings)
+    volumes, mounts, model_mounts = _volumes(meta["name"], name, epoch, spec, settings)
     pod: dict[str, Any] = {
         "restartPolicy": "Never",
         "serviceAccountName": settings.evaluation_service_account,
@@ -134,7 +134,6 @@ def render_eval_job(
         pod["containers"] = [_scorer(spec, settings, mounts, resources(spec.evaluation.resources), False, held_out)]
     else:
         scratch = {"name": "scratch", "mountPath": SCRATCH_DIR}
-        model_mounts = model_volumes(input_uris(spec), model_cache_claim(spec), settings)[1]
         pod["initContainers"] = [_merge(spec, settings, [*mounts, scratch]), _server(spec, settings, model_mounts)]
         scorer_mounts = [*mounts, {**scratch, "readOnly": True}]
         pod["containers"] = [_scorer(spec, settings, scorer_mounts, resources(settings.scorer_resources), True, held_out)]
@@ -144,7 +143,9 @@ def render_eval_job(
                      ttlSecondsAfterFinished=settings.evaluation_ttl_seconds)
 
 
-def _volumes(search: str, job: str, epoch: int, spec: MergeSearchSpec, settings: ClusterSettings) -> tuple[list[dict], list[dict]]:
+def _volumes(search: str, job: str, epoch: int, spec: MergeSearchSpec,
+             settings: ClusterSettings) -> tuple[list[dict], list[dict], list[dict]]:
+    """(volumes, the scorer's and merger's mounts, the model inputs' mounts alone: what a server reads)."""
     model_vols, model_mounts = model_volumes(input_uris(spec), model_cache_claim(spec), settings)
     tmp, tmp_mount = tmp_volume()
     volumes = [
@@ -162,7 +163,7 @@ def _volumes(search: str, job: str, epoch: int, spec: MergeSearchSpec, settings:
     if spec.evaluation.engine != "transformers":
         volumes.append({"name": "scratch", "emptyDir": {"sizeLimit": settings.scratch_size}})
         volumes.append({"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": settings.shm_size}})
-    return volumes, mounts
+    return volumes, mounts, model_mounts
 
 
 def _scorer(spec: MergeSearchSpec, settings: ClusterSettings, mounts: list[dict], limits: dict, served: bool,

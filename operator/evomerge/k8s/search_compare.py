@@ -13,15 +13,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from ..executors.kubernetes import KubernetesExecutor
 from ..merge.recipe import MergeRecipe
 from ..runner.compare import EVOLVED, reference_recipes
 from ..runner.loop import Candidate
 from ..spec.merge_search import MergeSearchSpec
 from .client import Kube
-from .evaluation_jobs import EvaluationJobs, candidates_per_job
+from .evaluation_jobs import evaluation_executor
 from .naming import COMPARISON
-from .render_eval import objective_keys
 from .settings import ClusterSettings
 
 log = logging.getLogger(__name__)
@@ -52,9 +50,7 @@ def compare_in_cluster(kube: Kube, search: dict[str, Any], epoch: int, spec: Mer
 
 def _score(kube: Kube, search: dict[str, Any], epoch: int, spec: MergeSearchSpec, settings: ClusterSettings,
            owner: dict[str, Any], held_out: bool, recipes: dict[str, MergeRecipe]) -> dict[str, dict[str, float]]:
-    backend = EvaluationJobs(kube, search, epoch, spec, settings, owner, COMPARISON, held_out)
-    executor = KubernetesExecutor(backend, objective_keys(spec, held_out), spec.evaluation.parallelism,
-                                  candidates_per_job(spec))
+    executor = evaluation_executor(kube, search, epoch, spec, settings, owner, COMPARISON, held_out)
     for cid, recipe in recipes.items():
         executor.submit(cid, recipe)
     scores: dict[str, dict[str, float]] = {}
