@@ -7,7 +7,8 @@ refuses for good (RBAC, quota, admission) is put on the object by the reconcile 
 here every failure is counted and logged, and left to the resync.
 
 Under a burst the API server's CPU is what every reconcile waits for (benchmarks/operator_latency.py), so
-Events wait until no reconcile is in flight, and kopf keeps no copy of bodies it never diffs (ExpertDiffBase).
+Events wait while a burst of reconciles is in flight (plan.EventQueue, at most its patience), and kopf keeps
+no copy of bodies it never diffs (ExpertDiffBase).
 """
 
 from __future__ import annotations
