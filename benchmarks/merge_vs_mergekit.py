@@ -6,9 +6,11 @@ Builds a base and 3 experts of a 12-layer, width-768 Llama (≈134M parameters, 
 then for each method exports the same recipe with mergekit (its Python API, `run_merge`) and with
 evomerge (`export_merge`), each in its own child process so peak RSS is that side's alone, and times a
 resident re-merge of a candidate (experts in memory, written into a live model) on this machine.
-Printed ratios are mergekit / evomerge (speed, wall clock; CPU seconds beside it, since on a shared machine
-wall time includes waiting for cores) and evomerge's net peak / the streaming bound (memory: the largest
-tensor once per input plus once for the output in flight), then a table against the targets of issue #4.
+Each export runs `--export-repeats` times per side, alternating, into an emptied folder after an untimed
+`sync`. Printed ratios are of the medians: mergekit / evomerge (speed, wall clock; CPU seconds beside it,
+since on a shared machine wall time includes waiting for cores) and evomerge's net peak / the streaming
+bound (memory: the largest tensor once per input plus once for the output in flight), then a table against
+the targets of issue #4.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirna
 import argparse  # noqa: E402
 import json  # noqa: E402
 import resource  # noqa: E402
+import shutil  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
@@ -179,6 +182,9 @@ def child_resident(recipe: dict, repeats: int) -> dict:
 
 
 def run_child(kind: str, payload: dict) -> dict:
+    if "out" in payload:  # an earlier run's output is deleted untimed: neither side is charged for it
+        shutil.rmtree(payload["out"], ignore_errors=True)
+    os.sync()  # nor for writing back the other side's output while it runs
     result = subprocess.run(
         [sys.executable, str(HERE), "--child", kind], input=json.dumps(payload), capture_output=True, text=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1"}, check=False,
@@ -186,6 +192,16 @@ def run_child(kind: str, payload: dict) -> dict:
     if result.returncode != 0:
         raise RuntimeError(f"{kind} child failed:\n{result.stderr[-4000:]}")
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _median_run(runs: list[dict]) -> dict:
+    """Median wall and CPU time over repeated runs (a shared machine has slow spells); the largest peak."""
+    out = dict(runs[0])
+    for key in ("seconds", "cpu_seconds"):
+        out[key] = statistics.median(r[key] for r in runs)
+    worst = max(runs, key=lambda r: r["peak_mb"] - r["baseline_mb"])
+    out["peak_mb"], out["baseline_mb"] = worst["peak_mb"], worst["baseline_mb"]
+    return out
 
 
 def child_main(kind: str) -> None:
@@ -204,6 +220,8 @@ def main() -> None:
     parser.add_argument("--methods", default="ties,dare_ties,linear")
     parser.add_argument("--work", type=Path, default=None, help="folder for the models and outputs (default: a temp dir)")
     parser.add_argument("--repeats", type=int, default=3, help="resident re-merges timed per method")
+    parser.add_argument("--export-repeats", type=int, default=3,
+                        help="exports per side and method (medians are compared; the peak is the largest)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -219,8 +237,12 @@ def main() -> None:
     rows = []
     for method in args.methods.split(","):
         recipe = make_recipe(method, paths)
-        mk = run_child("mergekit", {"recipe": recipe, "num_layers": CONFIG["num_hidden_layers"], "out": str(work / f"mk-{method}"), "seed": 0})
-        ev = run_child("evomerge", {"recipe": recipe, "out": str(work / f"ev-{method}")})
+        runs: dict[str, list[dict]] = {"mergekit": [], "evomerge": []}
+        for _ in range(args.export_repeats):  # alternating, so a slow spell of a shared machine hits both sides
+            runs["mergekit"].append(run_child("mergekit", {"recipe": recipe, "num_layers": CONFIG["num_hidden_layers"],
+                                                           "out": str(work / f"mk-{method}"), "seed": 0}))
+            runs["evomerge"].append(run_child("evomerge", {"recipe": recipe, "out": str(work / f"ev-{method}")}))
+        mk, ev = (_median_run(runs[side]) for side in ("mergekit", "evomerge"))
         rs = run_child("resident", {"recipe": recipe, "repeats": args.repeats})
         bound = ev["largest_mb"] * (ev["inputs"] + 1)
         rows.append((method, mk, ev, rs, bound))
@@ -231,6 +253,8 @@ def main() -> None:
             f"resident {rs['seconds']:6.3f} s/candidate (cpu {rs['cpu_seconds']:6.3f}, warm-up {rs['warmup_seconds']:.1f} s)",
             flush=True,
         )
+        times = {side: " ".join(f"{r['seconds']:.2f}" for r in side_runs) for side, side_runs in runs.items()}
+        print(f"{'':>12}  export runs (s): mergekit {times['mergekit']} | evomerge {times['evomerge']}", flush=True)
     print()
     print(f"{'method':>12} | {'export speedup (target)':>23} | {'cpu-time speedup':>16} | {'net peak / bound (target)':>25} | "
           f"{'export / resident (target)':>26}")

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from evomerge.merge.apply import RecipeError
-from evomerge.merge.export import _ReadBuffers, export_merge
+from evomerge.merge.export import _ExportMemory, export_merge
 from evomerge.merge.inputs import open_recipe_inputs
 from evomerge.merge.recipe import ExpertWeights, MergeRecipe
 from evomerge.models.checkpoint import CheckpointError, open_checkpoint
@@ -129,21 +129,19 @@ def test_pickle_is_refused_unless_allowed_and_then_merges_the_same(family32, tmp
     assert differing(load_dir(tmp_path / "out"), export_family(ties(family32), family32, tmp_path / "ref")) == []
 
 
-def test_read_buffers_are_reused_but_never_while_the_writer_still_needs_one(family16):
-    source = open_checkpoint(family16["base"])
-    name = "model.layers.0.mlp.up_proj.weight"
-    buffers = _ReadBuffers()
-    first, second = buffers.read(source, name), buffers.read(source, name)
-    assert torch.equal(first, source.read(name)) and torch.equal(second, source.read(name))
+def test_scratch_buffers_are_reused_but_never_while_the_writer_still_needs_one():
+    buffers = _ExportMemory()
+    first, second = buffers.scratch(1000, torch.float32), buffers.scratch(1000, torch.float32)
+    assert first.shape == (1000,) and first.dtype == torch.float32
     busy = buffers.settle(first)  # the merge wrote its result into `first`: busy until written
     assert [b.untyped_storage().data_ptr() for b in busy] == [first.untyped_storage().data_ptr()]
-    third = buffers.read(source, name)
+    third = buffers.scratch(500, torch.bfloat16)
     assert third.untyped_storage().data_ptr() == second.untyped_storage().data_ptr()  # the free one, reused
-    fourth = buffers.read(source, name)
+    fourth = buffers.scratch(1000, torch.float32)
     assert fourth.untyped_storage().data_ptr() not in (first.untyped_storage().data_ptr(), third.untyped_storage().data_ptr())
     buffers.settle(torch.zeros(1))
-    buffers.release(busy)
-    pointers = {buffers.read(source, name).untyped_storage().data_ptr() for _ in range(3)}
+    buffers.written(busy)
+    pointers = {buffers.scratch(1000, torch.float32).untyped_storage().data_ptr() for _ in range(3)}
     assert pointers == {t.untyped_storage().data_ptr() for t in (first, third, fourth)}
     buffers.close()
 
@@ -173,7 +171,7 @@ def padded_file(tmp_path):
 def test_mapped_reads_are_the_tensors_and_their_pages_go_after_the_merge(padded_file):
     source, tensors = padded_file
     file = source.infos["big"].file
-    buffers = _ReadBuffers()
+    buffers = _ExportMemory()
     mapped = {name: buffers.map(source, name) for name in tensors}
     assert all(torch.equal(mapped[n], t) and mapped[n].dtype == t.dtype for n, t in tensors.items())
     assert _mapped_rss_kb(file) >= 1024  # the tensor is mapped in, not copied
@@ -183,9 +181,25 @@ def test_mapped_reads_are_the_tensors_and_their_pages_go_after_the_merge(padded_
     buffers.close()
 
 
+def test_an_input_released_during_the_merge_gives_its_pages_back_at_once(padded_file):
+    """DARE's export releases each expert after its rescale pass, so one mapped expert is resident at a time."""
+    source, tensors = padded_file
+    file = source.infos["big"].file
+    buffers = _ExportMemory()
+    view = buffers.map(source, "big")
+    buffers.release(buffers.scratch(10, torch.float32))  # not an input: nothing to give back
+    assert _mapped_rss_kb(file) >= 1024
+    buffers.release(view)
+    assert _mapped_rss_kb(file) <= 3 * 4
+    assert buffers.settle(torch.zeros(1)) == []  # released already: nothing left busy
+    assert torch.equal(view, tensors["big"])
+    del view
+    buffers.close()
+
+
 def test_a_write_into_a_mapped_input_never_reaches_the_file(padded_file):
     source, tensors = padded_file
-    buffers = _ReadBuffers()
+    buffers = _ExportMemory()
     view = buffers.map(source, "big")
     view.fill_(7.0)
     assert torch.equal(source.read("big"), tensors["big"])
@@ -197,11 +211,11 @@ def test_a_write_into_a_mapped_input_never_reaches_the_file(padded_file):
 def test_a_mapped_input_that_is_the_result_stays_until_written(padded_file):
     source, tensors = padded_file
     file = source.infos["big"].file
-    buffers = _ReadBuffers()
+    buffers = _ExportMemory()
     view = buffers.map(source, "big")
     busy = buffers.settle(view)
     assert len(busy) == 1 and _mapped_rss_kb(file) >= 1024
-    buffers.release(busy)
+    buffers.written(busy)
     assert _mapped_rss_kb(file) <= 3 * 4
     del view
     buffers.close()
@@ -234,7 +248,7 @@ def test_mapping_works_where_the_kernel_cannot_populate_pages(padded_file, monke
     """Kernels before 5.14 refuse MADV_POPULATE_READ (EINVAL): pages then fault in on first touch."""
     monkeypatch.setattr("evomerge.merge.export.MADV_POPULATE_READ", 0x7FFF)
     source, tensors = padded_file
-    buffers = _ReadBuffers()
+    buffers = _ExportMemory()
     assert torch.equal(buffers.map(source, "big"), tensors["big"])
     buffers.settle(torch.zeros(1))
     buffers.close()

@@ -115,7 +115,7 @@ def test_rescale_factors_stay_exact_with_values_far_below_their_chunks_largest(d
     assert fused == [kernels.exact_ratio(kernels.exact_l1(delta), kernels.exact_l1(masked), dtype)]
     arrays = (kernels.as_array(delta),)
     limbs, _ = kernels._l1_exact(arrays[0], arrays, True, np.array([True]), np.array([key], np.uint64),
-                                 np.array([0.6], np.float32), False, kernels.L1_CHUNK)
+                                 np.array([0.6], np.float32), False, arrays, kernels.L1_CHUNK)
     assert limbs[:, :, 1:].any()  # the tiny values did land in the deeper limbs
 
 
@@ -160,17 +160,37 @@ def test_cached_l1_buckets_give_the_uncached_dare_merge(dtype, method, monkeypat
             assert torch.equal(merge_family(*args, fused_cache=cache), uncached), densities
 
 
+class _Lent:
+    """A workspace as the exporter lends one: scratch memory, and a record of the inputs given back."""
+
+    def __init__(self) -> None:
+        self.given: list[torch.Tensor] = []
+        self.released: list[torch.Tensor] = []
+
+    def scratch(self, numel: int, dtype: torch.dtype) -> torch.Tensor:
+        self.given.append(torch.full((numel,), 9.0, dtype=dtype))
+        return self.given[-1]
+
+    def release(self, tensor: torch.Tensor) -> None:
+        self.released.append(tensor)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
 @pytest.mark.parametrize("method", ["dare_ties", "dare_linear"])
-def test_dare_on_lent_inputs_masks_them_in_place_with_the_same_result(dtype, method):
-    """The exporter lends its inputs: the rescale pass leaves masked task vectors in them, and the merge is unchanged."""
+def test_dare_with_a_workspace_stores_masked_task_vectors_there_with_the_same_result(dtype, method):
+    """The exporter lends memory: the rescale pass stores masked task vectors in it, one expert at a time, gives
+    each expert back after its pass, never writes an input, and the merge is unchanged."""
     base, experts = family(dtype, 3, 300_007, seed=10)
     params = [{"weight": 0.4 + 0.3 * i, "density": d} for i, d in enumerate((0.4, 1.0, 0.7))]
     options = {"rescale": True, "normalize": False, "lambda": 1.0, "tie_order": "index", "mask_rng": "counter", "seed": 5}
     name = "model.layers.0.mlp.up_proj.weight"
     expected = merge_family(METHODS[method], base, experts, False, params, options, name)
-    lent = [e.clone() for e in experts]
-    merged = merge_family(METHODS[method], base.clone(), lent, False, params, {**options, "consume_inputs": True}, name)
+    originals = [e.clone() for e in (base, *experts)]
+    lent = _Lent()
+    merged = merge_family(METHODS[method], base, experts, False, params, {**options, "workspace": lent}, name)
     assert torch.equal(merged, expected)
-    assert torch.equal(lent[1], (experts[1].float() - base.float()).to(dtype))  # density 1: the plain task vector
-    assert float((lent[0] == 0).float().mean()) == pytest.approx(0.6, abs=0.01)  # density 0.4: masked in place
+    assert all(torch.equal(t, o) for t, o in zip((base, *experts), originals))
+    assert [t is e for t, e in zip(lent.released, experts)] == [True] * 3
+    assert len(lent.given) == 2  # the first expert's masked vector went into the result
+    assert torch.equal(lent.given[0], (experts[1].float() - base.float()).to(dtype))  # density 1: the plain task vector
+    assert float((lent.given[1] == 0).float().mean()) == pytest.approx(0.3, abs=0.01)  # density 0.7: masked

@@ -1,9 +1,9 @@
 """Exporting a recipe as a standard Hugging Face checkpoint, streaming tensor by tensor.
 
 Every output tensor is planned from the input headers (name, dtype, shape) before any math runs, which
-fixes the shard layout; then each tensor is read from every input (mapped in place where the merge only
-reads it), merged, and written straight to its offset in its shard by a writer thread while the next one
-is computed. Peak memory is about one tensor per input plus the merge's temporaries — never a whole
+fixes the shard layout; then each tensor is mapped in place from every input, merged into a reused
+buffer, and written straight to its offset in its shard by a writer thread while the next one is
+computed. Peak memory is about one tensor per input plus the merge's temporaries — never a whole
 model or a whole shard.
 """
 
@@ -57,8 +57,8 @@ def export_merge(
     All inputs are checked (presence, architecture, shapes, dtypes, parameters) before anything is written.
     """
     out_dir = Path(out_dir)
-    options = {**method_options(recipe), "consume_inputs": True}  # every tensor read here is ours to overwrite
-    buffers = _ReadBuffers()
+    buffers = _ExportMemory()
+    options = {**method_options(recipe), "workspace": buffers}
     if recipe.layer_path is None:
         reference, config, jobs = _merge_jobs(recipe, base, experts, options, buffers)
     else:
@@ -96,17 +96,17 @@ class _Mapped:
             self._mapping.madvise(mmap.MADV_DONTNEED, first, last - first)
 
 
-class _ReadBuffers:
-    """Memory for the tensors the exporter reads from safetensors files: reused buffers, or the file mapped.
+class _ExportMemory:
+    """Memory for the exporter's tensors: inputs mapped in place, results and temporaries in reused buffers.
 
-    `read` copies a tensor into a reusable buffer — for the input the merge writes its result into.
-    Reading into fresh allocations costs a page fault per 4 KiB page, as much as the merge itself; reused
-    buffers make a read a plain copy from the page cache. `map` copies nothing: the tensor is a view of a
-    private (copy-on-write) mapping of its file, so a merge that writes into it still cannot change the
-    file; its pages are unmapped once the merge (or, when the result is that view, the writer) is done.
-    A buffer the merged tensor still uses stays busy until the writer has written it; the others are
-    free once the merge returns. Free buffers too small for the next read are dropped, so memory
-    follows the tensors in flight (one per input, plus the one being written) and never grows past it.
+    `map` copies nothing: the tensor is a view of a private (copy-on-write) mapping of its file, so a merge
+    that wrote into it still could not change the file; its pages are unmapped once the merge is done with
+    it (`release`, or when the merge returns) or, when the result is that view, once the writer is. `scratch`
+    lends the merge memory for its result and temporaries (it is the merge's `workspace`): reused buffers,
+    since fresh allocations cost a page fault per 4 KiB page, as much as the merge itself. A buffer the merged
+    tensor uses stays busy until the writer has written it; the others are free once the merge returns. Free
+    buffers too small for the next request are dropped, so memory follows the tensors in flight (one per
+    input, plus the one being written) and never grows past it.
     """
 
     def __init__(self) -> None:
@@ -116,14 +116,16 @@ class _ReadBuffers:
         self._files: dict[Path, BinaryIO] = {}
         self._mappings: dict[Path, mmap.mmap] = {}
 
-    def read(self, source: TensorSource, name: str) -> torch.Tensor:
-        info = getattr(source, "infos", {}).get(name)
-        if info is None or info.nbytes == 0:
-            return source.read(name)
-        buffer = self._take(info.nbytes)[: info.nbytes]
-        if os.preadv(self._file(info.file).fileno(), [memoryview(buffer.numpy())], info.start) != info.nbytes:
-            raise CheckpointError(f"{info.file}: short read of tensor {name} — the file is truncated")
-        return buffer.view(info.dtype).view(info.shape)
+    def scratch(self, numel: int, dtype: torch.dtype) -> torch.Tensor:
+        nbytes = numel * dtype.itemsize
+        return self._take(nbytes)[:nbytes].view(dtype)
+
+    def release(self, tensor: torch.Tensor) -> None:
+        pointer = tensor.untyped_storage().data_ptr()
+        done = [b for b in self._taken if isinstance(b, _Mapped) and _storage(b) == pointer]
+        for mapped in done:
+            mapped.drop_pages()
+            self._taken.remove(mapped)
 
     def map(self, source: TensorSource, name: str) -> torch.Tensor:
         info = getattr(source, "infos", {}).get(name)
@@ -155,11 +157,12 @@ class _ReadBuffers:
         """After one merge: free the buffers `result` does not use; return those it does (busy until written)."""
         pointer = result.untyped_storage().data_ptr()
         busy = [b for b in self._taken if _storage(b) == pointer]
-        self.release([b for b in self._taken if _storage(b) != pointer])
+        self.written([b for b in self._taken if _storage(b) != pointer])
         self._taken = []
         return busy
 
-    def release(self, buffers: list[torch.Tensor | _Mapped]) -> None:
+    def written(self, buffers: list[torch.Tensor | _Mapped]) -> None:
+        """The writer is done with a result's buffers: unmap the mapped ones, reuse the others."""
         for mapped in (b for b in buffers if isinstance(b, _Mapped)):
             mapped.drop_pages()
         with self._lock:
@@ -195,7 +198,7 @@ def _storage(buffer: torch.Tensor | _Mapped) -> int:
     return (buffer.tensor if isinstance(buffer, _Mapped) else buffer).untyped_storage().data_ptr()
 
 
-def _stream(jobs: list[_Job], writer: ShardedWriter, buffers: _ReadBuffers) -> None:
+def _stream(jobs: list[_Job], writer: ShardedWriter, buffers: _ExportMemory) -> None:
     """Compute tensors on this thread, write them on another: the write of one overlaps the next's math.
 
     At most one finished tensor is alive besides the one being computed (the slot is taken before a
@@ -217,7 +220,7 @@ def _stream(jobs: list[_Job], writer: ShardedWriter, buffers: _ReadBuffers) -> N
             except BaseException as exc:  # surfaced on the main thread below
                 failure.append(exc)
             finally:
-                buffers.release(item[2])
+                buffers.written(item[2])
                 del item
                 slot.release()
 
@@ -277,7 +280,7 @@ def validate_merge_inputs(recipe: MergeRecipe, base: TensorSource | None, expert
 
 
 def _merge_jobs(
-    recipe: MergeRecipe, base, experts, options: dict, buffers: _ReadBuffers
+    recipe: MergeRecipe, base, experts, options: dict, buffers: _ExportMemory
 ) -> tuple[TensorSource, dict, list[_Job]]:
     reference = validate_merge_inputs(recipe, base, experts)
     method = get_method(recipe.method)
@@ -293,19 +296,12 @@ def _merge_jobs(
     return reference, reference.config(), jobs
 
 
-def _merge_producer(recipe, name, base, inputs, num_layers, options, buffers: _ReadBuffers) -> Callable[[], torch.Tensor]:
+def _merge_producer(recipe, name, base, inputs, num_layers, options, buffers: _ExportMemory) -> Callable[[], torch.Tensor]:
     method = get_method(recipe.method)
-    # The first input holds the result (the merge writes into it), so it is copied into a buffer. The others
-    # are mapped: only read, except by DARE, whose rescale pass stores the masked task vectors in them —
-    # a write to a mapped page copies it, which costs more than reading it into a buffer.
-    other = buffers.read if method.sparsifier == "random" else buffers.map
 
     def produce() -> torch.Tensor:
-        if base is not None and method.needs_base:
-            first, tensors = buffers.read(base, name), [other(src, name) for src in inputs]
-        else:
-            first, tensors = None, [buffers.read(inputs[0], name)] + [other(src, name) for src in inputs[1:]]
-        return merge_tensor(recipe, name, first, tensors, num_layers, options)
+        first = buffers.map(base, name) if base is not None and method.needs_base else None
+        return merge_tensor(recipe, name, first, [buffers.map(src, name) for src in inputs], num_layers, options)
 
     return produce
 
@@ -324,7 +320,7 @@ def _output_dtype(options: dict, dtypes: list[torch.dtype]) -> torch.dtype:
 
 
 def _path_jobs(
-    recipe: MergeRecipe, base, experts, options: dict, buffers: _ReadBuffers
+    recipe: MergeRecipe, base, experts, options: dict, buffers: _ExportMemory
 ) -> tuple[TensorSource, dict, list[_Job]]:
     path = recipe.layer_path
     assert path is not None

@@ -21,6 +21,7 @@ the exporter's writer thread runs while they compute; below PARALLEL_MIN_ELEMENT
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 from types import FunctionType
 
@@ -373,17 +374,18 @@ if njit is not None:
         return lambda a: (np.int64(23), np.int64(0x7FFFFF), np.int64(span))
 
     @njit(parallel=True, cache=True, nogil=True, error_model="numpy")
-    def _l1_exact(base, experts, from_delta, active, rkey, p, store, chunk):
+    def _l1_exact(base, experts, from_delta, active, rkey, p, store, stored, chunk):
         """Per chunk and expert: Σ|δ| and Σ|mask·δ| exactly, as int64 fixed-point limbs of `span` binades each
         below the chunk's largest exponent (limb 0 in the vectorised loop; deeper limbs, rarely needed, after it).
-        With `store`, every expert's array is overwritten by its task vector, masked where active, so the
-        combine can read it as a task vector with nothing left to subtract or draw."""
+        With `store`, stored[i] receives expert i's task vector, masked where active, so the combine can read
+        it as a task vector with nothing left to subtract or draw."""
         n = base.size
         m = len(experts)
         chunks = (n + chunk - 1) // chunk
         sums = np.zeros((chunks, m, LIMBS, 2), np.int64)
         floors = np.ones((chunks, m), np.int64)
-        shift, low, span = _layout(base)
+        shift, _, span = _layout(base)
+        unit = np.int64(134 if shift == 7 else 150)  # the exponent bias plus the mantissa bits
         for c in prange(chunks):
             start = c * chunk
             length = min(n, start + chunk) - start
@@ -391,13 +393,12 @@ if njit is not None:
             for jj in range(length):
                 b[jj] = _load(base, start + jj)
             deltas = np.empty(length, np.float32)
-            keys = np.empty(length, np.int64)
-            keep = np.empty(length, np.int64)
+            masks = np.empty(length, np.bool_)
             for i in range(m):
                 if not (active[i] or store):
                     continue
                 expert = experts[i]
-                key, prob = rkey[i], p[i]
+                key = rkey[i]
                 top = np.int64(0)
                 for jj in range(length):
                     if from_delta:
@@ -405,43 +406,48 @@ if njit is not None:
                     else:
                         d = _round(_load(expert, start + jj) - b[jj], base)
                     deltas[jj] = d
-                    k = _key(d, base)
-                    keys[jj] = k
-                    top = max(top, k)
+                    top = max(top, _key(d, base))
                 if active[i]:
-                    for jj in range(length):
-                        keep[jj] = np.int64(_uniform(key, start + jj) < prob)
+                    # u < p exactly when the 24-bit draw is below p·2^24 rounded up; |δ| in units of the floor's
+                    # smallest step is an exact integer (a power-of-two scaling of a value that fits in 53 bits)
+                    cut = np.uint64(math.ceil(np.float64(p[i]) * 16777216.0))
                     floor = max(np.int64(1), (top >> shift) - span)
+                    floor_key = floor << shift
+                    scale = math.ldexp(1.0, unit - floor)
                     whole = np.int64(0)
                     kept = np.int64(0)
                     below = np.int64(0)
                     for jj in range(length):
-                        k = keys[jj]
-                        e = k >> shift
-                        mant = (k & low) | ((low + 1) * np.int64(e > 0))
-                        inside = e >= floor
-                        part = (mant << max(e - floor, np.int64(0))) * np.int64(inside)
+                        d = deltas[jj]
+                        k = _key(d, base)
+                        keep = _draw(key, start + jj) < cut
+                        masks[jj] = keep
+                        part = np.int64(abs(np.float64(d)) * scale) if k >= floor_key else np.int64(0)
                         whole += part
-                        kept += part * keep[jj]
-                        below += np.int64((not inside) & (k != 0))
+                        kept += part if keep else np.int64(0)
+                        below += np.int64((k < floor_key) & (k != 0))
+                    if store:
+                        target = stored[i]
+                        for jj in range(length):
+                            _store(target, start + jj, deltas[jj] * np.float32(masks[jj]))  # as torch's mask · δ: −0 stays −0
                     limbs = sums[c, i]
                     limbs[0, 0] = whole
                     limbs[0, 1] = kept
                     floors[c, i] = floor
                     if below:  # values more than `span` binades below the chunk's largest: deeper limbs
                         for jj in range(length):
-                            k = keys[jj]
+                            k = _key(deltas[jj], base)
                             if k != 0 and (k >> shift) < floor:
                                 e, mant = _exponent_mantissa(k, base)
                                 limb = (floor - e + span - 1) // span
                                 part = mant << (e - floor + limb * span)
                                 limbs[limb, 0] += part
-                                limbs[limb, 1] += part * keep[jj]
-                else:
-                    keep[:] = 1
-                if store:
+                                if masks[jj]:
+                                    limbs[limb, 1] += part
+                elif store:
+                    target = stored[i]
                     for jj in range(length):
-                        _store(expert, start + jj, deltas[jj] * np.float32(keep[jj]))
+                        _store(target, start + jj, deltas[jj])
         return sums, floors
 
     @njit(parallel=True, cache=True, nogil=True, error_model="numpy")
@@ -703,12 +709,13 @@ def scaled_sum(buckets: np.ndarray) -> int:
 
 def random_rescale_factors(
     base: np.ndarray, experts: tuple[np.ndarray, ...], from_delta: bool, active: list[bool], rkeys: list[int],
-    ps: list[float], dtype: torch.dtype, store: bool = False,
+    ps: list[float], dtype: torch.dtype, stored: tuple[np.ndarray, ...] | None = None,
 ) -> list[float | None]:
     """DARE's L1 rescale factors for the counter masks, from exact sums: one pass over all experts, read-only
-    unless `store` (then each expert's array holds its task vector afterwards, masked where active)."""
+    unless `stored` is given (then stored[i] receives expert i's task vector, masked where active)."""
     sums, floors = _threads(_l1_exact, base.size)(
-        base, experts, from_delta, np.array(active), np.array(rkeys, np.uint64), np.array(ps, np.float32), store, L1_CHUNK,
+        base, experts, from_delta, np.array(active), np.array(rkeys, np.uint64), np.array(ps, np.float32),
+        stored is not None, experts if stored is None else stored, L1_CHUNK,
     )
     span = FIXED_SPAN[16 if base.dtype == np.uint16 else 32]
     factors: list[float | None] = []

@@ -11,6 +11,7 @@ from . import kernels
 from .linear import linear as linear_math
 from .slerp import slerp as slerp_math
 from .task_arithmetic import merge_family
+from .workspace import Workspace
 
 # (base tensor or None, expert tensors, per-expert parameters, resolved options, tensor name) -> merged tensor
 MethodFn = Callable[[torch.Tensor | None, list[torch.Tensor], list[dict[str, float]], dict, str], torch.Tensor]
@@ -72,9 +73,13 @@ def linear_into(tensors: list[torch.Tensor], weights: list[float], normalize: bo
 
 
 def _output_buffer(converted: torch.Tensor, original: torch.Tensor, options: dict) -> torch.Tensor:
-    """Where a fused kernel may write: the input itself when it is a private copy or the caller lends it."""
-    if converted.is_contiguous() and (converted is not original or options.get("consume_inputs")):
+    """Where a fused kernel may write: the input itself when converting made it a private copy, else memory
+    the caller lends (the exporter's `workspace`), else a fresh tensor."""
+    if converted.is_contiguous() and converted is not original:
         return converted
+    workspace: Workspace | None = options.get("workspace")
+    if workspace is not None:
+        return workspace.scratch(converted.numel(), converted.dtype).view(converted.shape)
     return torch.empty_like(converted, memory_format=torch.contiguous_format)
 
 

@@ -17,6 +17,7 @@ from . import kernels
 from .sparsify import (
     RESCALE_EPS, draw_uniforms, keep_count, mask_threshold, sparsify_magnitude, sparsify_random, tensor_seed,
 )
+from .workspace import Workspace
 
 if TYPE_CHECKING:
     from .methods import MergeMethod
@@ -188,29 +189,47 @@ def _fused(method, base, inputs, from_delta, params, options, name, out, cache: 
         rkeys.append(rkey)
         ps.append(prob)
         factors.append(factor)
+    result = out if out is not None else torch.empty_like(base_c)
+    if not result.is_contiguous() or result.dtype != dtype:
+        raise ValueError(f"tensor {name}: the fused merge writes into a contiguous {dtype} tensor")
     if options["rescale"] and kernels.RANDOM in kinds:
         active = [k == kernels.RANDOM for k in kinds]
         for i, l1 in enumerate(cache.l1 if cache is not None and cache.l1 is not None else []):
             if active[i] and l1.on_grid(ps[i]):
                 factors[i], active[i] = l1.rescale_factor(ps[i], dtype), False
         if any(active):
-            # Inputs the caller lends (the exporter's) take their masked task vectors in the same pass,
-            # so the combine neither subtracts the base nor draws the masks again.
-            distinct = len({a.ctypes.data for a in (base_a, *arrays)}) == len(arrays) + 1
-            store = not from_delta and bool(options.get("consume_inputs")) and distinct
-            exact = kernels.random_rescale_factors(base_a, arrays, from_delta, active, rkeys, ps, dtype, store)
-            factors = [e if on else f for e, f, on in zip(exact, factors, active)]
-            if store:
+            workspace: Workspace | None = options.get("workspace")
+            if workspace is not None and not from_delta:
+                exact, arrays = _store_masked(workspace, base_c, inputs, arrays, active, rkeys, ps, result)
                 from_delta = True
                 kinds = [kernels.KEEP if k == kernels.RANDOM else k for k in kinds]
+            else:
+                exact = kernels.random_rescale_factors(base_a, arrays, from_delta, active, rkeys, ps, dtype)
+            factors = [e if on else f for e, f, on in zip(exact, factors, active)]
     weights = torch.tensor([p["weight"] for p in params], dtype=dtype)
     divisor = weights.view(len(params), 1).sum(dim=0)
     divisor[divisor.abs() < NORMALIZE_EPS] = 1
-    result = out if out is not None else torch.empty_like(base_c)
-    if not result.is_contiguous() or result.dtype != dtype:
-        raise ValueError(f"tensor {name}: the fused merge writes into a contiguous {dtype} tensor")
     kernels.combine(
         base_a, arrays, from_delta, kinds, cuts, rkeys, ps, factors, weights.float().tolist(), method.consensus,
         options["normalize"], float(divisor), options["lambda"], kernels.as_array(result),
     )
     return result.view(base.shape)
+
+
+def _store_masked(workspace: Workspace, base: torch.Tensor, inputs: list[torch.Tensor], arrays: tuple[np.ndarray, ...],
+                  active: list[bool], rkeys: list[int], ps: list[float], result: torch.Tensor
+                  ) -> tuple[list[float | None], tuple[np.ndarray, ...]]:
+    """The exporter's DARE rescale pass: each expert's masked task vector is stored in memory the exporter lends
+    (the first in the result, unless that is the base), so the combine neither subtracts the base nor draws the
+    masks again. One expert at a time, released after its pass: memory holds one input besides the stored ones."""
+    base_a = kernels.as_array(base)
+    exact: list[float | None] = []
+    stored = []
+    for i, array in enumerate(arrays):
+        own = i == 0 and result.data_ptr() != base.data_ptr()
+        target = kernels.as_array(result if own else workspace.scratch(array.size, base.dtype))
+        exact += kernels.random_rescale_factors(base_a, (array,), False, [active[i]], [rkeys[i]], [ps[i]], base.dtype,
+                                                (target,))
+        workspace.release(inputs[i])
+        stored.append(target)
+    return exact, tuple(stored)
