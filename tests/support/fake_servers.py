@@ -134,6 +134,13 @@ class FakeServer:
         self.httpd.shutdown()
         self.httpd.server_close()
 
+    def record(self, handler: str) -> list[Any]:
+        """The request bodies the inference handler `handler` (generate, complete) receives from now on, in order."""
+        sent: list[Any] = []
+        original = getattr(self, handler)
+        setattr(self, handler, lambda body: sent.append(body) or original(body))
+        return sent
+
     def answer(self, method: str, path: str, body: Any) -> tuple[int, Any]:
         """(status, JSON body) for one request, after the injected failures."""
         inference = method == "POST"

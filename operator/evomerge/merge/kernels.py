@@ -715,7 +715,7 @@ def random_rescale_factors(
     unless `stored` is given (then stored[i] receives expert i's task vector, masked where active)."""
     sums, floors = _threads(_l1_exact, base.size)(
         base, experts, from_delta, np.array(active), np.array(rkeys, np.uint64), np.array(ps, np.float32),
-        stored is not None, experts if stored is None else stored, L1_CHUNK,
+        stored is not None, experts if stored is None else stored, L1_CHUNK,  # never written without `store`
     )
     span = FIXED_SPAN[16 if base.dtype == np.uint16 else 32]
     factors: list[float | None] = []

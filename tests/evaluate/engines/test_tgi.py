@@ -104,9 +104,7 @@ def test_a_tokenizer_other_than_the_served_ones_is_refused(tiny_family, tgi):
 def test_an_adapter_is_selected_on_every_request_by_adapter_id(tiny_family, tokenizer, tmp_path):
     adapter = build_lora_adapter(tiny_family["base"], tmp_path / "lora", std=0.5)
     with FakeTGI(tiny_family["base"], adapters={"candidate": adapter}) as server:
-        sent = []
-        original = server.generate
-        server.generate = lambda body: sent.append(body) or original(body)
+        sent = server.record("generate")
         base = _loglikelihood(make_server_lm(_options(server), tokenizer))
         for_base = [b["parameters"].get("adapter_id") for b in sent]
         sent.clear()

@@ -29,10 +29,8 @@ def tokenizer(tiny_family):
     return AutoTokenizer.from_pretrained(tiny_family["base"])
 
 
-def test_sends_token_ids_not_text(vllm, tokenizer, monkeypatch):
-    sent = []
-    original = vllm.complete
-    monkeypatch.setattr(vllm, "complete", lambda body: sent.append(body) or original(body))
+def test_sends_token_ids_not_text(vllm, tokenizer):
+    sent = vllm.record("complete")
     lm = make_server_lm(_options(vllm), tokenizer)
     _loglikelihood(lm)
     lm.close()
@@ -80,9 +78,7 @@ def test_a_rejected_request_reports_the_servers_message(vllm, tokenizer):
 def test_an_adapter_is_requested_as_its_model_and_a_missing_one_names_the_flag(tiny_family, tokenizer, tmp_path):
     adapter = build_lora_adapter(tiny_family["base"], tmp_path / "lora", std=0.5)
     with FakeVLLM(tiny_family["base"], adapters={"candidate": adapter}) as server:
-        sent = []
-        original = server.complete
-        server.complete = lambda body: sent.append(body) or original(body)
+        sent = server.record("complete")
         lm = make_server_lm(_options(server, adapter="candidate"), tokenizer)
         adapted = _loglikelihood(lm)
         assert lm.max_length == server.behaviour.max_total_tokens - 2  # the LoRA entry's parent gives the length
