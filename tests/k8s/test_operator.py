@@ -181,9 +181,10 @@ def test_every_rendered_pod_is_admitted_under_the_restricted_pod_security_standa
     for job in (controller, evaluation, export):
         name = job["metadata"]["name"]
         # Generous: a pod refused while the new ServiceAccounts reach admission's cache puts the Job controller
-        # into its backoff (10 s, 20 s, …) before it tries again.
+        # into its backoff (10 s, 20 s, 40 s, 80 s: 150 s after four refusals) before it tries again. A pod that
+        # restricted admission refuses is refused on every try, so the wait only ever costs a failing run.
         eventually(lambda: kube.list("Pod", namespace, f"batch.kubernetes.io/job-name={name}"),
-                   f"the restricted namespace to admit the pod of {name}", timeout=120)
+                   f"the restricted namespace to admit the pod of {name}", timeout=240)
 
 
 # ---- reconcile ----------------------------------------------------------------------------------------------
