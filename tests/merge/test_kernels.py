@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+from fractions import Fraction
+
 import numpy as np
 import pytest
 import torch
@@ -117,6 +120,55 @@ def test_rescale_factors_stay_exact_with_values_far_below_their_chunks_largest(d
     limbs, _ = kernels._l1_exact(arrays[0], arrays, True, np.array([True]), np.array([key], np.uint64),
                                  np.array([0.6], np.float32), False, arrays, kernels.L1_CHUNK)
     assert limbs[:, :, 1:].any()  # the tiny values did land in the deeper limbs
+
+
+@pytest.mark.parametrize(("dtype", "unit"), [(torch.bfloat16, 134), (torch.float32, 150)])
+def test_exact_ratio_cuts_off_below_mergekits_epsilon_and_rounds_the_ratio_once(dtype, unit):
+    """Sums are integers in units of 2^-unit: a sum counts as zero exactly when its value is below the float 1e-7."""
+    edge = Fraction(1e-7) * 2**unit
+    for before in (math.floor(edge) - 1, math.floor(edge), math.ceil(edge), math.ceil(edge) + 1):
+        below = Fraction(before, 2**unit) < Fraction(1e-7)
+        assert (kernels.exact_ratio(before, 3 << unit, dtype) is None) == below
+        assert (kernels.exact_ratio(5 << unit, before, dtype) is None) == below
+    before, after = (1 << 200) + 12345, (3 << 190) + 7  # the quotient needs more than float64's 53 bits
+    expected = float(torch.tensor(float(Fraction(before, after)), dtype=torch.float32).to(dtype))
+    assert kernels.exact_ratio(before, after, dtype) == expected
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("base_scale", [0.0, 1e-9])
+def test_rescale_factors_stay_exact_when_experts_reach_far_above_the_base(dtype, base_scale):
+    """The fixed-point floor is guessed from the base; task vectors many binades larger are summed again from
+    their own largest value instead of overflowing."""
+    generator = torch.Generator().manual_seed(9)
+    base = (torch.randn(40_000, generator=generator) * base_scale).to(dtype)
+    experts = [(torch.randn(40_000, generator=generator) * 3.0**i).to(dtype) for i in range(2)]
+    keys = [kernels.expert_key(11, i) for i in range(2)]
+    stored = tuple(np.empty(40_000, kernels.as_array(base).dtype) for _ in experts)
+    fused = kernels.random_rescale_factors(kernels.as_array(base), tuple(kernels.as_array(e) for e in experts), False,
+                                           [True, True], keys, [0.4, 0.7], dtype, stored)
+    for i, (expert, key, p) in enumerate(zip(experts, keys, [0.4, 0.7])):
+        delta = expert - base
+        masked = delta * (kernels.counter_uniforms(key, delta.numel()) < p)
+        assert fused[i] == kernels.exact_ratio(kernels.exact_l1(delta), kernels.exact_l1(masked), dtype)
+        assert np.array_equal(stored[i], kernels.as_array(masked))
+
+
+def test_fixed_sums_stay_exact_where_int64_would_overflow():
+    """Chunk limbs near 2^62 at mixed scales; a limb below unit scale holds a multiple of it (the shift is exact)."""
+    rng = np.random.default_rng(3)
+    span = kernels.FIXED_SPAN[16]
+    floors = rng.integers(1, 30, size=500).astype(np.int64)
+    limbs = np.zeros((500, 2), np.int64)
+    expected = 0
+    for c in range(500):
+        for limb in range(2):
+            scale = int(floors[c]) - limb * span
+            step = max(0, -scale)
+            value = int(rng.integers(1 << (61 - step), 1 << (62 - step))) << step if c % 7 or not limb else 0
+            limbs[c, limb] = value
+            expected += value << scale if scale >= 0 else value >> -scale
+    assert kernels._fixed_sum(limbs, floors, span) == expected
 
 
 def test_cuts_from_cached_histograms_equal_the_counting_cuts():

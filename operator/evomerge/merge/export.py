@@ -9,6 +9,7 @@ model or a whole shard.
 
 from __future__ import annotations
 
+import ctypes
 import json
 import mmap
 import os
@@ -36,6 +37,8 @@ TOKENIZER_FILES = (
 DEFAULT_SHARD_BYTES = 2 * 1024**3
 RECIPE_FILE = "evomerge_recipe.json"
 MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)  # Linux 5.14+; the mmap module may not name it
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_LIBC.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
 
 
 @dataclass(frozen=True)
@@ -81,8 +84,8 @@ def export_merge(
 class _Mapped:
     """A tensor viewed in place in its file's private mapping: reading it copies nothing."""
 
-    def __init__(self, tensor: torch.Tensor, mapping: mmap.mmap, start: int, nbytes: int) -> None:
-        self.tensor, self._mapping, self._start, self._end = tensor, mapping, start, start + nbytes
+    def __init__(self, tensor: torch.Tensor, address: int, start: int, nbytes: int) -> None:
+        self.tensor, self._address, self._start, self._end = tensor, address, start, start + nbytes
 
     def drop_pages(self) -> None:
         """Unmap the pages only this tensor covers, so resident memory follows the tensors in flight.
@@ -93,7 +96,7 @@ class _Mapped:
         first = -(-self._start // mmap.PAGESIZE) * mmap.PAGESIZE
         last = self._end // mmap.PAGESIZE * mmap.PAGESIZE
         if last > first:
-            self._mapping.madvise(mmap.MADV_DONTNEED, first, last - first)
+            _madvise(self._address + first, last - first, mmap.MADV_DONTNEED)
 
 
 class _ExportMemory:
@@ -115,6 +118,7 @@ class _ExportMemory:
         self._lock = threading.Lock()
         self._files: dict[Path, BinaryIO] = {}
         self._mappings: dict[Path, mmap.mmap] = {}
+        self._addresses: dict[Path, int] = {}
 
     def scratch(self, numel: int, dtype: torch.dtype) -> torch.Tensor:
         nbytes = numel * dtype.itemsize
@@ -134,12 +138,13 @@ class _ExportMemory:
         if info.file not in self._mappings:
             self._mappings[info.file] = mmap.mmap(self._file(info.file).fileno(), 0, flags=mmap.MAP_PRIVATE,
                                                   prot=mmap.PROT_READ | mmap.PROT_WRITE)
-        mapping = self._mappings[info.file]
+            self._addresses[info.file] = _address(self._mappings[info.file])
+        mapping, address = self._mappings[info.file], self._addresses[info.file]
         if info.start + info.nbytes > len(mapping):
             raise CheckpointError(f"{info.file}: tensor {name} ends past the end of the file — the file is truncated")
-        _populate(mapping, info.start, info.nbytes)
+        _populate(address, info.start, info.nbytes)
         view = torch.frombuffer(mapping, dtype=torch.uint8, count=info.nbytes, offset=info.start)
-        self._taken.append(_Mapped(view, mapping, info.start, info.nbytes))
+        self._taken.append(_Mapped(view, address, info.start, info.nbytes))
         return view.view(info.dtype).view(info.shape)
 
     def close(self) -> None:
@@ -149,6 +154,7 @@ class _ExportMemory:
             except BufferError:  # a view is still referenced (an error's traceback): unmapped when it goes
                 pass
         self._mappings.clear()
+        self._addresses.clear()
         for handle in self._files.values():
             handle.close()
         self._files.clear()
@@ -185,13 +191,28 @@ class _ExportMemory:
         return buffer
 
 
-def _populate(mapping: mmap.mmap, start: int, nbytes: int) -> None:
+def _populate(address: int, start: int, nbytes: int) -> None:
     """Map a tensor's pages in one call: faulting them in from the merge's threads costs several times more."""
     first = start // mmap.PAGESIZE * mmap.PAGESIZE
     try:
-        mapping.madvise(MADV_POPULATE_READ, first, start + nbytes - first)
+        _madvise(address + first, start + nbytes - first, MADV_POPULATE_READ)
     except OSError:  # kernels before 5.14: the pages fault in on first touch instead
         pass
+
+
+def _madvise(address: int, length: int, advice: int) -> None:
+    """madvise(2) without the GIL (the mmap module holds it), so the writer thread runs meanwhile."""
+    if _LIBC.madvise(address, length, advice) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, os.strerror(error))
+
+
+def _address(mapping: mmap.mmap) -> int:
+    """Where the mapping starts; the ctypes view that tells it is dropped at once, so `close` still works."""
+    view = ctypes.c_char.from_buffer(mapping)
+    address = ctypes.addressof(view)
+    del view
+    return address
 
 
 def _storage(buffer: torch.Tensor | _Mapped) -> int:

@@ -46,7 +46,9 @@ MIX1 = 0xBF58476D1CE4E5B9
 MIX2 = 0x94D049BB133111EB
 _MASK64 = (1 << 64) - 1
 KEEP, MAGNITUDE, RANDOM, ZERO = 0, 1, 2, 3
-RESCALE_EPS_FRACTION = Fraction(1e-7)  # mergekit's threshold, as the exact binary value of the float 1e-7
+# mergekit's rescale threshold, the float 1e-7, in units of each dtype's smallest subnormal and rounded up:
+# an exact integer sum is below it exactly when its value is below 1e-7.
+_EPS_UNITS = {dtype: math.ceil(Fraction(1e-7) * 2**unit) for dtype, unit in ((torch.bfloat16, 134), (torch.float32, 150))}
 
 
 def exact_l1(tensor: torch.Tensor) -> int:
@@ -376,9 +378,11 @@ if njit is not None:
     @njit(parallel=True, cache=True, nogil=True, error_model="numpy")
     def _l1_exact(base, experts, from_delta, active, rkey, p, store, stored, chunk):
         """Per chunk and expert: Σ|δ| and Σ|mask·δ| exactly, as int64 fixed-point limbs of `span` binades each
-        below the chunk's largest exponent (limb 0 in the vectorised loop; deeper limbs, rarely needed, after it).
-        With `store`, stored[i] receives expert i's task vector, masked where active, so the combine can read
-        it as a task vector with nothing left to subtract or draw."""
+        above a floor (limb 0 in the vectorised loop; deeper limbs, rarely needed, after it). The floor is
+        guessed from the base's largest value, so one pass both forms δ and sums it; an expert whose δ reaches
+        more than a binade above the base's largest (which could overflow limb 0) is summed again from the
+        floor below its own largest. With `store`, stored[i] receives expert i's task vector, masked where
+        active, so the combine can read it as a task vector with nothing left to subtract or draw."""
         n = base.size
         m = len(experts)
         chunks = (n + chunk - 1) // chunk
@@ -390,64 +394,81 @@ if njit is not None:
             start = c * chunk
             length = min(n, start + chunk) - start
             b = np.empty(length, np.float32)
+            base_top = np.int64(0)
             for jj in range(length):
-                b[jj] = _load(base, start + jj)
+                x = _load(base, start + jj)
+                b[jj] = x
+                base_top = max(base_top, _key(x, base))
+            guess = max(np.int64(1), (base_top >> shift) + 1 - span)
             deltas = np.empty(length, np.float32)
             masks = np.empty(length, np.bool_)
             for i in range(m):
                 if not (active[i] or store):
                     continue
                 expert = experts[i]
+                if not active[i]:
+                    target = stored[i]
+                    for jj in range(length):
+                        if from_delta:
+                            _store(target, start + jj, _load(expert, start + jj))
+                        else:
+                            _store(target, start + jj, _round(_load(expert, start + jj) - b[jj], base))
+                    continue
                 key = rkey[i]
+                # u < p exactly when the 24-bit draw is below p·2^24 rounded up; |δ| in units of the floor's
+                # smallest step is an exact integer (a power-of-two scaling of a value that fits in 53 bits)
+                cut = np.uint64(math.ceil(np.float64(p[i]) * 16777216.0))
+                floor = guess
+                floor_key = floor << shift
+                scale = math.ldexp(1.0, unit - floor)
                 top = np.int64(0)
+                whole = np.int64(0)
+                kept = np.int64(0)
+                below = np.int64(0)
                 for jj in range(length):
                     if from_delta:
                         d = _load(expert, start + jj)
                     else:
                         d = _round(_load(expert, start + jj) - b[jj], base)
                     deltas[jj] = d
-                    top = max(top, _key(d, base))
-                if active[i]:
-                    # u < p exactly when the 24-bit draw is below p·2^24 rounded up; |δ| in units of the floor's
-                    # smallest step is an exact integer (a power-of-two scaling of a value that fits in 53 bits)
-                    cut = np.uint64(math.ceil(np.float64(p[i]) * 16777216.0))
-                    floor = max(np.int64(1), (top >> shift) - span)
+                    k = _key(d, base)
+                    top = max(top, k)
+                    keep = _draw(key, start + jj) < cut
+                    masks[jj] = keep
+                    part = np.int64(abs(np.float64(d)) * scale) if k >= floor_key else np.int64(0)
+                    whole += part
+                    kept += part if keep else np.int64(0)
+                    below += np.int64((k < floor_key) & (k != 0))
+                if (top >> shift) - floor > span:
+                    floor = (top >> shift) - span
                     floor_key = floor << shift
                     scale = math.ldexp(1.0, unit - floor)
-                    whole = np.int64(0)
-                    kept = np.int64(0)
-                    below = np.int64(0)
+                    whole, kept, below = np.int64(0), np.int64(0), np.int64(0)
                     for jj in range(length):
                         d = deltas[jj]
                         k = _key(d, base)
-                        keep = _draw(key, start + jj) < cut
-                        masks[jj] = keep
                         part = np.int64(abs(np.float64(d)) * scale) if k >= floor_key else np.int64(0)
                         whole += part
-                        kept += part if keep else np.int64(0)
+                        kept += part if masks[jj] else np.int64(0)
                         below += np.int64((k < floor_key) & (k != 0))
-                    if store:
-                        target = stored[i]
-                        for jj in range(length):
-                            _store(target, start + jj, deltas[jj] * np.float32(masks[jj]))  # as torch's mask · δ: −0 stays −0
-                    limbs = sums[c, i]
-                    limbs[0, 0] = whole
-                    limbs[0, 1] = kept
-                    floors[c, i] = floor
-                    if below:  # values more than `span` binades below the chunk's largest: deeper limbs
-                        for jj in range(length):
-                            k = _key(deltas[jj], base)
-                            if k != 0 and (k >> shift) < floor:
-                                e, mant = _exponent_mantissa(k, base)
-                                limb = (floor - e + span - 1) // span
-                                part = mant << (e - floor + limb * span)
-                                limbs[limb, 0] += part
-                                if masks[jj]:
-                                    limbs[limb, 1] += part
-                elif store:
+                if store:
                     target = stored[i]
                     for jj in range(length):
-                        _store(target, start + jj, deltas[jj])
+                        _store(target, start + jj, deltas[jj] * np.float32(masks[jj]))  # as torch's mask · δ: −0 stays −0
+                limbs = sums[c, i]
+                limbs[0, 0] = whole
+                limbs[0, 1] = kept
+                floors[c, i] = floor
+                if below:  # values below the floor: deeper limbs
+                    for jj in range(length):
+                        k = _key(deltas[jj], base)
+                        if k != 0 and (k >> shift) < floor:
+                            e, mant = _exponent_mantissa(k, base)
+                            limb = (floor - e + span - 1) // span
+                            part = mant << (e - floor + limb * span)
+                            limbs[limb, 0] += part
+                            if masks[jj]:
+                                limbs[limb, 1] += part
         return sums, floors
 
     @njit(parallel=True, cache=True, nogil=True, error_model="numpy")
@@ -696,10 +717,10 @@ def masked_abs_sums(
 
 def exact_ratio(before: int, after: int, dtype: torch.dtype) -> float | None:
     """Σ|δ| / Σ|mask·δ| from exact scaled sums, rounded once per step to the merge dtype; None below mergekit's 1e-7."""
-    scale = Fraction(1, 2 ** (134 if dtype == torch.bfloat16 else 150))
-    if before * scale < RESCALE_EPS_FRACTION or after * scale < RESCALE_EPS_FRACTION:
+    floor = _EPS_UNITS[dtype]
+    if before < floor or after < floor:
         return None
-    return float(torch.tensor(float(Fraction(before, after)), dtype=torch.float32).to(dtype))
+    return float(torch.tensor(before / after, dtype=torch.float32).to(dtype))  # int / int rounds correctly
 
 
 def scaled_sum(buckets: np.ndarray) -> int:
@@ -763,7 +784,8 @@ class UniformL1:
 
 def _fixed_sum(limbs: np.ndarray, floors: np.ndarray, span: int) -> int:
     """Σ limbs[c, l]·2^(floors[c] − l·span) exactly, as a Python integer in units of the smallest subnormal
-    (a limb below unit scale holds a multiple of its scale, so the right shift is exact)."""
+    (a limb below unit scale holds a multiple of its scale, so the right shift is exact). Limbs are
+    non-negative int64: summed as 32-bit halves, numpy's int64 sums cannot overflow."""
     total = 0
     for limb in range(limbs.shape[1]):
         column = limbs[:, limb]
@@ -771,9 +793,11 @@ def _fixed_sum(limbs: np.ndarray, floors: np.ndarray, span: int) -> int:
         if not used.any():
             continue
         scales = floors[used] - limb * span
+        values = column[used]
         for scale in np.unique(scales):
-            part = sum(int(v) for v in column[used][scales == scale])
-            total += part << int(scale) if scale >= 0 else part >> int(-scale)
+            part = values[scales == scale]
+            exact = (int((part >> 32).sum()) << 32) + int((part & 0xFFFFFFFF).sum())
+            total += exact << int(scale) if scale >= 0 else exact >> int(-scale)
     return total
 
 
