@@ -1,11 +1,13 @@
 """Merge export speed and memory against mergekit 0.1.5, side by side in one run on one machine.
 
-    python benchmarks/merge_vs_mergekit.py [--methods ties,dare_ties,linear] [--work DIR]
+    python benchmarks/merge_vs_mergekit.py [--methods ties,dare_ties,linear] [--work DIR] [--shape 134m|1b] [--device cuda]
 
-Builds a base and 3 experts of a 12-layer, width-768 Llama (≈134M parameters, bfloat16, random weights),
+Builds a base and 3 experts of a 12-layer, width-768 Llama (≈134M parameters, bfloat16, random weights; `--shape 1b`:
+TinyLlama's 22 layers of width 2048, ≈1.1B),
 then for each method exports the same recipe with mergekit (its Python API, `run_merge`) and with
 evomerge (`export_merge`), each in its own child process so peak RSS is that side's alone, and times a
-resident re-merge of a candidate (experts in memory, written into a live model) on this machine.
+resident re-merge of a candidate (experts in memory, written into a live model) on this machine, on `--device`
+(a GPU's time is taken after synchronising it).
 Each export runs `--export-repeats` times per side, alternating, into an emptied folder after an untimed
 `sync`. Printed ratios are of the medians: mergekit / evomerge (speed, wall clock; CPU seconds beside it,
 since on a shared machine wall time includes waiting for cores) and evomerge's net peak / the streaming
@@ -35,20 +37,22 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 HERE = Path(__file__).resolve()
-CONFIG = dict(
-    vocab_size=32000, hidden_size=768, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=12,
-    num_key_value_heads=12, max_position_embeddings=2048, tie_word_embeddings=False, rms_norm_eps=1e-6,
-)
+SHAPES = {
+    "134m": dict(vocab_size=32000, hidden_size=768, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=12,
+                 num_key_value_heads=12, max_position_embeddings=2048, tie_word_embeddings=False, rms_norm_eps=1e-6),
+    "1b": dict(vocab_size=32000, hidden_size=2048, intermediate_size=5632, num_hidden_layers=22, num_attention_heads=32,
+               num_key_value_heads=4, max_position_embeddings=2048, tie_word_embeddings=False, rms_norm_eps=1e-5),
+}
 METHOD_GENES = {"ties": ("weight", "density"), "dare_ties": ("weight", "density"), "dare_linear": ("weight", "density"),
                 "task_arithmetic": ("weight",), "linear": ("weight",)}
 
 
-def generate_models(root: Path, n_experts: int = 3, seed: int = 0) -> dict[str, Path]:
+def generate_models(root: Path, shape: dict, n_experts: int = 3, seed: int = 0) -> dict[str, Path]:
     """Base = N(0, 0.02) weights (norms ≈ 1); expert i = base + N(0, 0.002) noise, all bfloat16 safetensors."""
     from safetensors.torch import save_file
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    config = LlamaConfig(**CONFIG)
+    config = LlamaConfig(**shape)
     with torch.device("meta"):
         shapes = {n: tuple(p.shape) for n, p in LlamaForCausalLM(config).state_dict().items()}
     generator = torch.Generator().manual_seed(seed)
@@ -149,8 +153,8 @@ def _load_kernels(recipe) -> None:
         merge_tensor(recipe, "warmup", base, experts, 1, method_options(recipe))
 
 
-def child_resident(recipe: dict, repeats: int) -> dict:
-    """Time re-merging candidates into a live model with the experts resident (after the one-off warm-up)."""
+def child_resident(recipe: dict, repeats: int, device: str) -> dict:
+    """Time re-merging candidates into a live model with the experts resident on `device` (after the one-off warm-up)."""
     from transformers import AutoModelForCausalLM
 
     from evomerge.merge.recipe import MergeRecipe
@@ -161,11 +165,13 @@ def child_resident(recipe: dict, repeats: int) -> dict:
     base = open_checkpoint(Path(r.base_uri)) if r.base_uri else None
     experts = {e.name: open_checkpoint(Path(e.uri)) for e in r.experts}
     reference = base or experts[r.experts[0].name]
-    model = AutoModelForCausalLM.from_pretrained(reference.root, dtype=torch.bfloat16)
+    model = AutoModelForCausalLM.from_pretrained(reference.root, dtype=torch.bfloat16).to(device)
     target = model.state_dict()
-    merger = ResidentMerger(base, experts, model.config.num_hidden_layers)
+    merger = ResidentMerger(base, experts, model.config.num_hidden_layers, device=device)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
     start = time.perf_counter()
     merger.merge_into(r, target)
+    sync()
     warmup = time.perf_counter() - start
     times, cpus = [], []
     for i in range(repeats):
@@ -175,6 +181,7 @@ def child_resident(recipe: dict, repeats: int) -> dict:
                 e.params[gene]["all"] = min(1.0, e.params[gene]["all"] + 0.01 * (i + 1))
         start, cpu = time.perf_counter(), _cpu_s()
         merger.merge_into(shifted, target)
+        sync()
         times.append(time.perf_counter() - start)
         cpus.append(_cpu_s() - cpu)
     return {"warmup_seconds": warmup, "seconds": statistics.median(times), "cpu_seconds": statistics.median(cpus),
@@ -211,7 +218,7 @@ def child_main(kind: str) -> None:
     elif kind == "evomerge":
         out = child_evomerge(payload["recipe"], payload["out"])
     else:
-        out = child_resident(payload["recipe"], payload["repeats"])
+        out = child_resident(payload["recipe"], payload["repeats"], payload["device"])
     print(json.dumps(out))
 
 
@@ -222,47 +229,58 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="resident re-merges timed per method")
     parser.add_argument("--export-repeats", type=int, default=3,
                         help="exports per side and method (medians are compared; the peak is the largest)")
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="134m", help="model shape (issue #4: 134m; its CUDA report: 1b)")
+    parser.add_argument("--device", default="cpu", help="where the resident merger holds the experts (cpu, cuda)")
+    parser.add_argument("--skip-mergekit", action="store_true",
+                        help="export and resident times only (a GPU machine without mergekit: issue #4's CUDA report)")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         child_main(args.child)
         return
     work = args.work or Path(tempfile.mkdtemp(prefix="evomerge-bench-"))
-    models = work / "models"
+    shape = SHAPES[args.shape]
+    models = work / ("models" if args.shape == "134m" else f"models-{args.shape}")
     start = time.perf_counter()
-    paths = generate_models(models) if not (models / "expert2" / "config.json").exists() else \
+    paths = generate_models(models, shape) if not (models / "expert2" / "config.json").exists() else \
         {n: models / n for n in ("base", "expert0", "expert1", "expert2")}
     print(f"models: {models} ({time.perf_counter() - start:.1f} s to generate)")
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpus {os.cpu_count()}")
+    device = torch.cuda.get_device_name() if torch.device(args.device).type == "cuda" else "cpu"
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpus {os.cpu_count()}, resident merger on {device}")
     rows = []
     for method in args.methods.split(","):
         recipe = make_recipe(method, paths)
-        runs: dict[str, list[dict]] = {"mergekit": [], "evomerge": []}
+        sides = ("evomerge",) if args.skip_mergekit else ("mergekit", "evomerge")
+        runs: dict[str, list[dict]] = {side: [] for side in sides}
         for _ in range(args.export_repeats):  # alternating, so a slow spell of a shared machine hits both sides
-            runs["mergekit"].append(run_child("mergekit", {"recipe": recipe, "num_layers": CONFIG["num_hidden_layers"],
-                                                           "out": str(work / f"mk-{method}"), "seed": 0}))
+            if "mergekit" in runs:
+                runs["mergekit"].append(run_child("mergekit", {"recipe": recipe, "num_layers": shape["num_hidden_layers"],
+                                                               "out": str(work / f"mk-{method}"), "seed": 0}))
             runs["evomerge"].append(run_child("evomerge", {"recipe": recipe, "out": str(work / f"ev-{method}")}))
-        mk, ev = (_median_run(runs[side]) for side in ("mergekit", "evomerge"))
-        rs = run_child("resident", {"recipe": recipe, "repeats": args.repeats})
+        ev = _median_run(runs["evomerge"])
+        mk = _median_run(runs["mergekit"]) if "mergekit" in runs else None
+        rs = run_child("resident", {"recipe": recipe, "repeats": args.repeats, "device": args.device})
         bound = ev["largest_mb"] * (ev["inputs"] + 1)
         rows.append((method, mk, ev, rs, bound))
+        peer = (f"mergekit {mk['seconds']:6.2f} s (cpu {mk['cpu_seconds']:6.2f}), net peak {mk['peak_mb'] - mk['baseline_mb']:5.0f} MB | "
+                if mk else "")
         print(
-            f"{method:>12}: mergekit {mk['seconds']:6.2f} s (cpu {mk['cpu_seconds']:6.2f}), net peak {mk['peak_mb'] - mk['baseline_mb']:5.0f} MB | "
-            f"evomerge {ev['seconds']:6.2f} s (cpu {ev['cpu_seconds']:6.2f}), net peak {ev['peak_mb'] - ev['baseline_mb']:5.0f} MB "
+            f"{method:>12}: {peer}evomerge {ev['seconds']:6.2f} s (cpu {ev['cpu_seconds']:6.2f}), net peak {ev['peak_mb'] - ev['baseline_mb']:5.0f} MB "
             f"(bound {bound:.0f} MB = largest tensor x (inputs + output)) | "
             f"resident {rs['seconds']:6.3f} s/candidate (cpu {rs['cpu_seconds']:6.3f}, warm-up {rs['warmup_seconds']:.1f} s)",
             flush=True,
         )
-        times = {side: " ".join(f"{r['seconds']:.2f}" for r in side_runs) for side, side_runs in runs.items()}
-        print(f"{'':>12}  export runs (s): mergekit {times['mergekit']} | evomerge {times['evomerge']}", flush=True)
+        times = " | ".join(f"{side} " + " ".join(f"{r['seconds']:.2f}" for r in side_runs) for side, side_runs in runs.items())
+        print(f"{'':>12}  export runs (s): {times}", flush=True)
     print()
     print(f"{'method':>12} | {'export speedup (target)':>23} | {'cpu-time speedup':>16} | {'net peak / bound (target)':>25} | "
           f"{'export / resident (target)':>26}")
     for method, mk, ev, rs, bound in rows:
         target = f"{TARGETS[method]:.0f}x" if method in TARGETS else "-"
         memory = (ev["peak_mb"] - ev["baseline_mb"]) / bound
-        print(f"{method:>12} | {mk['seconds'] / ev['seconds']:16.1f}x ({target:>3}) | {mk['cpu_seconds'] / ev['cpu_seconds']:15.1f}x | "
-              f"{memory:18.2f} ({MEMORY_TARGET}) | {ev['seconds'] / rs['seconds']:19.1f}x ({RESIDENT_TARGET:.0f}x)")
+        speed = f"{mk['seconds'] / ev['seconds']:16.1f}x ({target:>3}) | {mk['cpu_seconds'] / ev['cpu_seconds']:15.1f}x" if mk else \
+            f"{'-':>23} | {'-':>16}"
+        print(f"{method:>12} | {speed} | {memory:18.2f} ({MEMORY_TARGET}) | {ev['seconds'] / rs['seconds']:19.1f}x ({RESIDENT_TARGET:.0f}x)")
 
 
 if __name__ == "__main__":
