@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -28,6 +27,7 @@ from kubernetes import client as k8s
 from evomerge.k8s.client import Kube
 from tests.k8s.conftest import api_client, control_plane, control_plane_bin_dir  # noqa: F401 - shared session fixtures
 from tests.support.node import Fault, Image, Node, PodRecord, dump
+from tests.support.ports import free_port
 
 from .helpers import FIT_TASK, HELD_OUT_TASK, eventually
 
@@ -36,12 +36,6 @@ CHART = REPO / "charts" / "evomerge"
 RELEASE, RELEASE_NAMESPACE = "evomerge", "evomerge-system"
 OUTPUT_CLAIM = "published"  # the PersistentVolumeClaim searches publish their merges to
 PYTHON_IMAGE = "harness.test/python"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # ---- what the node has ---------------------------------------------------------------------------------
@@ -142,7 +136,7 @@ class Release:
 def release(helm, control_plane, api_client, node) -> Release:  # noqa: F811
     """`helm install` of the chart with its defaults, but free ports (the node shares this host's network)
     and a short resync; the CRDs come from the chart's crds/."""
-    metrics_port, health_port = _free_port(), _free_port()
+    metrics_port, health_port = free_port(), free_port()
     installed = helm("install", RELEASE, str(CHART), "--namespace", RELEASE_NAMESPACE, "--create-namespace",
                      "--set", f"metrics.port={metrics_port}", "--set", f"health.port={health_port}",
                      "--set", "operator.resyncSeconds=5", "--set", "operator.logFormat=plain")

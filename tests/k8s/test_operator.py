@@ -9,7 +9,6 @@ export, and writes each pod's terminal status â€” termination message included â
 from __future__ import annotations
 
 import json
-import socket
 import threading
 import time
 import urllib.request
@@ -33,6 +32,7 @@ from evomerge.k8s.settings import ClusterSettings
 from evomerge.k8s.worker_main import export_model
 from evomerge.runner.loop import SearchFailed
 from evomerge.spec.merge_search import MergeSearchSpec
+from tests.support.ports import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 GROUP, VERSION = "evomerge.dev", "v1alpha1"
@@ -46,12 +46,6 @@ def eventually(check: Callable[[], Any], what: str, timeout: float = 30.0) -> An
             return result
         time.sleep(0.1)
     pytest.fail(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +79,7 @@ def kube(control_plane, api_client) -> Kube:
 def operator(kube, control_plane):
     """The operator, cluster-wide, in a thread of this process (kopf's own event loop)."""
     stop, ready = threading.Event(), threading.Event()
-    port = _free_port()
+    port = free_port()
     thread = threading.Thread(
         target=operator_main.run, name="evomerge-operator",
         kwargs=dict(namespaces=[], kubeconfig=str(control_plane.kubeconfig), metrics_port=port, liveness=None,

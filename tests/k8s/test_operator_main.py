@@ -5,7 +5,6 @@ given back while the operator runs as the chart's ServiceAccount."""
 from __future__ import annotations
 
 import re
-import socket
 import threading
 import urllib.request
 
@@ -18,12 +17,7 @@ from evomerge.k8s.metrics import OperatorMetrics
 from evomerge.k8s.plan import Event, EventQueue
 from evomerge.k8s.settings import ClusterSettings
 from test_operator import condition, eventually, search_body, status_of
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.support.ports import free_port
 
 
 def _operator_role(rbac: k8s.RbacAuthorizationV1Api, namespace: str, release: str) -> k8s.V1Role:
@@ -61,7 +55,7 @@ def test_refused_requests_degrade_the_search_once_per_reason_and_clear_when_fixe
     (deployment,) = admin.list("Deployment", release_namespace)
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     settings = ClusterSettings.from_env({e["name"]: e["value"] for e in container["env"]})  # as the chart configures it
-    stop, ready, port = threading.Event(), threading.Event(), _free_port()
+    stop, ready, port = threading.Event(), threading.Event(), free_port()
     operator = threading.Thread(target=operator_main.run, daemon=True, kwargs=dict(
         namespaces=[namespace], kubeconfig=str(kubeconfig), metrics_port=port, liveness=None, resync_seconds=0.5,
         stop_flag=stop, ready_flag=ready, settings=settings))

@@ -21,7 +21,6 @@ import ipaddress
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -36,6 +35,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from tests.support.ports import free_port
 
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 KUBERNETES_SERVICE_IP = "10.0.0.1"  # first address of the range: the `kubernetes` Service
@@ -107,12 +108,6 @@ class _Process:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.popen.pid, signal.SIGKILL)
             self.popen.wait(timeout=grace_seconds)
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait_until(check, *, timeout: float, process: _Process, what: str, interval: float = 0.2):
@@ -320,7 +315,7 @@ class ControlPlane:
                 raise ControlPlaneError(f"{bin_dir / binary} is missing; run hack/controlplane/build.sh")
         workdir = Path(workdir) if workdir else Path(tempfile.mkdtemp(prefix="evomerge-controlplane-"))
         pki = _Pki.generate(workdir / "pki")
-        port = _free_port()
+        port = free_port()
         server = f"https://127.0.0.1:{port}"
         kubeconfig = write_kubeconfig(
             workdir / "admin.kubeconfig", server=server, ca_cert=pki.ca_cert,
@@ -340,8 +335,8 @@ class ControlPlane:
     # -- components --
 
     def _start_etcd(self, timeout: float) -> None:
-        client_url = f"http://127.0.0.1:{_free_port()}"
-        peer_url = f"http://127.0.0.1:{_free_port()}"
+        client_url = f"http://127.0.0.1:{free_port()}"
+        peer_url = f"http://127.0.0.1:{free_port()}"
         data_dir = self.workdir / "etcd"
         data_dir.mkdir(mode=0o700)
         etcd = _Process.spawn("etcd", [
@@ -407,7 +402,7 @@ class ControlPlane:
             str(self.bin_dir / "kube-controller-manager"),
             f"--kubeconfig={kubeconfig}",
             "--bind-address=127.0.0.1",
-            f"--secure-port={_free_port()}",
+            f"--secure-port={free_port()}",
             f"--cert-dir={self.workdir / 'controller-manager-certs'}",
             "--leader-elect=false",
             # Every controller (job, garbage collector, namespace, serviceaccount, ...) runs under its

@@ -787,11 +787,9 @@ def _fixed_sum(limbs: np.ndarray, floors: np.ndarray, span: int) -> int:
     (a limb below unit scale holds a multiple of its scale, so the right shift is exact). Limbs are
     non-negative int64: summed as 32-bit halves, numpy's int64 sums cannot overflow."""
     total = 0
-    for limb in range(limbs.shape[1]):
+    for limb in np.flatnonzero(limbs.any(axis=0)):
         column = limbs[:, limb]
         used = column != 0
-        if not used.any():
-            continue
         scales = floors[used] - limb * span
         values = column[used]
         for scale in np.unique(scales):
