@@ -140,9 +140,20 @@ def child_evomerge(recipe: dict, out: str) -> dict:
             "largest_mb": largest / 2**20, "inputs": inputs}
 
 
+class _Scratch:
+    """The exporter's workspace protocol with plain allocations: the warm-up then takes the export's kernel paths."""
+
+    def scratch(self, numel: int, dtype: torch.dtype) -> torch.Tensor:
+        return torch.empty(numel, dtype=dtype)
+
+    def release(self, tensor: torch.Tensor) -> None:
+        pass
+
+
 def _load_kernels(recipe) -> None:
     """Load the compiled kernels on small tensors first: like imports, their runtime is a fixed cost, not data.
-    One tensor is large enough (2^18 elements) for the paths that only large tensors take (TIES' bracket)."""
+    One tensor is large enough (2^18 elements) for the paths that only large tensors take (TIES' bracket); each
+    runs with and without a workspace, as the resident merger and the exporter call them."""
     from evomerge.merge.apply import merge_tensor, method_options
 
     generator = torch.Generator().manual_seed(1)
@@ -150,7 +161,8 @@ def _load_kernels(recipe) -> None:
         base = (0.02 * torch.randn(numel, generator=generator)).to(torch.bfloat16)
         experts = [(base.float() + 0.002 * torch.randn(numel, generator=generator)).to(torch.bfloat16)
                    for _ in recipe.experts]
-        merge_tensor(recipe, "warmup", base, experts, 1, method_options(recipe))
+        for options in (method_options(recipe), {**method_options(recipe), "workspace": _Scratch()}):
+            merge_tensor(recipe, "warmup", base, experts, 1, options)
 
 
 def child_resident(recipe: dict, repeats: int, device: str) -> dict:

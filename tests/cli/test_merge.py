@@ -1,8 +1,10 @@
-"""`evomerge merge --adapter` writes a candidate as one PEFT adapter over the base, or says which field stops it."""
+"""`evomerge merge` writes a recipe's checkpoint (or, with --adapter, one PEFT adapter over the base), or says which
+field or file stops it — never with a traceback."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -70,3 +72,45 @@ def test_full_experts_cannot_be_an_adapter(tiny_family, tmp_path):
     result = evomerge("merge", recipe, "--out", str(tmp_path / "out"), "--adapter")
     assert result.returncode == 2
     assert "recipe experts[0] 'e0'" in " ".join(result.stderr.split())
+
+
+def test_merge_says_what_it_wrote(tiny_family, tmp_path):
+    experts = {"e0": str(tiny_family["expert0"]), "e1": str(tiny_family["expert1"])}
+    recipe = write_recipe(tmp_path / "recipe.json", "linear", None, experts)
+    result = evomerge("merge", recipe, "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"merged model written to .*out \(\d+\.\d\d GB in \d+\.\d s\)", " ".join(result.stderr.split()))
+    assert (tmp_path / "out" / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("text, message", [
+    ("{not json", "Expecting property name"),
+    (json.dumps({"experts": []}), "field 'method' is missing"),
+    (json.dumps([1, 2]), "expected a JSON object"),
+])
+def test_a_broken_recipe_file_fails_naming_it(text, message, tmp_path):
+    (tmp_path / "recipe.json").write_text(text)
+    result = evomerge("merge", str(tmp_path / "recipe.json"), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2, result.stderr
+    assert f"recipe {tmp_path / 'recipe.json'}" in " ".join(result.stderr.split()) and message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_inputs_the_exporter_refuses_fail_with_its_message(tiny_family, tmp_path):
+    """Checks that run inside the export (here: slerp takes one expert) end the command cleanly too."""
+    experts = {"e0": str(tiny_family["expert0"]), "e1": str(tiny_family["expert1"])}
+    recipe = write_recipe(tmp_path / "recipe.json", "slerp", str(tiny_family["base"]), experts)
+    result = evomerge("merge", recipe, "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "slerp interpolates between the base and one expert" in " ".join(result.stderr.split())
+    assert "Traceback" not in result.stderr and not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_an_output_that_cannot_be_written_fails_naming_it(tiny_family, tmp_path):
+    (tmp_path / "taken").write_text("a file, not a directory")
+    experts = {"e0": str(tiny_family["expert0"])}
+    recipe = write_recipe(tmp_path / "recipe.json", "linear", None, experts)
+    result = evomerge("merge", recipe, "--out", str(tmp_path / "taken" / "out"))
+    assert result.returncode == 2
+    assert f"could not merge into {tmp_path / 'taken' / 'out'}" in " ".join(result.stderr.split())
+    assert "Traceback" not in result.stderr

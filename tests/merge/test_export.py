@@ -40,6 +40,19 @@ def test_small_shards_give_an_index_and_the_same_model(family32, tmp_path):
     assert torch.equal(model.state_dict()["lm_head.weight"], whole["lm_head.weight"])
 
 
+def test_progress_counts_the_bytes_written_up_to_the_whole_model(family32, tmp_path):
+    calls: list[tuple[int, int]] = []
+    base = open_checkpoint(family32["base"])
+    experts = {f"expert{i}": open_checkpoint(family32[f"expert{i}"]) for i in range(N_EXPERTS)}
+    export_merge(ties(family32), base, experts, tmp_path / "out", progress=lambda done, total: calls.append((done, total)))
+    merged = load_dir(tmp_path / "out")
+    total = sum(t.numel() * t.element_size() for t in merged.values())
+    assert len(calls) == len(merged)  # once per tensor
+    assert {t for _, t in calls} == {total}
+    done = [d for d, _ in calls]
+    assert done == sorted(done) and done[-1] == total and done[0] > 0
+
+
 def test_config_tokenizer_and_recipe_travel_with_the_weights(family32, tmp_path):
     out = tmp_path / "out"
     recipe = ties(family32, out_dtype="bfloat16")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import re
 import sys
+import time
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, NoReturn, Optional
 
 import typer
 import yaml
@@ -15,6 +16,9 @@ from rich.table import Table
 
 from ..spec import MergeSearch, SpecError, load_resource
 from . import exit_codes
+
+if TYPE_CHECKING:
+    from ..merge.recipe import MergeRecipe
 
 app = typer.Typer(
     name="evomerge",
@@ -29,7 +33,7 @@ REPO = Path(__file__).resolve().parents[3]
 CRD_DIRS = [REPO / "crds", REPO / "charts" / "evomerge" / "crds"]
 
 
-def fail(message: str, code: int = exit_codes.INVALID_INPUT) -> None:
+def fail(message: str, code: int = exit_codes.INVALID_INPUT) -> NoReturn:
     console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
@@ -124,24 +128,49 @@ def merge(
     from ..merge.apply import RecipeError
     from ..merge.export import export_merge
     from ..merge.inputs import open_recipe_inputs
-    from ..merge.recipe import MergeRecipe
+    from ..merge.layer_path import LayerPathError
     from ..models.checkpoint import CheckpointError
     from ..models.uris import UriError
+    from .progress import export_progress
 
-    data = json.loads(recipe.read_text())
-    data = data.get("best", {}).get("recipe", data) if "best" in data else data
-    parsed = MergeRecipe.from_dict(data)
+    parsed = _read_recipe(recipe)
+    start = time.monotonic()
     try:
         base, experts = open_recipe_inputs(parsed, allow_pickle or None)
         if adapter:
             recipe_adapter(parsed, base, experts, out)
-    except (UriError, CheckpointError, RecipeError) as exc:
+        else:
+            with export_progress(console) as progress:
+                export_merge(parsed, base, experts, out, progress=progress)
+    except (UriError, CheckpointError, RecipeError, LayerPathError) as exc:
         fail(str(exc))
+    except OSError as exc:
+        fail(f"could not merge into {out}: {exc}")
     if adapter:
         console.print(f"combined LoRA adapter written to {out} (serve it over {parsed.base_uri})")
         return
-    export_merge(parsed, base, experts, out)
-    console.print(f"merged model written to {out}")
+    size = sum(f.stat().st_size for f in out.glob("*.safetensors"))
+    console.print(f"merged model written to {out} ({size / 1e9:.2f} GB in {time.monotonic() - start:.1f} s)")
+
+
+def _read_recipe(path: Path) -> MergeRecipe:
+    """A recipe file (a recipe, or a run summary whose best recipe is taken), or a clear error naming what is wrong."""
+    from ..merge.recipe import MergeRecipe
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        fail(f"recipe {path}: {exc}")
+    if not isinstance(data, dict):
+        fail(f"recipe {path}: expected a JSON object (a recipe, or a run summary with a best recipe)")
+    if "best" in data:
+        data = (data["best"] or {}).get("recipe", data)
+    try:
+        return MergeRecipe.from_dict(data)
+    except KeyError as exc:
+        fail(f"recipe {path}: field {exc.args[0]!r} is missing — write recipes as `evomerge export --format recipe` does")
+    except (TypeError, ValueError, AttributeError) as exc:
+        fail(f"recipe {path}: {exc}")
 
 
 @app.command()

@@ -7,10 +7,14 @@ failures and an ETA from this session's pace (replayed evaluations took no time,
 from __future__ import annotations
 
 import time
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn, DownloadColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
 from ..executors.base import EvalResult
 from ..spec.base import format_number
@@ -134,3 +138,15 @@ class TerminalSink:
 
     def _line(self, text: str) -> None:
         self.console.print(text, highlight=False, markup=False, soft_wrap=True)
+
+
+@contextmanager
+def export_progress(console: Console) -> Iterator[Callable[[int, int], None]]:
+    """A bar of bytes written while a merge exports, on a terminal; elsewhere nothing (logs get the final line)."""
+    if not console.is_terminal:
+        yield lambda written, total: None
+        return
+    with Progress(TextColumn("writing"), BarColumn(), DownloadColumn(), TransferSpeedColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("export", total=None)
+        yield lambda written, total: bar.update(task, completed=written, total=total)

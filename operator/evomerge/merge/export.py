@@ -53,11 +53,13 @@ def export_merge(
     experts: Mapping[str, TensorSource],
     out_dir: Path,
     shard_bytes: int = DEFAULT_SHARD_BYTES,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Path:
     """Write the merged model (or layer path) as sharded safetensors with config and tokenizer.
 
     `experts` maps names to inputs: the recipe's experts and, for a layer path, its other models.
     All inputs are checked (presence, architecture, shapes, dtypes, parameters) before anything is written.
+    `progress(bytes written, bytes in all)` is called from the writer thread after each tensor.
     """
     out_dir = Path(out_dir)
     buffers = _ExportMemory()
@@ -69,7 +71,7 @@ def export_merge(
     out_dir.mkdir(parents=True, exist_ok=True)
     writer = ShardedWriter(out_dir, [j.planned for j in jobs], shard_bytes)
     try:
-        _stream(jobs, writer, buffers)
+        _stream(jobs, writer, buffers, progress)
     finally:
         buffers.close()
     dtypes = {j.planned.dtype for j in jobs if j.planned.dtype.is_floating_point}
@@ -219,7 +221,8 @@ def _storage(buffer: torch.Tensor | _Mapped) -> int:
     return (buffer.tensor if isinstance(buffer, _Mapped) else buffer).untyped_storage().data_ptr()
 
 
-def _stream(jobs: list[_Job], writer: ShardedWriter, buffers: _ExportMemory) -> None:
+def _stream(jobs: list[_Job], writer: ShardedWriter, buffers: _ExportMemory,
+            progress: Callable[[int, int], None] | None = None) -> None:
     """Compute tensors on this thread, write them on another: the write of one overlaps the next's math.
 
     At most one finished tensor is alive besides the one being computed (the slot is taken before a
@@ -228,8 +231,11 @@ def _stream(jobs: list[_Job], writer: ShardedWriter, buffers: _ExportMemory) -> 
     pending: queue.Queue = queue.Queue()
     slot = threading.Semaphore(1)
     failure: list[BaseException] = []
+    total = sum(job.planned.nbytes for job in jobs)
+    written = 0
 
     def write_all() -> None:
+        nonlocal written
         try:
             _remove_old_shards(writer)
         except OSError as exc:  # surfaced on the main thread below; the loop still frees every slot
@@ -238,6 +244,9 @@ def _stream(jobs: list[_Job], writer: ShardedWriter, buffers: _ExportMemory) -> 
             try:
                 if not failure:
                     writer.write(item[0], item[1])
+                    written += item[1].numel() * item[1].element_size()
+                    if progress is not None:
+                        progress(written, total)
             except BaseException as exc:  # surfaced on the main thread below
                 failure.append(exc)
             finally:
