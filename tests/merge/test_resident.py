@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
 from evomerge.merge.groups import group_names
 from evomerge.merge.recipe import ExpertWeights, MergeRecipe
+from evomerge.merge import resident
 from evomerge.merge.resident import ResidentMerger
 from evomerge.models.checkpoint import open_checkpoint
 
@@ -58,6 +61,28 @@ def test_resident_mergekit_modes_equal_export(options, family16, tmp_path):
     target = model.state_dict()
     merger.merge_into(recipe, target)
     assert all(torch.equal(exported[n], target[n]) for n in exported)
+
+
+@pytest.mark.parametrize("options", [{"tie_order": "mergekit"}, {"mask_rng": "mergekit"}], ids=["ranks", "uniforms"])
+def test_the_torch_paths_masks_are_kept_only_where_they_fit(options, family16, tmp_path, monkeypatch, caplog):
+    """Ranks or uniforms take 4 bytes per element and expert: by default they are kept when they fit in half the
+    memory free besides the task vectors, and otherwise drawn again for each candidate — with the same merge."""
+    caplog.set_level(logging.INFO, logger=resident.__name__)
+    method = "ties" if "tie_order" in options else "dare_ties"
+    recipes = [candidate(method, family16, shift, **options) for shift in (0.0, 0.05)]
+    exported = [export_family(r, family16, tmp_path / f"out{i}") for i, r in enumerate(recipes)]
+    needed = sum(t.numel() for t in exported[0].values()) * N_EXPERTS * 4
+    held = sum(t.numel() for t in exported[0].values()) * (N_EXPERTS + 1) * 2
+    for free, kept in ((held + 2 * needed, True), (held + 2 * needed - 1, False)):
+        monkeypatch.setattr(resident, "available_bytes", lambda device, free=free: free)
+        merger, model = merger_for(family16, torch.bfloat16)
+        target = model.state_dict()
+        for recipe, expected in zip(recipes, exported):
+            merger.merge_into(recipe, target)
+            assert all(torch.equal(expected[n], target[n]) for n in expected)
+        cached = [p.ranks if "tie_order" in options else p.uniforms for p in merger._prepared.values() if p.deltas is not None]
+        assert cached and all((c is not None) == kept for c in cached)
+    assert "masks are drawn again for each candidate" in caplog.text
 
 
 def test_candidates_re_merge_in_place_and_change_the_live_model(family32, tmp_path):

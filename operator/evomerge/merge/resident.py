@@ -14,7 +14,11 @@ same functions.
 
 from __future__ import annotations
 
+import logging
+import math
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -26,6 +30,9 @@ from .recipe import MergeRecipe
 from . import kernels
 from .sparsify import draw_uniforms, magnitude_ranks, tensor_seed
 from .task_arithmetic import FusedCache, merge_family, uses_fused
+
+log = logging.getLogger(__name__)
+MASK_CACHE_SHARE = 0.5  # of the memory the device has free besides the base and the task vectors
 
 
 @dataclass
@@ -44,8 +51,12 @@ class ResidentMerger:
     """Loads base and experts once; `merge_into` overwrites a model's parameters for each candidate.
 
     Re-merging in place keeps one model object alive across candidates, so evaluation engines never
-    reload weights or rebuild tasks between candidates. `cache_masks` trades memory (int32 ranks for
-    TIES, float32 uniforms for DARE, per expert) for speed; without it the masks are recomputed.
+    reload weights or rebuild tasks between candidates. `cache_masks` trades memory for speed: the fused
+    CPU kernels' caches are small (a histogram or bucket sums per tensor and expert); the torch path's
+    (other devices, mergekit's tie order or RNG) take 4 bytes per element and expert (int32 ranks for TIES,
+    float32 uniforms for DARE), as much as two more bf16 copies of every expert. By default (None) those
+    are kept only where they fit in half the memory the device has free besides the task vectors — a 7B
+    model's three experts would need 84 GB more — and are otherwise drawn again for each candidate.
     """
 
     def __init__(
@@ -54,7 +65,7 @@ class ResidentMerger:
         experts: dict[str, TensorSource],
         num_layers: int,
         device: str | torch.device = "cpu",
-        cache_masks: bool = True,
+        cache_masks: bool | None = None,
     ):
         self.num_layers = num_layers
         self.device = torch.device(device)
@@ -93,12 +104,14 @@ class ResidentMerger:
 
     def _prepare(self, method: MergeMethod, options: dict, order: tuple[str, ...]) -> None:
         family = "delta" if method.task_arithmetic else "raw"
-        key = (family, options["compute_dtype"], order, method.sparsifier if self.cache_masks else None,
+        key = (family, options["compute_dtype"], order, method.sparsifier if self.cache_masks is not False else None,
                options["tie_order"] if method.sparsifier == "magnitude" else None,
                (options["seed"], options["mask_rng"]) if method.sparsifier == "random" else None)
         if key == self._key:
             return
         self._prepared = {}
+        cache_torch = self.cache_masks if self.cache_masks is not None else \
+            method.sparsifier is not None and self._masks_fit(options, len(order))
         for name in self._names:
             experts = [self._sources[e].read(name, self.device) for e in order]
             base = self._base_source.read(name, self.device) if self._base_source is not None else None
@@ -114,15 +127,33 @@ class ResidentMerger:
             del experts, inputs
             prepared = _Prepared(b, deltas=deltas)
             fused = uses_fused(method, dtype, len(order), self.device, options)
-            if self.cache_masks and fused:
+            if self.cache_masks is not False and fused:
                 prepared.fused = _fused_cache(name, method, deltas, options)
-            elif self.cache_masks:
+            elif cache_torch:
                 if method.sparsifier == "magnitude":
                     prepared.ranks = [magnitude_ranks(d, options["tie_order"]) for d in deltas]
                 elif method.sparsifier == "random":
                     prepared.uniforms = _uniform_rows(name, len(order), b.numel(), options).to(self.device)
             self._prepared[name] = prepared
         self._key = key
+
+    def _masks_fit(self, options: dict, experts: int) -> bool:
+        """Whether the torch path's masks (4 bytes per element and expert) fit in MASK_CACHE_SHARE of the memory
+        left once the base and the task vectors are held."""
+        reference = self._base_source if self._base_source is not None else next(iter(self._sources.values()))
+        numel, held = 0, 0
+        for name in self._names:
+            shape, dtype = reference.info(name)
+            if dtype.is_floating_point:
+                numel += math.prod(shape)
+                held += math.prod(shape) * (experts + 1) * (options["compute_dtype"] or dtype).itemsize
+        needed = numel * experts * 4
+        free = available_bytes(self.device) - held
+        if needed <= MASK_CACHE_SHARE * free:
+            return True
+        log.info("masks are drawn again for each candidate: caching them needs %.1f GB, and %s has %.1f GB free besides "
+                 "the task vectors", needed / 1e9, self.device, max(free, 0) / 1e9)
+        return False
 
     def _merge(self, name: str, prepared: _Prepared, method: MergeMethod, params: list[dict[str, float]], options: dict,
                out: torch.Tensor | None) -> torch.Tensor:
@@ -153,6 +184,20 @@ def _uniform_rows(name: str, experts: int, numel: int, options: dict) -> torch.T
     if options["mask_rng"] == "mergekit":
         return draw_uniforms(experts * numel, torch.Generator().manual_seed(seed)).view(experts, numel)
     return torch.stack([kernels.counter_uniforms(kernels.expert_key(seed, i), numel) for i in range(experts)])
+
+
+def available_bytes(device: torch.device) -> int:
+    """Memory free for new allocations: the GPU's free memory plus what torch's allocator holds unused, or the
+    host's MemAvailable."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0] + torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 def _writable(target: torch.Tensor, prepared: _Prepared) -> bool:
