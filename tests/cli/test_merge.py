@@ -13,6 +13,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from evomerge.cli.main import _parse_size
 from evomerge.merge.recipe import ExpertWeights, MergeRecipe
 from tests.support.tiny_models import build_lora_adapter
 
@@ -114,3 +115,27 @@ def test_an_output_that_cannot_be_written_fails_naming_it(tiny_family, tmp_path)
     assert result.returncode == 2
     assert f"could not merge into {tmp_path / 'taken' / 'out'}" in " ".join(result.stderr.split())
     assert "Traceback" not in result.stderr
+
+
+def test_shard_size_splits_the_checkpoint_and_it_still_loads(tiny_family, tmp_path):
+    experts = {"e0": str(tiny_family["expert0"]), "e1": str(tiny_family["expert1"])}
+    recipe = write_recipe(tmp_path / "recipe.json", "linear", None, experts)
+    result = evomerge("merge", recipe, "--out", str(tmp_path / "out"), "--shard-size", "20KB")
+    assert result.returncode == 0, result.stderr
+    index = json.loads((tmp_path / "out" / "model.safetensors.index.json").read_text())
+    shards = sorted(p.name for p in (tmp_path / "out").glob("*.safetensors"))
+    assert len(shards) > 2 and set(index["weight_map"].values()) == set(shards)
+    assert all(p.stat().st_size <= 20_000 + 4096 for p in (tmp_path / "out").glob("*.safetensors"))  # + header
+    AutoModelForCausalLM.from_pretrained(tmp_path / "out")
+
+
+@pytest.mark.parametrize("text, size", [("5GB", 5 * 10**9), ("500MiB", 500 * 2**20), ("2e9", 2 * 10**9), ("1.5 gb", 1_500_000_000)])
+def test_sizes_read_as_people_write_them(text, size):
+    assert _parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["lots", "0", "5 parsecs", "-1GB"])
+def test_a_bad_shard_size_fails_naming_the_option(text, tiny_family, tmp_path):
+    recipe = write_recipe(tmp_path / "recipe.json", "linear", None, {"e0": str(tiny_family["expert0"])})
+    result = evomerge("merge", recipe, "--out", str(tmp_path / "out"), "--shard-size", text)
+    assert result.returncode == 2 and f"--shard-size {text!r}" in " ".join(result.stderr.split())

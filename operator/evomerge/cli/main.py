@@ -117,6 +117,7 @@ def merge(
     recipe: Path = typer.Argument(..., help="A recipe JSON (evomerge_recipe.json, or `best.recipe` of a run summary)."),
     out: Path = typer.Option(..., "--out", "-o", help="Directory for the merged checkpoint."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Accept pickle checkpoints (they can run code)."),
+    shard_size: str = typer.Option("2GiB", "--shard-size", help="Largest safetensors shard, e.g. 5GB, 500MiB or 2000000000."),
     adapter: bool = typer.Option(
         False, "--adapter",
         help="Write the candidate as one combined LoRA adapter over the base (PEFT layout) instead of a merged "
@@ -134,6 +135,7 @@ def merge(
     from .progress import export_progress
 
     parsed = _read_recipe(recipe)
+    shard_bytes = _parse_size(shard_size)
     start = time.monotonic()
     try:
         base, experts = open_recipe_inputs(parsed, allow_pickle or None)
@@ -141,7 +143,7 @@ def merge(
             recipe_adapter(parsed, base, experts, out)
         else:
             with export_progress(console) as progress:
-                export_merge(parsed, base, experts, out, progress=progress)
+                export_merge(parsed, base, experts, out, shard_bytes, progress)
     except (UriError, CheckpointError, RecipeError, LayerPathError) as exc:
         fail(str(exc))
     except OSError as exc:
@@ -151,6 +153,19 @@ def merge(
         return
     size = sum(f.stat().st_size for f in out.glob("*.safetensors"))
     console.print(f"merged model written to {out} ({size / 1e9:.2f} GB in {time.monotonic() - start:.1f} s)")
+
+
+_SIZE_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+               "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def _parse_size(text: str) -> int:
+    """A byte count as people write it (5GB, 500MiB, 2e9): decimal units are powers of 10, binary ones of 2."""
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:e[0-9]+)?)\s*([a-z]*)\s*", text, re.IGNORECASE)
+    unit = match.group(2).upper() if match else None
+    if match is None or unit not in _SIZE_UNITS or float(match.group(1)) * _SIZE_UNITS[unit] < 1:
+        fail(f"--shard-size {text!r}: give a positive size such as 5GB, 500MiB or 2000000000")
+    return int(float(match.group(1)) * _SIZE_UNITS[unit])
 
 
 def _read_recipe(path: Path) -> MergeRecipe:
