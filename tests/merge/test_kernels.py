@@ -98,6 +98,16 @@ def test_counter_uniforms_are_uniform_and_distinct_per_expert():
     assert torch.equal(u0, kernels.counter_uniforms(kernels.expert_key(123, 0), 100_000))
 
 
+@pytest.mark.parametrize("device", ["cpu"] + (["cuda"] if torch.cuda.is_available() else []))
+def test_uniforms_drawn_on_a_device_are_the_hosts(device):
+    """A GPU draws DARE's counter uniforms itself, in torch's wrapping int64 arithmetic, chunk by chunk; every bit
+    must match the host's uint64 reference, including keys past 2^63 and sums that wrap."""
+    for key in (kernels.expert_key(5, 0), (1 << 64) - 3, 1 << 63, 12345):
+        expected = kernels.counter_uniforms(key, 50_003)
+        drawn = kernels._device_uniforms(key, 50_003, torch.device(device), chunk=4096)
+        assert drawn.device.type == device and torch.equal(drawn.cpu(), expected), key
+
+
 def test_exact_l1_matches_a_float64_sum():
     x = (torch.randn(10_000) * torch.logspace(-4, 2, 10_000)).to(torch.bfloat16)
     exact = kernels.exact_l1(x) * 2.0**-134

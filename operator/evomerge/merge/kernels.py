@@ -90,13 +90,36 @@ def expert_key(tensor_key: int, expert: int) -> int:
     return splitmix64(tensor_key ^ splitmix64(expert + 1))
 
 
-def counter_uniforms(key: int, numel: int) -> torch.Tensor:
-    """u_j = top 24 bits of splitmix64(key + j·φ) / 2²⁴, as float32 (exact), for j < numel."""
+def counter_uniforms(key: int, numel: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """u_j = top 24 bits of splitmix64(key + j·φ) / 2²⁴, as float32 (exact), for j < numel, made on `device`
+    (a GPU draws its own instead of receiving them from the host: 4 bytes per element and expert)."""
+    if torch.device(device).type != "cpu":
+        return _device_uniforms(key, numel, torch.device(device))
     z = np.uint64(key) + np.arange(numel, dtype=np.uint64) * np.uint64(GOLDEN)
     z = (z ^ (z >> np.uint64(30))) * np.uint64(MIX1)
     z = (z ^ (z >> np.uint64(27))) * np.uint64(MIX2)
     z = z ^ (z >> np.uint64(31))
     return torch.from_numpy((z >> np.uint64(40)).astype(np.float32) * np.float32(2.0**-24))
+
+
+def _device_uniforms(key: int, numel: int, device: torch.device, chunk: int = 1 << 26) -> torch.Tensor:
+    """counter_uniforms in torch's int64 arithmetic, which wraps like uint64 for +, * and ^; right shifts are
+    arithmetic, so the sign-extended bits are masked off. Chunked: each element needs a few int64 temporaries."""
+
+    def signed(value: int) -> int:
+        return value - (1 << 64) if value >= 1 << 63 else value
+
+    def shr(z: torch.Tensor, bits: int) -> torch.Tensor:
+        return (z >> bits) & ((1 << (64 - bits)) - 1)
+
+    out = torch.empty(numel, dtype=torch.float32, device=device)
+    for start in range(0, numel, chunk):
+        z = torch.arange(start, min(numel, start + chunk), dtype=torch.int64, device=device) * signed(GOLDEN) + signed(key)
+        z = (z ^ shr(z, 30)) * signed(MIX1)
+        z = (z ^ shr(z, 27)) * signed(MIX2)
+        z = z ^ shr(z, 31)
+        out[start:start + chunk] = shr(z, 40).to(torch.float32) * 2.0**-24
+    return out
 
 
 # --- magnitude selection --------------------------------------------------------------------------------

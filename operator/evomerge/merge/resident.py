@@ -133,7 +133,7 @@ class ResidentMerger:
                 if method.sparsifier == "magnitude":
                     prepared.ranks = [magnitude_ranks(d, options["tie_order"]) for d in deltas]
                 elif method.sparsifier == "random":
-                    prepared.uniforms = _uniform_rows(name, len(order), b.numel(), options).to(self.device)
+                    prepared.uniforms = _uniform_rows(name, len(order), b.numel(), options, self.device)
             self._prepared[name] = prepared
         self._key = key
 
@@ -178,12 +178,13 @@ def _fused_cache(name: str, method: MergeMethod, deltas: torch.Tensor, options: 
     return None
 
 
-def _uniform_rows(name: str, experts: int, numel: int, options: dict) -> torch.Tensor:
-    """The uniforms behind DARE's masks for every expert: the seeded stream, or one counter row per expert."""
+def _uniform_rows(name: str, experts: int, numel: int, options: dict, device: torch.device) -> torch.Tensor:
+    """The uniforms behind DARE's masks for every expert: the seeded stream (drawn on the host, as mergekit
+    does), or one counter row per expert (drawn on the device)."""
     seed = tensor_seed(options["seed"], name)
     if options["mask_rng"] == "mergekit":
-        return draw_uniforms(experts * numel, torch.Generator().manual_seed(seed)).view(experts, numel)
-    return torch.stack([kernels.counter_uniforms(kernels.expert_key(seed, i), numel) for i in range(experts)])
+        return draw_uniforms(experts * numel, torch.Generator().manual_seed(seed)).view(experts, numel).to(device)
+    return torch.stack([kernels.counter_uniforms(kernels.expert_key(seed, i), numel, device) for i in range(experts)])
 
 
 def available_bytes(device: torch.device) -> int:

@@ -137,7 +137,8 @@ def merge_family(
                         generator = torch.Generator().manual_seed(tensor_seed(options["seed"], name))
                     u = draw_uniforms(delta.numel(), generator).to(delta.device)
                 else:
-                    u = kernels.counter_uniforms(kernels.expert_key(tensor_seed(options["seed"], name), i), delta.numel()).to(delta.device)
+                    u = kernels.counter_uniforms(kernels.expert_key(tensor_seed(options["seed"], name), i), delta.numel(),
+                                                 delta.device)
                 draws += 1
             delta = sparsify_random(delta, density, options["rescale"], u, exact_norms=options["mask_rng"] == "counter")
         deltas[i] = delta
