@@ -85,15 +85,17 @@ def test_merge_says_what_it_wrote(tiny_family, tmp_path):
 
 
 @pytest.mark.parametrize("text, message", [
-    ("{not json", "Expecting property name"),
-    (json.dumps({"experts": []}), "field 'method' is missing"),
+    ("{not json", "not JSON (Expecting property name"),
+    (json.dumps({"experts": []}), "neither a run summary nor a recipe"),
     (json.dumps([1, 2]), "expected a JSON object"),
+    (json.dumps({"method": "linear", "experts": [{"name": "e0"}]}), "field 'uri' is missing"),
+    (json.dumps({"best": None}), "the run has no scored candidate"),
 ])
 def test_a_broken_recipe_file_fails_naming_it(text, message, tmp_path):
     (tmp_path / "recipe.json").write_text(text)
     result = evomerge("merge", str(tmp_path / "recipe.json"), "--out", str(tmp_path / "out"))
     assert result.returncode == 2, result.stderr
-    assert f"recipe {tmp_path / 'recipe.json'}" in " ".join(result.stderr.split()) and message in result.stderr
+    assert f"{tmp_path / 'recipe.json'}: " in " ".join(result.stderr.split()) and message in " ".join(result.stderr.split())
     assert "Traceback" not in result.stderr
 
 

@@ -85,6 +85,19 @@ def test_the_torch_paths_masks_are_kept_only_where_they_fit(options, family16, t
     assert "masks are drawn again for each candidate" in caplog.text
 
 
+def test_the_fused_kernels_caches_never_ask_for_free_memory(family16, tmp_path, monkeypatch):
+    """Their caches are a histogram or bucket sums per tensor: kept whatever the device has free."""
+    def no_query(device):
+        raise AssertionError("the fused path asked for free memory")
+
+    monkeypatch.setattr(resident, "available_bytes", no_query)
+    recipe = candidate("ties", family16)
+    merger, model = merger_for(family16, torch.bfloat16)
+    target = model.state_dict()
+    merger.merge_into(recipe, target)
+    assert all(p.fused is not None for p in merger._prepared.values() if p.deltas is not None)
+
+
 def test_candidates_re_merge_in_place_and_change_the_live_model(family32, tmp_path):
     merger, model = merger_for(family32, torch.float32)
     target = model.state_dict()

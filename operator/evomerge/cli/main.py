@@ -114,10 +114,12 @@ def crds(
 
 @app.command()
 def merge(
-    recipe: Path = typer.Argument(..., help="A recipe JSON (evomerge_recipe.json, or `best.recipe` of a run summary)."),
+    recipe: Path = typer.Argument(..., help="A recipe JSON (evomerge_recipe.json), or a run directory or its summary.json (its best merge)."),
     out: Path = typer.Option(..., "--out", "-o", help="Directory for the merged checkpoint."),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Accept pickle checkpoints (they can run code)."),
-    shard_size: str = typer.Option("2GiB", "--shard-size", help="Largest safetensors shard, e.g. 5GB, 500MiB or 2000000000."),
+    shard_size: Optional[str] = typer.Option(
+        None, "--shard-size", help="Largest safetensors shard, e.g. 5GB, 500MiB or 2000000000 (default: 2GiB)."
+    ),
     adapter: bool = typer.Option(
         False, "--adapter",
         help="Write the candidate as one combined LoRA adapter over the base (PEFT layout) instead of a merged "
@@ -127,7 +129,7 @@ def merge(
     """Merge checkpoints by a recipe and write a standard Hugging Face checkpoint (or, with --adapter, a LoRA adapter)."""
     from ..merge.adapter import recipe_adapter
     from ..merge.apply import RecipeError
-    from ..merge.export import export_merge
+    from ..merge.export import DEFAULT_SHARD_BYTES, export_merge
     from ..merge.inputs import open_recipe_inputs
     from ..merge.layer_path import LayerPathError
     from ..models.checkpoint import CheckpointError
@@ -135,7 +137,7 @@ def merge(
     from .progress import export_progress
 
     parsed = _read_recipe(recipe)
-    shard_bytes = _parse_size(shard_size)
+    shard_bytes = _parse_size(shard_size) if shard_size is not None else DEFAULT_SHARD_BYTES
     start = time.monotonic()
     try:
         base, experts = open_recipe_inputs(parsed, allow_pickle or None)
@@ -169,23 +171,18 @@ def _parse_size(text: str) -> int:
 
 
 def _read_recipe(path: Path) -> MergeRecipe:
-    """A recipe file (a recipe, or a run summary whose best recipe is taken), or a clear error naming what is wrong."""
+    """The recipe of a recipe file or a run (its best), or a clear error naming what is wrong."""
     from ..merge.recipe import MergeRecipe
+    from .recipe_file import RecipeFileError, best_recipe_data
 
     try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        fail(f"recipe {path}: {exc}")
-    if not isinstance(data, dict):
-        fail(f"recipe {path}: expected a JSON object (a recipe, or a run summary with a best recipe)")
-    if "best" in data:
-        data = (data["best"] or {}).get("recipe", data)
-    try:
-        return MergeRecipe.from_dict(data)
+        return MergeRecipe.from_dict(best_recipe_data(path))
+    except RecipeFileError as exc:
+        fail(str(exc))
     except KeyError as exc:
-        fail(f"recipe {path}: field {exc.args[0]!r} is missing — write recipes as `evomerge export --format recipe` does")
+        fail(f"{path}: field {exc.args[0]!r} is missing — write recipes as `evomerge export --format recipe` does")
     except (TypeError, ValueError, AttributeError) as exc:
-        fail(f"recipe {path}: {exc}")
+        fail(f"{path}: {exc}")
 
 
 @app.command()

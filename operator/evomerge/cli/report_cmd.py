@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from . import exit_codes
+from .recipe_file import RecipeFileError, best_recipe_data
 
 console = Console(stderr=True)
 EXPORT_FORMATS = ("mergekit", "recipe")
@@ -50,7 +51,11 @@ def export(
 
     if fmt not in EXPORT_FORMATS:
         _fail(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
-    data = _best_recipe(run)
+    try:
+        data = best_recipe_data(run)
+    except RecipeFileError as exc:
+        _fail(str(exc))
+        return
     if fmt == "recipe":
         text = json.dumps(data, indent=2) + "\n"
     else:
@@ -65,23 +70,6 @@ def export(
     else:
         out.write_text(text)
         console.print(f"{fmt} config written to {out}", highlight=False)
-
-
-def _best_recipe(run: Path) -> dict[str, Any]:
-    source = run / "summary.json" if run.is_dir() else run
-    if not source.exists():
-        _fail(f"{run}: no summary.json — the run has not finished; `evomerge run --resume {run}` completes it")
-    try:
-        data = json.loads(source.read_text())
-    except json.JSONDecodeError as exc:
-        _fail(f"{source}: not JSON ({exc})")
-    if "best" in data:
-        if not data["best"]:
-            _fail(f"{source}: the run has no scored candidate, so there is no merge to export")
-        data = data["best"]["recipe"]
-    if "method" not in data or "experts" not in data:
-        _fail(f"{source}: neither a run summary nor a recipe (no method/experts)")
-    return data
 
 
 def _mergekit_config(recipe, num_layers: Optional[int]) -> dict[str, Any]:

@@ -119,8 +119,7 @@ class _ExportMemory:
         self._taken: list[torch.Tensor | _Mapped] = []
         self._lock = threading.Lock()
         self._files: dict[Path, BinaryIO] = {}
-        self._mappings: dict[Path, mmap.mmap] = {}
-        self._addresses: dict[Path, int] = {}
+        self._mappings: dict[Path, tuple[mmap.mmap, int]] = {}  # file -> its private mapping, and where it starts
 
     def scratch(self, numel: int, dtype: torch.dtype) -> torch.Tensor:
         nbytes = numel * dtype.itemsize
@@ -138,10 +137,9 @@ class _ExportMemory:
         if info is None or info.nbytes == 0:
             return source.read(name)
         if info.file not in self._mappings:
-            self._mappings[info.file] = mmap.mmap(self._file(info.file).fileno(), 0, flags=mmap.MAP_PRIVATE,
-                                                  prot=mmap.PROT_READ | mmap.PROT_WRITE)
-            self._addresses[info.file] = _address(self._mappings[info.file])
-        mapping, address = self._mappings[info.file], self._addresses[info.file]
+            mapping = mmap.mmap(self._file(info.file).fileno(), 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+            self._mappings[info.file] = mapping, _address(mapping)
+        mapping, address = self._mappings[info.file]
         if info.start + info.nbytes > len(mapping):
             raise CheckpointError(f"{info.file}: tensor {name} ends past the end of the file — the file is truncated")
         _populate(address, info.start, info.nbytes)
@@ -150,13 +148,12 @@ class _ExportMemory:
         return view.view(info.dtype).view(info.shape)
 
     def close(self) -> None:
-        for mapping in self._mappings.values():
+        for mapping, _ in self._mappings.values():
             try:
                 mapping.close()
             except BufferError:  # a view is still referenced (an error's traceback): unmapped when it goes
                 pass
         self._mappings.clear()
-        self._addresses.clear()
         for handle in self._files.values():
             handle.close()
         self._files.clear()

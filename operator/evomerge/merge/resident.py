@@ -110,8 +110,8 @@ class ResidentMerger:
         if key == self._key:
             return
         self._prepared = {}
-        cache_torch = self.cache_masks if self.cache_masks is not None else \
-            method.sparsifier is not None and self._masks_fit(options, len(order))
+        cache_torch = self.cache_masks  # None: decided at the first tensor the torch path merges, if any (in practice the
+        # first tensor: the path follows the device, dtype and options), so fused merges never query memory
         for name in self._names:
             experts = [self._sources[e].read(name, self.device) for e in order]
             base = self._base_source.read(name, self.device) if self._base_source is not None else None
@@ -129,10 +129,12 @@ class ResidentMerger:
             fused = uses_fused(method, dtype, len(order), self.device, options)
             if self.cache_masks is not False and fused:
                 prepared.fused = _fused_cache(name, method, deltas, options)
-            elif cache_torch:
-                if method.sparsifier == "magnitude":
+            elif method.sparsifier is not None and not fused:
+                if cache_torch is None:
+                    cache_torch = self._masks_fit(options, len(order))
+                if cache_torch and method.sparsifier == "magnitude":
                     prepared.ranks = [magnitude_ranks(d, options["tie_order"]) for d in deltas]
-                elif method.sparsifier == "random":
+                elif cache_torch:
                     prepared.uniforms = _uniform_rows(name, len(order), b.numel(), options, self.device)
             self._prepared[name] = prepared
         self._key = key
@@ -145,8 +147,9 @@ class ResidentMerger:
         for name in self._names:
             shape, dtype = reference.info(name)
             if dtype.is_floating_point:
-                numel += math.prod(shape)
-                held += math.prod(shape) * (experts + 1) * (options["compute_dtype"] or dtype).itemsize
+                count = math.prod(shape)
+                numel += count
+                held += count * (experts + 1) * (options["compute_dtype"] or dtype).itemsize
         needed = numel * experts * 4
         free = available_bytes(self.device) - held
         if needed <= MASK_CACHE_SHARE * free:

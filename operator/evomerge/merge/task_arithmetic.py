@@ -201,7 +201,7 @@ def _fused(method, base, inputs, from_delta, params, options, name, out, cache: 
         if any(active):
             workspace: Workspace | None = options.get("workspace")
             if workspace is not None and not from_delta:
-                exact, arrays = _store_masked(workspace, base_c, inputs, arrays, active, rkeys, ps, result)
+                exact, arrays = _store_masked(workspace, base_c, base_a, inputs, arrays, active, rkeys, ps, result)
                 from_delta = True
                 kinds = [kernels.KEEP if k == kernels.RANDOM else k for k in kinds]
             else:
@@ -217,13 +217,12 @@ def _fused(method, base, inputs, from_delta, params, options, name, out, cache: 
     return result.view(base.shape)
 
 
-def _store_masked(workspace: Workspace, base: torch.Tensor, inputs: list[torch.Tensor], arrays: tuple[np.ndarray, ...],
-                  active: list[bool], rkeys: list[int], ps: list[float], result: torch.Tensor
+def _store_masked(workspace: Workspace, base: torch.Tensor, base_a: np.ndarray, inputs: list[torch.Tensor],
+                  arrays: tuple[np.ndarray, ...], active: list[bool], rkeys: list[int], ps: list[float], result: torch.Tensor
                   ) -> tuple[list[float | None], tuple[np.ndarray, ...]]:
     """The exporter's DARE rescale pass: each expert's masked task vector is stored in memory the exporter lends
     (the first in the result, unless that is the base), so the combine neither subtracts the base nor draws the
     masks again. One expert at a time, released after its pass: memory holds one input besides the stored ones."""
-    base_a = kernels.as_array(base)
     exact: list[float | None] = []
     stored = []
     for i, array in enumerate(arrays):
