@@ -32,7 +32,7 @@ def test_merge_search_has_printer_columns_short_name_and_status():
     crd = render_crd("MergeSearch")
     version = crd["spec"]["versions"][0]
     assert crd["spec"]["names"]["shortNames"] == ["ms"]
-    assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Phase", "Round", "Gen", "Evals", "Best", "Age"]
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Phase", "Round", "Generation", "Evaluations", "Best", "Age"]
     assert version["subresources"] == {"status": {}}
     spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
     assert spec["properties"]["merge"]["properties"]["method"]["enum"][:2] == ["linear", "task_arithmetic"]

@@ -84,8 +84,8 @@ KINDS: dict[str, dict[str, Any]] = {
         "columns": [
             ("Phase", "string", ".status.phase"),
             ("Round", "integer", ".status.round"),
-            ("Gen", "integer", ".status.generation"),
-            ("Evals", "integer", ".status.evaluations"),
+            ("Generation", "integer", ".status.generation"),
+            ("Evaluations", "integer", ".status.evaluations"),
             ("Best", "string", ".status.best.score"),
             ("Age", "date", ".metadata.creationTimestamp"),
         ],
