@@ -166,3 +166,85 @@ def test_per_iteration_reinit_trains_fresh_generators():
 
 def test_evogm_is_registered():
     assert isinstance(optimizer("evogm"), EvoGM)
+
+
+def _count_adam_steps(monkeypatch: pytest.MonkeyPatch) -> list[None]:
+    steps: list[None] = []
+    original = torch.optim.Adam.step
+
+    def counted(self, *args, **kwargs):
+        steps.append(None)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", counted)
+    return steps
+
+
+def test_generators_train_training_steps_per_iteration_and_start_afresh_each_round(monkeypatch: pytest.MonkeyPatch):
+    steps = _count_adam_steps(monkeypatch)
+    opt = optimizer("evogm", populationSize=8, maxGenerations=3, rounds=2, evogm={"trainingSteps": 7})
+    objective = sphere(np.full(4, 0.2))
+    before_each_tell, generators = [], []
+    for _ in range(6):
+        vectors = opt.ask(8)
+        before_each_tell.append(len(steps))
+        generators.append(opt.lose2win)
+        opt.tell(vectors, [objective(v) for v in vectors])
+    # round 1: none before the first results, then 7 per iteration; round 2's initial population trains nothing
+    assert before_each_tell == [0, 7, 14, 14, 21, 28]
+    assert generators[1] is generators[2] and generators[4] is generators[5]  # warm within a round (reference §2.3)
+    assert generators[4] is not generators[2]  # fresh generators for the next round
+
+
+def test_async_training_keeps_pace_with_results_not_with_asks(monkeypatch: pytest.MonkeyPatch):
+    steps = _count_adam_steps(monkeypatch)
+    opt = optimizer("evogm", populationSize=4, maxGenerations=3, rounds=1, mode="async", evogm={"trainingSteps": 8})
+    objective = sphere(np.full(4, 0.2))
+    initial = np.concatenate([opt.ask(1) for _ in range(4)])
+    opt.tell(initial[:2], [objective(v) for v in initial[:2]])
+    opt.ask(1)
+    assert len(steps) == 4  # trainingSteps × 2 results / populationSize 4
+    opt.ask(2)
+    assert len(steps) == 4  # more asks, no new results: no more training
+    opt.tell(initial[2:], [objective(v) for v in initial[2:]])
+    opt.ask(1)
+    assert len(steps) == 8
+
+
+def _cycle_errors(opt: EvoGM) -> tuple[float, float]:
+    """How far G₋ ∘ G₊ is from the identity on the losers, and G₊ ∘ G₋ on the winners (the two cycle terms)."""
+    winners, losers = opt.split()
+    w = torch.tensor(np.stack([m.y for m in winners]), dtype=torch.float32)
+    l = torch.tensor(np.stack([m.y for m in losers]), dtype=torch.float32)
+    with torch.no_grad():
+        return (float(torch.nn.functional.mse_loss(opt.win2lose(opt.lose2win(l)), l)),
+                float(torch.nn.functional.mse_loss(opt.lose2win(opt.win2lose(w)), w)))
+
+
+def _trained_once(**evogm) -> tuple[EvoGM, dict[str, torch.Tensor]]:
+    """An EvoGM after its first iteration's training, and its G₋ weights before that training."""
+    opt = optimizer("evogm", populationSize=12, maxGenerations=2, rounds=1, evogm={"trainingSteps": 300, **evogm})
+    objective = sphere(np.array([0.3, -0.2, 0.5, 0.1]))
+    initial = opt.ask(12)
+    opt.tell(initial, [objective(v) for v in initial])
+    opt._build_generators(0)  # what the first ask would build; the ask then trains these very nets
+    fresh = {k: v.clone() for k, v in opt.win2lose.state_dict().items()} if opt.win2lose is not None else {}
+    opt.ask(12)
+    assert isinstance(opt, EvoGM)
+    return opt, fresh
+
+
+def test_the_cycle_loss_is_what_trains_the_winner_to_loser_generator():
+    cycled, _ = _trained_once()
+    uncycled, fresh = _trained_once(cycleScale=0)
+    # without the cycle terms nothing reaches G₋: Adam leaves weights with zero gradients where they were
+    assert all(torch.equal(fresh[k], v) for k, v in uncycled.win2lose.state_dict().items())
+    with_cycle, without = _cycle_errors(cycled), _cycle_errors(uncycled)
+    assert with_cycle[0] < 0.25 * without[0] and with_cycle[1] < 0.25 * without[1]
+
+
+def test_single_mode_trains_the_loser_to_winner_generator_alone():
+    single, _ = _trained_once(generatorMode="single")
+    assert single.win2lose is None and single.lose2win is not None
+    dual, _ = _trained_once()
+    assert not all(torch.equal(a, b) for a, b in zip(single.lose2win.state_dict().values(), dual.lose2win.state_dict().values()))
