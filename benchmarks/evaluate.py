@@ -25,7 +25,7 @@ import os
 import sys
 
 # Run as `python benchmarks/evaluate.py`, this folder comes first on sys.path, where this file would
-# shadow Hugging Face's `evaluate` (which lm-eval imports) and a sibling `operator.py` the stdlib module;
+# shadow Hugging Face's `evaluate` (which lm-eval imports);
 # only modules Python loaded at startup (os, sys) are imported before it is dropped.
 HERE = os.path.dirname(os.path.realpath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != HERE]

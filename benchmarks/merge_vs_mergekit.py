@@ -20,8 +20,9 @@ from __future__ import annotations
 import os
 import sys
 
-# Run as a script, this folder leads sys.path; it may hold a module named like the standard library's
-# (benchmarks/operator.py), which would shadow it. Only the repository's packages are wanted from here.
+# Run as a script, this folder leads sys.path, where a sibling shadows the installed module of its name
+# (benchmarks/evaluate.py hides Hugging Face's `evaluate`, which some lm-eval tasks import). Only the
+# repository's packages are wanted from here.
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 
 import argparse  # noqa: E402

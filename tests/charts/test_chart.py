@@ -179,3 +179,14 @@ def _to_lua(lua, value):
     if isinstance(value, list):
         return lua.table_from([_to_lua(lua, v) for v in value])
     return value
+
+
+def test_custom_tgi_and_vllm_images_reach_the_operators_settings(helm, tmp_path):
+    tgi, vllm = "registry.example/tgi:pinned", "registry.example/vllm@sha256:" + "ab" * 32
+    objects = render(helm, tmp_path, "--set", f"servers.tgiImage={tgi}", "--set", f"servers.vllmImage={vllm}")
+
+    (deployment,) = by_kind(objects, "Deployment")
+    env = {e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert (env["EVOMERGE_TGI_IMAGE"], env["EVOMERGE_VLLM_IMAGE"]) == (tgi, vllm)
+    settings = ClusterSettings.from_env(env)
+    assert (settings.tgi_image, settings.vllm_image) == (tgi, vllm)

@@ -129,3 +129,14 @@ def test_evomerge_run_under_a_pty_shows_the_live_view(tmp_path, tiny_family, tin
     assert "evaluations · best" in text and "ETA" in text and "4/4" in text
     assert not re.search(r"^\[\d+/4\]", text, re.M)  # the plain log lines are for pipes
     assert "search finished: maxGenerations reached" in text
+
+
+def test_evomerge_run_quiet_prints_nothing_and_still_writes_its_run(tmp_path, tiny_family, tiny_tasks):
+    spec = write_spec(tmp_path / "spec.yaml", tiny_family, tiny_tasks, populationSize=2, maxGenerations=1)
+    run_dir = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-m", "evomerge.cli.main", "run", "--quiet", str(spec), "--run-dir", str(run_dir)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert (result.stdout, result.stderr) == ("", "")
+    assert (run_dir / "summary.json").exists() and (run_dir / "report" / "report.html").exists()
+    assert (run_dir / "merged" / "model.safetensors").exists() and (run_dir / "comparison.json").exists()

@@ -47,6 +47,9 @@ def test_sigint_stops_cleanly_and_resume_completes_the_same_search(tmp_path, tin
     assert "Traceback" not in stopped.stderr
     done_before = [e["id"] for e in events(run_dir) if e["type"] == "result"]
     assert 1 <= len(done_before) < 6 and not (run_dir / "summary.json").exists()
+    report = run_dir / "report" / "report.html"
+    assert f"report: {report}" in stopped.stderr
+    assert "running or interrupted" in report.read_text()
 
     resumed = evomerge("run", "--resume", str(run_dir), "--no-export")
     assert resumed.returncode == 0, resumed.stderr

@@ -153,3 +153,23 @@ def test_settings_a_local_run_cannot_honour_are_refused_by_name(tmp_path, tiny_f
     result = evomerge("run", str(spec), "--run-dir", str(tmp_path / "run"))
     assert result.returncode == 2
     assert field in result.stderr
+
+
+def test_a_failed_search_exits_1_and_still_writes_its_report(tmp_path, tiny_family, tiny_tasks):
+    spec = write_spec(tmp_path / "spec.yaml", tiny_family, tiny_tasks, populationSize=2, maxGenerations=1)
+    doc = yaml.safe_load(spec.read_text())
+    doc["spec"]["objectives"] = [{"task": "tiny_colors", "metric": "no_such_metric"}]  # every evaluation fails
+    doc["spec"]["evaluation"]["maxFailedEvaluations"] = 1
+    spec.write_text(yaml.safe_dump(doc))
+    run_dir = tmp_path / "run"
+    result = evomerge("run", str(spec), "--run-dir", str(run_dir))
+    assert result.returncode == 1, result.stderr
+    assert "search failed: 2 evaluations failed (evaluation.maxFailedEvaluations is 1)" in result.stderr
+    assert "Traceback" not in result.stderr
+    html = run_dir / "report" / "report.html"
+    assert f"report: {html}" in result.stderr
+    text = html.read_text()
+    assert "reports no metric" in text and "no_such_metric" in text  # the failures, for the user to read
+    assert "search failed: 2 evaluations failed" in text and "running or interrupted" not in text  # why it stopped
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["stopReason"].startswith("search failed") and summary["evaluations"] == 2 and summary["best"] is None

@@ -13,6 +13,7 @@ from safetensors.torch import load_file, save_file
 
 from evomerge.report.model_card import lineage_for, weights_sha256, write_model_card
 from evomerge.spec.merge_search import MergeSearchSpec
+from tests.cli.test_run import evomerge
 from tests.report.test_mergekit_io import run_mergekit
 
 
@@ -93,3 +94,37 @@ def test_a_summary_without_a_best_merge_has_no_card(finished_run, tmp_path):
     spec = MergeSearchSpec.model_validate(json.loads((finished_run[0] / "spec.json").read_text()))
     with pytest.raises(ValueError, match="no best recipe"):
         write_model_card(tmp_path, spec, {"best": None}, [])
+
+
+def test_the_card_lists_each_experts_revision_hash_and_evolved_values(tmp_path, deep_family, tiny_tasks):
+    revisions = {"e0": "3f9c2a17e0b4d85c6a1e2f3b4c5d6e7f80912345", "e1": "v1.2"}
+    experts = [{"name": name, "uri": str(deep_family[f"expert{i}"]), "revision": revisions[name]} for i, name in enumerate(revisions)]
+    spec = {
+        "apiVersion": "evomerge.dev/v1alpha1", "kind": "MergeSearch", "metadata": {"name": "pinned"},
+        "spec": {
+            "baseModel": {"uri": str(deep_family["base"]), "revision": "main"},
+            "experts": experts,
+            "merge": {"method": "task_arithmetic", "granularity": "layerGroups", "layerGroups": 2},
+            "search": {"algorithm": "random", "populationSize": 2, "maxGenerations": 1, "seed": 1},
+            "objectives": [{"task": "tiny_colors", "metric": "acc", "limit": 4}],
+            "evaluation": {"includePaths": [str(tiny_tasks)], "device": "cpu"},
+        },
+    }
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(spec))
+    result = evomerge("run", str(tmp_path / "spec.yaml"), "--run-dir", str(tmp_path / "run"), "--json", "--no-compare")
+    assert result.returncode == 0, result.stderr
+    card = card_of(tmp_path / "run")
+
+    def sha(key: str) -> str:
+        return hashlib.sha256((deep_family[key] / "model.safetensors").read_bytes()).hexdigest()
+
+    assert f"| base | base | `{deep_family['base']}` | main | `{sha('base')}` |" in card
+    for i, (name, revision) in enumerate(revisions.items()):
+        assert f"| expert | {name} | `{deep_family[f'expert{i}']}` | {revision} | `{sha(f'expert{i}')}` |" in card
+    recipe = json.loads(result.stdout)["best"]["recipe"]
+    assert recipe["groups"] == ["embed", "blocks0", "blocks1", "head"]
+    rows = [line for line in card.splitlines() if re.match(r"\| e[01] \| weight \|", line)]
+    assert rows == [
+        f"| {e['name']} | weight | " + " | ".join(f"{round(e['params']['weight'][g], 4):g}" for g in recipe["groups"]) + " |"
+        for e in recipe["experts"]
+    ]

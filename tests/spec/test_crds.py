@@ -37,3 +37,9 @@ def test_merge_search_has_printer_columns_short_name_and_status():
     spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
     assert spec["properties"]["merge"]["properties"]["method"]["enum"][:2] == ["linear", "task_arithmetic"]
     assert spec["properties"]["objectives"]["minItems"] == 1
+
+
+def test_every_kind_has_its_short_name_and_the_evomerge_category():
+    names = {kind: render_crd(kind)["spec"]["names"] for kind in KINDS}
+    assert {kind: n["shortNames"] for kind, n in names.items()} == {"MergeSearch": ["ms"], "MergedModel": ["mm"], "Expert": ["ex"]}
+    assert all("evomerge" in n["categories"] for n in names.values())

@@ -253,11 +253,10 @@ def _run_and_report(search: MergeSearch, run_dir: Path, quiet: bool, as_json: bo
         fail(str(exc))
     except SearchFailed as exc:
         sink.close()
-        fail(f"search failed: {exc}", code=exit_codes.SEARCH_FAILED)
+        _stop(run_dir, quiet or as_json, f"[red]error:[/red] search failed: {exc}", exit_codes.SEARCH_FAILED)
     except KeyboardInterrupt:
         sink.close()
-        console.print(f"interrupted — resume with: evomerge run --resume {run_dir}", highlight=False, soft_wrap=True)
-        raise typer.Exit(exit_codes.INTERRUPTED)
+        _stop(run_dir, quiet or as_json, f"interrupted — resume with: evomerge run --resume {run_dir}", exit_codes.INTERRUPTED)
     sink.close()
     if compare and result.outcome.best is not None:
         _write_comparison(search, run_dir, result.outcome.best.recipe, quiet or as_json)
@@ -284,13 +283,24 @@ def _write_comparison(search: MergeSearch, run_dir: Path, best: dict, quiet: boo
     write_comparison(run_dir, compare_recipes(search, {**reference_recipes(recipe), EVOLVED: recipe}))
 
 
+def _stop(run_dir: Path, quiet: bool, message: str, code: int) -> NoReturn:
+    """End a failed or interrupted run: its message first, then its report (which draws unfinished runs too), and
+    its own exit code whatever the report does."""
+    console.print(message, highlight=False, soft_wrap=True)
+    try:
+        _write_report(run_dir, quiet)
+    except KeyboardInterrupt:  # another Ctrl-C while the report draws: skip the report, not the exit code
+        pass
+    raise typer.Exit(code)
+
+
 def _write_report(run_dir: Path, quiet: bool) -> None:
     """The run report; a failure to draw it is a warning, never a failed search."""
     from ..report.render import write_report
 
     try:
         files = write_report(run_dir)
-    except Exception as exc:  # noqa: BLE001 — the search itself succeeded and its files are in place
+    except Exception as exc:  # noqa: BLE001 — the run's files are in place and its outcome stands without a report
         console.print(f"[yellow]warning:[/yellow] the report could not be written: {exc}; retry with `evomerge report {run_dir}`",
                       highlight=False, soft_wrap=True)
         return

@@ -20,7 +20,7 @@ from ..search.optimizer import make_optimizer
 from ..spec.merge_search import MODEL_A, MergeSearch, MergeSearchSpec, path_models
 from .history import JsonlHistory
 from .seeds import seed_vectors
-from .loop import SearchOutcome, SearchRunner
+from .loop import SearchFailed, SearchOutcome, SearchRunner
 from .sink import StatusSink
 
 HISTORY_FILE = "history.jsonl"
@@ -65,7 +65,11 @@ def run_local(search: MergeSearch, run_dir: Path, sink: StatusSink | None = None
     executor = LocalExecutor(lambda: make_engine(spec, spec.objectives, cache).score)
     runner = SearchRunner(spec, genome, lambda: make_optimizer(genome, spec.search, len(spec.objectives), seeds),
                           executor, JsonlHistory(run_dir / HISTORY_FILE), sink)
-    outcome = runner.run()
+    try:
+        outcome = runner.run()
+    except SearchFailed as error:  # the report of a failed run says why it stopped
+        _write_summary(run_dir, runner.outcome(f"search failed: {error}"), None, {})
+        raise
     merged_dir = None
     held_out: dict[str, float] = {}
     if outcome.best is not None:

@@ -1,0 +1,71 @@
+"""The controller's status writer against a real API server: a multi-objective search's Pareto front in status."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from evomerge.evaluate.scoring import fitness
+from evomerge.executors.local import LocalExecutor
+from evomerge.k8s.status_sink import SearchStatusSink
+from evomerge.merge.recipe import MergeRecipe
+from evomerge.runner.loop import SearchRunner
+from evomerge.search.genome import genome_for
+from evomerge.search.optimizer import make_optimizer
+from evomerge.spec.merge_search import GenerationSummary, MergeSearchSpec
+from test_operator import kube, search_body, status_of  # noqa: F401 (kube: the fixture)
+from tests.runner.fakes import MemoryHistory
+
+OBJECTIVES = [{"task": "t", "metric": "reach"}, {"task": "t", "metric": "cost", "direction": "minimize"}]
+
+
+def non_dominated(scores: dict[str, dict[str, float]]) -> set[str]:
+    """Candidates no other one beats on both objectives: more reach (maximised) at no more cost (minimised)."""
+    def dominates(p: dict[str, float], q: dict[str, float]) -> bool:
+        return p["t/reach"] >= q["t/reach"] and p["t/cost"] <= q["t/cost"] and p != q
+
+    return {c for c, q in scores.items() if not any(dominates(p, q) for p in scores.values())}
+
+
+class RecordingSink(SearchStatusSink):
+    """Reads status back from the API server after each generation's write, as `kubectl get` would."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.after_generation: list[dict] = []
+
+    def generation(self, summary: GenerationSummary) -> None:
+        super().generation(summary)
+        self.after_generation.append(status_of(self.kube, self.namespace, self.name))
+
+
+def test_a_multi_objective_search_writes_exactly_its_pareto_front_into_status(kube, namespace):
+    body = search_body("front", namespace, objectives=OBJECTIVES,
+                       search={"algorithm": "nsga2", "populationSize": 6, "maxGenerations": 2, "seed": 4})
+    search = kube.create(body)
+    spec = MergeSearchSpec.model_validate(search["spec"])
+    genome = genome_for(spec, 2)
+
+    def score(recipe: MergeRecipe) -> dict[str, float]:  # a trade-off: more reach costs more
+        x = genome.encode(recipe)
+        return {"t/reach": round(float(x[0] + x[1]), 6), "t/cost": round(float(x[0] ** 2 + np.mean(x[1:])), 6)}
+
+    sink = RecordingSink(kube, search, offsets={})
+    runner = SearchRunner(spec, genome, lambda: make_optimizer(genome, spec.search, len(spec.objectives)),
+                          LocalExecutor(lambda: score), MemoryHistory(), sink)
+    sink.bind(runner)
+    outcome = runner.run()
+    sink.finish(outcome)
+
+    scored = {c.id: c.scores for c in outcome.candidates if c.scores is not None}
+    assert len(scored) == 12
+    status = status_of(kube, namespace, "front")
+    front = {entry["candidate"]: entry for entry in status["paretoFront"]}
+    assert set(front) == non_dominated(scored) and 1 < len(front) < len(scored)
+    for candidate, entry in front.items():
+        assert {k: float(v) for k, v in entry["scores"].items()} == scored[candidate]
+        assert float(entry["score"]) == fitness(spec.objectives, scored[candidate])
+        assert "recipe" not in entry  # the front stays small; status.best and the history carry recipes
+    assert status["best"]["recipe"] == next(c.recipe for c in outcome.candidates if c.id == status["best"]["candidate"])
+    assert status["stopReason"] == "maxGenerations reached"
+    first_generation = {c: s for c, s in scored.items() if int(c[1:]) < 6}
+    assert {e["candidate"] for e in sink.after_generation[0]["paretoFront"]} == non_dominated(first_generation)
