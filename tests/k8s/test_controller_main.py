@@ -1,4 +1,5 @@
-"""The controller's pure parts: seeding a new epoch with the elite, and reading the model's depth."""
+"""The controller: seeding an epoch with the spec's seeds and the elite, reading the model's depth, and (against a
+real API server) the spec's seeds as the first candidates of epoch 1."""
 
 from __future__ import annotations
 
@@ -6,10 +7,23 @@ import json
 
 import numpy as np
 import pytest
+import yaml
 
-from evomerge.k8s.controller_main import ControllerError, model_layers, search_genome, seed_vectors
+from evomerge.k8s.controller_main import (
+    ControllerError,
+    elite_vectors,
+    model_layers,
+    run_controller,
+    search_genome,
+    spec_seed_vectors,
+)
+from evomerge.k8s.history_configmap import ConfigMapHistory
+from evomerge.k8s.render_search import Epoch, render_epoch_configmap, render_namespace_accounts
+from evomerge.k8s.settings import ClusterSettings
+from evomerge.models.uris import PVC_MOUNT_ROOT_ENV
 from evomerge.search.genome import Genome
 from evomerge.spec.merge_search import MergeSearchSpec
+from test_operator import Node, climbable_score, kube, search_body  # noqa: F401 (kube: the fixture)
 
 
 def genome(experts: list[str], method: str = "ties", groups=("blocks0", "blocks1")) -> Genome:
@@ -21,7 +35,7 @@ def test_the_elite_keeps_its_values_and_a_new_expert_enters_at_its_low_bounds():
     before = genome(["a", "b"])
     elite = before.decode(np.array([0.7, 0.6, 0.9, 0.8, 0.2, 0.3, 0.5, 0.4]))
 
-    vectors, notes = seed_vectors(genome(["a", "b", "c"]), [elite.to_dict()])
+    vectors, notes = elite_vectors(genome(["a", "b", "c"]), [elite.to_dict()])
 
     after = genome(["a", "b", "c"])
     seeded = after.decode(vectors[0])
@@ -33,7 +47,7 @@ def test_the_elite_keeps_its_values_and_a_new_expert_enters_at_its_low_bounds():
 def test_an_elite_of_another_method_is_not_seeded_and_the_reason_is_given():
     elite = genome(["a", "b"], method="task_arithmetic").decode(np.full(8, 0.5))
 
-    vectors, notes = seed_vectors(genome(["a", "b"]), [elite.to_dict()])
+    vectors, notes = elite_vectors(genome(["a", "b"]), [elite.to_dict()])
 
     assert vectors is None and "merges with task_arithmetic" in notes[0]
 
@@ -64,3 +78,48 @@ def test_a_data_flow_genome_reads_every_path_models_depth_model_a_first(tmp_path
     path = genome.decode(np.full(genome.dim, 0.5)).layer_path
     assert path.models == ("modelA", "e0", "e1") and path.hops[0].model == "modelA"
     assert (path.hops[-1].model, path.hops[-1].layer) == ("modelA", 5)  # model A's own last layer ends the path
+
+
+def seeded_spec(family, seeds: list[dict], algorithm: str = "random") -> dict:
+    """A search body over the tiny family whose spec lists `seeds`."""
+    return search_body("seeded", "unused", family, search={"algorithm": algorithm, "populationSize": 3, "maxGenerations": 1,
+                                                           "seed": 3, "seeds": seeds})
+
+
+def mergekit_config(family, w0: float, w1: float) -> dict:
+    return {"merge_method": "task_arithmetic", "base_model": str(family["base"]),
+            "models": [{"model": str(family["expert0"]), "parameters": {"weight": w0}},
+                       {"model": str(family["expert1"]), "parameters": {"weight": w1}}]}
+
+
+def test_a_seed_that_cannot_be_encoded_fails_the_epoch_naming_its_field(tiny_family, tmp_path, monkeypatch):
+    monkeypatch.setenv(PVC_MOUNT_ROOT_ENV, str(tmp_path))
+    body = seeded_spec(tiny_family, [{"mergekit": mergekit_config(tiny_family, 0.5, 0.5)}, {"uri": "pvc://recipes/absent.yaml"}])
+    spec = MergeSearchSpec.model_validate(body["spec"])
+
+    with pytest.raises(ControllerError, match=r"^spec.search.seeds\[1\]: 'pvc://recipes/absent.yaml': .* is not a file"):
+        spec_seed_vectors(spec, search_genome(spec))
+
+
+def test_the_spec_seeds_are_the_first_candidates_of_epoch_one_and_a_seed_on_a_claim_is_read(kube, namespace, tiny_family,
+                                                                                             tmp_path, monkeypatch):
+    monkeypatch.setenv(PVC_MOUNT_ROOT_ENV, str(tmp_path))  # where the controller Job mounts the seed's claim
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "seed.yaml").write_text(yaml.safe_dump(mergekit_config(tiny_family, 0.2, 0.9)))
+    body = seeded_spec(tiny_family, [{"mergekit": mergekit_config(tiny_family, 0.7, 0.1)}, {"uri": "pvc://recipes/seed.yaml"}])
+    body["metadata"]["namespace"] = namespace
+    settings = ClusterSettings()
+    search = kube.create(body)
+    for account in render_namespace_accounts(namespace, settings):
+        kube.create(account)
+    kube.create(render_epoch_configmap(search, Epoch(1, MergeSearchSpec.model_validate(search["spec"]))))
+    node = Node(kube, namespace, climbable_score)
+    node.start()
+    try:
+        result = run_controller(kube, namespace, "seeded", 1, settings)
+    finally:
+        node.stop()
+
+    first = next(e for e in ConfigMapHistory(kube, search, 1).events() if e["type"] == "ask")
+    np.testing.assert_allclose(first["vectors"][:2], [[0.7, 0.1], [0.2, 0.9]])
+    assert result.evaluations == 3 and result.best >= 0.7  # climbable_score is e0's weight: the first seed scored

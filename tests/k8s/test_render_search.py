@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 from evomerge.k8s.naming import child_name
+from evomerge.k8s.render_eval import render_eval_job
 from evomerge.k8s.render_search import (
     Epoch,
     controller_job_name as job_name_of,
@@ -77,6 +80,21 @@ def test_the_controller_mounts_the_output_claim_writable_for_the_report():
     assert claims == {"models": True, "published": False}
     mounts = {m["mountPath"]: m["readOnly"] for m in pod["containers"][0]["volumeMounts"] if m["name"].startswith("pvc-")}
     assert mounts["/mnt/pvc/published"] is False
+
+
+def test_the_controller_mounts_the_claims_of_seed_recipes_read_only_and_evaluation_pods_do_not():
+    seeded = spec(search={"seeds": [{"uri": "pvc://recipes/jp/seed.yaml"}, {"uri": "/etc/seed.yaml"},
+                                    {"mergekit": {"merge_method": "linear"}}]})
+    job = render_controller_job(SEARCH, Epoch(1, seeded), ClusterSettings())
+
+    pod = job["spec"]["template"]["spec"]
+    claims = {v["persistentVolumeClaim"]["claimName"]: v["persistentVolumeClaim"]["readOnly"]
+              for v in pod["volumes"] if "persistentVolumeClaim" in v}
+    assert claims == {"models": True, "recipes": True, "cache": True}
+    mounts = {m["mountPath"]: m["readOnly"] for m in pod["containers"][0]["volumeMounts"] if m["name"].startswith("pvc-")}
+    assert mounts["/mnt/pvc/recipes"] is True
+    evaluation = render_eval_job(SEARCH, 1, "jp-math-eval", ["c1"], seeded, ClusterSettings(), SEARCH)
+    assert "recipes" not in json.dumps(evaluation["spec"]["template"]["spec"]["volumes"])
 
 
 def test_a_changed_evaluation_section_renames_the_controller_job_but_keeps_the_input_digest():

@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 import yaml
 
+from evomerge.models.uris import PVC_MOUNT_ROOT_ENV
 from evomerge.search.genome import genome_for
 from evomerge.runner.seeds import SeedError, seed_vectors
 from evomerge.spec import MergeSearch
+from evomerge.spec.loading import SpecError, validate_document
+from evomerge.spec.merge_search import Bounds
 
 
 def search_with(family, tasks, seeds, algorithm="random") -> MergeSearch:
@@ -71,3 +74,42 @@ def test_a_seed_needs_exactly_one_source():
         MergeSearch.model_validate({"metadata": {"name": "x"}, "spec": {
             "experts": [{"name": "a", "uri": "/a"}, {"name": "b", "uri": "/b"}], "merge": {"method": "linear"},
             "search": {"seeds": [{}]}, "objectives": [{"task": "t"}]}})
+
+
+def test_a_seed_on_a_claim_is_read_where_the_claims_are_mounted(tiny_family, tiny_tasks, tmp_path, monkeypatch):
+    monkeypatch.setenv(PVC_MOUNT_ROOT_ENV, str(tmp_path))
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "seed.yaml").write_text(yaml.safe_dump(mergekit_config(tiny_family, 0.3, 0.6)))
+    search = search_with(tiny_family, tiny_tasks, [{"uri": "pvc://recipes/seed.yaml"}])
+
+    vectors = seed_vectors(search.spec, genome_for(search.spec, 2), 2)
+
+    np.testing.assert_allclose(vectors[0], [0.3] * 4 + [0.6] * 4)
+
+
+def test_a_missing_seed_file_is_refused_with_its_field(tiny_family, tiny_tasks, tmp_path, monkeypatch):
+    monkeypatch.setenv(PVC_MOUNT_ROOT_ENV, str(tmp_path))
+    search = search_with(tiny_family, tiny_tasks, [{"mergekit": mergekit_config(tiny_family, 0.5, 0.5)},
+                                                   {"uri": "pvc://recipes/absent.yaml"}])
+    with pytest.raises(SeedError, match=r"spec.search.seeds\[1\]: 'pvc://recipes/absent.yaml': .* is not a file"):
+        seed_vectors(search.spec, genome_for(search.spec, 2), 2)
+
+
+@pytest.mark.parametrize("uri", ["hf://org/recipes/seed.yaml", "s3://bucket/seed.yaml"])
+def test_a_remote_seed_is_refused_by_the_spec_with_its_field_and_the_fix(tiny_family, tiny_tasks, uri):
+    document = search_with(tiny_family, tiny_tasks, []).model_dump(mode="json", by_alias=True, exclude_none=True)
+    document["spec"]["search"]["seeds"] = [{"mergekit": mergekit_config(tiny_family, 0.5, 0.5)}, {"uri": uri}]
+    with pytest.raises(SpecError, match=r"spec.search.seeds\[1\]: uri: .*:// seeds are not fetched — put the YAML on a "
+                                        r"volume claim \(pvc://claim/path\)"):
+        validate_document(document, "seeded.yaml", MergeSearch)
+
+
+def test_an_expert_a_seed_leaves_out_enters_at_its_low_bound(tiny_family, tiny_tasks):
+    config = mergekit_config(tiny_family, 0.7, 0.0)
+    del config["models"][1]  # mergekit merges only the models it is given
+    search = search_with(tiny_family, tiny_tasks, [{"mergekit": config}])
+    spec = search.spec.model_copy(update={"merge": search.spec.merge.model_copy(update={"bounds": Bounds(weight=(0.1, 1.0))})})
+
+    vectors = seed_vectors(spec, genome_for(spec, 2), 2)
+
+    np.testing.assert_allclose(vectors[0], [0.7] * 4 + [0.1] * 4)

@@ -6,7 +6,7 @@ import numpy as np
 
 from evomerge.search.cmaes import CMAES
 
-from .problems import best, drive, genome, optimizer, run_behaviour_checks, run_failure_checks, sphere
+from .problems import asked, assert_same_log, best, drive, genome, optimizer, run_behaviour_checks, run_failure_checks, sphere
 
 
 def test_deterministic_and_in_bounds():
@@ -49,3 +49,49 @@ def test_makes_progress_and_beats_random_search_at_equal_budget():
 
 def test_cmaes_is_registered():
     assert isinstance(optimizer("cmaes"), CMAES)
+
+
+def mean_gap(opt: CMAES, target: np.ndarray) -> float:
+    """How far CMA's mean lies from a point, in its unit-cube coordinates."""
+    return float(np.linalg.norm(opt.cma.mean - opt.transform.encode(target)))
+
+
+def test_seeds_are_the_first_candidates_and_the_first_is_the_mean():
+    g = genome(experts=4)
+    seeds = np.array([[0.5, -0.5, 0.25, 0.0], [-0.75, 0.75, 0.0, 0.5]])
+    opt = optimizer("cmaes", g, seeds=seeds)
+    first = opt.ask(8)
+    assert np.array_equal(first[:2], seeds) and not any(np.array_equal(v, s) for v in first[2:] for s in seeds)
+    assert np.allclose(opt.transform.decode(opt.cma.mean), seeds[0])  # Sakana-style: CMA starts at the first seed
+
+
+def test_both_seeds_are_told_with_their_generation_and_move_the_mean():
+    g = genome(experts=4)
+    good = np.array([-0.75, 0.75, 0.0, 0.5])
+    objective = sphere(good)
+    seeded = optimizer("cmaes", g, seeds=np.array([np.zeros(4), good]))
+    log = drive(seeded, objective, 1)
+    assert np.array_equal(log[0][0][1], good) and log[0][1][1] == 0.0  # evaluated: the best score there is
+    assert seeded.cma.generation == 1
+    alone = optimizer("cmaes", g, seeds=np.zeros((1, 4)))
+    drive(alone, objective, 1)
+    # The second seed, best of its generation, pulls the mean further towards it than the samples alone did.
+    assert mean_gap(seeded, good) < mean_gap(alone, good)
+
+
+def test_seeds_beyond_the_population_are_left_out_and_seeding_is_deterministic():
+    g = genome(experts=4)
+    seeds = np.random.default_rng(0).uniform(-1.0, 1.0, (10, 4))
+    objective = sphere(np.full(4, 0.2))
+    log = drive(optimizer("cmaes", g, seeds=seeds), objective, 3)
+    assert np.array_equal(log[0][0], seeds[:8]) and not any(np.array_equal(v, s) for v in asked(log[1:]) for s in seeds)
+    assert_same_log(log, drive(optimizer("cmaes", g, seeds=seeds), objective, 3))
+
+
+def test_failed_seeds_are_not_asked_again():
+    g = genome(experts=4)
+    seeds = np.array([[0.5, -0.5, 0.25, 0.0], [-0.75, 0.75, 0.0, 0.5]])
+    opt = optimizer("cmaes", g, seeds=seeds)
+    drive(opt, lambda x: None, 1)
+    again = opt.ask(8)
+    assert not any(np.array_equal(v, s) for v in again for s in seeds)

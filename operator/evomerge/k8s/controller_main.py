@@ -1,9 +1,10 @@
 """`evomerge controller`: one epoch of a MergeSearch, run by the runner with the Kubernetes executor.
 
-It reads what the operator froze for the epoch (effective spec, elite seeds, counters), replays the history
-ConfigMaps, and goes on submitting evaluation Jobs until the search stops. Killed at any point, its
-replacement (the Job's next pod) replays the same events and continues with nothing lost. With
-storage.output set, it keeps the run report there too (search_report.py) and status.report links it.
+It reads what the operator froze for the epoch (effective spec, elite seeds, counters), seeds the optimizer
+with spec.search.seeds and those elites, replays the history ConfigMaps, and goes on submitting evaluation
+Jobs until the search stops. Killed at any point, its replacement (the Job's next pod) replays the same events
+and continues with nothing lost. With storage.output set, it keeps the run report there too
+(search_report.py) and status.report links it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ..merge.recipe import ExpertWeights, MergeRecipe
+from ..merge.recipe import MergeRecipe
 from ..search.genome import Genome, genome_for
 from ..spec.loading import validate_document
 from ..spec.merge_search import MergeSearch, MergeSearchSpec, path_models
@@ -45,35 +46,41 @@ class ControllerResult:
     best: float | None
 
 
-def seed_vectors(genome: Genome, recipes: list[dict[str, Any]]) -> tuple[np.ndarray | None, list[str]]:
+def elite_vectors(genome: Genome, recipes: list[dict[str, Any]]) -> tuple[np.ndarray | None, list[str]]:
     """Elite recipes of earlier epochs as vectors of this epoch's genome, and why any could not be used.
 
     Experts new to this epoch enter at each gene's low bound (weight 0 by default: the elite's merge
     unchanged); experts gone since are dropped.
     """
+    from ..runner.seeds import over_genome
+
     rows, notes = [], []
     for data in recipes:
         recipe = MergeRecipe.from_dict(data)
         if recipe.method != genome.method:
             notes.append(f"elite not seeded: it merges with {recipe.method}, this epoch with {genome.method}")
             continue
-        known = {e.name: e for e in recipe.experts}
-        experts = []
-        for name, uri in genome.experts:
-            if name in known:
-                experts.append(ExpertWeights(name, uri, known[name].params))
-                continue
-            params: dict[str, dict[str, float]] = {}
-            for gene in genome.genes:
-                if gene.expert == name:
-                    params.setdefault(gene.param, {})[gene.group] = gene.low
-            experts.append(ExpertWeights(name, uri, params))
-        extended = MergeRecipe(recipe.method, genome.base_uri, tuple(experts), genome.groups, dict(genome.options))
         try:
-            rows.append(genome.encode(extended, clip=True))
+            rows.append(genome.encode(over_genome(recipe, genome), clip=True))
         except ValueError as error:
             notes.append(f"elite not seeded: {error}")
     return (np.array(rows) if rows else None), notes
+
+
+def spec_seed_vectors(spec: MergeSearchSpec, genome: Genome) -> np.ndarray | None:
+    """spec.search.seeds as vectors of this epoch's genome, encoded as `evomerge run` encodes them; a seed that
+    cannot be read or encoded fails the epoch with its field named (no retry reads it differently)."""
+    from ..runner.seeds import SeedError, seed_vectors
+
+    try:
+        return seed_vectors(spec, genome, model_layers(spec))
+    except SeedError as error:
+        raise ControllerError(str(error)) from None
+
+
+def _stacked(*parts: np.ndarray | None) -> np.ndarray | None:
+    rows = [p for p in parts if p is not None]
+    return np.concatenate(rows) if rows else None
 
 
 def _layers_of(uri: str) -> int:
@@ -134,9 +141,10 @@ def run_controller(kube: Kube, namespace: str, name: str, epoch: int, settings: 
 
     genome = search_genome(spec)
     check_experts(spec)
-    vectors, notes = seed_vectors(genome, seeds)
+    elites, notes = elite_vectors(genome, seeds)
     for note in notes:
         log.warning(note)
+    vectors = _stacked(elites, spec_seed_vectors(spec, genome))  # the elites first: CMA-ES starts at the first
     executor = evaluation_executor(kube, search, epoch, spec, settings, owner)
     history = ConfigMapHistory(kube, search, epoch)
     report = None

@@ -137,7 +137,8 @@ def render_controller_job(search: dict[str, Any], epoch: Epoch, settings: Cluste
     job_labels = search_labels(CONTROLLER, meta["name"], meta["uid"], epoch.number)
     cache = model_cache_claim(epoch.spec)
     output = [epoch.spec.storage.output.uri] if epoch.spec.storage.output else []  # the controller writes the report there
-    volumes, mounts = model_volumes(input_uris(epoch.spec), cache, settings, writable=output)
+    seeds = [s.uri for s in epoch.spec.search.seeds if s.uri]  # the controller reads seed YAMLs; evaluation pods never do
+    volumes, mounts = model_volumes(input_uris(epoch.spec) + seeds, cache, settings, writable=output)
     tmp, tmp_mount = tmp_volume()
     env = settings.to_env() + worker_env(settings, cache) + [
         {"name": CONTROLLER_JOB_ENV, "value": name},

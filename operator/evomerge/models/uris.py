@@ -42,18 +42,41 @@ def local_path(uri: str) -> Path:
     semantics), because downloads belong to the prefetch step, not to merging.
     """
     parsed = parse_uri(uri)
-    if parsed.scheme == "file":
-        path = Path(parsed.location if parsed.location.startswith("/") else "/" + parsed.location)
-    elif parsed.scheme == "pvc":
-        root = Path(os.environ.get(PVC_MOUNT_ROOT_ENV, "/mnt/pvc"))
-        path = root / parsed.location.strip("/")
-    elif parsed.scheme == "hf":
+    path = _mounted(parsed)
+    if path is None and parsed.scheme == "hf":
         path = _hf_cached(parsed.location)
-    else:
+    elif path is None:
         raise UriError(f"{uri!r}: s3:// models are fetched by the prefetch step; point at the model cache instead")
     if not path.is_dir():
         raise UriError(f"{uri!r}: {path} is not a directory with a checkpoint — check the path")
     return path
+
+
+def local_file(uri: str) -> Path:
+    """A single file (a mergekit YAML, say) on this machine: a plain path, file:// or pvc:// as for models.
+
+    Only models are fetched (by the prefetch step), so hf:// and s3:// files are refused rather than downloaded.
+    """
+    parsed = parse_uri(uri)
+    path = _mounted(parsed)
+    if path is None:
+        raise UriError(
+            f"{uri!r}: {parsed.scheme}:// files are not fetched — copy the file onto a volume claim "
+            "(pvc://claim/path) or give a path on this machine"
+        )
+    if not path.is_file():
+        raise UriError(f"{uri!r}: {path} is not a file — check the path")
+    return path
+
+
+def _mounted(parsed: ModelUri) -> Path | None:
+    """Where a file:// or pvc:// location lies on this machine (claims mounted under EVOMERGE_PVC_ROOT); None
+    for the remote schemes."""
+    if parsed.scheme == "file":
+        return Path(parsed.location if parsed.location.startswith("/") else "/" + parsed.location)
+    if parsed.scheme == "pvc":
+        return Path(os.environ.get(PVC_MOUNT_ROOT_ENV, "/mnt/pvc")) / parsed.location.strip("/")
+    return None
 
 
 def _hf_cached(repo: str) -> Path:

@@ -1,14 +1,16 @@
-"""Seeding a search with known merges: mergekit configs from the spec, encoded into the genome."""
+"""Seeding a search with known merges: mergekit configs from the spec, encoded into the genome.
+
+`evomerge run` and the cluster's controller both seed through `seed_vectors`; a seed's YAML is read where the
+process runs (a path, file://, or pvc:// under the claims the controller Job mounts).
+"""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import yaml
 
 from ..merge.recipe import ExpertWeights, MergeRecipe
-from ..models.uris import parse_uri
+from ..models.uris import local_file, parse_uri
 from ..report.mergekit_io import MergekitConfigError, from_mergekit_config
 from ..search.genome import Genome
 from ..spec.merge_search import MergeSearchSpec
@@ -29,14 +31,34 @@ def seed_vectors(spec: MergeSearchSpec, genome: Genome, num_layers: int) -> np.n
         try:
             config = seed.mergekit if seed.mergekit is not None else _read_yaml(seed.uri or "")
             recipe = _renamed(from_mergekit_config(config, num_layers), by_uri)
-            vectors.append(genome.encode(recipe, clip=True))
+            vectors.append(genome.encode(over_genome(recipe, genome), clip=True))
         except (MergekitConfigError, OSError, yaml.YAMLError, ValueError, KeyError) as exc:
             raise SeedError(f"{field}: {exc}") from None
     return np.stack(vectors)
 
 
+def over_genome(recipe: MergeRecipe, genome: Genome) -> MergeRecipe:
+    """The recipe over exactly this genome's experts, in its order and with its base, groups and options.
+
+    An expert the recipe leaves out enters at each gene's low bound (weight 0 by default: the recipe's merge
+    unchanged, as mergekit reads a model it is not given); one the genome lacks is dropped.
+    """
+    known = {e.name: e for e in recipe.experts}
+    experts = []
+    for name, uri in genome.experts:
+        if name in known:
+            experts.append(ExpertWeights(name, uri, known[name].params))
+            continue
+        params: dict[str, dict[str, float]] = {}
+        for gene in genome.genes:
+            if gene.expert == name:
+                params.setdefault(gene.param, {})[gene.group] = gene.low
+        experts.append(ExpertWeights(name, uri, params))
+    return MergeRecipe(recipe.method, genome.base_uri, tuple(experts), genome.groups, dict(genome.options), recipe.layer_path)
+
+
 def _read_yaml(uri: str) -> dict:
-    path = Path(uri.removeprefix("file://")).expanduser()
+    path = local_file(uri)
     config = yaml.safe_load(path.read_text())
     if not isinstance(config, dict):
         raise SeedError(f"{path} is not a mergekit YAML mapping")

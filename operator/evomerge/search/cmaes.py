@@ -1,7 +1,9 @@
 """CMA-ES from the `cmaes` package, in the unit cube mapped onto the genome's bounds.
 
 Sakana's evolutionary model merge started at the centre of the box with σ₀ = 1/6 of its width; both are
-spec.search.cmaes options. One CMA generation is `populationSize` candidates.
+spec.search.cmaes options. One CMA generation is `populationSize` candidates. Seeds (known merges) are the
+first candidates of the first generation, told to CMA with the samples drawn around them; the first seed is
+also the starting mean.
 
 A failed evaluation ranks below every success of its generation (as an infeasible point would): CMA-ES only
 uses ranks, so no made-up score leaks into the update. A generation in which every evaluation failed is
@@ -38,15 +40,20 @@ class CMAES(Optimizer):
             seed=int(self.rng(PURPOSE_CMA).integers(2**31 - 1)),
             population_size=self.popsize,
         )
+        self._first = self.seeds[: self.popsize]  # as GA, NSGA-II and EvoGM: no more seeds than the generation holds
         self._pending = PendingRows()
         self._results: list[tuple[int, np.ndarray, float | None]] = []  # (order, unit point, fitness) this generation
-        self._asked = 0  # samples drawn from the current distribution
+        self._asked = 0  # candidates asked from the current distribution
 
     def ask(self, n: int) -> np.ndarray:
         rows = []
         for _ in range(n):
-            unit = self.cma.ask()
-            x = self.transform.decode(unit)
+            if self.cma.generation == 0 and self._asked < len(self._first):  # not again after a generation failed
+                x = self._first[self._asked]
+                unit = self.transform.encode(x)
+            else:
+                unit = self.cma.ask()
+                x = self.transform.decode(unit)
             self._pending.add(x, (self.cma.generation, self._asked, unit))
             self._asked += 1
             rows.append(x)
