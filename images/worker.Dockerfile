@@ -1,12 +1,13 @@
 # syntax=docker/dockerfile:1.7
 # The evomerge worker: the controller, merge, evaluation and export Jobs (torch, transformers, lm-eval,
-# mergekit's formulas; the Kubernetes client for the controller). PyPI's Linux torch wheels bring CUDA.
+# mergekit's formulas and mergekit-yaml itself for storage.output.exporter: mergekit; the Kubernetes client
+# for the controller). PyPI's Linux torch wheels bring CUDA.
 #   docker build -f images/worker.Dockerfile -t ghcr.io/evomerge/evomerge-worker:0.1.0 .
 FROM python:3.11.11-slim-bookworm AS build
 WORKDIR /src
 COPY pyproject.toml constraints.txt README.md ./
 COPY operator ./operator
-RUN pip install --no-cache-dir --prefix=/install -c constraints.txt ".[worker,operator]"
+RUN pip install --no-cache-dir --prefix=/install -c constraints.txt ".[worker,operator,mergekit]"
 
 FROM python:3.11.11-slim-bookworm
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -35,7 +35,7 @@ def eventually(check: Callable[[], Any], what: str, timeout: float = 60.0, inter
 
 
 def nano_search(name: str, namespace: str, zoo, tasks: Path, *, algorithm: str = "random", population: int = 3,
-                generations: int = 2, seed: int = 7, experts: tuple[str, ...] = ("add", "rev"),
+                generations: int = 2, rounds: int = 1, seed: int = 7, experts: tuple[str, ...] = ("add", "rev"),
                 held_out: bool = True, publish: bool = True, **spec: Any) -> dict:
     """A MergeSearch over the nano zoo with a tiny budget: one evaluation Job per generation by default."""
     body: dict[str, Any] = {
@@ -46,8 +46,8 @@ def nano_search(name: str, namespace: str, zoo, tasks: Path, *, algorithm: str =
             "baseModel": {"uri": f"file://{zoo.base}"},
             "experts": [{"name": e, "uri": f"file://{zoo.experts[e]}"} for e in experts],
             "merge": {"method": "task_arithmetic", "bounds": {"weight": ["0", "1.5"]}},
-            "search": {"algorithm": algorithm, "populationSize": population, "maxGenerations": generations, "seed": seed,
-                       "evogm": {"trainingSteps": 20, "hiddenDims": [16, 16]}},
+            "search": {"algorithm": algorithm, "populationSize": population, "maxGenerations": generations, "rounds": rounds,
+                       "seed": seed, "evogm": {"trainingSteps": 20, "hiddenDims": [16, 16]}},
             "objectives": [{"task": FIT_TASK, "metric": "bits_per_byte", "direction": "minimize", "limit": 12}],
             "evaluation": {"includePaths": [str(tasks)], "device": "cpu", "batchSize": 16,
                            "candidatesPerJob": population, "parallelism": 1},

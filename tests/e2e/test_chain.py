@@ -48,6 +48,9 @@ def test_a_search_runs_to_a_published_merged_model(chain, kube, published, opera
     exported = published / run.namespace / run.name / "v1"
     assert json.loads((exported / "config.json").read_text())["num_hidden_layers"] == 2
     assert list(exported.glob("*.safetensors"))
+    card = (exported / "README.md").read_text()  # the model card, with what the export measured
+    assert f"| held-out | {HELD_OUT_KEY.split('/')[0]} | bits_per_byte ↓ | 12 |" in card and lineage["add"]["sha256"] in card
+    assert (exported / "mergekit_config.yml").exists()
     reasons = [e["reason"] for e in events(kube, run.namespace, run.name, "MergeSearch")]
     assert {"EpochStarted", "Succeeded", "Published"} <= set(reasons), reasons
     assert "Exported" in [e["reason"] for e in events(kube, run.namespace, run.name, "MergedModel")]

@@ -44,18 +44,34 @@ def test_export_job_writes_to_the_versioned_output_on_a_writable_claim():
     assert pod["automountServiceAccountToken"] is False
     (container,) = pod["containers"]
     assert container["command"] == ["evomerge", "export-model", "--recipe", "/etc/evomerge/job/recipe.json",
-                                    "--spec", "/etc/evomerge/job/spec.json", "--out", "/mnt/pvc/merged/jp/v2"]
+                                    "--spec", "/etc/evomerge/job/spec.json", "--model", "/etc/evomerge/job/model.json",
+                                    "--out", "/mnt/pvc/merged/jp/v2", "--exporter", "evomerge"]
     claims = {v["persistentVolumeClaim"]["claimName"]: v["persistentVolumeClaim"]["readOnly"]
               for v in pod["volumes"] if "persistentVolumeClaim" in v}
     assert claims == {"models": True, "merged": False, "cache": True}
     assert container["resources"] == {"limits": {"nvidia.com/gpu": "1"}}
 
 
-def test_export_configmap_carries_the_recipe_and_the_searchs_held_out_tasks():
-    configmap = render_export_configmap(model(), SEARCH_SPEC)
+def test_export_job_runs_the_exporter_the_search_chose():
+    output = SEARCH_SPEC.storage.output.model_copy(update={"exporter": "mergekit"})
+    search_spec = SEARCH_SPEC.model_copy(update={"storage": SEARCH_SPEC.storage.model_copy(update={"output": output})})
+
+    (container,) = render_export_job(model(), search_spec, SETTINGS)["spec"]["template"]["spec"]["containers"]
+
+    assert container["command"][-2:] == ["--exporter", "mergekit"]
+
+
+def test_export_configmap_carries_the_recipe_the_searchs_held_out_tasks_and_the_models_card_facts():
+    published = model()
+    published["spec"].update(scores={"search": {"t/acc": "0.5"}}, lineage=[{"name": "a", "uri": "pvc://models/a", "revision": "r1"}])
+
+    configmap = render_export_configmap(published, SEARCH_SPEC)
 
     assert json.loads(configmap["data"]["recipe.json"]) == RECIPE
     assert json.loads(configmap["data"]["spec.json"])["spec"]["heldOut"][0]["task"] == "h"
+    card_facts = json.loads(configmap["data"]["model.json"])
+    assert card_facts["metadata"]["name"] == "jp" and card_facts["spec"]["version"] == 2
+    assert card_facts["spec"]["scores"]["search"] == {"t/acc": "0.5"} and card_facts["spec"]["lineage"][0]["revision"] == "r1"
 
 
 def test_export_refuses_an_output_a_pod_cannot_write():

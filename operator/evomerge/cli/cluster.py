@@ -107,13 +107,20 @@ def export_model(
     recipe: Path = typer.Option(..., "--recipe", help="The recipe JSON to export."),
     spec: Path = typer.Option(..., "--spec", help="The MergeSearch JSON (heldOut objectives, evaluation settings)."),
     out: Path = typer.Option(..., "--out", help="Directory for the merged checkpoint."),
+    model: Optional[Path] = typer.Option(
+        None, "--model", help="The MergedModel JSON: its name, search scores and input revisions go into the model card."
+    ),
+    exporter: str = typer.Option("evomerge", "--exporter", help="evomerge (its own exporter) or mergekit (mergekit-yaml)."),
 ) -> None:
-    """Write a MergedModel version: the merged checkpoint, its inputs' content hashes, held-out scores."""
+    """Write a MergedModel version: the merged checkpoint, its model card, its inputs' content hashes, held-out scores."""
     from ..k8s.messages import ExportResult, encode_export
     from ..k8s.worker_main import InputError, export_model as export, report
 
+    if exporter not in ("evomerge", "mergekit"):
+        report(encode_export(ExportResult(error=f"--exporter {exporter!r}: use evomerge or mergekit")))
+        raise typer.Exit(exit_codes.INVALID_INPUT)
     try:
-        result = export(recipe, spec, out)
+        result = export(recipe, spec, out, model, exporter)
     except InputError as error:
         report(encode_export(ExportResult(error=str(error))))
         raise typer.Exit(exit_codes.INVALID_INPUT)

@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from ..merge.recipe import MergeRecipe
+from ..spec.base import GROUP_VERSION
 from ..spec.merge_search import MergeSearchSpec
 from ..spec.merged_model import MergedModelSpec
 from .naming import (
@@ -45,6 +46,7 @@ from .settings import ClusterSettings
 
 EXPORT_RECIPE = f"{JOB_DIR}/recipe.json"
 EXPORT_SPEC = f"{JOB_DIR}/spec.json"
+EXPORT_MODEL = f"{JOB_DIR}/model.json"
 
 
 def versioned_uri(output_uri: str, version: int) -> str:
@@ -74,24 +76,28 @@ def render_export_configmap(model: dict[str, Any], search_spec: MergeSearchSpec)
         "data": {
             "recipe.json": json.dumps(spec.recipe, sort_keys=True),
             "spec.json": json.dumps(spec_document(spec.search, search_spec), sort_keys=True),
+            "model.json": json.dumps({"apiVersion": GROUP_VERSION, "kind": "MergedModel", "metadata": {"name": meta["name"]},
+                                      "spec": spec.to_wire()}, sort_keys=True),
         },
     }
 
 
 def render_export_job(model: dict[str, Any], search_spec: MergeSearchSpec, settings: ClusterSettings) -> dict[str, Any]:
-    """`evomerge export-model`: write the merge to spec.outputUri, hash its inputs, score the held-out tasks."""
+    """`evomerge export-model`: write the merge (with the search's storage.output.exporter) and its model card to
+    spec.outputUri, hash its inputs, score the held-out tasks."""
     meta, spec = model["metadata"], MergedModelSpec.model_validate(model["spec"])
     name = export_job_name(meta["name"], spec.version)
     job_labels = _model_labels(EXPORT, meta["name"])
     cache = model_cache_claim(search_spec)
     volumes, mounts = model_volumes(recipe_uris(spec.recipe), cache, settings, writable=[spec.output_uri])
     tmp, tmp_mount = tmp_volume()
+    exporter = search_spec.storage.output.exporter if search_spec.storage.output is not None else "evomerge"
     container = {
         "name": "export",
         "image": search_spec.evaluation.image or settings.worker_image,
         "imagePullPolicy": settings.image_pull_policy,
-        "command": ["evomerge", "export-model", "--recipe", EXPORT_RECIPE, "--spec", EXPORT_SPEC,
-                    "--out", pod_path(spec.output_uri, settings)],
+        "command": ["evomerge", "export-model", "--recipe", EXPORT_RECIPE, "--spec", EXPORT_SPEC, "--model", EXPORT_MODEL,
+                    "--out", pod_path(spec.output_uri, settings), "--exporter", exporter],
         "env": worker_env(settings, cache),
         "resources": resources(search_spec.evaluation.resources),
         "securityContext": container_security_context(),

@@ -9,12 +9,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from ..executors.kubernetes import encode_scores
+from ..merge.recipe import MergeRecipe
 from ..spec.loading import SpecError, validate_document
-from ..spec.merge_search import MergeSearch, MergeSearchSpec
+from ..spec.merge_search import MERGEKIT_NO_LORA, MODEL_A, Exporter, MergeSearch, MergeSearchSpec
+from ..spec.merged_model import LineageEntry, MergedModelSpec
 from .messages import ExportResult
 from .render_eval import objective_keys
 from .render_pods import TERMINATION_LOG, TERMINATION_LOG_ENV
@@ -85,15 +94,34 @@ def content_hash(directory: Path) -> str:
     return digest.hexdigest()
 
 
-def export_model(recipe_path: Path, spec_path: Path, out_dir: Path) -> ExportResult:
-    """Write the merge to out_dir (with its lineage file), then score it on spec.heldOut."""
-    from ..merge.export import export_merge
+CONTENT_HASHES = ("over the weight and config files in name order, as in evomerge_lineage.json and the "
+                  "MergedModel's status.lineage")
+
+
+def read_model(path: Path) -> tuple[str, MergedModelSpec]:
+    """(name, spec) of the MergedModel document the export writes a version of."""
+    document = read_json(path, "--model")
+    try:
+        return str(document["metadata"]["name"]), MergedModelSpec.model_validate(document["spec"])
+    except (KeyError, TypeError, ValidationError) as error:
+        raise InputError(f"--model {path}: not a MergedModel document ({error})") from None
+
+
+def export_model(recipe_path: Path, spec_path: Path, out_dir: Path, model_path: Path | None = None,
+                 exporter: Exporter = "evomerge") -> ExportResult:
+    """Write the merge to out_dir (with lineage file and model card), then score it on spec.heldOut.
+
+    `model_path` is the MergedModel the version belongs to: its name, search scores and input revisions go
+    into the card. `exporter` mergekit runs `mergekit-yaml` on the card's config instead of evomerge's exporter.
+    """
+    from ..merge.export import RECIPE_FILE, export_merge
     from ..merge.inputs import open_recipe_inputs
-    from ..merge.recipe import MergeRecipe
     from ..models.checkpoint import CheckpointError
+    from ..models.lora import LoraExpert
     from ..models.uris import UriError, local_path
 
     spec = read_spec(spec_path)
+    model_name, model = read_model(model_path) if model_path is not None else (out_dir.name, None)
     try:
         recipe = MergeRecipe.from_dict(read_json(recipe_path, "--recipe"))
         base, experts = open_recipe_inputs(recipe, spec.allow_pickle)  # LoRA adapters over the base, path models
@@ -104,7 +132,17 @@ def export_model(recipe_path: Path, spec_path: Path, out_dir: Path) -> ExportRes
     hashes = {name: content_hash(path) for name, path in paths.items()}
     if base_path is not None:
         hashes["base"] = content_hash(base_path)
-    export_merge(recipe, base, experts, out_dir)
+    if exporter == "mergekit":
+        lora = sorted(n for n, source in experts.items() if isinstance(source, LoraExpert))
+        if lora:
+            raise InputError(f"MergeSearch spec.storage.output.exporter: {MERGEKIT_NO_LORA} (experts {', '.join(lora)})")
+        reference = base or next(iter(experts.values()))
+        error = export_with_mergekit(recipe, int(reference.config().get("num_hidden_layers", 1)), out_dir, spec)
+        if error is not None:
+            return ExportResult(hashes=hashes, error=error)
+        (out_dir / RECIPE_FILE).write_text(json.dumps(recipe.to_dict(), indent=2))
+    else:
+        export_merge(recipe, base, experts, out_dir)
     (out_dir / LINEAGE_FILE).write_text(json.dumps({"sha256": hashes}, indent=2, sort_keys=True))
     held_out: dict[str, float] = {}
     if spec.held_out:
@@ -116,5 +154,74 @@ def export_model(recipe_path: Path, spec_path: Path, out_dir: Path) -> ExportRes
         if "error" in item:
             return ExportResult(hashes=hashes, error=f"held-out scoring failed: {item['error']}")
         held_out = dict(item["scores"])
+    write_card(out_dir, recipe, spec, model, model_name, hashes, held_out, exporter)
     return ExportResult(held_out, hashes)
 
+
+def export_with_mergekit(recipe: MergeRecipe, num_layers: int, out_dir: Path, spec: MergeSearchSpec) -> str | None:
+    """Run mergekit's own `mergekit-yaml` on the recipe's mergekit config; None, or why it failed."""
+    from ..report.mergekit_io import MergekitConfigError, mergekit_yaml, recipe_to_mergekit
+
+    try:
+        config = recipe_to_mergekit(recipe, num_layers)
+    except MergekitConfigError as error:
+        raise InputError(f"MergeSearch spec.storage.output.exporter: mergekit cannot express this recipe ({error}) "
+                         "— set exporter: evomerge") from None
+    program = Path(sys.executable).with_name("mergekit-yaml")
+    command = str(program) if program.exists() else shutil.which("mergekit-yaml")
+    if command is None:
+        raise InputError("MergeSearch spec.storage.output.exporter: mergekit, but mergekit-yaml is not installed in the "
+                         "worker image — install evomerge[mergekit] there, or set exporter: evomerge")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        config_file = Path(scratch) / "mergekit_config.yml"
+        config_file.write_text(mergekit_yaml(config))
+        args = [command, str(config_file), str(out_dir), "--no-write-model-card", "--quiet",
+                "--random-seed", str(spec.search.seed)]
+        if spec.evaluation.device != "cpu" and _cuda_available():
+            args.append("--cuda")
+        run = subprocess.run(args, capture_output=True, text=True, check=False)
+    if run.returncode != 0:
+        tail = " ".join((run.stderr or run.stdout).split()[-60:])
+        return f"mergekit-yaml failed (exit {run.returncode}): {tail}"
+    return None
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def write_card(out_dir: Path, recipe: MergeRecipe, spec: MergeSearchSpec, model: MergedModelSpec | None, name: str,
+               hashes: dict[str, str], held_out: dict[str, float], exporter: Exporter) -> Path:
+    """report/model_card.py's README.md from what the export knows: the MergedModel's search scores and
+    revisions (else the search spec's), the hashes and held-out scores it measured itself."""
+    from ..report.model_card import write_model_card
+
+    revisions = _spec_revisions(recipe, spec)
+    if model is not None:
+        revisions.update({e.name: e.revision for e in model.lineage if e.revision})
+    uris = {"base": recipe.base_uri} if recipe.base_uri else {}
+    uris.update({e.name: e.uri for e in recipe.experts})
+    if recipe.layer_path is not None:
+        uris.update({n: u for n, u in recipe.layer_path.sources.items() if n not in uris})
+    lineage = [LineageEntry(name=n, uri=u, revision=revisions.get(n), sha256=hashes.get(n)) for n, u in uris.items()]
+    summary = {
+        "best": {"recipe": recipe.to_dict(), "scores": dict(model.scores.search) if model is not None else {}},
+        "heldOut": held_out,
+        "exporter": f"mergekit-yaml (mergekit {version('mergekit')})" if exporter == "mergekit" else "evomerge",
+    }
+    title = f"{name} v{model.version}" if model is not None else name
+    return write_model_card(out_dir, spec, summary, lineage, name=title, hashes=CONTENT_HASHES)
+
+
+def _spec_revisions(recipe: MergeRecipe, spec: MergeSearchSpec) -> dict[str, str | None]:
+    by_uri = {e.uri: e.revision for e in spec.experts}
+    revisions = {e.name: by_uri.get(e.uri) for e in recipe.experts}
+    if spec.base_model is not None:
+        revisions["base"] = spec.base_model.revision
+    model_a = spec.merge.data_flow.model_a
+    if model_a is not None:
+        revisions[MODEL_A] = model_a.revision
+    return revisions

@@ -19,6 +19,7 @@ from .mergekit_io import MergekitConfigError, mergekit_config_for, mergekit_yaml
 CARD_FILE = "README.md"
 MERGEKIT_FILE = "mergekit_config.yml"
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
+WEIGHT_HASHES = "of the weight files (one file: its own hash, the Hub's LFS id; several: of their `sha256sum` listing)"
 _CHUNK = 1 << 20
 
 
@@ -74,9 +75,12 @@ def write_model_card(
     summary: dict[str, Any],
     lineage: Sequence[LineageEntry],
     name: str | None = None,
+    *,
+    hashes: str = WEIGHT_HASHES,
 ) -> Path:
     """Write README.md (and mergekit_config.yml when mergekit can express the merge) into the exported
-    checkpoint; `summary` is the run's summary.json."""
+    checkpoint. `summary` has summary.json's shape (a local run's; the cluster's export fills best and heldOut
+    only); `hashes` says what the lineage's sha256 covers."""
     merged_dir = Path(merged_dir)
     recipe_dict = (summary.get("best") or {}).get("recipe")
     if recipe_dict is None:
@@ -87,7 +91,7 @@ def write_model_card(
     except MergekitConfigError as exc:
         config = str(exc)
     path = merged_dir / CARD_FILE
-    path.write_text(render_model_card(recipe, spec, summary, lineage, name or merged_dir.name, config))
+    path.write_text(render_model_card(recipe, spec, summary, lineage, name or merged_dir.name, config, hashes=hashes))
     if isinstance(config, dict):
         (merged_dir / MERGEKIT_FILE).write_text(mergekit_yaml(config))
     return path
@@ -100,6 +104,8 @@ def render_model_card(
     lineage: Sequence[LineageEntry],
     title: str,
     mergekit: dict[str, Any] | str,
+    *,
+    hashes: str = WEIGHT_HASHES,
 ) -> str:
     """The card's markdown; `mergekit` is the config that rebuilds the merge, or why there is none."""
     best = summary.get("best") or {}
@@ -112,6 +118,8 @@ def render_model_card(
         "## Models",
         "",
         _lineage_table(lineage, spec),
+        "",
+        f"**sha256**: {hashes}.",
         "",
         "## Scores",
         "",
@@ -153,7 +161,7 @@ def _front_matter(lineage: Sequence[LineageEntry]) -> str:
 
 def _lineage_table(lineage: Sequence[LineageEntry], spec: MergeSearchSpec) -> str:
     base_uri = spec.base_model.uri if spec.base_model else None
-    rows = ["| role | name | uri | revision | sha256 of weights |", "|---|---|---|---|---|"]
+    rows = ["| role | name | uri | revision | sha256 |", "|---|---|---|---|---|"]
     for e in lineage:
         role = "base" if e.name == "base" and e.uri == base_uri else "expert"
         rows.append(f"| {role} | {e.name} | `{e.uri}` | {e.revision or '—'} | {f'`{e.sha256}`' if e.sha256 else '—'} |")
@@ -174,22 +182,27 @@ def _scores_table(spec: MergeSearchSpec, search: dict[str, Any], held_out: dict[
 
 
 def _search_facts(spec: MergeSearchSpec, summary: dict[str, Any]) -> str:
+    """The spec's search settings, then what the run did where the summary knows it."""
     s = spec.search
     m = spec.merge
     grouping = m.granularity + (f" ({m.layer_groups} groups)" if m.granularity == "layerGroups" else "")
-    facts = [
+    best = summary.get("best") or {}
+    settings = [
         ("optimizer", f"{s.algorithm} ({s.mode})"),
         ("seed", str(s.seed)),
         ("budget", f"population {s.population_size}, {s.max_generations} generations × {s.rounds} round(s)"
                    + (f", at most {s.max_evaluations} evaluations" if s.max_evaluations else "")),
         ("evolved", f"{', '.join(m.evolve)} per expert and layer group ({grouping}{', attention/MLP split' if m.split_modules else ''})"),
-        ("evaluations", f"{summary.get('evaluations', '—')} ({summary.get('failedEvaluations', 0)} failed) "
-                        f"over {summary.get('generations', '—')} generations"),
-        ("stopped because", str(summary.get("stopReason", "—"))),
-        ("best candidate", f"{(summary.get('best') or {}).get('candidate', '—')}, fitness "
-                           f"{_fmt((summary.get('best') or {}).get('fitness'))}"),
-        ("evaluation engine", f"{spec.evaluation.engine} (lm-evaluation-harness)"),
     ]
+    run = [
+        ("evaluations", summary.get("evaluations"), f"{summary.get('evaluations')} ({summary.get('failedEvaluations', 0)} "
+                                                    f"failed) over {summary.get('generations', '—')} generations"),
+        ("stopped because", summary.get("stopReason"), str(summary.get("stopReason"))),
+        ("best candidate", best.get("candidate"), f"{best.get('candidate')}, fitness {_fmt(best.get('fitness'))}"),
+        ("exported with", summary.get("exporter"), str(summary.get("exporter"))),
+    ]
+    facts = settings + [(label, text) for label, known, text in run if known is not None]
+    facts.append(("evaluation engine", f"{spec.evaluation.engine} (lm-evaluation-harness)"))
     return "\n".join(f"- **{k}**: {v}" for k, v in facts)
 
 

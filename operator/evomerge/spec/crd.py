@@ -8,7 +8,7 @@ from pydantic import BaseModel
 
 from .base import API_GROUP, API_VERSION
 from .expert import Expert, ExpertSpec, ExpertStatus
-from .merge_search import MergeSearch, MergeSearchSpec, MergeSearchStatus
+from .merge_search import MERGEKIT_NO_LORA, MergeSearch, MergeSearchSpec, MergeSearchStatus
 from .merged_model import MergedModel, MergedModelSpec, MergedModelStatus
 
 # Admission rules the schema cannot express; the same rules live in the pydantic validators. Lists they
@@ -69,6 +69,12 @@ MERGE_SEARCH_RULES = [
         "rule": "!has(self.merge) || !has(self.merge.bounds) || !has(self.merge.bounds.density) || "
         "(double(self.merge.bounds.density[0]) > 0.0 && double(self.merge.bounds.density[1]) <= 1.0)",
         "message": "merge.bounds.density must lie within (0, 1]: density is the fraction of a task vector kept",
+    },
+    {
+        "rule": "!has(self.storage) || !has(self.storage.output) || !has(self.storage.output.exporter) || "
+        "self.storage.output.exporter != 'mergekit' || !has(self.experts) || "
+        "self.experts.all(e, !has(e.format) || e.format != 'lora')",
+        "message": f"storage.output.exporter: {MERGEKIT_NO_LORA}",
     },
 ]
 

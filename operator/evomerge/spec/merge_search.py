@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
+from pydantic.alias_generators import to_snake
 
 from .base import (
     GROUP_VERSION,
     Condition,
-    K8sName,
     LabelSelector,
     Number,
     ObjectMeta,
@@ -184,31 +184,58 @@ class GAOptions(SpecModel):
 
 
 class SeedRecipe(SpecModel):
-    """A known merge that joins the first population: a mergekit config inline, or the path of its YAML."""
+    """A known merge that joins the first population: a mergekit config inline, or where its YAML lies."""
 
     mergekit: dict[str, Any] | None = Field(
         default=None, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True},
         description="A mergekit configuration (merge_method, base_model, models or slices, parameters).",
     )
-    uri: str | None = Field(default=None, description="Path or file:// URI of a mergekit YAML.")
+    uri: str | None = Field(
+        default=None,
+        description="A mergekit YAML: a path or file:// URI (`evomerge run`), or pvc://claim/path (the controller mounts the claim).",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> "SeedRecipe":
         if (self.mergekit is None) == (self.uri is None):
             raise ValueError("a seed sets exactly one of mergekit (inline config) or uri (a mergekit YAML file)")
+        scheme = (self.uri or "").partition("://")[0]
+        if scheme in ("hf", "s3"):  # refused here so that the operator reports it before any Job runs
+            raise ValueError(
+                f"uri: {scheme}:// seeds are not fetched — put the YAML on a volume claim (pvc://claim/path) or a "
+                "local path, or give it inline under mergekit"
+            )
         return self
+
+
+# The budget shape left unset in a spec: EvoGM's is the paper's P = 20, T = 3 iterations (maxGenerations 1 + T)
+# and R = 2 rounds (shared/reference/evogm.md §5); the others run one long round.
+BUDGET_DEFAULTS: dict[str, dict[str, int]] = {
+    "evogm": {"populationSize": 20, "maxGenerations": 4, "rounds": 2},
+    "other": {"populationSize": 8, "maxGenerations": 10, "rounds": 1},
+}
+
+
+def _unset_in_crd(schema: dict[str, Any]) -> None:
+    """The default depends on the algorithm, so the API server must not fill one in at admission."""
+    schema.pop("default", None)
 
 
 class SearchSpec(SpecModel):
     algorithm: Algorithm = Field(default="evogm", description="evogm, cmaes, ga, random, or nsga2 (several objectives: a Pareto front).")
-    population_size: int = Field(default=8, ge=2, le=4096, description="Candidates per generation.")
+    population_size: int = Field(
+        default=8, ge=2, le=4096, json_schema_extra=_unset_in_crd,
+        description="Candidates per generation. Unset: 20 for evogm (the paper's P), 8 for the others.",
+    )
     max_generations: int = Field(
-        default=10, ge=1, le=100000,
-        description="Generations per round, the initial population included (EvoGM: 1 + iterations per round).",
+        default=10, ge=1, le=100000, json_schema_extra=_unset_in_crd,
+        description="Generations per round, the initial population included (EvoGM: 1 + iterations per round). "
+        "Unset: 4 for evogm (the paper's 3 iterations), 10 for the others.",
     )
     rounds: int = Field(
-        default=1, ge=1, le=100,
-        description="EvoGM rounds: the top candidates of a round become the experts of the next. Other algorithms run rounds × maxGenerations generations.",
+        default=1, ge=1, le=100, json_schema_extra=_unset_in_crd,
+        description="EvoGM rounds: the top candidates of a round become the experts of the next. Other algorithms run "
+        "rounds × maxGenerations generations. Unset: 2 for evogm (the paper's R), 1 for the others.",
     )
     seed: int = Field(default=0, ge=0)
     mode: Literal["generational", "async"] = Field(
@@ -223,6 +250,19 @@ class SearchSpec(SpecModel):
     seeds: list[SeedRecipe] = Field(
         default_factory=list, description="mergekit recipes encoded into the genome; they join the first population."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _budget_defaults(cls, data: Any) -> Any:
+        """Fill populationSize, maxGenerations and rounds the spec leaves out with its algorithm's defaults."""
+        if not isinstance(data, dict):
+            return data
+        defaults = BUDGET_DEFAULTS["evogm" if data.get("algorithm", "evogm") == "evogm" else "other"]
+        filled = dict(data)
+        for camel, value in defaults.items():
+            if camel not in filled and to_snake(camel) not in filled:
+                filled[camel] = value
+        return filled
 
 
 class Objective(SpecModel):
@@ -259,8 +299,18 @@ class ModelCache(SpecModel):
     persistent_volume_claim: str = Field(min_length=1)
 
 
+Exporter = Literal["evomerge", "mergekit"]
+MERGEKIT_NO_LORA = "mergekit exports no LoRA experts — set exporter: evomerge, or list each adapter merged into its base"
+
+
 class OutputSpec(SpecModel):
     uri: str = Field(min_length=1)
+    exporter: Exporter = Field(
+        default="evomerge",
+        description="Who writes the MergedModel's checkpoint in the export Job: evomerge (its own exporter, equal to "
+        "mergekit 0.1.5 and faster) or mergekit (mergekit-yaml on the card's mergekit_config.yml; dare methods then draw "
+        "mergekit's random masks). mergekit takes no LoRA experts.",
+    )
     compare_references: bool = Field(
         default=True,
         description="At each epoch's end, also score each expert alone and the uniform merge (search and held-out "
@@ -315,6 +365,10 @@ class MergeSearchSpec(SpecModel):
         keys = [o.key for o in self.objectives]
         if len(set(keys)) != len(keys):
             raise ValueError("objectives: the same task/metric is listed twice")
+        if self.storage.output is not None and self.storage.output.exporter == "mergekit":
+            lora = [e.name for e in self.experts if e.format == "lora"]
+            if lora:
+                raise ValueError(f"storage.output.exporter: {MERGEKIT_NO_LORA} (experts {', '.join(lora)})")
         return self
 
 

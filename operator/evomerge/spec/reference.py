@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from .merge_search import MergeSearchSpec
+from .merge_search import BUDGET_DEFAULTS, MergeSearchSpec
 
 
 def _type_name(annotation: typing.Any) -> str:
@@ -33,6 +33,8 @@ def _type_name(annotation: typing.Any) -> str:
 
 
 def _default(field: FieldInfo) -> str:
+    if field.alias in BUDGET_DEFAULTS["evogm"]:
+        return f'`{BUDGET_DEFAULTS["evogm"][field.alias]}` (evogm), `{BUDGET_DEFAULTS["other"][field.alias]}`'
     if field.default is not PydanticUndefined:
         value = field.default
     elif field.default_factory is not None:
