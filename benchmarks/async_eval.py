@@ -8,7 +8,8 @@ Both run the real SearchRunner and optimizers on a simulated clock (no sleeping)
 benchmarks/optimizers.py; durations depend only on the candidate's index, so both modes pay the same for the
 same number of evaluations. Generator training time (EvoGM) is not on the simulated clock.
 
-    .venv/bin/python benchmarks/async_eval.py               # 5 seeds, about 2 minutes of CPU (EvoGM training)
+    .venv/bin/python -P benchmarks/async_eval.py               # 5 seeds, about 2 minutes of CPU (EvoGM training)
+    .venv/bin/python -P benchmarks/async_eval.py --markdown-out benchmarks/results/async_eval.md
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import heapq
 import importlib.util
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -113,21 +115,37 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--workers", type=int, nargs="+", default=[4, 8])
+    parser.add_argument("--markdown-out", type=Path, help="Also write the table here (benchmarks/results/async_eval.md feeds the README).")
     args = parser.parse_args()
     cpu = time.process_time()
-    print(f"{BUDGET} evaluations, populationSize 20, smooth problem (d = 10); simulated time units "
-          f"(mean evaluation ≈ {durations(0, 100000).mean():.2f}); mean over {args.seeds} seeds\n")
-    print(f"{'optimizer':<8} {'workers':>7} {'wall gen.':>10} {'wall async':>11} {'async/gen.':>11} "
-          f"{'busy gen.':>10} {'busy async':>11} {'gap gen.':>9} {'gap async':>10}")
+    lines = [
+        "| optimizer | workers | wall, generational | wall, async | async / generational | busy, generational "
+        "| busy, async | gap, generational | gap, async |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for algorithm in ALGORITHMS:
         for workers in args.workers:
             rows = {mode: np.array([simulate(algorithm, mode, workers, s) for s in range(args.seeds)])
                     for mode in ("generational", "async")}
             gen, asy = rows["generational"].mean(axis=0), rows["async"].mean(axis=0)
             assert gen[3] == asy[3] == BUDGET, "both modes must spend the same number of evaluations"
-            print(f"{algorithm:<8} {workers:>7} {gen[0]:>10.1f} {asy[0]:>11.1f} {asy[0] / gen[0]:>11.2f} "
-                  f"{gen[1]:>9.0%} {asy[1]:>10.0%} {gen[2]:>9.3f} {asy[2]:>10.3f}")
-    print(f"\n[{time.process_time() - cpu:.0f} s of CPU]")
+            lines.append(f"| {algorithm} | {workers} | {gen[0]:.1f} | {asy[0]:.1f} | **{asy[0] / gen[0]:.2f}** "
+                         f"| {gen[1]:.0%} | {asy[1]:.0%} | {gen[2]:.3f} | {asy[2]:.3f} |")
+    command = shlex.join([".venv/bin/python", "-P", "benchmarks/async_eval.py", *sys.argv[1:]])
+    text = "\n".join([
+        f"### Asynchronous vs generational evaluation ({args.seeds} seeds)",
+        "",
+        f"`{command}` ({time.process_time() - cpu:.0f} s of CPU). {BUDGET} evaluations in both modes, populationSize "
+        f"20, the smooth problem of benchmarks/optimizers.py (d = 10). Evaluation times are lognormal (σ 0.5) around "
+        f"one unit with one straggler in ten three times slower (mean {durations(0, 100000).mean():.2f} units); wall "
+        "time in those units on a simulated clock, *busy* = share of worker time spent evaluating, *gap* = optimum − "
+        "best score (lower is better); means over seeds.",
+        "",
+        *lines,
+    ]) + "\n"
+    print(text, end="")
+    if args.markdown_out:
+        args.markdown_out.write_text(text)
 
 
 if __name__ == "__main__":

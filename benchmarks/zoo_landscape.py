@@ -13,7 +13,6 @@ import argparse
 import itertools
 import logging
 import os
-import statistics
 import sys
 import time
 from dataclasses import dataclass, field

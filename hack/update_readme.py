@@ -12,6 +12,16 @@ sys.path.insert(0, str(REPO / "operator"))
 from evomerge.spec.reference import render_reference  # noqa: E402
 
 
+# README block → the benchmark result file that fills it (benchmarks/results/)
+BENCHMARK_BLOCKS = (
+    ("zoo-landscape", "zoo_landscape.md"),
+    ("optimizers", "optimizers.md"),
+    ("optimizers-zoo", "optimizers_zoo.md"),
+    ("async-eval", "async_eval.md"),
+    ("operator-latency", "operator_latency.md"),
+)
+
+
 def replace_block(text: str, name: str, body: str) -> str:
     pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
     if not pattern.search(text):
@@ -22,7 +32,7 @@ def replace_block(text: str, name: str, body: str) -> str:
 def main() -> None:
     readme = REPO / "README.md"
     text = replace_block(readme.read_text(), "spec-reference", render_reference())
-    for block, result in (("zoo-landscape", "zoo_landscape.md"), ("optimizers", "optimizers.md")):
+    for block, result in BENCHMARK_BLOCKS:
         measured = REPO / "benchmarks" / "results" / result
         if measured.exists() and f"<!-- {block}:start -->" in text:
             text = replace_block(text, block, measured.read_text())

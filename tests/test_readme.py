@@ -24,6 +24,40 @@ def test_quick_start_is_two_commands_and_ci_calls_the_test_one():
     assert "make test" in (REPO / ".ci" / "run").read_text()
 
 
+def test_zoo_optimizers_block_is_the_benchmarks_output_over_five_seeds_of_every_optimizer():
+    block = re.search(r"<!-- optimizers-zoo:start -->\n(.*?)<!-- optimizers-zoo:end -->", README, re.S)
+    assert block, "README.md lost its optimizers-zoo markers"
+    measured = (REPO / "benchmarks" / "results" / "optimizers_zoo.md").read_text()
+    assert block.group(1).rstrip("\n") == measured.rstrip("\n"), "run: python hack/update_readme.py"
+    assert re.search(r"\((\d+) seeds,", measured) and int(re.search(r"\((\d+) seeds,", measured).group(1)) >= 5  # type: ignore[union-attr]
+    results = _table_after(measured, "mean ± sd over seeds, higher is better.")
+    assert [row[0] for row in results[1:]] == ["evogm", "evogm+jitter", "cmaes", "ga", "random"]
+
+
+def test_async_evaluation_block_is_the_benchmarks_output_and_async_saves_wall_time_everywhere():
+    block = re.search(r"<!-- async-eval:start -->\n(.*?)<!-- async-eval:end -->", README, re.S)
+    assert block, "README.md lost its async-eval markers"
+    measured = (REPO / "benchmarks" / "results" / "async_eval.md").read_text()
+    assert block.group(1).rstrip("\n") == measured.rstrip("\n"), "run: python hack/update_readme.py"
+    table = [[c.strip() for c in line.strip("|").split("|")] for line in measured.splitlines() if line.startswith("|")]
+    rows = [dict(zip(table[0], row)) for row in table[2:]]
+    assert {r["optimizer"] for r in rows} == {"evogm", "ga", "random"}
+    for row in rows:
+        generational, asynchronous = float(row["wall, generational"]), float(row["wall, async"])
+        assert asynchronous < generational, row
+        assert abs(float(row["async / generational"].strip("*")) - asynchronous / generational) < 0.006, row
+
+
+def test_operator_block_is_the_benchmarks_output_and_meets_issue_7s_targets():
+    block = re.search(r"<!-- operator-latency:start -->\n(.*?)<!-- operator-latency:end -->", README, re.S)
+    assert block, "README.md lost its operator-latency markers"
+    measured = (REPO / "benchmarks" / "results" / "operator_latency.md").read_text()
+    assert block.group(1).rstrip("\n") == measured.rstrip("\n"), "run: python hack/update_readme.py"
+    targets = [line for line in measured.splitlines() if re.search(r"\| (p99 )?< \d s (met|MISSED) \|$", line)]
+    assert len(targets) == 4, targets  # first evaluation Job (cold, warm), p99 of creates and of suspends
+    assert all(line.endswith(" met |") for line in targets), targets
+
+
 def test_zoo_landscape_table_is_the_benchmarks_output_and_meets_every_criterion():
     block = re.search(r"<!-- zoo-landscape:start -->\n(.*?)<!-- zoo-landscape:end -->", README, re.S)
     assert block, "README.md lost its zoo-landscape markers"
