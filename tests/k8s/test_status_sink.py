@@ -8,7 +8,7 @@ from evomerge.evaluate.scoring import fitness
 from evomerge.executors.local import LocalExecutor
 from evomerge.k8s.status_sink import SearchStatusSink
 from evomerge.merge.recipe import MergeRecipe
-from evomerge.runner.loop import SearchRunner
+from evomerge.runner.loop import SearchOutcome, SearchRunner
 from evomerge.search.genome import genome_for
 from evomerge.search.optimizer import make_optimizer
 from evomerge.spec.merge_search import GenerationSummary, MergeSearchSpec
@@ -69,3 +69,22 @@ def test_a_multi_objective_search_writes_exactly_its_pareto_front_into_status(ku
     assert status["stopReason"] == "maxGenerations reached"
     first_generation = {c: s for c, s in scored.items() if int(c[1:]) < 6}
     assert {e["candidate"] for e in sink.after_generation[0]["paretoFront"]} == non_dominated(first_generation)
+
+
+class _Epoch2Runner:
+    """What progress() reads of a runner in a re-merge's epoch: its optimizer's round and its outcome so far."""
+
+    optimizer = type("Optimizer", (), {"round": 0})()
+
+    def outcome(self, reason: str) -> SearchOutcome:
+        summaries = [GenerationSummary(round=0, generation=g, count=2) for g in range(2)]
+        return SearchOutcome(None, [], summaries, reason)
+
+
+def test_a_later_epoch_numbers_its_generations_on_from_the_epochs_before_it():
+    sink = SearchStatusSink(None, {"metadata": {"namespace": "n", "name": "s"}},  # type: ignore[arg-type]
+                            {"round": 1, "generation": 4, "evaluations": 16})
+    sink.bind(_Epoch2Runner())  # type: ignore[arg-type]
+    status = sink.progress()
+    assert (status["round"], status["generation"], status["evaluations"]) == (2, 6, 16)
+    assert [(g["round"], g["generation"]) for g in status["generations"]] == [(2, 4), (2, 5)]  # rounds from 1

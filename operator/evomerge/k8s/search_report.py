@@ -39,25 +39,24 @@ def report_uri(output_uri: str) -> str:
     return f"{output_uri.rstrip('/')}/{REPORT_DIR}/{REPORT_PAGE}"
 
 
+def shifted(item: dict[str, Any], offsets: dict[str, int]) -> dict[str, Any]:
+    """An event or generation summary with its round and generation after those of the earlier epochs."""
+    return {**item, "round": int(item["round"]) + int(offsets.get("round", 0)),
+            "generation": int(item["generation"]) + int(offsets.get("generation", 0))}
+
+
 def numbered_on(events: list[dict[str, Any]], offsets: dict[str, int], prefix: str = "") -> list[dict[str, Any]]:
     """An epoch's history events with rounds and generations after those of the epochs before it
     (`offsets`, as the operator froze them), and candidate ids prefixed so epochs never collide."""
-    rounds, generations = int(offsets.get("round", 0)), int(offsets.get("generation", 0))
     moved = []
     for event in events:
-        event = dict(event)
-        if "round" in event:
-            event["round"] = int(event["round"]) + rounds
-            event["generation"] = int(event["generation"]) + generations
+        event = shifted(event, offsets) if "round" in event else dict(event)
         if "ids" in event:
             event["ids"] = [prefix + cid for cid in event["ids"]]
         if "id" in event:
             event["id"] = prefix + event["id"]
         if "summary" in event:
-            summary = dict(event["summary"])
-            summary["round"] = int(summary["round"]) + rounds
-            summary["generation"] = int(summary["generation"]) + generations
-            event["summary"] = summary
+            event["summary"] = shifted(event["summary"], offsets)
         moved.append(event)
     return moved
 

@@ -15,7 +15,7 @@ from ..executors.base import EvalResult
 from ..runner.loop import Candidate, SearchOutcome, SearchRunner
 from ..spec.merge_search import GenerationSummary, ScoredCandidate
 from .client import Kube
-from .search_report import SearchReport
+from .search_report import SearchReport, shifted
 
 RECENT_GENERATIONS = 10
 PARETO_LIMIT = 20
@@ -78,9 +78,9 @@ class SearchStatusSink:
         return status
 
     def _shifted(self, summary: GenerationSummary) -> dict[str, Any]:
-        moved = summary.model_copy(update={"round": summary.round + self.offsets["round"] + 1,
-                                           "generation": summary.generation + self.offsets["generation"]})
-        return moved.to_wire()
+        moved = shifted(summary.to_wire(), self.offsets)
+        moved["round"] += 1  # the status counts rounds from 1
+        return moved
 
     def _write(self, force: bool, stop_reason: str | None = None, outcome: SearchOutcome | None = None) -> None:
         now = self.clock()
