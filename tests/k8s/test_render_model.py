@@ -6,7 +6,14 @@ import json
 
 import pytest
 
-from evomerge.k8s.render_model import render_export_configmap, render_export_job, render_serving_deployment, render_serving_service
+from evomerge.k8s.render_model import (
+    recipe_lineage,
+    render_export_configmap,
+    render_export_job,
+    render_serving_deployment,
+    render_serving_service,
+)
+from evomerge.merge.recipe import MergeRecipe
 from evomerge.k8s.settings import ClusterSettings
 from evomerge.models.uris import UriError
 from evomerge.spec.merge_search import MergeSearchSpec
@@ -93,3 +100,23 @@ def test_serving_deployment_rolls_when_the_exported_version_changes():
     service = render_serving_service(model())
     assert service["spec"]["selector"] == v2["spec"]["selector"]["matchLabels"]
     assert service["spec"]["ports"] == [{"name": "http", "port": 80, "targetPort": "http"}]
+
+
+def test_the_lineage_of_a_recipe_names_each_input_with_the_revision_the_spec_gives_it():
+    spec = MergeSearchSpec.model_validate({
+        "baseModel": {"uri": "pvc://models/base", "revision": "r-base"},
+        "experts": [{"name": "a", "uri": "pvc://models/a", "revision": "r-a"}, {"name": "b", "uri": "hf://org/b"}],
+        "merge": {"dataFlow": {"enabled": True, "modelA": {"uri": "pvc://paths/merged", "revision": "r-merged"}}},
+        "objectives": [{"task": "t"}],
+    })
+    path = {"models": ["modelA", "a"], "hops": [["modelA", 0, 1.0], ["a", 1, 1.0]], "sources": {"modelA": "pvc://paths/merged"}}
+    lineage = recipe_lineage(MergeRecipe.from_dict({**RECIPE, "layerPath": path}), spec)
+    assert [(e.name, e.uri, e.revision) for e in lineage] == [
+        ("base", "pvc://models/base", "r-base"), ("a", "pvc://models/a", "r-a"), ("b", "hf://org/b", None),
+        ("modelA", "pvc://paths/merged", "r-merged"),  # a path model that is no expert: listed too, so it gets a hash
+    ]
+    exported = model()
+    exported["spec"]["recipe"] = {**RECIPE, "layerPath": path}
+    volumes = render_export_job(exported, spec, SETTINGS)["spec"]["template"]["spec"]["volumes"]
+    claims = {v["persistentVolumeClaim"]["claimName"] for v in volumes if "persistentVolumeClaim" in v}
+    assert claims == {"models", "paths", "merged"}  # the path model's claim too, beside the inputs' and the output's

@@ -10,10 +10,11 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Optional, get_args
 
 import typer
 
+from ..spec.merge_search import Exporter
 from . import exit_codes
 
 # Exit code of evaluate-batch when its inputs are unusable: the Job's podFailurePolicy fails at once on it.
@@ -116,8 +117,8 @@ def export_model(
     from ..k8s.messages import ExportResult, encode_export
     from ..k8s.worker_main import InputError, export_model as export, report
 
-    if exporter not in ("evomerge", "mergekit"):
-        report(encode_export(ExportResult(error=f"--exporter {exporter!r}: use evomerge or mergekit")))
+    if exporter not in get_args(Exporter):
+        report(encode_export(ExportResult(error=f"--exporter {exporter!r}: use {' or '.join(get_args(Exporter))}")))
         raise typer.Exit(exit_codes.INVALID_INPUT)
     try:
         result = export(recipe, spec, out, model, exporter)

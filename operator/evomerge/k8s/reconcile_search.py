@@ -16,6 +16,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..merge.recipe import MergeRecipe
 from ..spec.base import GROUP_VERSION
 from ..spec.expert import Expert
 from ..spec.loading import SpecError, validate_document
@@ -34,7 +35,7 @@ from .naming import (
 )
 from .plan import Event, EventQueue, Plan, apply, record_refusal, settled
 from .reconcile_expert import compatibility
-from .render_model import versioned_uri
+from .render_model import recipe_lineage, versioned_uri
 from .render_search import (
     Epoch,
     controller_job_name,
@@ -374,15 +375,8 @@ def _publish(search, spec: MergeSearchSpec, effective: MergeSearchSpec, status: 
 
 
 def _model_spec(search: str, effective: MergeSearchSpec, best: dict[str, Any], output_uri: str, version: int) -> dict[str, Any]:
-    revisions = {e.uri: e.revision for e in effective.experts}
     recipe = best["recipe"]
-    lineage = []
-    if recipe.get("baseUri"):
-        base_revision = effective.base_model.revision if effective.base_model else None
-        lineage.append({"name": "base", "uri": recipe["baseUri"], **({"revision": base_revision} if base_revision else {})})
-    for expert in recipe.get("experts", []):
-        revision = revisions.get(expert["uri"])
-        lineage.append({"name": expert["name"], "uri": expert["uri"], **({"revision": revision} if revision else {})})
+    lineage = [entry.to_wire() for entry in recipe_lineage(MergeRecipe.from_dict(recipe), effective)]
     return {
         "search": search,
         "version": version,

@@ -14,7 +14,7 @@ from typing import Any
 from ..merge.recipe import MergeRecipe
 from ..spec.base import GROUP_VERSION
 from ..spec.merge_search import MergeSearchSpec
-from ..spec.merged_model import MergedModelSpec
+from ..spec.merged_model import LineageEntry, MergedModelSpec
 from .naming import (
     EXPORT,
     MODEL_LABEL,
@@ -53,9 +53,19 @@ def versioned_uri(output_uri: str, version: int) -> str:
     return f"{output_uri.rstrip('/')}/v{version}"
 
 
-def recipe_uris(recipe: dict[str, Any]) -> list[str]:
-    parsed = MergeRecipe.from_dict(recipe)
-    return ([parsed.base_uri] if parsed.base_uri else []) + [e.uri for e in parsed.experts]
+def recipe_lineage(recipe: MergeRecipe, spec: MergeSearchSpec) -> list[LineageEntry]:
+    """A merge's inputs (the base as "base", each expert, a data-flow path's other models) with the revisions the
+    search spec gives them: what the export Job mounts, the MergedModel's lineage and its model card's."""
+    revisions = {e.uri: e.revision for e in spec.experts}
+    model_a = spec.merge.data_flow.model_a
+    if model_a is not None:
+        revisions[model_a.uri] = model_a.revision
+    inputs = [("base", recipe.base_uri)] if recipe.base_uri else []
+    inputs += [(e.name, e.uri) for e in recipe.experts]
+    if recipe.layer_path is not None:
+        inputs += [(n, u) for n, u in recipe.layer_path.sources.items() if n not in dict(inputs)]
+    base_revision = spec.base_model.revision if spec.base_model else None
+    return [LineageEntry(name=n, uri=u, revision=base_revision if n == "base" else revisions.get(u)) for n, u in inputs]
 
 
 def _model_labels(component: str, model: str) -> dict[str, str]:
@@ -89,7 +99,8 @@ def render_export_job(model: dict[str, Any], search_spec: MergeSearchSpec, setti
     name = export_job_name(meta["name"], spec.version)
     job_labels = _model_labels(EXPORT, meta["name"])
     cache = model_cache_claim(search_spec)
-    volumes, mounts = model_volumes(recipe_uris(spec.recipe), cache, settings, writable=[spec.output_uri])
+    inputs = [entry.uri for entry in recipe_lineage(MergeRecipe.from_dict(spec.recipe), search_spec)]
+    volumes, mounts = model_volumes(inputs, cache, settings, writable=[spec.output_uri])
     tmp, tmp_mount = tmp_volume()
     exporter = search_spec.storage.output.exporter if search_spec.storage.output is not None else "evomerge"
     container = {

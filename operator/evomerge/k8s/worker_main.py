@@ -22,10 +22,11 @@ from pydantic import ValidationError
 from ..executors.kubernetes import encode_scores
 from ..merge.recipe import MergeRecipe
 from ..spec.loading import SpecError, validate_document
-from ..spec.merge_search import MERGEKIT_NO_LORA, MODEL_A, Exporter, MergeSearch, MergeSearchSpec
-from ..spec.merged_model import LineageEntry, MergedModelSpec
+from ..spec.merge_search import MERGEKIT_NO_LORA, Exporter, MergeSearch, MergeSearchSpec
+from ..spec.merged_model import MergedModelSpec
 from .messages import ExportResult
 from .render_eval import objective_keys
+from .render_model import recipe_lineage
 from .render_pods import TERMINATION_LOG, TERMINATION_LOG_ENV
 
 LINEAGE_FILE = "evomerge_lineage.json"
@@ -195,18 +196,13 @@ def _cuda_available() -> bool:
 
 def write_card(out_dir: Path, recipe: MergeRecipe, spec: MergeSearchSpec, model: MergedModelSpec | None, name: str,
                hashes: dict[str, str], held_out: dict[str, float], exporter: Exporter) -> Path:
-    """report/model_card.py's README.md from what the export knows: the MergedModel's search scores and
-    revisions (else the search spec's), the hashes and held-out scores it measured itself."""
+    """report/model_card.py's README.md from what the export knows: the MergedModel's name, search scores and
+    lineage (without a MergedModel: the recipe's inputs and the spec's revisions), the hashes and held-out scores
+    it measured."""
     from ..report.model_card import write_model_card
 
-    revisions = _spec_revisions(recipe, spec)
-    if model is not None:
-        revisions.update({e.name: e.revision for e in model.lineage if e.revision})
-    uris = {"base": recipe.base_uri} if recipe.base_uri else {}
-    uris.update({e.name: e.uri for e in recipe.experts})
-    if recipe.layer_path is not None:
-        uris.update({n: u for n, u in recipe.layer_path.sources.items() if n not in uris})
-    lineage = [LineageEntry(name=n, uri=u, revision=revisions.get(n), sha256=hashes.get(n)) for n, u in uris.items()]
+    inputs = model.lineage if model is not None else recipe_lineage(recipe, spec)  # as status.lineage will read
+    lineage = [entry.model_copy(update={"sha256": hashes.get(entry.name)}) for entry in inputs]
     summary = {
         "best": {"recipe": recipe.to_dict(), "scores": dict(model.scores.search) if model is not None else {}},
         "heldOut": held_out,
@@ -214,14 +210,3 @@ def write_card(out_dir: Path, recipe: MergeRecipe, spec: MergeSearchSpec, model:
     }
     title = f"{name} v{model.version}" if model is not None else name
     return write_model_card(out_dir, spec, summary, lineage, name=title, hashes=CONTENT_HASHES)
-
-
-def _spec_revisions(recipe: MergeRecipe, spec: MergeSearchSpec) -> dict[str, str | None]:
-    by_uri = {e.uri: e.revision for e in spec.experts}
-    revisions = {e.name: by_uri.get(e.uri) for e in recipe.experts}
-    if spec.base_model is not None:
-        revisions["base"] = spec.base_model.revision
-    model_a = spec.merge.data_flow.model_a
-    if model_a is not None:
-        revisions[MODEL_A] = model_a.revision
-    return revisions
