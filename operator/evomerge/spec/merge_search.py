@@ -224,16 +224,16 @@ def _unset_in_crd(schema: dict[str, Any]) -> None:
 class SearchSpec(SpecModel):
     algorithm: Algorithm = Field(default="evogm", description="evogm, cmaes, ga, random, or nsga2 (several objectives: a Pareto front).")
     population_size: int = Field(
-        default=8, ge=2, le=4096, json_schema_extra=_unset_in_crd,
+        default=BUDGET_DEFAULTS["other"]["populationSize"], ge=2, le=4096, json_schema_extra=_unset_in_crd,
         description="Candidates per generation. Unset: 20 for evogm (the paper's P), 8 for the others.",
     )
     max_generations: int = Field(
-        default=10, ge=1, le=100000, json_schema_extra=_unset_in_crd,
+        default=BUDGET_DEFAULTS["other"]["maxGenerations"], ge=1, le=100000, json_schema_extra=_unset_in_crd,
         description="Generations per round, the initial population included (EvoGM: 1 + iterations per round). "
         "Unset: 4 for evogm (the paper's 3 iterations), 10 for the others.",
     )
     rounds: int = Field(
-        default=1, ge=1, le=100, json_schema_extra=_unset_in_crd,
+        default=BUDGET_DEFAULTS["other"]["rounds"], ge=1, le=100, json_schema_extra=_unset_in_crd,
         description="EvoGM rounds: the top candidates of a round become the experts of the next. Other algorithms run "
         "rounds × maxGenerations generations. Unset: 2 for evogm (the paper's R), 1 for the others.",
     )
