@@ -8,6 +8,7 @@ from typing import Any, Mapping, Sequence
 from ..spec.merge_search import Objective
 from .engines import make_server_lm
 from .engines.options import EngineOptions
+from .items import ItemScores
 from .quiet import quiet_libraries
 from .tasks import TaskSuite
 
@@ -40,6 +41,29 @@ def evaluate_model(
         return suite.run(lm)
     finally:
         lm.close()
+
+
+def evaluate_items(
+    model_dirs: Mapping[str, Path],
+    objectives: Sequence[Objective],
+    include_paths: Sequence[str] = (),
+    *,
+    device: str = "auto",
+    batch_size: int = 8,
+    seed: int = 0,
+) -> dict[str, tuple[dict[str, float], ItemScores]]:
+    """Each checkpoint's metrics and per-item results, all on the very same items (one TaskSuite, loaded
+    once): the inputs of a paired test between them. Scored in-process, one model in memory at a time."""
+    quiet_libraries()
+    from transformers import AutoTokenizer
+
+    suite = TaskSuite.build(objectives, include_paths, seed)
+    options = EngineOptions(engine="transformers", device=device, batch_size=batch_size)
+    scored = {}
+    for name, model_dir in model_dirs.items():
+        tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
+        scored[name] = suite.run_items(_resident_lm(Path(model_dir), tokenizer, options))
+    return scored
 
 
 def _resident_lm(model_dir: Path, tokenizer: Any, options: EngineOptions) -> Any:

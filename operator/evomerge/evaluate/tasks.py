@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from ..spec.merge_search import Objective
+from .items import ItemScores, ObjectiveItems
 from .quiet import hidden_task_progress
 from .template_cache import compiled_templates
 
@@ -51,14 +52,39 @@ class TaskSuite:
 
     def run(self, lm: Any) -> dict[str, float]:
         """Score `lm` on every objective; the documents are the same on every call."""
+        results = self._evaluate(lm, log_samples=False)
+        return {o.key: read_metric(results, o) for o in self.objectives}
+
+    def run_items(self, lm: Any) -> tuple[dict[str, float], ItemScores]:
+        """Score `lm` as `run` does, and keep each objective's per-item values from lm-eval's logged samples."""
+        results = self._evaluate(lm, log_samples=True)
+        return {o.key: read_metric(results, o) for o in self.objectives}, {o.key: self._items(results, o) for o in self.objectives}
+
+    def _evaluate(self, lm: Any, log_samples: bool) -> dict[str, Any]:
         from lm_eval.evaluator import evaluate
 
         with hidden_task_progress(), compiled_templates():
-            results = evaluate(
-                lm=lm, task_dict=self.task_dict, samples=self.samples or None, bootstrap_iters=0,
-                log_samples=False,
-            )
-        return {o.key: read_metric(results, o) for o in self.objectives}
+            return evaluate(lm=lm, task_dict=self.task_dict, samples=self.samples or None, bootstrap_iters=0,
+                            log_samples=log_samples)
+
+    def _items(self, results: dict[str, Any], objective: Objective) -> ObjectiveItems:
+        """The objective's per-document values as lm-eval logged them, over its leaf tasks (a group's pooled).
+
+        A logged sample holds every metric of one document under one filter, so the filter of the metric
+        key lm-eval reported the objective under picks the samples."""
+        metric, _, filter_key = metric_key(results, objective).partition(",")
+        values: dict[str, Any] = {}
+        aggregations = set()
+        for leaf in _leaves(objective.task, self.task_dict):
+            aggregations.add(_aggregation_name(self.task_dict["tasks"][leaf].aggregation().get(metric)))
+            for sample in results.get("samples", {}).get(leaf, []):
+                if sample.get("filter") == filter_key and metric in sample:
+                    value = sample[metric]
+                    values[f"{leaf}:{sample['doc_id']}"] = list(value) if isinstance(value, tuple) else value
+        if len(aggregations) != 1 or None in aggregations:
+            raise TaskError(f"objective {objective.key}: its tasks aggregate {metric} differently ({sorted(map(str, aggregations))}), "
+                            "so their items cannot be pooled into one paired test")
+        return ObjectiveItems(aggregations.pop(), values)
 
     @property
     def documents(self) -> dict[str, int]:
@@ -80,6 +106,12 @@ def draw_indices(n_docs: int, limit: int | None, seed: int, task_name: str) -> l
 
 def read_metric(results: dict[str, Any], objective: Objective) -> float:
     """The objective's metric from lm-eval's results; `metric` may name a filter as in "exact_match,strict-match"."""
+    key = metric_key(results, objective)
+    return _number(objective, key, results["results"][objective.task][key])
+
+
+def metric_key(results: dict[str, Any], objective: Objective) -> str:
+    """The "metric,filter" key lm-eval reports the objective's metric under."""
     task_results = results["results"].get(objective.task)
     if task_results is None:
         raise TaskError(
@@ -88,10 +120,10 @@ def read_metric(results: dict[str, Any], objective: Objective) -> float:
         )
     values = {k: v for k, v in task_results.items() if "," in k and "_stderr," not in k}
     if objective.metric in values:
-        return _number(objective, objective.metric, values[objective.metric])
+        return objective.metric
     matches = sorted(k for k in values if k.split(",")[0] == objective.metric)
     if len(matches) == 1:
-        return _number(objective, matches[0], values[matches[0]])
+        return matches[0]
     if len(matches) > 1:
         raise TaskError(
             f"objective {objective.key}: the metric is reported under several filters ({', '.join(matches)}) — "
@@ -106,6 +138,14 @@ def _number(objective: Objective, key: str, value: Any) -> float:
     if not math.isfinite(number):
         raise TaskError(f"objective {objective.key}: lm-eval reported {key} = {value}, which is not a finite number")
     return number
+
+
+def _aggregation_name(function: Any) -> str | None:
+    """The name lm-eval registered an aggregation function under (items files store names, not code)."""
+    from lm_eval.api.registry import AGGREGATION_REGISTRY, get_aggregation
+
+    get_aggregation("mean")  # fills the registry on first use
+    return next((name for name, registered in AGGREGATION_REGISTRY.items() if registered is function), None)
 
 
 def _task_manager(names: Sequence[str], include_paths: Sequence[str]) -> Any:

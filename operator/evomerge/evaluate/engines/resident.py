@@ -23,6 +23,7 @@ from ...models.checkpoint import open_checkpoint
 from ...models.uris import local_path
 from ...spec.merge_search import MODEL_A, MergeSearchSpec, Objective, path_models
 from ..cache import ScoreCache, evaluation_context, score_key
+from ..items import ItemScores
 from ..quiet import quiet_libraries
 from ..tasks import TaskSuite
 
@@ -160,6 +161,11 @@ class ResidentEngine:
         if self.cache is not None:
             self.cache.put(key, scores, digest, self.context)
         return scores
+
+    def score_items(self, recipe: MergeRecipe) -> tuple[dict[str, float], ItemScores]:
+        """The objectives' metrics and per-item results for `recipe` (never cached: the cache keeps aggregates)."""
+        self._install(recipe)
+        return self.suite.run_items(self.lm)
 
     def _install(self, recipe: MergeRecipe) -> None:
         """Put the candidate into the live model: its layer path, or its merged weights."""
