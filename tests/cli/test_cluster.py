@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from evomerge.cli.cluster import register
 from evomerge.evaluate.model import evaluate_model
-from evomerge.executors.kubernetes import decode_scores
+from evomerge.evaluate.scores_message import decode_scores
 from evomerge.k8s.render_search import spec_document
 from evomerge.spec.merge_search import MergeSearchSpec, Objective
 from tests.support.fake_servers import FakeTGI, FakeVLLM

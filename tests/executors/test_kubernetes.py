@@ -11,13 +11,8 @@ from collections import deque
 
 import pytest
 
-from evomerge.executors.kubernetes import (
-    JobOutcome,
-    KubernetesExecutor,
-    decode_scores,
-    encode_scores,
-    max_candidates_per_message,
-)
+from evomerge.evaluate.scores_message import decode_scores, encode_scores, max_candidates_per_message
+from evomerge.executors.kubernetes import JobOutcome, KubernetesExecutor
 from evomerge.merge.recipe import ExpertWeights, MergeRecipe
 
 KEYS = ["gsm8k_ja/acc", "mgsm/exact_match"]
@@ -157,3 +152,31 @@ def test_jobs_fill_the_free_slots_before_growing_up_to_per_job(parallelism, per_
     executor.wait()
 
     assert [len(v) for v in backend.created.values()] == expected
+
+
+def test_a_pod_that_dies_mid_batch_costs_only_the_candidate_in_flight():
+    backend = Backend()
+    executor = KubernetesExecutor(backend, KEYS, parallelism=1, per_job=4)
+    for i in range(4):
+        executor.submit(f"c{i}", recipe(i / 10))
+    # The scorer rewrites its message after each candidate: c0 scored, c1 failed on its own; then the pod died in c2.
+    progress = encode_scores([{"id": "c0", "scores": dict(zip(KEYS, [0.5, 0.25]))}, {"id": "c1", "error": "bad recipe"}], KEYS)
+    backend.finished.append(JobOutcome("job-c0-4", False, progress, "OOMKilled"))
+
+    results = executor.wait()
+
+    assert [(r.candidate, r.scores is not None) for r in results] == [("c0", True), ("c1", False), ("c2", False)]
+    assert results[1].error == "bad recipe"
+    assert "job-c0-4 failed (OOMKilled)" in results[2].error
+    assert list(backend.created) == ["job-c0-4", "job-c3-1"]  # the candidate it never reached runs again
+    assert executor.pending == 1
+    backend.succeed("job-c3-1", [[0.7, 0.7]])
+    assert [(r.candidate, r.scores["gsm8k_ja/acc"]) for r in executor.wait()] == [("c3", 0.7)]
+    assert executor.pending == 0
+
+
+def test_a_scorer_that_exits_cleanly_before_the_end_fails_the_candidates_it_skipped():
+    message = encode_scores([{"id": "c0", "scores": {k: 0.5 for k in KEYS}}], KEYS)
+    decoded = decode_scores(message, ["c0", "c1"], KEYS)
+    assert decoded[0] == ({k: 0.5 for k in KEYS}, None)
+    assert decoded[1][0] is None and "without scoring" in decoded[1][1]

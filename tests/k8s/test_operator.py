@@ -19,7 +19,7 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
-from evomerge.executors.kubernetes import encode_scores
+from evomerge.evaluate.scores_message import encode_scores
 from evomerge.k8s import operator_main
 from evomerge.k8s.client import Invalid, Kube
 from evomerge.k8s.controller_main import run_controller

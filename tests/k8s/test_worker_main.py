@@ -1,5 +1,5 @@
-"""The pod commands on tiny models: `evomerge evaluate-batch` and `evomerge export-model` as the pods run them,
-reporting through the termination log their Jobs are read from."""
+"""The export pod's command on tiny models: `evomerge export-model` as the pod runs it, reporting through the
+termination log its Job is read from (evaluate-batch: tests/evaluate/test_worker.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from evomerge.cli.cluster import register
-from evomerge.executors.kubernetes import decode_scores
 from evomerge.k8s.messages import decode_export
 from evomerge.k8s.render_search import spec_document
 from evomerge.k8s.worker_main import LINEAGE_FILE, content_hash
@@ -57,34 +56,6 @@ def recipe(family: dict[str, Path], w0: float, w1: float) -> dict:
     return {"method": "task_arithmetic", "baseUri": f"file://{family['base']}", "groups": ["all"], "options": {},
             "experts": [{"name": "e0", "uri": f"file://{family['expert0']}", "params": {"weight": {"all": w0}}},
                         {"name": "e1", "uri": str(family["expert1"]), "params": {"weight": {"all": w1}}}]}
-
-
-def test_evaluate_batch_scores_each_candidate_into_the_termination_log(cli, spec_file, tiny_family, tmp_path, monkeypatch):
-    log = tmp_path / "termination-log"
-    monkeypatch.setenv("EVOMERGE_TERMINATION_LOG", str(log))
-    recipes = tmp_path / "recipes.json"
-    broken = {"method": "task_arithmetic", "baseUri": None}  # no experts: this one candidate cannot be merged
-    recipes.write_text(json.dumps([{"id": "c1", "recipe": recipe(tiny_family, 0.5, 0.5)}, {"id": "c2", "recipe": broken}]))
-
-    result = CliRunner().invoke(cli, ["evaluate-batch", "--spec", str(spec_file), "--recipes", str(recipes)])
-
-    assert result.exit_code == 0, result.output
-    message = log.read_text()
-    assert len(message.encode()) <= 4096
-    (good, bad) = decode_scores(message, ["c1", "c2"], KEYS)
-    assert good[1] is None and 0.0 <= good[0]["tiny_colors/acc"] <= 1.0
-    assert bad[0] is None and "recipes[1]" in bad[1]
-
-
-def test_evaluate_batch_exits_3_on_inputs_no_retry_can_fix(cli, tmp_path, monkeypatch):
-    log = tmp_path / "termination-log"
-    monkeypatch.setenv("EVOMERGE_TERMINATION_LOG", str(log))
-    (tmp_path / "spec.json").write_text(json.dumps({"kind": "MergeSearch", "metadata": {"name": "x"}, "spec": {"objectives": []}}))
-
-    result = CliRunner().invoke(cli, ["evaluate-batch", "--spec", str(tmp_path / "spec.json"), "--recipes", str(tmp_path / "r.json")])
-
-    assert result.exit_code == 3
-    assert log.read_text().startswith("InputError:") and "objectives" in log.read_text()
 
 
 def test_export_model_writes_the_checkpoint_its_lineage_and_held_out_scores(cli, spec_file, tiny_family, tmp_path, monkeypatch):

@@ -61,7 +61,7 @@ def controller(
     from ..k8s.controller_main import ControllerError, run_controller
     from ..k8s.render_search import CONTROLLER_JOB_ENV
     from ..k8s.settings import ClusterSettings
-    from ..k8s.worker_main import report
+    from ..evaluate.worker import report
     from ..models.checkpoint import CheckpointError
     from ..models.uris import UriError
     from ..runner.loop import HistoryMismatch, SearchFailed
@@ -94,7 +94,7 @@ def evaluate_batch(
     ),
 ) -> None:
     """Score a batch of candidates; compact JSON scores go to stdout and the termination log."""
-    from ..k8s.worker_main import InputError, evaluate_batch as score, report
+    from ..evaluate.worker import InputError, evaluate_batch as score, report
 
     try:
         message = score(spec, recipes, model_dir, server_url, held_out, adapter)
@@ -115,7 +115,8 @@ def export_model(
 ) -> None:
     """Write a MergedModel version: the merged checkpoint, its model card, its inputs' content hashes, held-out scores."""
     from ..k8s.messages import ExportResult, encode_export
-    from ..k8s.worker_main import InputError, export_model as export, report
+    from ..evaluate.worker import InputError, report
+    from ..k8s.worker_main import export_model as export
 
     if exporter not in get_args(Exporter):
         report(encode_export(ExportResult(error=f"--exporter {exporter!r}: use {' or '.join(get_args(Exporter))}")))

@@ -17,7 +17,7 @@ import os
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from ..merge.recipe import MergeRecipe
 from ..models.uris import local_path
@@ -38,61 +38,78 @@ def score_batch(
     server_url: str | None = None,
     cache: ScoreCache | None = None,
     adapter: str | None = None,
+    on_result: Callable[[dict[str, Any]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Per recipe {"id", "scores"} or {"id", "error"}; items are {"id": str, "recipe": MergeRecipe.to_dict()}.
 
     `held_out` scores spec.heldOut instead of spec.objectives; `model_dir` and `server_url` are the merged
-    checkpoint (for its tokenizer) and the server for engines tgi/vllm; `adapter` names the LoRA adapter the
+    checkpoint (for its tokenizer) and the server for served engines; `adapter` names the LoRA adapter the
     server hosts the candidate as (then `model_dir` is that adapter, with the base's tokenizer).
+    `on_result` is called with each entry as soon as it is known, in order.
     """
     objectives = spec.held_out if held_out else spec.objectives
     if not objectives:
         return [{"id": _id(item, i), "error": "the spec lists no heldOut objectives"} for i, item in enumerate(recipes)]
     parsed: list[tuple[str, MergeRecipe | str]] = [_parse(item, i) for i, item in enumerate(recipes)]
+    results: list[dict[str, Any]] = []
+
+    def record(item: dict[str, Any]) -> None:
+        results.append(item)
+        if on_result is not None:
+            on_result(item)
+
     try:
-        if spec.evaluation.engine == "transformers":
-            return _score_resident(parsed, spec, objectives, cache)
-        return _score_served(parsed, spec, objectives, model_dir, server_url, adapter)
-    except Exception as error:  # a broken setup fails every candidate, with the reason in each entry
-        return [{"id": cid, "error": _one_line(error)} for cid, _ in parsed]
-
-
-def _score_resident(parsed: list[tuple[str, MergeRecipe | str]], spec: MergeSearchSpec, objectives: Sequence[Any],
-                    cache: ScoreCache | None) -> list[dict[str, Any]]:
-    from .engines.resident import ResidentEngine
-
-    base_dir = local_path(spec.base_model.uri) if spec.base_model else None
-    expert_dirs = {e.name: local_path(e.uri) for e in spec.experts}
-    engine = ResidentEngine.from_spec(spec, objectives, base_dir, expert_dirs, cache=cache)
-    results = []
-    for cid, recipe in parsed:
-        if isinstance(recipe, str):
-            results.append({"id": cid, "error": recipe})
-            continue
-        try:
-            results.append({"id": cid, "scores": engine.score(recipe)})
-        except Exception as error:  # one broken candidate must not sink the batch
-            results.append({"id": cid, "error": _one_line(error)})
+        if spec.evaluation.engine != "transformers":
+            _score_served(parsed, spec, objectives, model_dir, server_url, adapter, record)
+        else:
+            _score_resident(parsed, spec, objectives, cache, record)
+    except Exception as error:  # a broken setup fails every candidate not scored yet, with the reason in each entry
+        for cid, _ in parsed[len(results):]:
+            record({"id": cid, "error": _one_line(error)})
     return results
 
 
+def input_dirs(spec: MergeSearchSpec) -> tuple[Path | None, dict[str, Path]]:
+    """(base, experts by name) as local directories, read where the pod mounts them."""
+    base_dir = local_path(spec.base_model.uri) if spec.base_model else None
+    return base_dir, {e.name: local_path(e.uri) for e in spec.experts}
+
+
+def _score_resident(parsed: list[tuple[str, MergeRecipe | str]], spec: MergeSearchSpec, objectives: Sequence[Any],
+                    cache: ScoreCache | None, record: Callable[[dict[str, Any]], None]) -> None:
+    from .engines.resident import ResidentEngine
+
+    engine = ResidentEngine.from_spec(spec, objectives, *input_dirs(spec), cache=cache)
+    for cid, recipe in parsed:
+        record(_scored(cid, recipe, engine.score))
+
+
 def _score_served(parsed: list[tuple[str, MergeRecipe | str]], spec: MergeSearchSpec, objectives: Sequence[Any],
-                  model_dir: Path | None, server_url: str | None, adapter: str | None) -> list[dict[str, Any]]:
+                  model_dir: Path | None, server_url: str | None, adapter: str | None,
+                  record: Callable[[dict[str, Any]], None]) -> None:
     from .model import evaluate_model
 
     engine = spec.evaluation.engine
     if len(parsed) != 1:
         raise ValueError(f"engine {engine} scores the one candidate its pod serves; got a batch of {len(parsed)}")
-    cid, recipe = parsed[0]
-    if isinstance(recipe, str):
-        return [{"id": cid, "error": recipe}]
     url = server_url or os.environ.get(SERVER_URL_ENV)
     if not url or model_dir is None:
         raise ValueError(f"engine {engine} needs --server-url (or ${SERVER_URL_ENV}) and --model-dir (the merged checkpoint)")
     options = EngineOptions(engine=engine, url=url, batch_size=spec.evaluation.batch_size,
                             timeout_s=float(spec.evaluation.timeout_seconds), adapter=adapter)
-    scores = evaluate_model(model_dir, objectives, spec.evaluation.include_paths, options, seed=spec.search.seed)
-    return [{"id": cid, "scores": scores}]
+    ((cid, recipe),) = parsed
+    record(_scored(cid, recipe, lambda _: evaluate_model(model_dir, objectives, spec.evaluation.include_paths, options,
+                                                         seed=spec.search.seed)))
+
+
+def _scored(cid: str, recipe: MergeRecipe | str, score: Callable[[MergeRecipe], dict[str, float]]) -> dict[str, Any]:
+    """One entry: the recipe's scores, or why it has none (one broken candidate must not sink the batch)."""
+    if isinstance(recipe, str):
+        return {"id": cid, "error": recipe}
+    try:
+        return {"id": cid, "scores": score(recipe)}
+    except Exception as error:  # noqa: BLE001 - reported as this candidate's error
+        return {"id": cid, "error": _one_line(error)}
 
 
 def _parse(item: Any, index: int) -> tuple[str, MergeRecipe | str]:

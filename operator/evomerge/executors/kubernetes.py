@@ -4,25 +4,22 @@ This module decides *what* runs: how candidates are grouped into Jobs, how many 
 a Job's outcome becomes one result per candidate. *How* a Job is created and watched is a `JobBackend`
 (the k8s layer provides the real one), so the pure logic here is tested without a cluster.
 
-The scorer container reports through its termination message (4096 bytes at most), as compact JSON:
-`{"k": [objective keys], "s": [[score per key] or null, … per candidate], "e": {"index": "error"}}`.
+The scorer container reports through its termination message (evaluate/scores_message.py), rewritten
+after every candidate: when a pod dies mid-batch, the candidates before the one in flight keep their
+scores, the one in flight fails with the pod's reason, and the ones it never reached go back to the
+queue — a dead pod costs at most one candidate.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Protocol, Sequence
+from typing import Protocol, Sequence
 
+from ..evaluate.scores_message import Decoded, decode_progress, decode_scores, max_candidates_per_message, truncate
 from ..merge.recipe import MergeRecipe
 from .base import EvalResult
-
-MESSAGE_LIMIT = 4096  # bytes the kubelet keeps of a container's termination message
-_BUDGET = MESSAGE_LIMIT - 96  # room for braces, keys and a truncation marker
-_SCORE_CHARS = 14  # "-1.234567e-05,": the widest a 7-significant-digit score prints
-_MIN_ERROR = 24
 
 
 @dataclass(frozen=True)
@@ -54,72 +51,6 @@ class JobBackend(Protocol):
     def close(self) -> None: ...
 
 
-def max_candidates_per_message(objective_keys: Sequence[str]) -> int:
-    """How many candidates' scores fit in one termination message."""
-    header = sum(len(json.dumps(k)) + 1 for k in objective_keys) + 16
-    per_candidate = _SCORE_CHARS * max(1, len(objective_keys)) + 3
-    return max(1, (_BUDGET - header) // per_candidate)
-
-
-def encode_scores(items: Sequence[dict[str, Any]], objective_keys: Sequence[str]) -> str:
-    """The scorer's side: `score_batch` items ({"id", "scores"} | {"id", "error"}) → a message under 4 KiB.
-
-    Errors are cut to share what room the scores leave; scores are kept to 7 significant digits.
-    """
-    scores: list[list[float] | None] = []
-    errors: dict[str, str] = {}
-    for index, item in enumerate(items):
-        values = item.get("scores")
-        if values is None or any(k not in values for k in objective_keys):
-            scores.append(None)
-            missing = [k for k in objective_keys if values is not None and k not in values]
-            errors[str(index)] = item.get("error") or f"scorer returned no {', '.join(missing)}"
-        else:
-            scores.append([float(f"{float(values[k]):.7g}") for k in objective_keys])
-    body: dict[str, Any] = {"k": list(objective_keys), "s": scores}
-    text = json.dumps(body, separators=(",", ":"))
-    if errors:
-        share = max(_MIN_ERROR, (MESSAGE_LIMIT - len(text.encode())) // len(errors))
-        while True:
-            body["e"] = {k: _truncate(v, share) for k, v in errors.items()}
-            text = json.dumps(body, separators=(",", ":"))
-            if len(text.encode()) <= MESSAGE_LIMIT or share <= _MIN_ERROR:
-                break
-            share = max(_MIN_ERROR, share * 3 // 4)
-    if len(text.encode()) > MESSAGE_LIMIT:
-        raise ValueError(
-            f"{len(items)} candidates do not fit in one termination message ({len(text.encode())} bytes) — "
-            "lower evaluation.candidatesPerJob"
-        )
-    return text
-
-
-def decode_scores(message: str | None, candidates: Sequence[str], objective_keys: Sequence[str]) -> list[tuple[dict[str, float] | None, str | None]]:
-    """The executor's side: (scores, error) per candidate of a succeeded Job, in the Job's order."""
-    try:
-        body = json.loads(message or "")
-        keys, scores = body["k"], body["s"]
-        errors = body.get("e", {})
-        if list(keys) != list(objective_keys) or len(scores) != len(candidates):
-            raise ValueError("shape")
-    except (ValueError, KeyError, TypeError):
-        shown = (message or "").strip()[-300:] or "(empty)"
-        problem = f"the scorer's termination message is not a result for these candidates: {shown}"
-        return [(None, problem)] * len(candidates)
-    out: list[tuple[dict[str, float] | None, str | None]] = []
-    for index, values in enumerate(scores):
-        if values is None:
-            out.append((None, errors.get(str(index), "the scorer reported no score")))
-        else:
-            out.append((dict(zip(objective_keys, map(float, values))), None))
-    return out
-
-
-def _truncate(text: str, limit: int) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: max(0, limit - 3)] + "..."
-
-
 class KubernetesExecutor:
     """At most `parallelism` Jobs at once; candidates grouped `per_job` to a Job (1 for server engines)."""
 
@@ -137,12 +68,14 @@ class KubernetesExecutor:
         self.per_job = max(1, min(per_job, max_candidates_per_message(self.objective_keys)))
         self.poll_seconds = poll_seconds
         self._queue: deque[tuple[str, MergeRecipe]] = deque()
+        self._recipes: dict[str, MergeRecipe] = {}  # of the candidates owed, to queue again those a dead pod never reached
         self._running: dict[str, list[str]] = {}  # job name → candidates, in the Job's order
         self._waiting: set[str] = set()  # candidates whose result is owed to the runner
         self._adoptable = backend.existing()
 
     def submit(self, candidate: str, recipe: MergeRecipe) -> None:
         self._waiting.add(candidate)
+        self._recipes[candidate] = recipe
         for name, members in self._adoptable.items():
             if candidate in members:
                 self._running.setdefault(name, members)
@@ -184,16 +117,27 @@ class KubernetesExecutor:
         self._adoptable.pop(outcome.name, None)
         if members is None:
             return []
-        seconds = outcome.seconds / len(members)
         if outcome.succeeded:
             decoded = decode_scores(outcome.message, members, self.objective_keys)
         else:
-            detail = _truncate(outcome.message or "", 600)
-            error = f"evaluation Job {outcome.name} failed ({outcome.reason or 'Failed'})" + (f": {detail}" if detail else "")
-            decoded = [(None, error)] * len(members)
+            decoded = self._failed(outcome, members)
+        seconds = outcome.seconds / max(1, len(decoded))
         results = []
         for cid, (scores, error) in zip(members, decoded):
             if cid in self._waiting:
                 self._waiting.discard(cid)
+                self._recipes.pop(cid, None)
                 results.append(EvalResult(cid, scores, error, seconds))
         return results
+
+    def _failed(self, outcome: JobOutcome, members: list[str]) -> Decoded:
+        """What a failed Job's scorer reported before it died, the Job's failure for the candidate in flight;
+        the candidates after it go back to the front of the queue (see the module's docstring)."""
+        reached = decode_progress(outcome.message, members, self.objective_keys)
+        detail = "" if reached is not None else truncate(outcome.message or "", 600)
+        error = f"evaluation Job {outcome.name} failed ({outcome.reason or 'Failed'})" + (f": {detail}" if detail else "")
+        if reached is None:
+            return [(None, error)] * len(members)
+        unreached = [cid for cid in members[len(reached) + 1:] if cid in self._waiting and cid in self._recipes]
+        self._queue.extendleft(reversed([(cid, self._recipes[cid]) for cid in unreached]))
+        return reached + [(None, error)] if len(reached) < len(members) else reached

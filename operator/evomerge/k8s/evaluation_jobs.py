@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
+from ..evaluate.worker import objective_keys
 from ..executors.kubernetes import JobOutcome, KubernetesExecutor
 from ..merge.recipe import MergeRecipe
 from ..spec.merge_search import MergeSearchSpec
@@ -23,7 +24,7 @@ from .client import Conflict, Gone, Kube
 from .controller_events import ControllerEvents
 from .jobs import ACTIVE, SUCCEEDED, job_age, job_seconds, job_state, pod_selector, stuck_reason, termination_message
 from .naming import CANDIDATES_ANNOTATION, EVALUATION, SEARCH_UID_LABEL, evaluation_job_name, search_labels, selector
-from .render_eval import objective_keys, render_eval_job, render_recipes_configmap
+from .render_eval import render_eval_job, render_recipes_configmap
 from .settings import ClusterSettings
 
 STUCK_CHECK_SECONDS = 30.0

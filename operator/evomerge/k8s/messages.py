@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from ..executors.kubernetes import MESSAGE_LIMIT
+from ..evaluate.scores_message import MESSAGE_LIMIT
 
 
 @dataclass(frozen=True)

@@ -75,10 +75,6 @@ def serves_adapter(spec: MergeSearchSpec) -> bool:
             and parse_uri(spec.base_model.uri).scheme in SERVED_BASE_SCHEMES)
 
 
-def objective_keys(spec: MergeSearchSpec, held_out: bool = False) -> list[str]:
-    return [o.key for o in (spec.held_out if held_out else spec.objectives)]
-
-
 def render_recipes_configmap(job: dict[str, Any], candidates: Sequence[tuple[str, MergeRecipe]]) -> dict[str, Any]:
     """The batch's recipes, owned by its Job so they go when the Job goes."""
     meta = job["metadata"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
+from ..evaluate.worker import TERMINATION_LOG, TERMINATION_LOG_ENV
 from ..models.uris import PVC_MOUNT_ROOT_ENV, UriError, parse_uri
 from ..spec.merge_search import MergeSearchSpec
 from .naming import owner_reference
@@ -22,8 +23,6 @@ SCRATCH_DIR = "/model"
 CANDIDATE_DIR = f"{SCRATCH_DIR}/candidate"
 TMP_DIR = "/tmp"
 SHM_DIR = "/dev/shm"
-TERMINATION_LOG_ENV = "EVOMERGE_TERMINATION_LOG"
-TERMINATION_LOG = "/dev/termination-log"
 
 
 def pod_security_context(settings: ClusterSettings) -> dict[str, Any]:
@@ -111,7 +110,7 @@ def worker_env(settings: ClusterSettings, cache_claim: str | None) -> list[dict[
         {"name": "HF_DATASETS_OFFLINE", "value": "1"},
         {"name": "TOKENIZERS_PARALLELISM", "value": "false"},
         {"name": "HOME", "value": TMP_DIR},
-        # Where worker_main reports; named in the spec so anything playing the kubelet can map the path.
+        # Where the pod commands report (evaluate/worker.report); named in the spec so anything playing the kubelet can map the path.
         {"name": TERMINATION_LOG_ENV, "value": TERMINATION_LOG},
     ]
     if cache_claim is not None:

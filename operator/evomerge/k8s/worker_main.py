@@ -1,14 +1,13 @@
-"""What the evaluation and export pods run: `evomerge evaluate-batch` and `evomerge export-model`.
+"""What the export pod runs: `evomerge export-model` (the evaluation pod's code is evaluate/worker.py).
 
-Both report through the container's termination message (compact JSON, read by the controller or the
-operator), so the pods need no API access. torch and lm-eval are imported only inside these functions.
+It reports through the container's termination message (compact JSON, read by the operator), so the pod
+needs no API access. torch is imported only inside these functions.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -19,68 +18,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from ..executors.kubernetes import encode_scores
+from ..evaluate.worker import InputError, read_json, read_spec
 from ..merge.recipe import MergeRecipe
-from ..spec.loading import SpecError, validate_document
-from ..spec.merge_search import MERGEKIT_NO_LORA, Exporter, MergeSearch, MergeSearchSpec
+from ..spec.merge_search import MERGEKIT_NO_LORA, Exporter, MergeSearchSpec
 from ..spec.merged_model import MergedModelSpec
 from .messages import ExportResult
-from .render_eval import objective_keys
 from .render_model import recipe_lineage
-from .render_pods import TERMINATION_LOG, TERMINATION_LOG_ENV
 
 LINEAGE_FILE = "evomerge_lineage.json"
-
-
-class InputError(ValueError):
-    """The pod's inputs (spec, recipes, models) are unusable: retrying the pod cannot help."""
-
-
-def termination_log() -> Path | None:
-    """$EVOMERGE_TERMINATION_LOG, else /dev/termination-log when the kubelet provides it."""
-    configured = os.environ.get(TERMINATION_LOG_ENV)
-    if configured:
-        return Path(configured)
-    default = Path(TERMINATION_LOG)
-    return default if default.exists() else None
-
-
-def report(message: str) -> None:
-    path = termination_log()
-    if path is not None:
-        path.write_text(message)
-    print(message, flush=True)
-
-
-def read_spec(path: Path) -> MergeSearchSpec:
-    try:
-        document = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise InputError(f"--spec {path}: {error}") from None
-    try:
-        return validate_document(document, str(path), MergeSearch).spec
-    except SpecError as error:
-        raise InputError(str(error)) from None
-
-
-def read_json(path: Path, what: str) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise InputError(f"{what} {path}: {error}") from None
-
-
-def evaluate_batch(spec_path: Path, recipes_path: Path, model_dir: Path | None, server_url: str | None, held_out: bool,
-                   adapter: str | None = None) -> str:
-    """Score every recipe of the batch; the compact message for the termination log (one entry per recipe)."""
-    spec = read_spec(spec_path)
-    items = read_json(recipes_path, "--recipes")
-    if not isinstance(items, list) or not all(isinstance(i, dict) and "recipe" in i for i in items):
-        raise InputError(f"--recipes {recipes_path}: expected a JSON list of {{id, recipe}}")
-    from ..evaluate.batch import score_batch
-
-    results = score_batch(items, spec, held_out=held_out, model_dir=model_dir, server_url=server_url, adapter=adapter)
-    return encode_scores(results, objective_keys(spec, held_out))
 
 
 def content_hash(directory: Path) -> str:

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import torch
 
-from ..models.checkpoint import TensorSource
+from ..models.checkpoint import TensorSource, open_checkpoint
 from .apply import expert_params, method_options
 from .groups import group_of
+from .inputs import open_source
 from .methods import MergeMethod, get_method, linear_into
 from .recipe import MergeRecipe
 from . import kernels
@@ -76,6 +77,15 @@ class ResidentMerger:
         self._names = list(reference.names)
         self._key: tuple | None = None
         self._prepared: dict[str, _Prepared] = {}
+
+    @classmethod
+    def from_dirs(cls, base_dir: Path | None, expert_dirs: dict[str, Path], allow_pickle: bool = False,
+                  device: str | torch.device = "cpu") -> "ResidentMerger":
+        """A merger over checkpoint directories (LoRA adapter directories are experts over the base)."""
+        base = open_checkpoint(base_dir, allow_pickle) if base_dir is not None else None
+        experts = {name: open_source(path, base, allow_pickle) for name, path in expert_dirs.items()}
+        reference = base if base is not None else next(iter(experts.values()))
+        return cls(base, experts, int(reference.config().get("num_hidden_layers", 1)), device)
 
     @torch.no_grad()
     def merge_into(self, recipe: MergeRecipe, target: dict[str, torch.Tensor]) -> None:

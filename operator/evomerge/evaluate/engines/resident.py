@@ -16,10 +16,8 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from ...merge.dataflow import PathModel
-from ...merge.inputs import open_source
 from ...merge.recipe import MergeRecipe
 from ...merge.resident import ResidentMerger
-from ...models.checkpoint import open_checkpoint
 from ...models.uris import local_path
 from ...spec.merge_search import MODEL_A, MergeSearchSpec, Objective, path_models
 from ..cache import ScoreCache, evaluation_context, score_key
@@ -106,9 +104,7 @@ class ResidentEngine:
             name_a, *others = path_models
             self.paths = PathModel(self.model, name_a, {name: self._load(path_models[name]) for name in others})
         else:
-            base = open_checkpoint(base_dir, allow_pickle) if base_dir is not None else None
-            checkpoints = {name: open_source(path, base, allow_pickle) for name, path in experts.items()}
-            self.merger = ResidentMerger(base, checkpoints, self.model.config.num_hidden_layers, self.device)
+            self.merger = ResidentMerger.from_dirs(base_dir, experts, allow_pickle, self.device)
             self.target = self.model.state_dict()  # its tensors alias the live parameters
         self.lm = load_hflm(self.model, tokenizer, batch_size, self.device)
         self.suite = TaskSuite.build(objectives, include_paths, seed)
