@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test controlplane
+.PHONY: setup demo test controlplane vllm
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,11 @@ demo: setup
 controlplane:
 	bash hack/controlplane/build.sh
 
-test: setup controlplane
+# The real vLLM server (its CPU build, in its own cached virtual environment) that the engine tests and
+# `evomerge run` with engine vllm start; a second run is a no-op.
+vllm:
+	bash hack/vllm/install.sh
+
+test: setup controlplane vllm
 	bash hack/install_test_tools.sh
 	$(VENV)/bin/python -m pytest

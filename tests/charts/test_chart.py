@@ -12,6 +12,7 @@ import pytest
 import yaml
 from prometheus_client import generate_latest
 
+from evomerge.catalogue.engines import server_image
 from evomerge.k8s.metrics import OperatorMetrics
 from evomerge.k8s.settings import ClusterSettings
 
@@ -179,6 +180,13 @@ def _to_lua(lua, value):
     if isinstance(value, list):
         return lua.table_from([_to_lua(lua, v) for v in value])
     return value
+
+
+def test_by_default_the_servers_are_the_images_the_engine_catalogue_pins(helm, tmp_path):
+    (deployment,) = by_kind(render(helm, tmp_path), "Deployment")
+    env = {e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+    settings = ClusterSettings.from_env(env)
+    assert (settings.tgi_image, settings.vllm_image) == (server_image("tgi"), server_image("vllm"))
 
 
 def test_custom_tgi_and_vllm_images_reach_the_operators_settings(helm, tmp_path):

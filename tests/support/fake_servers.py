@@ -9,8 +9,13 @@ top_logprobs, text_offset} and `prompt_logprobs` [null, {token_id: {logprob, ran
 `/health`, `/v1/models`. Every log-probability is computed by the same tiny transformers model the
 resident engine uses, so engines are exercised over real HTTP with real numbers.
 
-`Behaviour` injects the failures engines must survive or explain: 503 while loading, a flaky 500,
-TGI without --enable-prefill-logprobs (an error, or an empty prefill). Decoding is always greedy.
+They stand in only where the real server cannot run or cannot be made to fail on cue. The real vLLM
+server runs in the suite (`tests/support/vllm.py`, the CPU build `hack/vllm/install.sh` installs), and
+tests that a real server can answer use it. FakeVLLM is for the faults a real server does not show on
+demand (`Behaviour`: 503 while loading, a flaky 500, no prompt_logprobs, a context shorter than it said)
+and for LoRA adapters scored concurrently, which crash vLLM's CPU build (vLLM issues #16668, #29955).
+FakeTGI stands in for TGI, which has no CPU build to install and whose project is archived.
+Decoding is always greedy.
 
 Started with `adapters` ({name: PEFT adapter directory}), a server hosts LoRA adapters over its base as the
 real ones do: vLLM lists each in /v1/models (parent: the base) and serves it by model name; TGI applies the

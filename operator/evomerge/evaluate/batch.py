@@ -19,6 +19,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from ..catalogue.engines import ENGINES
 from ..merge.recipe import MergeRecipe
 from ..models.uris import local_path
 from ..spec.loading import SpecError, load_resource
@@ -59,7 +60,7 @@ def score_batch(
             on_result(item)
 
     try:
-        if spec.evaluation.engine != "transformers":
+        if ENGINES[spec.evaluation.engine].served:
             _score_served(parsed, spec, objectives, model_dir, server_url, adapter, record)
         else:
             _score_resident(parsed, spec, objectives, cache, record)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from ..catalogue.engines import ENGINES
 from ..spec.merge_search import Objective
 from .engines import make_server_lm
 from .engines.options import EngineOptions
@@ -34,7 +35,7 @@ def evaluate_model(
 
     suite = TaskSuite.build(objectives, include_paths, seed)
     tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)
-    if options.engine == "transformers":
+    if not ENGINES[options.engine].served:
         return suite.run(_resident_lm(Path(model_dir), tokenizer, options))
     lm = make_server_lm(options, tokenizer, suite.greedy_tasks)
     try:

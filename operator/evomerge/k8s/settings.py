@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from ..catalogue.engines import server_image
+
 PREFIX = "EVOMERGE_"
 
 
@@ -19,8 +21,8 @@ PREFIX = "EVOMERGE_"
 class ClusterSettings:
     worker_image: str = "ghcr.io/evomerge/evomerge-worker:0.1.0"
     image_pull_policy: str = "IfNotPresent"
-    tgi_image: str = "ghcr.io/huggingface/text-generation-inference:3.3.7"
-    vllm_image: str = "vllm/vllm-openai:v0.11.0"
+    tgi_image: str = server_image("tgi")
+    vllm_image: str = server_image("vllm")
     controller_service_account: str = "evomerge-controller"
     controller_cluster_role: str = "evomerge-controller"
     evaluation_service_account: str = "evomerge-evaluation"

@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 from pydantic.alias_generators import to_snake
 
+from ..catalogue.engines import EngineName as Engine
+
 from .base import (
     GROUP_VERSION,
     Condition,
@@ -23,7 +25,6 @@ MergeMethod = Literal["linear", "task_arithmetic", "ties", "dare_ties", "dare_li
 Granularity = Literal["model", "layerGroups", "layers"]
 Gene = Literal["weight", "density", "t"]
 Algorithm = Literal["evogm", "cmaes", "ga", "random", "nsga2"]
-Engine = Literal["transformers", "tgi", "vllm"]
 Phase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]
 
 SPARSIFYING_METHODS = ("ties", "dare_ties", "dare_linear")

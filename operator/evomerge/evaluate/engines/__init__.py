@@ -30,5 +30,5 @@ def make_server_lm(options: EngineOptions, tokenizer: Any, greedy_tasks: frozens
 
         backend = VLLMBackend(options, tokenizer)
     else:
-        raise ValueError(f"engine {options.engine!r} runs in-process; make_server_lm is for tgi and vllm")
+        raise ValueError(f"engine {options.engine!r} runs in-process; make_server_lm is for the served engines")
     return ServerLM(backend, tokenizer, options.concurrency, greedy_tasks)

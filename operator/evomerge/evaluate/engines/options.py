@@ -6,10 +6,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
+from ...catalogue.engines import ENGINES, EngineName
 from .transport import RetryPolicy
-
-EngineName = Literal["transformers", "tgi", "vllm"]
-ENGINES: tuple[str, ...] = ("transformers", "tgi", "vllm")
 
 
 @dataclass(frozen=True)
@@ -37,13 +35,14 @@ class EngineOptions:
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
             raise ValueError(f"engine_options.engine: {self.engine!r} is not an engine — use one of {', '.join(ENGINES)}")
-        if self.engine != "transformers" and not self.url:
+        if ENGINES[self.engine].served and not self.url:
             raise ValueError(f"engine_options.url: engine {self.engine} scores through a server — give its URL, "
                              "for example http://127.0.0.1:8080")
         if self.logprobs not in ("prompt_logprobs", "echo"):
             raise ValueError("engine_options.logprobs: use prompt_logprobs (vLLM) or echo (OpenAI-style servers)")
-        if self.adapter is not None and self.engine == "transformers":
-            raise ValueError("engine_options.adapter: a LoRA adapter is selected on a server — use engine tgi or vllm")
+        if self.adapter is not None and not ENGINES[self.engine].served:
+            raise ValueError("engine_options.adapter: a LoRA adapter is selected on a server — use engine "
+                             + " or ".join(name for name, entry in ENGINES.items() if entry.served))
         if self.adapter is not None and self.served_model is not None:
             raise ValueError("engine_options: set adapter or served_model, not both — vLLM serves the adapter as a model")
         if self.concurrency < 1 or self.batch_size < 1 or self.retry_attempts < 1:

@@ -8,13 +8,14 @@ come from vLLM's `prompt_logprobs` (each prompt token's log-probability and rank
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import requests
 
 from .options import EngineOptions
 from .server import GenerateRequest, ScoreRequest
-from .transport import ServerError, call_with_retries, describe, wait_until_ready
+from .transport import ServerError, call_with_retries, describe, status_of, wait_until_ready
 
 DEFAULT_MAX_MODEL_LEN = 2048
 
@@ -75,6 +76,16 @@ class VLLMBackend:
         }
         return str(self._complete(body)["text"])
 
+    def swap_weights(self, weights_dir: Path) -> None:
+        """Serve the checkpoint in `weights_dir` from now on, without a restart: the server rereads it in place.
+
+        It must have the served model's architecture and shapes. The prefix cache is reset afterwards:
+        otherwise a prompt that fills a cache block reuses KV blocks the previous weights computed.
+        Both routes exist only on a server started with VLLM_SERVER_DEV_MODE=1.
+        """
+        self._control("/collective_rpc", {"method": "reload_weights", "kwargs": {"weights_path": str(weights_dir)}})
+        self._control("/reset_prefix_cache")
+
     def close(self) -> None:
         self.session.close()
 
@@ -123,10 +134,20 @@ class VLLMBackend:
             raise ServerError(f"{what} answered without choices: {str(answer)[:200]}")
         return choices[0]
 
-    def _request(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _control(self, path: str, body: dict[str, Any] | None = None) -> None:
+        what = f"POST {self.url}{path}"
+        try:
+            call_with_retries(lambda: self._request("POST", path, body, want_json=False), self.retry, what, self.sleep)
+        except requests.HTTPError as error:
+            if status_of(error) == 404:
+                raise ServerError(f"{what} is not served — start vLLM with VLLM_SERVER_DEV_MODE=1 so that it can take "
+                                  "new weights in place") from error
+            raise ServerError(f"{what} failed — {describe(error)}") from error
+
+    def _request(self, method: str, path: str, body: dict[str, Any] | None = None, want_json: bool = True) -> Any:
         response = self.session.request(method, self.url + path, json=body, timeout=self.timeout_s)
         response.raise_for_status()
-        return response.json()
+        return response.json() if want_json else None
 
     def _probe(self) -> None:
         self.session.get(self.url + "/health", timeout=self.timeout_s).raise_for_status()

@@ -1,0 +1,29 @@
+"""The real vLLM server the engine tests score through: one per test session, on the nano zoo's base.
+
+It is the CPU build `hack/vllm/install.sh` installs (`make test` runs it first); a missing install is an
+error that names the script, never a skip. Tests that swap weights put the base back before they end,
+so every test sees the server serving `nano_zoo.base`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from evomerge.evaluate.engines.vllm_process import VLLMServerProcess
+from evomerge.zoo import Zoo
+
+# The zoo's max_position_embeddings; vLLM refuses a longer context. Small also keeps its KV cache small.
+MAX_MODEL_LEN = 128
+
+
+def start_vllm(model_dir: Path, log_dir: Path) -> VLLMServerProcess:
+    return VLLMServerProcess.start(model_dir, log_dir / "vllm.log", max_model_len=MAX_MODEL_LEN)
+
+
+@pytest.fixture(scope="session")
+def vllm_server(nano_zoo: Zoo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServerProcess]:
+    with start_vllm(nano_zoo.base, tmp_path_factory.mktemp("vllm")) as server:
+        yield server
