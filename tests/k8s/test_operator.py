@@ -128,8 +128,10 @@ def controller_jobs(kube: Kube, namespace: str) -> list[dict]:
 # ---- admission --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("change, message", [
     ({"experts": [{"name": "e0", "uri": "x"}]}, "list at least two experts, or set expertSelector"),
-    ({"merge": {"evolve": ["weight", "density"]}}, "density only applies to the ties, dare_ties and dare_linear methods"),
-    ({"merge": {"method": "slerp", "evolve": ["weight"]}}, "slerp evolves only its interpolation factor"),
+    ({"merge": {"evolve": ["weight", "density"]}}, "spec.merge.evolve: Invalid value: merge.evolve: method task_arithmetic "
+     "evolves weight only — remove the others from evolve, or change merge.method (density applies to ties"),
+    ({"merge": {"method": "slerp", "evolve": ["weight"]}}, "merge.evolve: method slerp evolves t only"),
+    ({"merge": {"method": "slerp"}}, "merge.evolve: method slerp evolves t only"),
     ({"merge": {"bounds": {"weight": ["0.9", "0.1"]}}}, "merge.bounds.weight: the low bound must be below the high bound"),
     ({"merge": {"layerGroups": 4}}, "merge.layerGroups is only read with granularity layerGroups"),
     ({"search": {"algorithm": "nsga2"}}, "nsga2 searches a Pareto front and needs at least two objectives"),

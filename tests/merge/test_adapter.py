@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from evomerge.merge.adapter import recipe_adapter
-from evomerge.merge.adapter_rules import LOW_RANK_METHODS, NORMALIZE_DEFAULTS, adapter_refusal, adapter_servable
-from evomerge.merge.methods import get_method
+from evomerge.merge.adapter_rules import adapter_refusal, adapter_servable
 from evomerge.merge.apply import RecipeError
 from evomerge.merge.inputs import open_recipe_inputs
 from evomerge.merge.recipe import ExpertWeights, MergeRecipe
@@ -51,6 +50,3 @@ def test_a_recipe_with_a_full_expert_is_refused_by_name(tiny_family, tmp_path):
         recipe_adapter(recipe, base, inputs, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
-
-def test_the_torch_free_rules_know_the_registrys_normalize_defaults():
-    assert {m: get_method(m).normalize_default for m in LOW_RANK_METHODS} == NORMALIZE_DEFAULTS

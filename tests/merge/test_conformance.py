@@ -5,21 +5,24 @@ from __future__ import annotations
 import pytest
 import torch
 
+from evomerge.catalogue.methods import METHODS
 from evomerge.merge.groups import group_names
 from evomerge.merge.recipe import ExpertWeights, MergeRecipe
 from evomerge.merge.sparsify import magnitude_mask
 from evomerge.models.checkpoint import open_checkpoint
 
+from tests.support.tiny_models import build_family
+
 from .conftest import LAYERS, N_EXPERTS, differing, export_family
 
-GENES = {"linear": ("weight",), "task_arithmetic": ("weight",), "ties": ("weight", "density"), "slerp": ("t",)}
+GENES = {name: method.genes for name, method in METHODS.items()}
 SPLIT_GROUPS = group_names("layerGroups", LAYERS, 2, split_modules=True)
 LAYER_GROUPS = group_names("layers", LAYERS)
 
 
 def recipe_for(method: str, family, groups=("all",), experts: int = N_EXPERTS, **options) -> MergeRecipe:
     """Distinct values per expert, gene and group; weights are unnormalised (they sum above 1)."""
-    n = 1 if method == "slerp" else experts
+    n = 1 if METHODS[method].one_expert else experts
     expert_params = [
         {gene: {g: round(0.35 + 0.1 * i + 0.07 * j + (0.1 if gene == "weight" else 0.0), 4) for j, g in enumerate(groups)}
          for gene in GENES[method]}
@@ -27,7 +30,7 @@ def recipe_for(method: str, family, groups=("all",), experts: int = N_EXPERTS, *
     ]
     return MergeRecipe(
         method=method,
-        base_uri=str(family["base"]) if method != "linear" else None,
+        base_uri=str(family["base"]) if METHODS[method].needs_base else None,
         experts=tuple(ExpertWeights(f"expert{i}", str(family[f"expert{i}"]), expert_params[i]) for i in range(n)),
         groups=tuple(groups),
         options=options,
@@ -127,3 +130,32 @@ def test_weights_above_one_amplify_task_vectors(family32, tmp_path):
         return float((merged["model.layers.0.mlp.up_proj.weight"] - base).norm())
 
     assert distance(2 / 3) == pytest.approx(distance(1 / 3) * 2, rel=1e-4)
+
+
+@pytest.fixture(scope="module")
+def fine_tuned16(tmp_path_factory):
+    """bf16 experts a fine-tune away from the base: task vectors ~5% of the weights' scale, so rounding to bf16
+    leaves many zero and many equal magnitudes — where sort-based sparsifiers can disagree."""
+    return build_family(tmp_path_factory.mktemp("finetuned16"), n_experts=N_EXPERTS, layers=LAYERS, seed=5,
+                        noise=1e-3, dtype=torch.bfloat16, hidden=64)
+
+
+@pytest.mark.parametrize("options", [{}, {"gamma": 0.05, "rescale": True, "normalize": True}],
+                         ids=["mergekit-defaults", "gamma-rescale-normalize"])
+@pytest.mark.parametrize("groups", [("all",), SPLIT_GROUPS], ids=["whole-model", "layer-groups-attn-mlp"])
+def test_breadcrumbs_is_bit_identical_to_mergekit_on_bfloat16_fine_tune_deltas(options, groups, fine_tuned16, run_mergekit,
+                                                                              tmp_path):
+    """Breadcrumbs is deterministic (a sort, no random draw), so it agrees bit for bit, ties at both cuts included."""
+    recipe = recipe_for("breadcrumbs", fine_tuned16, groups, **options)
+    ours = export_family(recipe, fine_tuned16, tmp_path / "ours")
+    theirs = run_mergekit(recipe, tmp_path / "mk")
+    assert {t.dtype for t in ours.values()} == {torch.bfloat16}
+    assert differing(ours, theirs) == []
+    base = open_checkpoint(fine_tuned16["base"])
+    name = "model.layers.1.mlp.up_proj.weight"
+    delta = open_checkpoint(fine_tuned16["expert0"]).read(name) - base.read(name)
+    magnitudes = delta.abs().flatten()
+    assert magnitudes.unique().numel() < magnitudes.numel() / 4  # the deltas really tie, often
+    assert not torch.equal(ours[name], run_mergekit(
+        recipe_for("task_arithmetic", fine_tuned16, groups, **{k: v for k, v in options.items() if k != "gamma"}),
+        tmp_path / "ta")[name])  # and the sparsifier really dropped entries

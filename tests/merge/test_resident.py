@@ -8,6 +8,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
+from evomerge.catalogue.methods import METHODS
 from evomerge.merge.groups import group_names
 from evomerge.merge.recipe import ExpertWeights, MergeRecipe
 from evomerge.merge import resident
@@ -17,19 +18,18 @@ from evomerge.models.checkpoint import open_checkpoint
 from .conftest import LAYERS, N_EXPERTS, export_family
 
 GROUPS = group_names("layerGroups", LAYERS, 2, split_modules=True)
-GENES = {"linear": ("weight",), "task_arithmetic": ("weight",), "ties": ("weight", "density"),
-         "dare_ties": ("weight", "density"), "dare_linear": ("weight", "density"), "slerp": ("t",)}
+GENES = {name: method.genes for name, method in METHODS.items()}
 
 
 def candidate(method: str, family, shift: float = 0.0, **options) -> MergeRecipe:
-    n = 1 if method == "slerp" else N_EXPERTS
+    n = 1 if METHODS[method].one_expert else N_EXPERTS
     experts = tuple(
         ExpertWeights(f"expert{i}", str(family[f"expert{i}"]), {
             gene: {g: round(0.3 + 0.1 * i + 0.04 * j + shift, 4) for j, g in enumerate(GROUPS)} for gene in GENES[method]
         })
         for i in range(n)
     )
-    return MergeRecipe(method, str(family["base"]) if method != "linear" else None, experts, GROUPS, {"seed": 9, **options})
+    return MergeRecipe(method, str(family["base"]) if METHODS[method].needs_base else None, experts, GROUPS, {"seed": 9, **options})
 
 
 def merger_for(family, dtype: torch.dtype, **kwargs) -> tuple[ResidentMerger, torch.nn.Module]:

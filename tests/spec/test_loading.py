@@ -71,7 +71,8 @@ def test_typo_gets_a_did_you_mean():
 
 def test_density_with_a_method_without_sparsifier_is_explained():
     [problem] = problems_of(with_spec(merge={"method": "task_arithmetic", "evolve": ["weight", "density"]}))
-    assert "density only applies to ties, dare_ties, dare_linear" in problem
+    assert "merge.evolve: method task_arithmetic evolves weight only" in problem
+    assert "density applies to ties, dare_ties, dare_linear, breadcrumbs" in problem
 
 
 def test_task_vector_methods_need_a_base_model():

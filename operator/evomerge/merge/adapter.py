@@ -35,7 +35,7 @@ def adapter_coefficients(recipe: MergeRecipe, group: str) -> list[float]:
     options = method_options(recipe)
     weights = [p["weight"] for p in expert_params(recipe, method, group)]
     total = sum(weights)
-    if recipe.method == "linear":
+    if not method.needs_base:  # linear mixes the models: its update is low-rank only as a weighted mean
         if options["normalize"]:
             return [w / total for w in weights]
         if abs(total - 1.0) > 1e-12:

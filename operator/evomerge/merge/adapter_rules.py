@@ -5,10 +5,8 @@ Kept free of torch: the operator renders evaluation pods from these rules and it
 
 from __future__ import annotations
 
+from ..catalogue.methods import LOW_RANK_METHODS, METHODS
 from ..spec.merge_search import MergeSearchSpec
-
-LOW_RANK_METHODS = ("linear", "task_arithmetic")
-NORMALIZE_DEFAULTS = {"linear": True, "task_arithmetic": False}  # methods.py's, for these two (a test keeps them equal)
 
 
 def low_rank_refusal(method: str, normalize: bool | None, prefix: str = "") -> str | None:
@@ -22,9 +20,10 @@ def low_rank_refusal(method: str, normalize: bool | None, prefix: str = "") -> s
     if method not in LOW_RANK_METHODS:
         return (f"{prefix}method: {method} is not low-rank; only {' and '.join(LOW_RANK_METHODS)} make one combined "
                 "adapter — merge full checkpoints instead")
-    resolved = NORMALIZE_DEFAULTS[method] if normalize is None else normalize
-    if method == "linear" and not resolved:
-        return (f"{prefix}normalize: linear without normalize scales the base by Σw, which is not a low-rank update — "
+    entry = METHODS[method]
+    resolved = entry.normalize_default if normalize is None else normalize
+    if not entry.needs_base and not resolved:
+        return (f"{prefix}normalize: {method} without normalize scales the base by Σw, which is not a low-rank update — "
                 "set normalize: true or use task_arithmetic")
     return None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ..catalogue.methods import LAMBDA, NORMALIZE, RESCALE
 from .groups import group_of
 from .methods import MergeMethod, get_method
 from .recipe import MergeRecipe
@@ -27,8 +28,8 @@ def resolve_dtype(value: str | None, key: str = "dtype") -> torch.dtype | None:
 def method_options(recipe: MergeRecipe) -> dict:
     """The recipe's options with the method's mergekit defaults filled in, resolved once per recipe.
 
-    Keys: normalize, rescale, lambda, compute_dtype / out_dtype (torch dtypes or None), seed (DARE's
-    masks), tie_order ("index" or "mergekit") and mask_rng ("counter" or "mergekit"), see sparsify.py.
+    Keys: normalize, rescale, lambda and the method's own options (catalogue/methods.py), compute_dtype /
+    out_dtype (torch dtypes or None), seed (DARE's masks), tie_order ("index" or "mergekit") and mask_rng ("counter" or "mergekit"), see sparsify.py.
     """
     method = get_method(recipe.method)
     options = dict(recipe.options)
@@ -38,17 +39,16 @@ def method_options(recipe: MergeRecipe) -> dict:
     mask_rng = options.get("mask_rng") or "counter"
     if mask_rng not in MASK_RNGS:
         raise RecipeError(f"recipe option mask_rng: {mask_rng!r} is not one of {', '.join(MASK_RNGS)}")
-    lam = options.get("lambda")
+    for option in dict.fromkeys((NORMALIZE, RESCALE, LAMBDA, *method.options)):
+        value = options.get(option.name)
+        options[option.name] = method.default(option) if value is None else option.type(value)
     options.update(
-        normalize=method.normalize_default if options.get("normalize") is None else bool(options["normalize"]),
-        rescale=method.rescale_default if options.get("rescale") is None else bool(options["rescale"]),
         compute_dtype=resolve_dtype(options.get("dtype")),
         out_dtype=resolve_dtype(options.get("out_dtype"), "out_dtype"),
         seed=int(options.get("seed") or 0),
         tie_order=tie_order,
         mask_rng=mask_rng,
     )
-    options["lambda"] = 1.0 if lam is None else float(lam)
     return options
 
 

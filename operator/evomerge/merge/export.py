@@ -288,8 +288,8 @@ def _input_reference(recipe: MergeRecipe, base: TensorSource | None, experts: Ma
     missing = [e.name for e in recipe.experts if e.name not in experts]
     if missing:
         raise RecipeError(f"recipe expert {missing[0]!r} has no checkpoint — pass it in `experts`")
-    if recipe.method == "slerp" and len(recipe.experts) != 1:
-        raise RecipeError(f"slerp interpolates between the base and one expert; the recipe has {len(recipe.experts)}")
+    if method.one_expert and len(recipe.experts) != 1:
+        raise RecipeError(f"{method.name} interpolates between the base and one expert; the recipe has {len(recipe.experts)}")
     if not recipe.experts:
         raise RecipeError("the recipe names no experts to merge")
     return base if base is not None else experts[recipe.experts[0].name]

@@ -49,28 +49,24 @@ def to_mergekit_config(recipe: MergeRecipe, num_layers: int, paths: dict[str, st
         return _path_config(recipe, resolved)
     method = get_method(recipe.method)
     options = method_options(recipe)
-    config: dict[str, Any] = {"merge_method": recipe.method}
+    config: dict[str, Any] = {"merge_method": method.mergekit_name}
     if method.needs_base:
         config["base_model"] = resolved[BASE]
     if options["compute_dtype"] is not None:
         config["dtype"] = str(options["compute_dtype"]).removeprefix("torch.")
     if options["out_dtype"] is not None:
         config["out_dtype"] = str(options["out_dtype"]).removeprefix("torch.")
-    shared: dict[str, Any] = {}
-    if method.name != "slerp":
-        shared["normalize"] = options["normalize"]
-    if method.task_arithmetic:
-        shared.update({"rescale": options["rescale"], "lambda": options["lambda"]})
-    per_expert_genes = [g for g in method.genes if g != "t"]
+    shared: dict[str, Any] = {option.name: options[option.name] for option in method.options}
+    per_expert_genes = [g for g in method.genes if g not in method.shared_genes]
     if recipe.groups == ("all",):
         models = [{"model": resolved[e.name], "parameters": {g: _value(e, g, "all") for g in per_expert_genes}}
                   for e in recipe.experts]
-        if method.name == "slerp":
+        if method.shared_genes:  # mergekit lists the base as a model and takes the genes once, for the merge
             models = [{"model": resolved[BASE]}, {"model": resolved[recipe.experts[0].name]}]
-            shared["t"] = _value(recipe.experts[0], "t", "all")
+            shared.update({g: _value(recipe.experts[0], g, "all") for g in method.shared_genes})
         config["models"] = models
     else:
-        config["slices"] = _slices(recipe, num_layers, resolved, per_expert_genes, method.name == "slerp", method.needs_base)
+        config["slices"] = _slices(recipe, num_layers, resolved, per_expert_genes, method.shared_genes, method.needs_base)
     config["parameters"] = shared
     return config
 
@@ -128,7 +124,8 @@ def _group_values(expert, gene: str, block: str, groups: tuple[str, ...]) -> dic
     }
 
 
-def _slices(recipe: MergeRecipe, num_layers: int, paths: dict[str, str], genes: list[str], slerp: bool, with_base: bool) -> list[dict]:
+def _slices(recipe: MergeRecipe, num_layers: int, paths: dict[str, str], genes: list[str], shared_genes: tuple[str, ...],
+            with_base: bool) -> list[dict]:
     slices = []
     for block, start, end in _block_ranges(recipe.groups, num_layers):
         split = f"{block}.attn" in recipe.groups
@@ -141,8 +138,9 @@ def _slices(recipe: MergeRecipe, num_layers: int, paths: dict[str, str], genes: 
                 source["parameters"] = {g: _filtered(_group_values(expert, g, block, recipe.groups), split) for g in genes}
             sources.append(source)
         piece: dict[str, Any] = {"sources": sources}
-        if slerp:
-            piece["parameters"] = {"t": _filtered(_group_values(recipe.experts[0], "t", block, recipe.groups), split)}
+        if shared_genes:
+            piece["parameters"] = {g: _filtered(_group_values(recipe.experts[0], g, block, recipe.groups), split)
+                                   for g in shared_genes}
         slices.append(piece)
     return slices
 

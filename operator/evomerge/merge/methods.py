@@ -1,46 +1,51 @@
-"""Merge methods as a registry of small units, with mergekit 0.1.5's names, parameters and defaults."""
+"""The tensor math of each merge method, attached to the method's catalogue entry (catalogue/methods.py).
+
+What a method evolves, needs and defaults to is the catalogue's; this module only says which function
+merges its tensors (and, for sparsifiers the shared task-arithmetic path does not special-case, which
+function sparsifies a task vector).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
+from ..catalogue import methods as catalogue
 from . import kernels
 from .linear import linear as linear_math
 from .slerp import slerp as slerp_math
+from .sparsify import sparsify_outliers
 from .task_arithmetic import merge_family
 from .workspace import Workspace
 
 # (base tensor or None, expert tensors, per-expert parameters, resolved options, tensor name) -> merged tensor
 MethodFn = Callable[[torch.Tensor | None, list[torch.Tensor], list[dict[str, float]], dict, str], torch.Tensor]
+# (task vector, density, resolved options) -> sparsified task vector
+SparsifyFn = Callable[[torch.Tensor, float, dict], torch.Tensor]
 
 
 @dataclass(frozen=True)
 class MergeMethod:
-    name: str
-    fn: MethodFn
-    needs_base: bool
-    genes: tuple[str, ...]
-    normalize_default: bool
-    rescale_default: bool = False
-    sparsifier: str | None = None  # "magnitude" (TIES) or "random" (DARE)
-    consensus: bool = False  # TIES sign election
+    """A catalogue entry with its math: every fact (name, genes, needs_base, sparsifier, …) reads through."""
 
-    @property
-    def task_arithmetic(self) -> bool:
-        return self.name not in ("linear", "slerp")
+    entry: catalogue.Method
+    fn: MethodFn
+    sparsify: SparsifyFn | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "entry":  # not yet set (while unpickling): no entry to read through
+            raise AttributeError(name)
+        return getattr(self.entry, name)
 
 
 METHODS: dict[str, MergeMethod] = {}
 
 
 def get_method(name: str) -> MergeMethod:
-    try:
-        return METHODS[name]
-    except KeyError:
-        raise ValueError(f"merge method {name!r} is not implemented; known: {', '.join(sorted(METHODS))}") from None
+    catalogue.get_method(name)  # the catalogue's message for an unknown name
+    return METHODS[name]
 
 
 def compute_dtype(options: dict, tensors: list[torch.Tensor]) -> torch.dtype:
@@ -102,17 +107,13 @@ def _task_arithmetic_family(method_name: str) -> MethodFn:
     return merge
 
 
-def _register(method: MergeMethod) -> None:
-    METHODS[method.name] = method
+def _attach(name: str, fn: MethodFn, sparsify: SparsifyFn | None = None) -> None:
+    METHODS[name] = MergeMethod(catalogue.METHODS[name], fn, sparsify)
 
 
-_register(MergeMethod("linear", _linear, needs_base=False, genes=("weight",), normalize_default=True))
-_register(MergeMethod("slerp", _slerp, needs_base=True, genes=("t",), normalize_default=False))
-_register(MergeMethod("task_arithmetic", _task_arithmetic_family("task_arithmetic"), needs_base=True, genes=("weight",),
-                      normalize_default=False))
-_register(MergeMethod("ties", _task_arithmetic_family("ties"), needs_base=True, genes=("weight", "density"),
-                      normalize_default=True, sparsifier="magnitude", consensus=True))
-_register(MergeMethod("dare_ties", _task_arithmetic_family("dare_ties"), needs_base=True, genes=("weight", "density"),
-                      normalize_default=False, rescale_default=True, sparsifier="random", consensus=True))
-_register(MergeMethod("dare_linear", _task_arithmetic_family("dare_linear"), needs_base=True, genes=("weight", "density"),
-                      normalize_default=False, rescale_default=True, sparsifier="random"))
+_attach("linear", _linear)
+_attach("slerp", _slerp)
+for _name in ("task_arithmetic", "ties", "dare_ties", "dare_linear"):
+    _attach(_name, _task_arithmetic_family(_name))
+_attach("breadcrumbs", _task_arithmetic_family("breadcrumbs"),
+        lambda delta, density, options: sparsify_outliers(delta, density, options["rescale"], options["gamma"]))

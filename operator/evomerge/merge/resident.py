@@ -128,7 +128,7 @@ class ResidentMerger:
             inputs = [t for t in (base, *experts) if t is not None]
             if not inputs[0].is_floating_point():
                 continue
-            dtype = options["compute_dtype"] or _promoted(experts if method.name == "linear" else inputs)
+            dtype = options["compute_dtype"] or _promoted(experts if not method.needs_base else inputs)
             b = base.to(dtype) if base is not None else None
             if family == "raw":
                 self._prepared[name] = _Prepared(b, inputs=[t.to(dtype) for t in experts])
@@ -144,7 +144,7 @@ class ResidentMerger:
                     cache_torch = self._masks_fit(options, len(order))
                 if cache_torch and method.sparsifier == "magnitude":
                     prepared.ranks = [magnitude_ranks(d, options["tie_order"]) for d in deltas]
-                elif cache_torch:
+                elif cache_torch and method.sparsifier == "random":
                     prepared.uniforms = _uniform_rows(name, len(order), b.numel(), options, self.device)
             self._prepared[name] = prepared
         self._key = key
@@ -170,7 +170,7 @@ class ResidentMerger:
 
     def _merge(self, name: str, prepared: _Prepared, method: MergeMethod, params: list[dict[str, float]], options: dict,
                out: torch.Tensor | None) -> torch.Tensor:
-        if method.name == "linear" and out is not None:
+        if method.family == "linear" and out is not None:
             return linear_into(prepared.inputs, [p["weight"] for p in params], options["normalize"], out)
         if not method.task_arithmetic:
             return method.fn(prepared.base, prepared.inputs, params, options, name)

@@ -178,3 +178,24 @@ def sparsify_random(
     if factor is None:
         return masked.to(delta.dtype)
     return (masked * torch.tensor(factor, dtype=work, device=masked.device)).to(delta.dtype)
+
+
+# --- magnitude outliers (Model Breadcrumbs) ----------------------------------------------------------
+
+
+def sparsify_outliers(delta: torch.Tensor, density: float, rescale: bool, gamma: float) -> torch.Tensor:
+    """mergekit's `magnitude_outliers`: drop the γ·numel largest |δ| (outliers) and the smallest, keeping
+    ⌊density·numel⌋ entries. The order is mergekit's own sort of |δ| (float32 on the CPU), so equal
+    magnitudes at either cut fall the same way and the result is mergekit's bit for bit."""
+    if density >= 1:
+        return delta
+    numel = delta.numel()
+    keep = int(density * numel)
+    bottom = max(0, numel - keep - int(gamma * numel))
+    magnitude = delta.abs().reshape(-1)
+    if magnitude.device.type == "cpu":
+        magnitude = magnitude.float()
+    order = torch.sort(magnitude, descending=False).indices
+    mask = torch.zeros(numel, dtype=torch.bool, device=delta.device)
+    mask[order[bottom:bottom + keep]] = True
+    return masked_rescaled(delta, mask.view(delta.shape), rescale)

@@ -88,9 +88,13 @@ class FusedCache:
     l1: list[kernels.UniformL1] | None = None
 
 
+FUSED_SPARSIFIERS = (None, "magnitude", "random")
+
+
 def uses_fused(method: MergeMethod, dtype: torch.dtype, experts: int, device: torch.device, options: dict) -> bool:
-    """The fused kernels cover the default modes; mergekit's tie order and RNG stream run on the torch path."""
-    return kernels.available(dtype, experts, device) and not (
+    """The fused kernels cover the default modes of no, magnitude and random sparsification; mergekit's tie
+    order and RNG stream, and every other sparsifier, run on the torch path."""
+    return kernels.available(dtype, experts, device) and method.sparsifier in FUSED_SPARSIFIERS and not (
         (method.sparsifier == "magnitude" and options["tie_order"] != "index")
         or (method.sparsifier == "random" and options["mask_rng"] != "counter")
     )
@@ -141,6 +145,8 @@ def merge_family(
                                                  delta.device)
                 draws += 1
             delta = sparsify_random(delta, density, options["rescale"], u, exact_norms=options["mask_rng"] == "counter")
+        elif method.sparsify is not None:
+            delta = method.sparsify(delta, density, options)
         deltas[i] = delta
         del delta
     result = combine(base, deltas, [p["weight"] for p in params], consensus=method.consensus,

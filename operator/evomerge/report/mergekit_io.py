@@ -15,22 +15,15 @@ from typing import Any, Iterable
 
 import yaml
 
+from ..catalogue.methods import GENES, METHODS, Method
 from ..merge.groups import group_of
 from ..merge.layer_path import LayerPathError
 from ..merge.mergekit_config import to_mergekit_config
 from ..merge.recipe import ExpertWeights, MergeRecipe
 
-MERGEKIT_METHODS = ("linear", "task_arithmetic", "ties", "dare_ties", "dare_linear", "slerp")
-# Global options of each method that mergekit reads (evomerge's own options — seed, tie_order — are not config).
-_TASK_ARITHMETIC_OPTIONS = ("normalize", "lambda", "rescale")
-METHOD_OPTIONS = {
-    "linear": ("normalize",),
-    "slerp": (),
-    "task_arithmetic": _TASK_ARITHMETIC_OPTIONS,
-    "ties": _TASK_ARITHMETIC_OPTIONS,
-    "dare_ties": _TASK_ARITHMETIC_OPTIONS,
-    "dare_linear": _TASK_ARITHMETIC_OPTIONS,
-}
+# mergekit's method names, each with its catalogue entry (whose options are the global ones mergekit reads;
+# evomerge's own options — seed, tie_order — are not config).
+MERGEKIT_METHODS = {m.mergekit_name: m for m in METHODS.values()}
 IGNORED_PARAMETERS = ("int8_mask",)  # memory-only in mergekit; the result does not depend on it
 # Representative tensor names (Llama naming, which merge/groups.py follows) used to read a config's
 # filters back into layer groups; group_of itself says which half of a block each one belongs to.
@@ -80,9 +73,10 @@ def from_mergekit_config(config: dict[str, Any], num_layers: int | None = None) 
     first matching filter, gradients interpolated over a slice's layers), then grouped as coarsely as
     merge/groups.py allows while keeping every value. Gradients in the `models:` form need `num_layers`.
     """
-    method = config.get("merge_method")
-    if method not in MERGEKIT_METHODS:
-        raise MergekitConfigError(f"merge_method {method!r}: evomerge merges {', '.join(MERGEKIT_METHODS)}")
+    method_name = config.get("merge_method")
+    if method_name not in MERGEKIT_METHODS:
+        raise MergekitConfigError(f"merge_method {method_name!r}: evomerge merges {', '.join(MERGEKIT_METHODS)}")
+    method = MERGEKIT_METHODS[method_name]
     if config.get("modules"):
         raise MergekitConfigError("modules: multi-module configs are not supported; use models: or slices:")
     if bool(config.get("models")) == bool(config.get("slices")):
@@ -100,15 +94,16 @@ def from_mergekit_config(config: dict[str, Any], num_layers: int | None = None) 
     inputs = [src["model"] for src in slices[0]["sources"]]
     if any([src["model"] for src in s["sources"]] != inputs for s in slices):
         raise MergekitConfigError("slices: every slice must list the same models in the same order")
-    expert_models = [m for m in inputs if m != base or method == "linear"]
-    if method != "linear" and base is None:
-        raise MergekitConfigError(f"base_model: {method} merges task vectors and needs a base model")
-    genes = ("t",) if method == "slerp" else _genes(slices, global_params, expert_models)
-    if method == "slerp" and len(expert_models) != 1:
-        raise MergekitConfigError("slerp: list the base model and exactly one other model")
+    expert_models = [m for m in inputs if m != base or not method.needs_base]
+    if method.needs_base and base is None:
+        raise MergekitConfigError(f"base_model: {method_name} merges task vectors and needs a base model")
+    genes = method.shared_genes or _genes(method, slices, global_params, expert_models)
+    if method.one_expert and len(expert_models) != 1:
+        raise MergekitConfigError(f"{method_name}: list the base model and exactly one other model")
 
     values = {
-        model: {gene: _per_group_values(slices, global_params, model, gene, depth, shared=method == "slerp") for gene in genes}
+        model: {gene: _per_group_values(slices, global_params, model, gene, depth, shared=gene in method.shared_genes)
+                for gene in genes}
         for model in expert_models
     }
     groups, depth_groups = _coarsest_groups(values, depth)
@@ -120,8 +115,8 @@ def from_mergekit_config(config: dict[str, Any], num_layers: int | None = None) 
         for m in expert_models
     )
     return MergeRecipe(
-        method=method,
-        base_uri=reference_uri(base) if base and method != "linear" else None,
+        method=method.name,
+        base_uri=reference_uri(base) if base and method.needs_base else None,
         experts=experts,
         groups=groups,
         options=_options(method, global_params, config),
@@ -184,19 +179,21 @@ def _has_gradient(parameters: dict[str, Any] | None) -> bool:
     return any(gradient(s) for s in (parameters or {}).values())
 
 
-def _genes(slices: list[dict[str, Any]], global_params: dict[str, Any], models: list[str]) -> tuple[str, ...]:
-    found = set(global_params) & {"weight", "density"}
+def _genes(method: Method, slices: list[dict[str, Any]], global_params: dict[str, Any], models: list[str]) -> tuple[str, ...]:
+    """The method's per-model genes the config sets (weight always; density where it sparsifies)."""
+    genes = set(method.genes)
+    found = set(global_params) & genes
     for s in slices:
-        found |= set(s["parameters"]) & {"weight", "density"}
+        found |= set(s["parameters"]) & genes
         for src in s["sources"]:
             if src["model"] in models:
-                unknown = set(src["parameters"]) - {"weight", "density", *IGNORED_PARAMETERS}
+                unknown = set(src["parameters"]) - {*genes, *IGNORED_PARAMETERS}
                 if unknown:
                     raise MergekitConfigError(f"model {src['model']}: parameter(s) {', '.join(sorted(unknown))} are not evolved by evomerge")
-                found |= set(src["parameters"]) & {"weight", "density"}
+                found |= set(src["parameters"]) & genes
     if "weight" not in found:
         raise MergekitConfigError("no weight parameter: every merged model needs a weight")
-    return tuple(g for g in ("weight", "density") if g in found)
+    return tuple(g for g in method.genes if g in found)
 
 
 def _per_group_values(
@@ -319,18 +316,18 @@ def _expert_names(models: list[str]) -> dict[str, str]:
     return names
 
 
-def _options(method: str, global_params: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
-    known = {"weight", "density", "t", *METHOD_OPTIONS[method], *IGNORED_PARAMETERS}
+def _options(method: Method, global_params: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    known = {*GENES, *(o.name for o in method.options), *IGNORED_PARAMETERS}
     unknown = set(global_params) - known
     if unknown:
-        raise MergekitConfigError(f"parameters: {', '.join(sorted(unknown))} not understood for {method}")
+        raise MergekitConfigError(f"parameters: {', '.join(sorted(unknown))} not understood for {method.mergekit_name}")
     options: dict[str, Any] = {}
-    for key in METHOD_OPTIONS[method]:
-        if key in global_params:
-            value = global_params[key]
+    for option in method.options:
+        if option.name in global_params:
+            value = global_params[option.name]
             if isinstance(value, (list, dict)):
-                raise MergekitConfigError(f"parameters.{key}: evomerge takes one value per merge, not a gradient or filters")
-            options[key] = float(value) if key == "lambda" else bool(value)
+                raise MergekitConfigError(f"parameters.{option.name}: evomerge takes one value per merge, not a gradient or filters")
+            options[option.name] = option.type(value)
     for key in ("dtype", "out_dtype"):
         if config.get(key):
             options[key] = config[key]

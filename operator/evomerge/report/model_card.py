@@ -9,6 +9,7 @@ from typing import Any, Sequence
 
 import yaml
 
+from ..catalogue.methods import METHODS
 from ..merge.recipe import MergeRecipe
 from ..models.uris import UriError, local_path, parse_uri
 from ..spec.base import format_number
@@ -227,7 +228,7 @@ def _mergekit_block(recipe: MergeRecipe, config: dict[str, Any] | str) -> str:
     if isinstance(config, str):
         return f"Not expressible as a mergekit config: {config}."
     note = ""
-    if recipe.method.startswith("dare") and any(v < 1 for e in recipe.experts for v in e.params.get("density", {}).values()):
+    if METHODS[recipe.method].sparsifier == "random" and any(v < 1 for e in recipe.experts for v in e.params.get("density", {}).values()):
         note = ("\nDARE drops task-vector entries at random: mergekit draws its masks from the global RNG (seed them with "
                 "`--random-seed`), evomerge per tensor, so the two agree in distribution, not bit for bit.\n")
     return f"```yaml\n{mergekit_yaml(config)}```\n\nThis is `{MERGEKIT_FILE}`; run it with `mergekit-yaml {MERGEKIT_FILE} merged/`.{note}"

@@ -6,10 +6,18 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from ..catalogue.methods import BASELESS_METHODS, GENES, METHODS
 from .base import API_GROUP, API_VERSION
 from .expert import Expert, ExpertSpec, ExpertStatus
-from .merge_search import MERGEKIT_NO_LORA, MergeSearch, MergeSearchSpec, MergeSearchStatus
+from .merge_search import (
+    MERGEKIT_NO_LORA, MergeSearch, MergeSearchSpec, MergeSearchStatus, MergeSpec, evolve_refusal, one_expert_refusal,
+)
 from .merged_model import MergedModel, MergedModelSpec, MergedModelStatus
+
+
+def _cel_list(values) -> str:
+    return "[" + ", ".join(f"'{v}'" for v in values) + "]"
+
 
 # Admission rules the schema cannot express; the same rules live in the pydantic validators. Lists they
 # walk are bounded (maxItems) so the API server can bound their cost.
@@ -27,31 +35,32 @@ MERGE_SEARCH_RULES = [
         "&& has(self.merge.dataFlow) && has(self.merge.dataFlow.enabled) && self.merge.dataFlow.enabled)",
         "message": "list at least two experts, or set expertSelector",
     },
+    *(
+        {
+            # evolve's default ([weight]) is not filled in by the API server (list defaults are dropped), so read it here
+            "rule": f"!has(self.merge) || !has(self.merge.method) || self.merge.method != '{m.name}' || "
+            f"(has(self.merge.evolve) ? self.merge.evolve : {_cel_list(MergeSpec().evolve)}).all(g, g in {_cel_list(m.genes)})",
+            "message": evolve_refusal(m),
+            "fieldPath": ".merge.evolve",
+        }
+        for m in METHODS.values()
+        if set(m.genes) != set(GENES)
+    ),
     {
-        "rule": "!has(self.merge) || !has(self.merge.evolve) || !('density' in self.merge.evolve) || "
-        "(has(self.merge.method) && self.merge.method in ['ties', 'dare_ties', 'dare_linear'])",
-        "message": "density only applies to the ties, dare_ties and dare_linear methods",
-    },
-    {
-        "rule": "(has(self.merge) && has(self.merge.method) && self.merge.method == 'linear') || has(self.baseModel) || "
+        "rule": f"(has(self.merge) && has(self.merge.method) && self.merge.method in {_cel_list(BASELESS_METHODS)}) || "
+        "has(self.baseModel) || "
         "(has(self.merge) && has(self.merge.dataFlow) && has(self.merge.dataFlow.enabled) && self.merge.dataFlow.enabled)",
         "message": "this merge method merges task vectors and needs baseModel (a data-flow search needs none)",
     },
-    {
-        "rule": "!has(self.merge) || !has(self.merge.method) || self.merge.method != 'slerp' || "
-        "(has(self.merge.evolve) && self.merge.evolve == ['t'])",
-        "message": "slerp evolves only its interpolation factor: set merge.evolve to [t]",
-    },
-    {
-        "rule": "!has(self.merge) || !has(self.merge.evolve) || !('t' in self.merge.evolve) || "
-        "(has(self.merge.method) && self.merge.method == 'slerp')",
-        "message": "t is the slerp factor: use merge.method slerp, or evolve weight instead",
-    },
-    {
-        "rule": "!has(self.merge) || !has(self.merge.method) || self.merge.method != 'slerp' || has(self.expertSelector) "
-        "|| (has(self.experts) && size(self.experts) == 1)",
-        "message": "slerp interpolates between baseModel and exactly one expert",
-    },
+    *(
+        {
+            "rule": f"!has(self.merge) || !has(self.merge.method) || self.merge.method != '{m.name}' || "
+            "has(self.expertSelector) || (has(self.experts) && size(self.experts) == 1)",
+            "message": one_expert_refusal(m),
+        }
+        for m in METHODS.values()
+        if m.one_expert
+    ),
     {
         "rule": "!has(self.merge) || !has(self.merge.layerGroups) || self.merge.layerGroups == 1 || "
         "(has(self.merge.granularity) && self.merge.granularity == 'layerGroups')",
@@ -62,9 +71,7 @@ MERGE_SEARCH_RULES = [
         "size(self.objectives) >= 2",
         "message": "nsga2 searches a Pareto front and needs at least two objectives",
     },
-    _bounds_rule("weight"),
-    _bounds_rule("density"),
-    _bounds_rule("t"),
+    *(_bounds_rule(gene) for gene in GENES),
     {
         "rule": "!has(self.merge) || !has(self.merge.bounds) || !has(self.merge.bounds.density) || "
         "(double(self.merge.bounds.density[0]) > 0.0 && double(self.merge.bounds.density[1]) <= 1.0)",

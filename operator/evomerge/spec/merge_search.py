@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 from pydantic.alias_generators import to_snake
 
 from ..catalogue.engines import EngineName as Engine
-
+from ..catalogue.methods import BASELESS_METHODS, GENES, METHOD_NAMES, METHODS, Method, methods_with
 from .base import (
     GROUP_VERSION,
     Condition,
@@ -21,14 +21,12 @@ from .base import (
     conditions_field,
 )
 
-MergeMethod = Literal["linear", "task_arithmetic", "ties", "dare_ties", "dare_linear", "slerp"]
+MergeMethod = Literal[METHOD_NAMES]  # type: ignore[valid-type]  # the catalogue's methods
 Granularity = Literal["model", "layerGroups", "layers"]
-Gene = Literal["weight", "density", "t"]
+Gene = Literal[GENES]  # type: ignore[valid-type]
 Algorithm = Literal["evogm", "cmaes", "ga", "random", "nsga2"]
 Phase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]
 
-SPARSIFYING_METHODS = ("ties", "dare_ties", "dare_linear")
-BASELESS_METHODS = ("linear",)
 DEFAULT_BOUNDS: dict[str, tuple[float, float]] = {"weight": (0.0, 1.0), "density": (0.1, 1.0), "t": (0.0, 1.0)}
 
 
@@ -98,6 +96,17 @@ class DataFlowSpec(SpecModel):
         return self
 
 
+def evolve_refusal(method: Method) -> str:
+    """Why merge.evolve does not fit `method`: what it evolves, and which methods have the other genes."""
+    others = "; ".join(f"{gene} applies to {', '.join(methods_with(gene))}" for gene in GENES if gene not in method.genes)
+    return (f"merge.evolve: method {method.name} evolves {' and '.join(method.genes)} only — remove the others from "
+            f"evolve, or change merge.method ({others})")
+
+
+def one_expert_refusal(method: Method) -> str:
+    return f"experts: {method.name} interpolates between baseModel and exactly one expert"
+
+
 class MergeSpec(SpecModel):
     method: MergeMethod = "task_arithmetic"
     granularity: Granularity = "model"
@@ -117,15 +126,8 @@ class MergeSpec(SpecModel):
     def _genes_fit_method(self) -> "MergeSpec":
         if len(set(self.evolve)) != len(self.evolve):
             raise ValueError("merge.evolve lists a parameter twice; list each of weight, density, t at most once")
-        if "density" in self.evolve and self.method not in SPARSIFYING_METHODS:
-            raise ValueError(
-                f"merge.evolve: density only applies to {', '.join(SPARSIFYING_METHODS)}; "
-                f"method {self.method!r} has no sparsifier — remove density or change merge.method"
-            )
-        if self.method == "slerp" and self.evolve != ["t"]:
-            raise ValueError("merge.evolve: slerp evolves only its interpolation factor — set evolve: [t]")
-        if self.method != "slerp" and "t" in self.evolve:
-            raise ValueError("merge.evolve: t is the slerp factor — use method: slerp, or evolve weight instead")
+        if any(gene not in METHODS[self.method].genes for gene in self.evolve):
+            raise ValueError(evolve_refusal(METHODS[self.method]))
         if self.granularity != "layerGroups" and self.layer_groups != 1:
             raise ValueError("merge.layerGroups is only read with granularity: layerGroups")
         return self
@@ -359,8 +361,8 @@ class MergeSearchSpec(SpecModel):
             _check_data_flow(self)
         elif self.merge.method not in BASELESS_METHODS and self.base_model is None:
             raise ValueError(f"baseModel: merge.method {self.merge.method!r} merges task vectors and needs baseModel.uri")
-        if self.merge.method == "slerp" and len(self.experts) != 1 and self.expert_selector is None:
-            raise ValueError("experts: slerp interpolates between baseModel and exactly one expert")
+        if METHODS[self.merge.method].one_expert and len(self.experts) != 1 and self.expert_selector is None:
+            raise ValueError(one_expert_refusal(METHODS[self.merge.method]))
         if self.search.algorithm == "nsga2" and len(self.objectives) < 2:
             raise ValueError("search.algorithm: nsga2 searches a Pareto front and needs at least two objectives")
         keys = [o.key for o in self.objectives]

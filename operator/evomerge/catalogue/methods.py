@@ -1,0 +1,116 @@
+"""Every merge method evomerge runs, declared once: what it evolves, what it needs, how mergekit names it.
+
+The spec's `merge.method` values, its validators and CEL rules, the adapter rules, mergekit's format
+(both ways) and the merge math all read these entries; `merge/methods.py` attaches the tensor math to
+the names. The values are mergekit 0.1.5's (mergekit/merge_methods/registry.py), so a recipe means the
+same thing to both. Adding a method is one entry here plus its math in `merge/`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Family = Literal["linear", "slerp", "task_arithmetic"]
+Sparsifier = Literal["magnitude", "random", "magnitude_outliers"]
+
+
+@dataclass(frozen=True)
+class Option:
+    """A method-wide setting of mergekit's (one value per merge, never evolved), with mergekit's default."""
+
+    name: str
+    type: type  # bool or float
+    default: bool | float | None = None  # None: the method's own default (normalize, rescale)
+
+
+NORMALIZE = Option("normalize", bool)
+RESCALE = Option("rescale", bool)
+LAMBDA = Option("lambda", float, 1.0)
+_TASK_ARITHMETIC_OPTIONS = (NORMALIZE, RESCALE, LAMBDA)
+
+
+@dataclass(frozen=True)
+class Method:
+    """One merge method.
+
+    `genes` are the per-expert parameters a search can evolve (and a recipe must give); `family` picks the
+    math: linear and slerp mix the models themselves, the task-arithmetic family mixes task vectors θᵢ − b
+    (sparsified by `sparsifier`, sign-elected when `consensus`). `experts` fixes how many experts a merge
+    takes (slerp interpolates the base with exactly one); `shared_genes` are mergekit parameters of the
+    whole merge rather than of one model (slerp's t). `low_rank`: over LoRA experts every candidate is one
+    combined adapter over the base (merge/adapter.py).
+    """
+
+    name: str
+    family: Family
+    genes: tuple[str, ...]
+    normalize_default: bool
+    rescale_default: bool = False
+    sparsifier: Sparsifier | None = None
+    consensus: bool = False
+    options: tuple[Option, ...] = _TASK_ARITHMETIC_OPTIONS
+    experts: int | None = None
+    shared_genes: tuple[str, ...] = ()
+    low_rank: bool = False
+    mergekit_name: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.mergekit_name:
+            object.__setattr__(self, "mergekit_name", self.name)
+
+    @property
+    def needs_base(self) -> bool:
+        """Task vectors and slerp's interpolation start from the base; linear mixes the experts alone."""
+        return self.family != "linear"
+
+    @property
+    def task_arithmetic(self) -> bool:
+        return self.family == "task_arithmetic"
+
+    @property
+    def one_expert(self) -> bool:
+        """Interpolates the base with exactly one expert (slerp)."""
+        return self.experts == 1
+
+    def option(self, name: str) -> Option | None:
+        return next((o for o in self.options if o.name == name), None)
+
+    def default(self, option: Option) -> bool | float | None:
+        """The option's value when a recipe leaves it unset."""
+        return {"normalize": self.normalize_default, "rescale": self.rescale_default}.get(option.name, option.default)
+
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (
+        Method("linear", "linear", ("weight",), normalize_default=True, options=(NORMALIZE,), low_rank=True),
+        Method("task_arithmetic", "task_arithmetic", ("weight",), normalize_default=False, low_rank=True),
+        Method("ties", "task_arithmetic", ("weight", "density"), normalize_default=True, sparsifier="magnitude",
+               consensus=True),
+        Method("dare_ties", "task_arithmetic", ("weight", "density"), normalize_default=False, rescale_default=True,
+               sparsifier="random", consensus=True),
+        Method("dare_linear", "task_arithmetic", ("weight", "density"), normalize_default=False, rescale_default=True,
+               sparsifier="random"),
+        # Model Breadcrumbs (arXiv 2312.06795): drop the smallest task-vector entries and the γ largest outliers.
+        Method("breadcrumbs", "task_arithmetic", ("weight", "density"), normalize_default=False,
+               sparsifier="magnitude_outliers", options=(*_TASK_ARITHMETIC_OPTIONS, Option("gamma", float, 0.01))),
+        Method("slerp", "slerp", ("t",), normalize_default=False, options=(), experts=1, shared_genes=("t",)),
+    )
+}
+METHOD_NAMES = tuple(METHODS)
+GENES = tuple(dict.fromkeys(g for m in METHODS.values() for g in m.genes))
+BASELESS_METHODS = tuple(name for name, m in METHODS.items() if not m.needs_base)
+LOW_RANK_METHODS = tuple(name for name, m in METHODS.items() if m.low_rank)
+
+
+def methods_with(gene: str) -> tuple[str, ...]:
+    """The methods that evolve `gene`, for messages that say which method to pick instead."""
+    return tuple(name for name, m in METHODS.items() if gene in m.genes)
+
+
+def get_method(name: str) -> Method:
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise ValueError(f"merge method {name!r} is not implemented; known: {', '.join(METHOD_NAMES)}") from None

@@ -1,0 +1,47 @@
+"""The method catalogue says what mergekit 0.1.5 says, and every layer reads its names from it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import typing
+
+import pytest
+
+from evomerge.catalogue.methods import METHODS
+from evomerge.merge import methods as math
+from evomerge.spec.merge_search import MergeMethod
+
+
+def test_every_catalogued_method_has_its_math_and_the_spec_offers_exactly_those():
+    assert set(math.METHODS) == set(METHODS)
+    assert all(math.METHODS[name].entry is METHODS[name] for name in METHODS)
+    assert typing.get_args(MergeMethod) == tuple(METHODS)
+
+
+@pytest.mark.parametrize("name", [n for n, m in METHODS.items() if m.task_arithmetic])
+def test_task_arithmetic_entries_match_mergekits_registry(name):
+    from mergekit.merge_methods import registry
+
+    theirs = registry.get(METHODS[name].mergekit_name)
+    ours = METHODS[name]
+    assert (ours.normalize_default, ours.rescale_default) == (theirs.default_normalize, theirs.default_rescale)
+    assert ours.consensus == (theirs.consensus_method is not None)
+    assert ours.sparsifier == (theirs.sparsification_method.value if theirs.sparsification_method else None)
+    parameters = {p.name: p for p in theirs.spec.parameters}
+    for option in ours.options:
+        assert option.name in parameters
+        assert ours.default(option) == parameters[option.name].default
+    assert set(ours.genes) <= set(parameters)
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_mergekit_knows_every_catalogued_name(name):
+    from mergekit.merge_methods import registry
+
+    assert registry.get(METHODS[name].mergekit_name) is not None
+
+
+def test_the_catalogue_loads_without_torch():
+    code = "import sys, evomerge.catalogue.methods, evomerge.spec.crd; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
