@@ -105,3 +105,29 @@ def write_choice_task(root: Path, name: str = "tiny_colors", n: int = 12) -> Pat
         "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
     )
     return root
+
+
+def build_finetune_family(
+    root: Path, n_experts: int = 3, layers: int = 4, seed: int = 0, *, hidden: int = 64, changed: float = 0.4,
+    scale: float = 0.05, tie_embeddings: bool = True,
+) -> dict[str, Path]:
+    """bf16 checkpoints shaped like fine-tunes of one base: each expert moves a fraction `changed` of the entries by a
+    few percent of their size, so task vectors are a handful of bf16 steps and their magnitudes tie in large groups
+    (what TIES's density cut meets on real weights), with tied embeddings as small real models have them."""
+    torch.manual_seed(seed)
+    config = tiny_config(layers, hidden)
+    config.tie_word_embeddings = tie_embeddings
+    base = LlamaForCausalLM(config)
+    paths = {"base": _save(base, root / "base", torch.bfloat16, None)}
+    reference = {n: p.detach().to(torch.bfloat16).float() for n, p in base.state_dict().items()}
+    for i in range(n_experts):
+        expert = LlamaForCausalLM(config)
+        generator = torch.Generator().manual_seed(seed * 100 + i + 1)
+        state = {}
+        for name, value in reference.items():
+            moved = torch.rand(value.shape, generator=generator) < changed
+            step = torch.randn(value.shape, generator=generator) * scale * value.abs().mean()
+            state[name] = value + step * moved
+        expert.load_state_dict(state)
+        paths[f"expert{i}"] = _save(expert, root / f"expert{i}", torch.bfloat16, None)
+    return paths

@@ -114,8 +114,15 @@ def crds(
 
 @app.command()
 def merge(
-    recipe: Path = typer.Argument(..., help="A recipe JSON (evomerge_recipe.json), or a run directory or its summary.json (its best merge)."),
+    recipe: Path = typer.Argument(
+        ..., help="A mergekit config (config.yml), a recipe JSON (evomerge_recipe.json), or a run directory or its summary.json (its best merge)."
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="Directory for the merged checkpoint."),
+    fmt: str = typer.Option(
+        "auto", "--format", "-f",
+        help="What RECIPE is: mergekit (a mergekit-yaml config: the same tensors as mergekit 0.1.5 writes), recipe "
+             "(evomerge's JSON, or a run), or auto (mergekit for .yml / .yaml files).",
+    ),
     allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Accept pickle checkpoints (they can run code)."),
     shard_size: Optional[str] = typer.Option(
         None, "--shard-size", help="Largest safetensors shard, e.g. 5GB, 500MiB or 2000000000 (default: 2GiB)."
@@ -136,7 +143,7 @@ def merge(
     from ..models.uris import UriError
     from .progress import export_progress
 
-    parsed = _read_recipe(recipe)
+    parsed = _read_recipe(recipe, fmt)
     shard_bytes = _parse_size(shard_size) if shard_size is not None else DEFAULT_SHARD_BYTES
     start = time.monotonic()
     try:
@@ -170,11 +177,22 @@ def _parse_size(text: str) -> int:
     return int(float(match.group(1)) * _SIZE_UNITS[unit])
 
 
-def _read_recipe(path: Path) -> MergeRecipe:
-    """The recipe of a recipe file or a run (its best), or a clear error naming what is wrong."""
+MERGE_FORMATS = ("auto", "mergekit", "recipe")
+
+
+def _read_recipe(path: Path, fmt: str) -> MergeRecipe:
+    """The recipe of a mergekit config, a recipe file or a run (its best), or a clear error naming what is wrong."""
     from ..merge.recipe import MergeRecipe
+    from ..report.mergekit_io import MergekitConfigError, read_mergekit_file
     from .recipe_file import RecipeFileError, best_recipe_data
 
+    if fmt not in MERGE_FORMATS:
+        fail(f"--format must be one of {', '.join(MERGE_FORMATS)}, got {fmt!r}")
+    if fmt == "mergekit" or (fmt == "auto" and path.suffix.lower() in (".yml", ".yaml")):
+        try:
+            return read_mergekit_file(path)
+        except MergekitConfigError as exc:
+            fail(str(exc))
     try:
         return MergeRecipe.from_dict(best_recipe_data(path))
     except RecipeFileError as exc:

@@ -25,6 +25,8 @@ from ..merge.recipe import ExpertWeights, MergeRecipe
 # evomerge's own options — seed, tie_order — are not config).
 MERGEKIT_METHODS = {m.mergekit_name: m for m in METHODS.values()}
 IGNORED_PARAMETERS = ("int8_mask",)  # memory-only in mergekit; the result does not depend on it
+# A mergekit config promises mergekit's bytes: TIES keeps ties at the density cut in torch's order (merge/sparsify.py).
+MERGEKIT_ORDER = {"tie_order": "mergekit"}
 # Representative tensor names (Llama naming, which merge/groups.py follows) used to read a config's
 # filters back into layer groups; group_of itself says which half of a block each one belongs to.
 _LAYER_PROBES = ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
@@ -119,7 +121,7 @@ def from_mergekit_config(config: dict[str, Any], num_layers: int | None = None) 
         base_uri=reference_uri(base) if base and method.needs_base else None,
         experts=experts,
         groups=groups,
-        options=_options(method, global_params, config),
+        options={**_options(method, global_params, config), **MERGEKIT_ORDER},
     )
 
 
@@ -332,3 +334,49 @@ def _options(method: Method, global_params: dict[str, Any], config: dict[str, An
         if config.get(key):
             options[key] = config[key]
     return options
+
+
+# ---- a mergekit config file ---------------------------------------------------------------------------
+def read_mergekit_file(path: Path) -> MergeRecipe:
+    """The recipe of a mergekit YAML on disk, its depth read from the base model's (or first model's) config.json
+    where that is on this machine (a gradient needs it; slices are checked against it)."""
+    try:
+        config = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise MergekitConfigError(f"{path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise MergekitConfigError(f"{path}: not YAML ({exc})") from None
+    if not isinstance(config, dict) or "merge_method" not in config:
+        raise MergekitConfigError(f"{path}: not a mergekit config (no merge_method)")
+    try:
+        return from_mergekit_config(config, _depth(config))
+    except MergekitConfigError as exc:
+        raise MergekitConfigError(f"{path}: {exc}") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise MergekitConfigError(f"{path}: malformed mergekit config ({type(exc).__name__}: {exc})") from None
+
+
+def _depth(config: dict[str, Any]) -> int | None:
+    """num_hidden_layers of the base model (or the first listed one) if its files are here, else None."""
+    from ..models.uris import UriError, local_path
+
+    reference = _first_model(config)
+    if reference is None or "+" in reference:
+        return None
+    try:
+        config_file = local_path(reference_uri(reference)) / "config.json"
+    except (UriError, MergekitConfigError):
+        return None
+    layers = json.loads(config_file.read_text()).get("num_hidden_layers") if config_file.exists() else None
+    return int(layers) if layers else None
+
+
+def _first_model(config: dict[str, Any]) -> str | None:
+    if config.get("base_model"):
+        return str(config["base_model"])
+    for entry in config.get("models") or []:
+        return str(entry["model"])
+    for entry in config.get("slices") or []:
+        for source in entry.get("sources") or []:
+            return str(source["model"])
+    return None
