@@ -134,7 +134,14 @@ def controller_jobs(kube: Kube, namespace: str) -> list[dict]:
     ({"merge": {"method": "slerp"}}, "merge.evolve: method slerp evolves t only"),
     ({"merge": {"bounds": {"weight": ["0.9", "0.1"]}}}, "merge.bounds.weight: the low bound must be below the high bound"),
     ({"merge": {"layerGroups": 4}}, "merge.layerGroups is only read with granularity layerGroups"),
-    ({"search": {"algorithm": "nsga2"}}, "nsga2 searches a Pareto front and needs at least two objectives"),
+    ({"search": {"algorithm": "nsga2"}}, "spec.objectives: Invalid value: objectives: search.algorithm nsga2 searches a "
+     "Pareto front and needs at least 2 objectives"),
+    ({"search": {"algorithm": "cmaes", "mode": "async"}}, "spec.search.mode: Invalid value: search.mode: async asks one "
+     "candidate at a time, and search.algorithm cmaes proposes whole generations"),
+    ({"search": {"algorithm": "nsga2", "mode": "async"}}, "search.algorithm nsga2 proposes whole generations"),
+    ({"search": {"mode": "async", "evogm": {"generatorReinit": "perIteration"}}},
+     "spec.search.evogm.generatorReinit: Invalid value: search.evogm.generatorReinit: perIteration needs search.mode: "
+     "generational"),
     ({"objectives": [{"task": "a"}, {"task": "a"}]}, "Duplicate value"),
     ({"experts": [{"name": "e0", "uri": "x"}, {"name": "e0", "uri": "y"}]}, "Duplicate value"),
     ({"evaluation": {"engine": "triton"}}, "Unsupported value"),

@@ -46,14 +46,6 @@ def test_new_candidates_start_while_a_straggler_is_still_running(algorithm):
     assert executor.now < clocked.now  # the same number of evaluations in less (simulated) time
 
 
-def test_generational_optimizers_are_refused():
-    for algorithm in ("cmaes", "nsga2"):
-        s = spec(algorithm, "async")
-        g = genome()
-        with pytest.raises(ValueError, match="search.mode: async"):
-            SearchRunner(s, g, lambda: make_optimizer(g, s.search, len(s.objectives)), ClockExecutor(score), MemoryHistory())
-
-
 def test_a_finished_async_history_replays_without_evaluating_anything():
     history = MemoryHistory()
     uneven = lambda cid: 1.0 + (int(cid[1:]) * 7919 % 5)  # noqa: E731

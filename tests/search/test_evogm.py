@@ -152,11 +152,6 @@ def test_async_waits_for_results_and_for_the_round_to_finish():
     assert opt.round == 1 and opt.ask(1).shape[0] == 1
 
 
-def test_async_rejects_per_iteration_reinit():
-    with pytest.raises(ValueError, match="generatorReinit"):
-        optimizer("evogm", mode="async", evogm={"generatorReinit": "perIteration"})
-
-
 def test_per_iteration_reinit_trains_fresh_generators():
     a = drive(optimizer("evogm", evogm={"generatorReinit": "perIteration"}), sphere(np.zeros(4)), 3)
     b = drive(optimizer("evogm"), sphere(np.zeros(4)), 3)

@@ -16,11 +16,11 @@ def trade_off(x: np.ndarray) -> tuple[float, float]:
 
 
 def test_flags_itself_multi_objective():
-    assert NSGA2.multi_objective and isinstance(optimizer("nsga2", n_objectives=2), NSGA2)
+    assert NSGA2.entry.multi_objective and isinstance(optimizer("nsga2", n_objectives=2), NSGA2)
 
 
 def test_needs_two_objectives():
-    with pytest.raises(ValueError, match="two objectives"):
+    with pytest.raises(ValueError, match="at least 2 objectives"):
         optimizer("nsga2", n_objectives=1)
 
 

@@ -94,7 +94,7 @@ def test_non_numeric_string_number_is_rejected():
 
 def test_nsga2_needs_two_objectives():
     [problem] = problems_of(with_spec(search={"algorithm": "nsga2"}))
-    assert "nsga2" in problem and "two objectives" in problem
+    assert "search.algorithm nsga2" in problem and "at least 2 objectives" in problem
 
 
 def test_bare_spec_file_is_named_after_the_file(tmp_path: Path):

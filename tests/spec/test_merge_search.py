@@ -1,11 +1,15 @@
-"""SearchSpec's budget shape: EvoGM's unset fields are the paper's, the other algorithms keep one long round."""
+"""SearchSpec: EvoGM's unset budget fields are the paper's, the other algorithms keep one long round; what an
+algorithm cannot do is refused with the fields named."""
 
 from __future__ import annotations
 
 import pytest
 
+from pydantic import ValidationError
+
+from evomerge.catalogue.algorithms import ALGORITHMS, MODES
 from evomerge.spec.crd import render_crd
-from evomerge.spec.merge_search import SearchSpec
+from evomerge.spec.merge_search import MergeSearchSpec, SearchSpec
 
 BUDGET = ("populationSize", "maxGenerations", "rounds")
 
@@ -46,3 +50,28 @@ def test_an_effective_spec_written_back_keeps_its_budget():
     assert _budget(again) == (20, 4, 2)
     switched = SearchSpec.model_validate({**search.to_wire(), "algorithm": "cmaes"})
     assert _budget(switched) == (20, 4, 2)  # written out, the values are the spec's own
+
+
+@pytest.mark.parametrize("algorithm, mode", [(a.name, m) for a in ALGORITHMS.values() for m in MODES if m not in a.modes])
+def test_a_mode_the_algorithm_cannot_run_is_refused_naming_both_fields(algorithm, mode):
+    with pytest.raises(ValidationError, match=f"search.mode: {mode} .* search.algorithm {algorithm}"):
+        SearchSpec.model_validate({"algorithm": algorithm, "mode": mode})
+
+
+def test_cmaes_and_nsga2_are_generational_only():
+    refused = {a.name for a in ALGORITHMS.values() if "async" not in a.modes}
+    assert refused == {"cmaes", "nsga2"}
+
+
+def test_evogm_per_iteration_generators_are_refused_in_async_mode():
+    with pytest.raises(ValidationError, match="search.evogm.generatorReinit: perIteration needs search.mode: generational"):
+        SearchSpec.model_validate({"mode": "async", "evogm": {"generatorReinit": "perIteration"}})
+    assert SearchSpec.model_validate({"evogm": {"generatorReinit": "perIteration"}}).mode == "generational"
+
+
+def test_an_algorithm_with_too_few_objectives_is_refused():
+    spec = {"baseModel": {"uri": "b"}, "experts": [{"name": "a", "uri": "a"}, {"name": "b", "uri": "b"}],
+            "search": {"algorithm": "nsga2"}, "objectives": [{"task": "t"}]}
+    with pytest.raises(ValidationError, match="objectives: search.algorithm nsga2 searches a Pareto front and needs at least 2"):
+        MergeSearchSpec.model_validate(spec)
+    MergeSearchSpec.model_validate({**spec, "objectives": [{"task": "t"}, {"task": "u"}]})

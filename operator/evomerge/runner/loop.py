@@ -88,13 +88,8 @@ class SearchRunner:
         self.history = history
         self.sink = sink or NullSink()
         self.clock = clock
-        self.multi_objective = getattr(self.optimizer, "multi_objective", False)
-        self.asynchronous = spec.search.mode == "async"
-        if self.asynchronous and not getattr(self.optimizer, "supports_async", False):
-            raise ValueError(
-                f"search.mode: async needs an optimizer that proposes one candidate at a time; "
-                f"{spec.search.algorithm!r} is generational — use evogm, ga or random, or mode: generational"
-            )
+        self.multi_objective = self.optimizer.entry.multi_objective
+        self.asynchronous = spec.search.mode == "async"  # the spec admits it only for an algorithm that supports it
         self.candidates: dict[str, Candidate] = {}
         self.by_digest: dict[str, Candidate] = {}
         self.summaries: list[GenerationSummary] = []

@@ -142,16 +142,9 @@ def _one_thread() -> Iterator[None]:
 
 @register("evogm")
 class EvoGM(Optimizer):
-    supports_async = True
-
     def __init__(self, genome: Genome, search: SearchSpec, n_objectives: int = 1, seeds: np.ndarray | None = None):
         super().__init__(genome, search, n_objectives, seeds)
         self.options = search.evogm
-        if search.mode == "async" and self.options.generator_reinit == "perIteration":
-            raise ValueError(
-                "search.evogm.generatorReinit: perIteration needs search.mode: generational — the async mode "
-                "trains warm-started generators continuously; use perRound"
-            )
         self.population_size = search.population_size
         self.rounds = search.rounds
         self.round_budget = search.population_size * search.max_generations  # (1 + T)·P asks per round

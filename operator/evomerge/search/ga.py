@@ -41,8 +41,6 @@ class Member:
 
 @register("ga")
 class GeneticAlgorithm(Optimizer):
-    supports_async = True
-
     def __init__(self, genome: Genome, search: SearchSpec, n_objectives: int = 1, seeds: np.ndarray | None = None):
         super().__init__(genome, search, n_objectives, seeds)
         self.options = search.ga

@@ -28,12 +28,8 @@ PURPOSE_PYMOO, PURPOSE_INIT = 1, 2
 
 @register("nsga2")
 class NSGA2(Optimizer):
-    multi_objective = True
-
     def __init__(self, genome: Genome, search: SearchSpec, n_objectives: int = 1, seeds: np.ndarray | None = None):
         super().__init__(genome, search, n_objectives, seeds)
-        if n_objectives < 2:
-            raise ValueError("search.algorithm: nsga2 needs at least two objectives")
         self.problem = Problem(n_var=genome.dim, n_obj=n_objectives, n_ieq_constr=1, xl=genome.lower, xu=genome.upper)
         size = search.population_size
         initial = self.rng(PURPOSE_INIT).uniform(genome.lower, genome.upper, (size, genome.dim))

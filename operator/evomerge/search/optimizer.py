@@ -8,6 +8,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from ..catalogue.algorithms import ALGORITHMS, Algorithm
 from ..spec.merge_search import SearchSpec
 from .genome import Genome
 
@@ -15,24 +16,23 @@ from .genome import Genome
 # None marks a failed evaluation: optimizers must neither crash on it nor treat it as a score.
 Fitness = float | tuple[float, ...] | None
 
-# The module that registers each algorithm; imported on demand so that a build without torch (EvoGM's
-# generators) or pymoo can still run the others.
-ALGORITHM_MODULES = {"random": "random_search", "evogm": "evogm", "cmaes": "cmaes", "ga": "ga", "nsga2": "nsga2"}
 
 
 class Optimizer(ABC):
     """ask/tell over vectors in the genome's units; deterministic given (spec, seed, history).
 
     `seeds` (rows in the genome's units, e.g. `Genome.encode` of a known recipe or a past elite) join the
-    first population. Class attributes tell the runner how to drive an optimizer: `multi_objective` (fitness
-    arrives as one value per objective) and `supports_async` (it can propose one candidate at a time while
-    others are still being evaluated; ask may then return fewer rows than asked for, meaning "wait").
+    first population. `entry` (set by `register`) is the algorithm's catalogue entry, which tells the runner
+    how to drive it: `multi_objective` (fitness arrives as one value per objective) and `supports_async` (it
+    can propose one candidate at a time while others are still being evaluated; ask may then return fewer
+    rows than asked for, meaning "wait").
     """
 
-    multi_objective = False
-    supports_async = False
+    entry: Algorithm
 
     def __init__(self, genome: Genome, search: SearchSpec, n_objectives: int = 1, seeds: np.ndarray | None = None):
+        if n_objectives < self.entry.min_objectives:
+            raise ValueError(f"{self.entry.name} needs at least {self.entry.min_objectives} objectives, got {n_objectives}")
         self.genome = genome
         self.search = search
         self.n_objectives = n_objectives
@@ -99,7 +99,10 @@ OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {}
 
 
 def register(name: str):
+    """Class decorator: the optimizer of the catalogue's algorithm `name`."""
+
     def wrap(cls):
+        cls.entry = ALGORITHMS[name]
         OPTIMIZERS[name] = cls
         return cls
 
@@ -109,12 +112,12 @@ def register(name: str):
 def make_optimizer(
     genome: Genome, search: SearchSpec, n_objectives: int = 1, seeds: np.ndarray | None = None
 ) -> Optimizer:
-    module = ALGORITHM_MODULES.get(search.algorithm)
-    if module is not None:
-        importlib.import_module(f"{__package__}.{module}")  # registers itself
+    entry = ALGORITHMS.get(search.algorithm)
+    if entry is not None:
+        importlib.import_module(f"{__package__}.{entry.module}")  # registers itself
     if search.algorithm not in OPTIMIZERS:
         raise ValueError(
             f"search.algorithm {search.algorithm!r} is not available in this build; "
-            f"available: {', '.join(sorted(ALGORITHM_MODULES))}"
+            f"available: {', '.join(sorted(ALGORITHMS))}"
         )
     return OPTIMIZERS[search.algorithm](genome, search, n_objectives, seeds)

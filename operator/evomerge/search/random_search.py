@@ -15,7 +15,6 @@ PURPOSE_SAMPLE = 1
 class RandomSearch(Optimizer):
     """Candidate i is drawn from its own generator (seed, i): the same candidates in any batching or mode."""
 
-    supports_async = True
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

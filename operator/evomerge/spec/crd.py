@@ -6,11 +6,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from ..catalogue.algorithms import ALGORITHMS, MODES, mode_refusal, objectives_refusal
 from ..catalogue.methods import BASELESS_METHODS, GENES, METHODS
 from .base import API_GROUP, API_VERSION
 from .expert import Expert, ExpertSpec, ExpertStatus
 from .merge_search import (
-    MERGEKIT_NO_LORA, MergeSearch, MergeSearchSpec, MergeSearchStatus, MergeSpec, evolve_refusal, one_expert_refusal,
+    EVOGM_REINIT_ASYNC, MERGEKIT_NO_LORA, MergeSearch, MergeSearchSpec, MergeSearchStatus, MergeSpec, evolve_refusal, one_expert_refusal,
 )
 from .merged_model import MergedModel, MergedModelSpec, MergedModelStatus
 
@@ -66,10 +67,33 @@ MERGE_SEARCH_RULES = [
         "(has(self.merge.granularity) && self.merge.granularity == 'layerGroups')",
         "message": "merge.layerGroups is only read with granularity layerGroups",
     },
+    *(
+        {
+            "rule": f"!has(self.search) || !has(self.search.algorithm) || self.search.algorithm != '{a.name}' || "
+            f"!has(self.search.mode) || self.search.mode in {_cel_list(a.modes)}",
+            "message": mode_refusal(a, mode),
+            "fieldPath": ".search.mode",
+        }
+        for a in ALGORITHMS.values()
+        for mode in MODES
+        if mode not in a.modes
+    ),
+    *(
+        {
+            "rule": f"!has(self.search) || !has(self.search.algorithm) || self.search.algorithm != '{a.name}' || "
+            f"size(self.objectives) >= {a.min_objectives}",
+            "message": objectives_refusal(a),
+            "fieldPath": ".objectives",
+        }
+        for a in ALGORITHMS.values()
+        if a.min_objectives > 1
+    ),
     {
-        "rule": "!has(self.search) || !has(self.search.algorithm) || self.search.algorithm != 'nsga2' || "
-        "size(self.objectives) >= 2",
-        "message": "nsga2 searches a Pareto front and needs at least two objectives",
+        "rule": "!has(self.search) || !has(self.search.mode) || self.search.mode != 'async' || "
+        "(has(self.search.algorithm) && self.search.algorithm != 'evogm') || !has(self.search.evogm) || "
+        "!has(self.search.evogm.generatorReinit) || self.search.evogm.generatorReinit != 'perIteration'",
+        "message": EVOGM_REINIT_ASYNC,
+        "fieldPath": ".search.evogm.generatorReinit",
     },
     *(_bounds_rule(gene) for gene in GENES),
     {

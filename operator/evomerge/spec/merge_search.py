@@ -7,6 +7,10 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, model_validator
 from pydantic.alias_generators import to_snake
 
+from ..catalogue.algorithms import (
+    ALGORITHM_NAMES, ALGORITHMS, ASYNC_ALGORITHMS, DEFAULT_ALGORITHM, MODES, ONE_LONG_ROUND, budget_defaults,
+    mode_refusal, objectives_refusal,
+)
 from ..catalogue.engines import EngineName as Engine
 from ..catalogue.methods import BASELESS_METHODS, GENES, METHOD_NAMES, METHODS, Method, methods_with
 from .base import (
@@ -24,7 +28,8 @@ from .base import (
 MergeMethod = Literal[METHOD_NAMES]  # type: ignore[valid-type]  # the catalogue's methods
 Granularity = Literal["model", "layerGroups", "layers"]
 Gene = Literal[GENES]  # type: ignore[valid-type]
-Algorithm = Literal["evogm", "cmaes", "ga", "random", "nsga2"]
+Algorithm = Literal[ALGORITHM_NAMES]  # type: ignore[valid-type]  # the catalogue's algorithms
+SearchMode = Literal[MODES]  # type: ignore[valid-type]
 Phase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]
 
 DEFAULT_BOUNDS: dict[str, tuple[float, float]] = {"weight": (0.0, 1.0), "density": (0.1, 1.0), "t": (0.0, 1.0)}
@@ -211,12 +216,14 @@ class SeedRecipe(SpecModel):
         return self
 
 
-# The budget shape left unset in a spec: EvoGM's is the paper's P = 20, T = 3 iterations (maxGenerations 1 + T)
-# and R = 2 rounds (shared/reference/evogm.md §5); the others run one long round.
-BUDGET_DEFAULTS: dict[str, dict[str, int]] = {
-    "evogm": {"populationSize": 20, "maxGenerations": 4, "rounds": 2},
-    "other": {"populationSize": 8, "maxGenerations": 10, "rounds": 1},
-}
+EVOGM_REINIT_ASYNC = ("search.evogm.generatorReinit: perIteration needs search.mode: generational — the async mode "
+                      "trains warm-started generators continuously; use perRound")
+
+
+def _budget_defaults(field: str) -> str:
+    """'20 for evogm, 8 for the others', from the catalogue's budgets."""
+    special, others = budget_defaults(field)
+    return ", ".join([*(f"{value} for {name}" for name, value in special), f"{others} for the others"])
 
 
 def _unset_in_crd(schema: dict[str, Any]) -> None:
@@ -225,25 +232,28 @@ def _unset_in_crd(schema: dict[str, Any]) -> None:
 
 
 class SearchSpec(SpecModel):
-    algorithm: Algorithm = Field(default="evogm", description="evogm, cmaes, ga, random, or nsga2 (several objectives: a Pareto front).")
+    algorithm: Algorithm = Field(
+        default=DEFAULT_ALGORITHM, description="; ".join(f"{a.name}: {a.summary}" for a in ALGORITHMS.values()) + "."
+    )
     population_size: int = Field(
-        default=BUDGET_DEFAULTS["other"]["populationSize"], ge=2, le=4096, json_schema_extra=_unset_in_crd,
-        description="Candidates per generation. Unset: 20 for evogm (the paper's P), 8 for the others.",
+        default=ONE_LONG_ROUND.population_size, ge=2, le=4096, json_schema_extra=_unset_in_crd,
+        description=f"Candidates per generation. Unset: {_budget_defaults('populationSize')}.",
     )
     max_generations: int = Field(
-        default=BUDGET_DEFAULTS["other"]["maxGenerations"], ge=1, le=100000, json_schema_extra=_unset_in_crd,
+        default=ONE_LONG_ROUND.max_generations, ge=1, le=100000, json_schema_extra=_unset_in_crd,
         description="Generations per round, the initial population included (EvoGM: 1 + iterations per round). "
-        "Unset: 4 for evogm (the paper's 3 iterations), 10 for the others.",
+        f"Unset: {_budget_defaults('maxGenerations')}.",
     )
     rounds: int = Field(
-        default=BUDGET_DEFAULTS["other"]["rounds"], ge=1, le=100, json_schema_extra=_unset_in_crd,
+        default=ONE_LONG_ROUND.rounds, ge=1, le=100, json_schema_extra=_unset_in_crd,
         description="EvoGM rounds: the top candidates of a round become the experts of the next. Other algorithms run "
-        "rounds × maxGenerations generations. Unset: 2 for evogm (the paper's R), 1 for the others.",
+        f"rounds × maxGenerations generations. Unset: {_budget_defaults('rounds')}.",
     )
     seed: int = Field(default=0, ge=0)
-    mode: Literal["generational", "async"] = Field(
+    mode: SearchMode = Field(
         default="generational",
-        description="async: ask a new candidate as soon as any evaluation finishes (evogm, ga, random); a generation is then every populationSize results.",
+        description=f"async: ask a new candidate as soon as any evaluation finishes ({', '.join(ASYNC_ALGORITHMS)}); a "
+        "generation is then every populationSize results.",
     )
     early_stopping: EarlyStopping | None = None
     max_evaluations: int | None = Field(default=None, ge=1, description="Hard cap on candidates (cache hits included); the search also stops after populationSize × maxGenerations × rounds.")
@@ -260,12 +270,22 @@ class SearchSpec(SpecModel):
         """Fill populationSize, maxGenerations and rounds the spec leaves out with its algorithm's defaults."""
         if not isinstance(data, dict):
             return data
-        defaults = BUDGET_DEFAULTS["evogm" if data.get("algorithm", "evogm") == "evogm" else "other"]
+        algorithm = ALGORITHMS.get(data.get("algorithm", DEFAULT_ALGORITHM))
+        if algorithm is None:
+            return data  # the algorithm's own validation names the field
         filled = dict(data)
-        for camel, value in defaults.items():
+        for camel, value in algorithm.budget.fields().items():
             if camel not in filled and to_snake(camel) not in filled:
                 filled[camel] = value
         return filled
+
+    @model_validator(mode="after")
+    def _runs_in_its_mode(self) -> "SearchSpec":
+        if self.mode not in ALGORITHMS[self.algorithm].modes:
+            raise ValueError(mode_refusal(ALGORITHMS[self.algorithm], self.mode))
+        if self.algorithm == "evogm" and self.mode == "async" and self.evogm.generator_reinit == "perIteration":
+            raise ValueError(EVOGM_REINIT_ASYNC)
+        return self
 
 
 class Objective(SpecModel):
@@ -363,8 +383,8 @@ class MergeSearchSpec(SpecModel):
             raise ValueError(f"baseModel: merge.method {self.merge.method!r} merges task vectors and needs baseModel.uri")
         if METHODS[self.merge.method].one_expert and len(self.experts) != 1 and self.expert_selector is None:
             raise ValueError(one_expert_refusal(METHODS[self.merge.method]))
-        if self.search.algorithm == "nsga2" and len(self.objectives) < 2:
-            raise ValueError("search.algorithm: nsga2 searches a Pareto front and needs at least two objectives")
+        if len(self.objectives) < ALGORITHMS[self.search.algorithm].min_objectives:
+            raise ValueError(objectives_refusal(ALGORITHMS[self.search.algorithm]))
         keys = [o.key for o in self.objectives]
         if len(set(keys)) != len(keys):
             raise ValueError("objectives: the same task/metric is listed twice")

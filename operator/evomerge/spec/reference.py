@@ -9,7 +9,8 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from .merge_search import BUDGET_DEFAULTS, MergeSearchSpec
+from ..catalogue.algorithms import ONE_LONG_ROUND, budget_defaults
+from .merge_search import MergeSearchSpec
 
 
 def _type_name(annotation: typing.Any) -> str:
@@ -33,8 +34,9 @@ def _type_name(annotation: typing.Any) -> str:
 
 
 def _default(field: FieldInfo) -> str:
-    if field.alias in BUDGET_DEFAULTS["evogm"]:
-        return f'`{BUDGET_DEFAULTS["evogm"][field.alias]}` (evogm), `{BUDGET_DEFAULTS["other"][field.alias]}`'
+    if field.alias in ONE_LONG_ROUND.fields():  # the default depends on the algorithm
+        special, others = budget_defaults(field.alias)
+        return ", ".join([*(f"`{value}` ({name})" for name, value in special), f"`{others}`"])
     if field.default is not PydanticUndefined:
         value = field.default
     elif field.default_factory is not None:
