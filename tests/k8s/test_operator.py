@@ -29,7 +29,7 @@ from evomerge.k8s.render_eval import render_eval_job
 from evomerge.k8s.render_model import render_export_job
 from evomerge.k8s.render_search import CONTROLLER_JOB_ENV, Epoch, render_controller_job, render_namespace_accounts
 from evomerge.k8s.settings import ClusterSettings
-from evomerge.k8s.worker_main import export_model
+from evomerge.k8s.worker_main import content_hash, export_model
 from evomerge.runner.loop import SearchFailed
 from evomerge.spec.merge_search import MergeSearchSpec
 from tests.support.ports import free_port
@@ -300,12 +300,14 @@ def finish_pod(kube: Kube, pod: dict, container: str, message: str, exit_code: i
 
 class Node(threading.Thread):
     """Plays the kubelet for one namespace: controller pods run the controller's code, evaluation pods
-    are answered with `score(recipe)`, export pods run the real export into local directories."""
+    are answered with `score(recipe)`, export pods run the real export into local directories. `claims` is
+    the local directory behind the pods' claim mounts (<claims>/<claim>/…), as the kubelet would mount them."""
 
     def __init__(self, kube: Kube, namespace: str, score: Callable[[dict], float], controller_kube: Kube | None = None,
-                 crash: str | None = None):
+                 crash: str | None = None, claims: Path | None = None):
         super().__init__(daemon=True, name=f"node-{namespace}")
         self.kube, self.namespace, self.score = kube, namespace, score
+        self.claims = claims
         self.crash = crash  # when set, every evaluation pod dies with this in its log
         self.controller_kube = controller_kube or kube  # the controller's own credentials, as its pod would have
         self.seen: set[str] = set()
@@ -342,6 +344,8 @@ class Node(threading.Thread):
     def _controller(self, pod: dict) -> None:
         container = pod["spec"]["containers"][0]
         env = {e["name"]: e["value"] for e in container["env"]}
+        if self.claims is not None:
+            env["EVOMERGE_PVC_ROOT"] = str(self.claims)
         command = container["command"]
         namespace, name = command[command.index("--search") + 1].split("/")
         epoch = int(command[command.index("--epoch") + 1])
@@ -376,7 +380,10 @@ class Node(threading.Thread):
         work.mkdir(parents=True, exist_ok=True)
         for key in ("recipe.json", "spec.json"):
             (work / key).write_text(configmap["data"][key])
-        result = export_model(work / "recipe.json", work / "spec.json", Path(command[command.index("--out") + 1]))
+        out = command[command.index("--out") + 1]
+        if self.claims is not None:
+            out = str(self.claims) + out.removeprefix(ClusterSettings().pvc_root)
+        result = export_model(work / "recipe.json", work / "spec.json", Path(out))
         finish_pod(self.kube, pod, "export", encode_export(result))
 
 
@@ -390,11 +397,12 @@ def test_a_whole_epoch_publishes_a_merged_model_and_a_new_expert_publishes_the_n
     from tests.support.tiny_models import build_family
 
     family = build_family(tmp_path_factory.mktemp("family"), n_experts=3)
-    output = tmp_path_factory.mktemp("published")
-    node = Node(kube, namespace, climbable_score)
+    claims = tmp_path_factory.mktemp("claims")
+    output = claims / "published" / "jp"
+    node = Node(kube, namespace, climbable_score, claims=claims)
     node.start()
     try:
-        kube.create(search_body("jp", namespace, family, storage={"output": {"uri": f"file://{output}"}}))
+        kube.create(search_body("jp", namespace, family, storage={"output": {"uri": "pvc://published/jp"}}))
 
         status = eventually(lambda: status_of(kube, namespace, "jp").get("phase") == "Succeeded" and status_of(kube, namespace, "jp"),
                             "the search to succeed", timeout=90)
@@ -412,6 +420,7 @@ def test_a_whole_epoch_publishes_a_merged_model_and_a_new_expert_publishes_the_n
         assert model["spec"]["recipe"] == status["best"]["recipe"]
         assert all(len(entry["sha256"]) == 64 for entry in model["status"]["lineage"])
         assert (output / "v1" / "config.json").exists() and list((output / "v1").glob("*.safetensors"))
+        assert model["status"]["outputSha256"] == content_hash(output / "v1")  # read back where the model says
 
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{operator}/metrics", timeout=5).read().decode()
         assert 'evomerge_searches{phase="Succeeded"}' in metrics
@@ -429,7 +438,7 @@ def test_a_whole_epoch_publishes_a_merged_model_and_a_new_expert_publishes_the_n
         assert seeded == [status["best"]["recipe"]]
         model = eventually(lambda: status_of(kube, namespace, "jp", "MergedModel").get("version") == 2
                            and kube.get("MergedModel", namespace, "jp"), "MergedModel version 2", timeout=90)
-        assert model["spec"]["recipe"] == second["best"]["recipe"] and model["status"]["outputUri"] == f"file://{output}/v2"
+        assert model["spec"]["recipe"] == second["best"]["recipe"] and model["status"]["outputUri"] == "pvc://published/jp/v2"
         assert (output / "v2" / "config.json").exists() and (output / "v1" / "config.json").exists()
     finally:
         node.stop()

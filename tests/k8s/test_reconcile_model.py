@@ -42,7 +42,7 @@ def test_a_new_version_starts_its_export_job():
 
 
 def test_a_finished_export_records_held_out_scores_and_content_hashes():
-    message = encode_export(ExportResult({"h/acc": 0.61}, {"base": "ab" * 32, "a": "cd" * 32}))
+    message = encode_export(ExportResult({"h/acc": 0.61}, {"base": "ab" * 32, "a": "cd" * 32}, output="ef" * 32))
     observed = ModelObservation(search=SEARCH, export_jobs=[export_job(1, [{"type": "Complete", "status": "True"}])],
                                 export_message=message)
 
@@ -50,10 +50,36 @@ def test_a_finished_export_records_held_out_scores_and_content_hashes():
 
     status = plan.status
     assert status["phase"] == "Ready" and status["version"] == 1 and status["outputUri"] == "pvc://out/jp/v1"
+    assert status["outputSha256"] == "ef" * 32
     assert status["scores"] == {"search": {"t/acc": "0.7"}, "heldOut": {"h/acc": "0.61"}}
     assert status["lineage"] == [{"name": "base", "uri": "pvc://m/base", "sha256": "ab" * 32},
                                  {"name": "a", "uri": "pvc://m/a", "sha256": "cd" * 32}]
     assert find(status["conditions"], "Ready")["status"] == "True"
+
+
+def test_an_export_that_read_nothing_back_names_the_version_lost_never_ready():
+    message = encode_export(ExportResult({"h/acc": 0.61}, {"base": "ab" * 32}))  # no "o": nothing at the output
+    observed = ModelObservation(search=SEARCH, export_jobs=[export_job(1, [{"type": "Complete", "status": "True"}])],
+                                export_message=message)
+
+    plan = plan_model(model(), observed, SETTINGS, NOW)
+
+    assert plan.status["phase"] == "Failed" and "version" not in plan.status
+    ready, degraded = find(plan.status["conditions"], "Ready"), find(plan.status["conditions"], "Degraded")
+    assert ready["status"] == "False" and (degraded["status"], degraded["reason"]) == ("True", "OutputLost")
+    assert "version 1 is lost" in degraded["message"] and "pvc://out/jp/v1" in degraded["message"]
+    assert [(e.type, e.reason) for e in plan.events] == [("Warning", "OutputLost")]
+
+
+def test_an_output_no_pod_keeps_is_an_invalid_spec_naming_the_field():
+    bare = model()
+    bare["spec"]["outputUri"] = "pvc:/v1"  # what `pvc://` became once the version was appended
+
+    plan = plan_model(bare, ModelObservation(search=SEARCH), SETTINGS, NOW)
+
+    degraded = find(plan.status["conditions"], "Degraded")
+    assert plan.status["phase"] == "Failed" and degraded["reason"] == "InvalidSpec" and not plan.create
+    assert degraded["message"].startswith("spec.outputUri: 'pvc:/v1': write pvc://<claim>/<path>")
 
 
 def test_a_failed_export_degrades_the_model_and_says_why():
@@ -99,11 +125,11 @@ def test_older_export_jobs_go_when_a_new_version_arrives():
 
 def test_export_messages_fit_the_termination_log_and_round_trip():
     hashes = {f"expert-{i}": "f" * 64 for i in range(60)}
-    message = encode_export(ExportResult({"h/acc": 0.5}, hashes))
+    message = encode_export(ExportResult({"h/acc": 0.5}, hashes, output="e" * 64))
 
     assert len(message.encode()) <= 4096
     decoded = decode_export(message)
-    assert decoded.held_out == {"h/acc": 0.5} and set(decoded.hashes) == set(hashes)
+    assert decoded.held_out == {"h/acc": 0.5} and set(decoded.hashes) == set(hashes) and decoded.output == "e" * 64
     assert decode_export("Traceback: boom").error.startswith("the export Job's termination message is not a result")
 
 

@@ -81,9 +81,12 @@ def test_export_configmap_carries_the_recipe_the_searchs_held_out_tasks_and_the_
     assert card_facts["spec"]["scores"]["search"] == {"t/acc": "0.5"} and card_facts["spec"]["lineage"][0]["revision"] == "r1"
 
 
-def test_export_refuses_an_output_a_pod_cannot_write():
-    with pytest.raises(UriError, match="pvc:// or file://"):
-        render_export_job(model(output="s3://bucket/jp/v2"), SEARCH_SPEC, SETTINGS)
+@pytest.mark.parametrize("output", ["s3://bucket/jp/v2", "file:///scratch/jp/v2", "pvc:/v2", "pvc://merged", "jp/v2"])
+def test_export_refuses_an_output_the_pod_would_not_keep(output):
+    """Only a claim outlives the export pod: an object store, a path inside the pod, a claim without a path
+    (or the remains of `pvc://` once `/v2` is appended) and a relative path are all refused, naming the fix."""
+    with pytest.raises(UriError, match=r"write pvc://<claim>/<path>"):
+        render_export_job(model(output=output), SEARCH_SPEC, SETTINGS)
 
 
 def test_serving_deployment_rolls_when_the_exported_version_changes():

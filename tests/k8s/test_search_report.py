@@ -21,10 +21,15 @@ def family(tmp_path_factory):
     return build_family(tmp_path_factory.mktemp("family"))
 
 
-def run_epoch(kube, namespace: str, family, output_uri: str, epoch: int = 1, **spec) -> dict:
+OUTPUT_URI = "pvc://published/jp"
+
+
+def run_epoch(kube, namespace: str, family, claims, epoch: int = 1, **spec) -> dict:
     """An epoch of a search run by the controller's own code, as its pod would; the finished status.
-    Epoch 1 creates the search; a later one starts from the status, as the operator freezes it."""
-    settings = ClusterSettings()
+    Epoch 1 creates the search; a later one starts from the status, as the operator freezes it. `claims` is
+    the local directory behind the pod's claim mounts: the output lands in <claims>/published/jp."""
+    settings = ClusterSettings(pvc_root=str(claims))
+    output_uri = OUTPUT_URI
     if epoch == 1:
         search = kube.create(search_body("jp", namespace, family, **{"storage": {"output": {"uri": output_uri}}, **spec}))
         for account in render_namespace_accounts(namespace, settings):
@@ -35,7 +40,7 @@ def run_epoch(kube, namespace: str, family, output_uri: str, epoch: int = 1, **s
         status = search["status"]
         offsets = {k: int(status[k]) for k in ("round", "generation", "evaluations", "failedEvaluations")}
     kube.create(render_epoch_configmap(search, Epoch(epoch, MergeSearchSpec.model_validate(search["spec"]), [], offsets)))
-    node = Node(kube, namespace, climbable_score)
+    node = Node(kube, namespace, climbable_score, claims=claims)
     node.start()
     try:
         run_controller(kube, namespace, "jp", epoch, settings)
@@ -52,12 +57,12 @@ def comparison_rows(markdown: str) -> dict[str, list[str]]:
 
 
 def test_the_controller_writes_the_report_beside_the_merges_and_the_status_links_it(kube, namespace, family, tmp_path):
-    output = tmp_path / "published"
+    output = tmp_path / "published" / "jp"
 
-    status = run_epoch(kube, namespace, family, f"file://{output}")
+    status = run_epoch(kube, namespace, family, tmp_path)
 
     assert status["stopReason"] == "maxGenerations reached"
-    assert status["report"] == report_uri(f"file://{output}") == f"file://{output}/report/report.html"
+    assert status["report"] == report_uri(OUTPUT_URI) == "pvc://published/jp/report/report.html"
     page = (output / "report" / "report.html").read_text()
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     assert f"{namespace}/jp, epoch 1" in page and "maxGenerations reached" in page  # the final state, not a redraw
@@ -70,17 +75,16 @@ def test_the_controller_writes_the_report_beside_the_merges_and_the_status_links
 
 
 def test_a_report_that_cannot_be_written_warns_and_the_search_still_finishes(kube, namespace, family, tmp_path):
-    blocked = tmp_path / "not-a-directory"
-    blocked.write_text("a file where the output directory should be")
+    (tmp_path / "published").write_text("a file where the claim's directory should be")
 
-    status = run_epoch(kube, namespace, family, f"file://{blocked}",
+    status = run_epoch(kube, namespace, family, tmp_path,
                        search={"algorithm": "random", "populationSize": 2, "maxGenerations": 1, "seed": 3})
 
     assert status["stopReason"] == "maxGenerations reached" and status["best"]["score"] is not None
     assert "report" not in status
     warnings = [e["message"] for e in kube.list("Event", namespace) if e["reason"] == "ReportFailed"]
     assert len(warnings) == 1  # once per reason, not once per generation
-    assert f"file://{blocked}/report/report.html" in warnings[0] and "the search goes on" in warnings[0]
+    assert "pvc://published/jp/report/report.html" in warnings[0] and "the search goes on" in warnings[0]
 
 
 def test_a_generation_redraws_the_report_in_the_background(namespace, tmp_path):
@@ -96,11 +100,11 @@ def test_a_generation_redraws_the_report_in_the_background(namespace, tmp_path):
               {"type": "generation", "summary": {"round": 0, "generation": 0, "count": 1, "best": 0.5, "mean": 0.5}}]
     best = Candidate("c000000", 0, 0, [0.7, 0.2], recipe, "d", {"tiny_colors/acc": 0.5}, 0.5)
     summary = GenerationSummary(round=0, generation=0, count=1, best=0.5, mean=0.5)
-    report = SearchReport(None, search, 1, spec, f"file://{tmp_path}", ClusterSettings(), lambda: events)  # type: ignore[arg-type]
+    report = SearchReport(None, search, 1, spec, OUTPUT_URI, ClusterSettings(pvc_root=str(tmp_path)), lambda: events)  # type: ignore[arg-type]
+    page_file = tmp_path / "published" / "jp" / "report" / "report.html"
     try:
         report.refresh(SearchOutcome(best, [best], [summary], ""))
-        page = eventually(lambda: (tmp_path / "report" / "report.html").exists()
-                          and (tmp_path / "report" / "report.html").read_text(), "the redrawn report")
+        page = eventually(lambda: page_file.exists() and page_file.read_text(), "the redrawn report")
     finally:
         report.close()
 
@@ -109,9 +113,9 @@ def test_a_generation_redraws_the_report_in_the_background(namespace, tmp_path):
 
 
 def test_the_report_compares_each_expert_alone_and_the_uniform_merge_scored_in_comparison_jobs(kube, namespace, family, tmp_path):
-    output = tmp_path / "published"
+    output = tmp_path / "published" / "jp"
 
-    status = run_epoch(kube, namespace, family, f"file://{output}",
+    status = run_epoch(kube, namespace, family, tmp_path,
                        heldOut=[{"task": "tiny_shapes"}])
 
     # climbable_score is the weight of e0: 1 for e0 alone, 0 for e1 alone, 0.5 for their uniform merge.
@@ -131,22 +135,22 @@ def test_the_report_compares_each_expert_alone_and_the_uniform_merge_scored_in_c
 
 
 def test_compare_references_false_runs_no_comparison_job(kube, namespace, family, tmp_path):
-    output = tmp_path / "published"
+    output = tmp_path / "published" / "jp"
 
-    run_epoch(kube, namespace, family, f"file://{output}", search={"algorithm": "random", "populationSize": 2, "maxGenerations": 1, "seed": 3},
-              storage={"output": {"uri": f"file://{output}", "compareReferences": False}})
+    run_epoch(kube, namespace, family, tmp_path, search={"algorithm": "random", "populationSize": 2, "maxGenerations": 1, "seed": 3},
+              storage={"output": {"uri": OUTPUT_URI, "compareReferences": False}})
 
     assert kube.list("Job", namespace, "evomerge.dev/component=comparison") == []
     assert "Experts, uniform merge and evolved merge" not in (output / "report" / "report.md").read_text()
 
 
 def test_a_later_epoch_reports_every_epoch_numbered_on_as_the_status_numbers_them(kube, namespace, family, tmp_path):
-    output = tmp_path / "published"
+    output = tmp_path / "published" / "jp"
     random = {"algorithm": "random", "populationSize": 2, "maxGenerations": 1, "seed": 3}
-    first = run_epoch(kube, namespace, family, f"file://{output}", search=random,
-                      storage={"output": {"uri": f"file://{output}", "compareReferences": False}})
+    first = run_epoch(kube, namespace, family, tmp_path, search=random,
+                      storage={"output": {"uri": OUTPUT_URI, "compareReferences": False}})
 
-    second = run_epoch(kube, namespace, family, f"file://{output}", epoch=2)
+    second = run_epoch(kube, namespace, family, tmp_path, epoch=2)
 
     assert (first["generation"], second["generation"]) == (1, 2)
     markdown = (output / "report" / "report.md").read_text()

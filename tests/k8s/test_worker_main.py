@@ -75,6 +75,7 @@ def test_export_model_writes_the_checkpoint_its_lineage_and_held_out_scores(cli,
     assert report.hashes == expected
     assert json.loads((out / LINEAGE_FILE).read_text()) == {"sha256": expected}
     assert (out / "config.json").exists() and list(out.glob("*.safetensors"))
+    assert report.output == content_hash(out)  # the checkpoint as read back where it was written
     assert content_hash(tiny_family["expert0"]) != content_hash(tiny_family["expert1"])
 
 

@@ -31,7 +31,7 @@ from .naming import (
 from .plan import Event, EventQueue, Plan, apply, record_refusal, settled
 from .reconcile_search import parse_search
 from .render_model import render_export_configmap, render_export_job, render_serving_deployment, render_serving_service
-from .render_pods import pod_path
+from .render_pods import kept_output_path
 from .settings import ClusterSettings
 
 COMPONENT = "evomerge-operator"
@@ -52,9 +52,15 @@ def plan_model(model: dict[str, Any], observed: ModelObservation, settings: Clus
     plan = Plan()
     try:
         spec = MergedModelSpec.model_validate(model["spec"])
-        pod_path(spec.output_uri, settings)
-    except (ValueError, UriError) as error:
-        message = f"spec: {error} — the export writes to a pvc:// or file:// location"
+        kept_output_path(spec.output_uri, settings)
+    except UriError as error:
+        message = f"spec.outputUri: {error}"
+        _set(plan, status, generation, now, "Failed", (False, "InvalidSpec", message), (False, "InvalidSpec", message),
+             (True, "InvalidSpec", message))
+        _warn_once(plan, status, "InvalidSpec", message)
+        return plan
+    except ValueError as error:
+        message = f"spec: {error}"
         _set(plan, status, generation, now, "Failed", (False, "InvalidSpec", message), (False, "InvalidSpec", message),
              (True, "InvalidSpec", message))
         _warn_once(plan, status, "InvalidSpec", message)
@@ -120,12 +126,20 @@ def _export(model, spec: MergedModelSpec, observed: ModelObservation, settings, 
              (True, "ExportFailed", message), extra={"exportJob": job_name})
         _warn_once(plan, status, "ExportFailed", message + " — fix the cause, then delete the Job to retry")
         return
+    if result.output is None:
+        message = (f"version {spec.version} is lost: export Job {job_name} ended, but no checkpoint was read back at "
+                   f"{spec.output_uri} — check that the claim is bound and writable, then delete the Job to export again")
+        _set(plan, status, generation, now, "Failed", (False, "OutputLost", message), (False, "OutputLost", message),
+             (True, "OutputLost", message), extra={"exportJob": job_name})
+        _warn_once(plan, status, "OutputLost", message)
+        return
     lineage = [{**entry.to_wire(), **({"sha256": result.hashes[entry.name]} if entry.name in result.hashes else {})}
                for entry in spec.lineage]
     message = f"version {spec.version} is at {spec.output_uri}"
     _set(plan, status, generation, now, "Ready", (True, "Exported", message), (False, "Exported", message), extra={
         "version": spec.version,
         "outputUri": spec.output_uri,
+        "outputSha256": result.output,
         "exportJob": job_name,
         "scores": spec.scores.model_copy(update={"held_out": result.held_out}).to_wire(),  # numbers as strings, as the CRD says
         "lineage": lineage,

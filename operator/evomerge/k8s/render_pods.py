@@ -6,11 +6,12 @@ below, so a test harness playing the node can run the same command locally by ma
 
 from __future__ import annotations
 
+import re
 from typing import Any, Iterable
 
 from ..evaluate.worker import TERMINATION_LOG, TERMINATION_LOG_ENV
 from ..models.uris import PVC_MOUNT_ROOT_ENV, UriError, parse_uri
-from ..spec.merge_search import MergeSearchSpec
+from ..spec.merge_search import KEPT_OUTPUT_FIX, KEPT_OUTPUT_PATTERN, MergeSearchSpec
 from .naming import owner_reference
 from .settings import ClusterSettings
 
@@ -70,13 +71,25 @@ def model_cache_claim(spec: MergeSearchSpec) -> str | None:
 
 
 def pod_path(uri: str, settings: ClusterSettings) -> str:
-    """Where a pvc:// or file:// URI is found inside a pod rendered here (mounts from `model_volumes`)."""
+    """Where a pvc:// or file:// URI is found inside a pod rendered here (mounts from `model_volumes`).
+
+    A relative plain path is refused: made absolute here it would name a folder of the operator's working
+    directory, which no pod has."""
+    if "://" not in uri and not uri.startswith("/"):
+        raise UriError(f"{uri!r}: a relative path means nothing inside a pod — give file:///absolute/path or pvc://claim/path")
     parsed = parse_uri(uri)
     if parsed.scheme == "pvc":
         return f"{settings.pvc_root}/{parsed.location.strip('/')}"
     if parsed.scheme == "file":
         return parsed.location if parsed.location.startswith("/") else "/" + parsed.location
     raise UriError(f"{uri!r}: a pod reads and writes pvc:// or file:// locations only; {parsed.scheme}:// needs a prefetch")
+
+
+def kept_output_path(uri: str, settings: ClusterSettings) -> str:
+    """Where a pod writes an output that must outlive it (an export, the report): on a claim, nowhere else."""
+    if not re.match(KEPT_OUTPUT_PATTERN, uri):
+        raise UriError(f"{uri!r}: {KEPT_OUTPUT_FIX}")
+    return pod_path(uri, settings)
 
 
 def model_volumes(

@@ -26,7 +26,7 @@ from .client import Kube
 from .controller_events import ControllerEvents
 from .history_configmap import ConfigMapHistory
 from .naming import epoch_configmap_name
-from .render_pods import pod_path
+from .render_pods import kept_output_path
 from .render_search import read_epoch_configmap
 from .settings import ClusterSettings
 
@@ -153,7 +153,7 @@ class SearchReport:
         from ..report.render import write_report  # matplotlib loads here, not before the first evaluation Job
 
         try:
-            directory = Path(pod_path(self.uri, self.settings)).parent
+            directory = Path(kept_output_path(self.uri, self.settings)).parent
             directory.mkdir(parents=True, exist_ok=True)
             staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=directory))
             try:

@@ -101,7 +101,15 @@ def export_model(recipe_path: Path, spec_path: Path, out_dir: Path, model_path: 
             return ExportResult(hashes=hashes, error=f"held-out scoring failed: {item['error']}")
         held_out = dict(item["scores"])
     write_card(out_dir, recipe, spec, model, model_name, hashes, held_out, exporter)
-    return ExportResult(held_out, hashes)
+    return ExportResult(held_out, hashes, output=written_hash(out_dir))
+
+
+def written_hash(out_dir: Path) -> str | None:
+    """The checkpoint's content hash as read back from out_dir once written; None when no weights are there
+    (the operator then names the version lost rather than published)."""
+    if not out_dir.is_dir() or not any(p.suffix == ".safetensors" for p in out_dir.iterdir()):
+        return None
+    return content_hash(out_dir)
 
 
 def export_with_mergekit(recipe: MergeRecipe, num_layers: int, out_dir: Path, spec: MergeSearchSpec) -> str | None:

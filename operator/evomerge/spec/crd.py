@@ -11,7 +11,8 @@ from ..catalogue.methods import BASELESS_METHODS, GENES, METHODS
 from .base import API_GROUP, API_VERSION
 from .expert import Expert, ExpertSpec, ExpertStatus
 from .merge_search import (
-    EVOGM_REINIT_ASYNC, MERGEKIT_NO_LORA, MergeSearch, MergeSearchSpec, MergeSearchStatus, MergeSpec, evolve_refusal, one_expert_refusal,
+    EVOGM_REINIT_ASYNC, KEPT_OUTPUT_FIX, KEPT_OUTPUT_PATTERN, MERGEKIT_NO_LORA, MergeSearch, MergeSearchSpec,
+    MergeSearchStatus, MergeSpec, evolve_refusal, one_expert_refusal,
 )
 from .merged_model import MergedModel, MergedModelSpec, MergedModelStatus
 
@@ -107,6 +108,19 @@ MERGE_SEARCH_RULES = [
         "self.experts.all(e, !has(e.format) || e.format != 'lora')",
         "message": f"storage.output.exporter: {MERGEKIT_NO_LORA}",
     },
+    {
+        "rule": f"!has(self.storage) || !has(self.storage.output) || self.storage.output.uri.matches('{KEPT_OUTPUT_PATTERN}')",
+        "fieldPath": ".storage.output.uri",
+        "message": f"storage.output.uri: {KEPT_OUTPUT_FIX}",
+    },
+]
+
+MERGED_MODEL_RULES = [
+    {
+        "rule": f"self.outputUri.matches('{KEPT_OUTPUT_PATTERN}')",
+        "fieldPath": ".outputUri",
+        "message": f"outputUri: {KEPT_OUTPUT_FIX}",
+    },
 ]
 
 KINDS: dict[str, dict[str, Any]] = {
@@ -134,7 +148,7 @@ KINDS: dict[str, dict[str, Any]] = {
         "resource": MergedModel,
         "spec": MergedModelSpec,
         "status": MergedModelStatus,
-        "rules": [],
+        "rules": MERGED_MODEL_RULES,
         "columns": [
             ("Version", "integer", ".spec.version"),
             ("Exported", "integer", ".status.version"),

@@ -323,11 +323,21 @@ class ModelCache(SpecModel):
 
 
 Exporter = Literal["evomerge", "mergekit"]
+
+# Where a cluster may write what it publishes: only a PersistentVolumeClaim outlives the pod that writes, so an
+# output names a claim and a path on it. The CRDs admit nothing else and the operator checks the same pattern.
+KEPT_OUTPUT_PATTERN = r"^pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?/+[^/]"
+KEPT_OUTPUT_FIX = ("write pvc://<claim>/<path> — only a PersistentVolumeClaim outlives the pod that writes to it "
+                   "(a file:// path lies inside the pod, and pvc:// needs both a claim and a path on it)")
 MERGEKIT_NO_LORA = "mergekit exports no LoRA experts — set exporter: evomerge, or list each adapter merged into its base"
 
 
 class OutputSpec(SpecModel):
-    uri: str = Field(min_length=1)
+    uri: str = Field(
+        min_length=1, max_length=1024,
+        description="Where each version is exported (<uri>/v<N>) and the report written (<uri>/report). In the "
+        "cluster: pvc://<claim>/<path>; `evomerge run`: a path or file:// URI.",
+    )
     exporter: Exporter = Field(
         default="evomerge",
         description="Who writes the MergedModel's checkpoint in the export Job: evomerge (its own exporter, equal to "

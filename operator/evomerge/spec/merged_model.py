@@ -35,7 +35,7 @@ class MergedModelSpec(SpecModel):
     recipe: dict[str, Any] = Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
     lineage: list[LineageEntry] = Field(default_factory=list)
     scores: Scores = Field(default_factory=Scores)
-    output_uri: str = Field(min_length=1)
+    output_uri: str = Field(min_length=1, max_length=1024, description="Where this version is exported: pvc://<claim>/<path>.")
     serving: ServingSpec = Field(default_factory=ServingSpec)
 
 
@@ -45,6 +45,9 @@ class MergedModelStatus(SpecModel):
     phase: Literal["Pending", "Exporting", "Ready", "Failed"] | None = None
     version: int | None = Field(default=None, description="The version whose checkpoint is written and scored.")
     output_uri: str | None = None
+    output_sha256: str | None = Field(
+        default=None, description="Content hash of the exported checkpoint, read back at outputUri after it was written."
+    )
     scores: Scores = Field(default_factory=Scores)
     lineage: list[LineageEntry] = Field(default_factory=list, description="Inputs of the exported version, with content hashes.")
     export_job: str | None = None
