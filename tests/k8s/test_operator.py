@@ -158,6 +158,18 @@ def test_the_api_server_refuses_what_the_schema_can_say(kube, namespace, change,
     assert message in str(refused.value)
 
 
+@pytest.mark.parametrize("change", [
+    {"experts": [{"name": "e0", "uri": "x"}], "merge": {"method": "slerp", "evolve": ["t"]}},
+    {"experts": [], "expertSelector": {"matchLabels": {"family": "f"}}, "merge": {"method": "slerp", "evolve": ["t"]}},
+    {"merge": {"method": "slerp", "dataFlow": {"enabled": True}}},  # a path search reads no method
+], ids=["slerp-one-listed-expert", "slerp-selected-expert", "data-flow-ignores-slerp"])
+def test_the_api_server_admits_a_slerp_over_one_expert(kube, namespace, change):
+    body = search_body("slerp", namespace)
+    body["spec"].update(change)
+
+    assert kube.create(body)["spec"]["merge"]["method"] == "slerp"
+
+
 @pytest.mark.parametrize("example", sorted((REPO / "examples").glob("cluster-*.yaml")), ids=lambda p: p.name)
 def test_the_cluster_examples_are_accepted(kube, namespace, example):
     for document in yaml.safe_load_all(example.read_text()):

@@ -31,16 +31,22 @@ def _bounds_rule(gene: str) -> dict[str, str]:
     }
 
 
+# A path search (dataFlow.enabled) reads no method: the method's own rules do not apply to it.
+_DATA_FLOW = "(has(self.merge) && has(self.merge.dataFlow) && has(self.merge.dataFlow.enabled) && self.merge.dataFlow.enabled)"
+_ONE_EXPERT = _cel_list(m.name for m in METHODS.values() if m.one_expert)
+
 MERGE_SEARCH_RULES = [
     {
-        "rule": "(has(self.experts) && size(self.experts) >= 2) || has(self.expertSelector) || (has(self.merge) "
-        "&& has(self.merge.dataFlow) && has(self.merge.dataFlow.enabled) && self.merge.dataFlow.enabled)",
-        "message": "list at least two experts, or set expertSelector",
+        "rule": f"(has(self.experts) && size(self.experts) >= 2) || has(self.expertSelector) || {_DATA_FLOW} || "
+        f"(has(self.merge) && has(self.merge.method) && self.merge.method in {_ONE_EXPERT} && has(self.experts) && "
+        "size(self.experts) == 1)",
+        "message": "list at least two experts, or set expertSelector "
+        f"({', '.join(m.name for m in METHODS.values() if m.one_expert)}: exactly one expert)",
     },
     *(
         {
             # evolve's default ([weight]) is not filled in by the API server (list defaults are dropped), so read it here
-            "rule": f"!has(self.merge) || !has(self.merge.method) || self.merge.method != '{m.name}' || "
+            "rule": f"!has(self.merge) || !has(self.merge.method) || self.merge.method != '{m.name}' || {_DATA_FLOW} || "
             f"(has(self.merge.evolve) ? self.merge.evolve : {_cel_list(MergeSpec().evolve)}).all(g, g in {_cel_list(m.genes)})",
             "message": evolve_refusal(m),
             "fieldPath": ".merge.evolve",
@@ -56,7 +62,7 @@ MERGE_SEARCH_RULES = [
     },
     *(
         {
-            "rule": f"!has(self.merge) || !has(self.merge.method) || self.merge.method != '{m.name}' || "
+            "rule": f"!has(self.merge) || !has(self.merge.method) || self.merge.method != '{m.name}' || {_DATA_FLOW} || "
             "has(self.expertSelector) || (has(self.experts) && size(self.experts) == 1)",
             "message": one_expert_refusal(m),
         }

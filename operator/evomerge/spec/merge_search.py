@@ -109,7 +109,8 @@ def evolve_refusal(method: Method) -> str:
 
 
 def one_expert_refusal(method: Method) -> str:
-    return f"experts: {method.name} interpolates between baseModel and exactly one expert"
+    return (f"experts: {method.name} interpolates between baseModel and exactly one expert — list one, or select one "
+            "with expertSelector")
 
 
 class MergeSpec(SpecModel):
@@ -131,6 +132,8 @@ class MergeSpec(SpecModel):
     def _genes_fit_method(self) -> "MergeSpec":
         if len(set(self.evolve)) != len(self.evolve):
             raise ValueError("merge.evolve lists a parameter twice; list each of weight, density, t at most once")
+        if self.data_flow.enabled:  # a path search reads neither the method nor its genes
+            return self
         if any(gene not in METHODS[self.method].genes for gene in self.evolve):
             raise ValueError(evolve_refusal(METHODS[self.method]))
         if self.granularity != "layerGroups" and self.layer_groups != 1:
@@ -385,14 +388,15 @@ class MergeSearchSpec(SpecModel):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"experts: duplicate name(s) {', '.join(duplicates)} — every expert needs a unique name")
-        if len(self.experts) < 2 and self.expert_selector is None and not self.merge.data_flow.enabled:
+        one_expert = METHODS[self.merge.method].one_expert and not self.merge.data_flow.enabled  # a path reads no method
+        if one_expert and len(self.experts) != 1 and self.expert_selector is None:
+            raise ValueError(one_expert_refusal(METHODS[self.merge.method]))
+        if len(self.experts) < 2 and self.expert_selector is None and not self.merge.data_flow.enabled and not one_expert:
             raise ValueError("experts: list at least two experts, or set expertSelector to pick Expert resources")
         if self.merge.data_flow.enabled:
             _check_data_flow(self)
         elif self.merge.method not in BASELESS_METHODS and self.base_model is None:
             raise ValueError(f"baseModel: merge.method {self.merge.method!r} merges task vectors and needs baseModel.uri")
-        if METHODS[self.merge.method].one_expert and len(self.experts) != 1 and self.expert_selector is None:
-            raise ValueError(one_expert_refusal(METHODS[self.merge.method]))
         if len(self.objectives) < ALGORITHMS[self.search.algorithm].min_objectives:
             raise ValueError(objectives_refusal(ALGORITHMS[self.search.algorithm]))
         keys = [o.key for o in self.objectives]
