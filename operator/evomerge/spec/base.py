@@ -16,7 +16,9 @@ API_GROUP = "evomerge.dev"
 API_VERSION = "v1alpha1"
 GROUP_VERSION = f"{API_GROUP}/{API_VERSION}"
 
-NUMBER_PATTERN = r"^[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?$"
+# At most 15 integer digits and a two-digit exponent: every number the pattern admits is a finite double,
+# so the API server's CEL rules can read it (double("1e309") is a CEL type error, not a refusal).
+NUMBER_PATTERN = r"^[-+]?([0-9]{1,15}(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]{1,2})?$"
 
 
 def _parse_number(value: Any) -> float:
@@ -50,9 +52,14 @@ Number = Annotated[
     WithJsonSchema({"type": "string", "pattern": NUMBER_PATTERN}),
 ]
 
+# A resource's name is a DNS label: it goes into its children's names and label values (63 characters at
+# most, no dots); the CRDs check it at admission from these two facts.
+NAME_MAX_LENGTH = 63
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
 K8sName = Annotated[
     str,
-    Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"),
+    Field(min_length=1, max_length=NAME_MAX_LENGTH, pattern=NAME_PATTERN),
 ]
 
 

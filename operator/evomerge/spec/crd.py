@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+import types
+from typing import Any, Union, get_args, get_origin
 
+from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel
 
 from ..catalogue.algorithms import ALGORITHMS, MODES, mode_refusal, objectives_refusal
 from ..catalogue.methods import BASELESS_METHODS, GENES, METHODS
-from .base import API_GROUP, API_VERSION
+from .base import API_GROUP, API_VERSION, NAME_MAX_LENGTH, NAME_PATTERN, format_number
 from .expert import Expert, ExpertSpec, ExpertStatus
 from .merge_search import (
-    EVOGM_REINIT_ASYNC, KEPT_OUTPUT_FIX, KEPT_OUTPUT_PATTERN, MERGEKIT_NO_LORA, MergeSearch, MergeSearchSpec,
-    MergeSearchStatus, MergeSpec, evolve_refusal, one_expert_refusal,
+    EVOGM_REINIT_ASYNC, KEPT_OUTPUT_FIX, KEPT_OUTPUT_PATTERN, MERGEKIT_NO_LORA, MergeSearch,
+    MergeSearchSpec, MergeSearchStatus, MergeSpec, evolve_refusal, one_expert_refusal,
 )
 from .merged_model import MergedModel, MergedModelSpec, MergedModelStatus
 
@@ -113,6 +115,23 @@ MERGE_SEARCH_RULES = [
         "self.storage.output.exporter != 'mergekit' || !has(self.experts) || "
         "self.experts.all(e, !has(e.format) || e.format != 'lora')",
         "message": f"storage.output.exporter: {MERGEKIT_NO_LORA}",
+    },
+    {
+        "rule": "!has(self.merge) || !has(self.merge.dataFlow) || !has(self.merge.dataFlow.scaleBounds) || "
+        "(double(self.merge.dataFlow.scaleBounds[0]) > 0.0 && "
+        "double(self.merge.dataFlow.scaleBounds[0]) < double(self.merge.dataFlow.scaleBounds[1]))",
+        "fieldPath": ".merge.dataFlow.scaleBounds",
+        "message": "merge.dataFlow.scaleBounds: [low, high] must be positive and ordered (0 < low < high) — a hop scale "
+        "multiplies the residual stream, and norms are invariant only to positive factors",
+    },
+    {
+        # tournamentSize only counts in a GA tournament; an unset populationSize is the GA's default
+        "rule": "!has(self.search) || !has(self.search.algorithm) || self.search.algorithm != 'ga' || !has(self.search.ga) || "
+        "!has(self.search.ga.tournamentSize) || (has(self.search.ga.selection) && self.search.ga.selection != 'tournament') || "
+        "self.search.ga.tournamentSize <= (has(self.search.populationSize) ? self.search.populationSize : "
+        f"{ALGORITHMS['ga'].budget.population_size})",
+        "fieldPath": ".search.ga.tournamentSize",
+        "message": "search.ga.tournamentSize: at most populationSize — a larger tournament picks the same best every time",
     },
     {
         "rule": f"!has(self.storage) || !has(self.storage.output) || self.storage.output.uri.matches('{KEPT_OUTPUT_PATTERN}')",
@@ -233,12 +252,53 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
 
 def openapi_schema(model: type[BaseModel]) -> dict[str, Any]:
     schema = model.model_json_schema(by_alias=True, mode="serialization")
-    return _structural(schema, schema.get("$defs", {}))
+    structural = _structural(schema, schema.get("$defs", {}))
+    _number_rules(model, structural)
+    return structural
+
+
+_COMPARISONS = ((Gt, "gt", ">", "greater than"), (Ge, "ge", ">=", "at least"), (Lt, "lt", "<", "less than"),
+                (Le, "le", "<=", "at most"))
+
+
+def _number_rules(model: type[BaseModel], schema: dict[str, Any]) -> None:
+    """A CEL rule on every Number property with bounds (ge, gt, le, lt on the spec type): the schema writes
+    numbers as strings, so only a rule tells the API server their range."""
+    properties = schema.get("properties") or {}
+    for name, info in model.model_fields.items():
+        prop = properties.get(info.alias or name)
+        if prop is None:
+            continue
+        bounds = [(op, float(getattr(m, attr)), words) for m in info.metadata
+                  for kind, attr, op, words in _COMPARISONS if isinstance(m, kind)]
+        if bounds and prop.get("type") == "string" and float in _members(info.annotation):
+            prop["x-kubernetes-validations"] = [{
+                "rule": " && ".join(f"double(self) {op} {value!r}" for op, value, _ in bounds),
+                "message": "must be " + " and ".join(f"{words} {format_number(value)}" for _, value, words in bounds),
+            }]
+        for member in _members(info.annotation):
+            if isinstance(member, type) and issubclass(member, BaseModel):
+                _number_rules(member, prop.get("items", prop) if prop.get("type") == "array" else prop)
+
+
+def _members(annotation: Any) -> list[Any]:
+    """The types an annotation is made of: X | None gives X, list[X] gives X."""
+    if get_origin(annotation) in (Union, types.UnionType, list):
+        return [m for arg in get_args(annotation) for m in _members(arg)]
+    return [annotation]
 
 
 def render_crd(kind: str) -> dict[str, Any]:
     info = KINDS[kind]
     spec_schema = openapi_schema(info["spec"])
+    name_rules = [
+        {"rule": f"size(self.metadata.name) <= {NAME_MAX_LENGTH}",
+         "message": f"metadata.name: at most {NAME_MAX_LENGTH} characters — it goes into the label values of every "
+                    "Job and pod made for it"},
+        {"rule": f"self.metadata.name.matches('{NAME_PATTERN}')",
+         "message": "metadata.name: lowercase letters, digits and '-' only, no dots — it names Jobs, ConfigMaps and "
+                    "Services and goes into their labels"},
+    ]
     if info["rules"]:
         spec_schema["x-kubernetes-validations"] = info["rules"]
     return {
@@ -268,6 +328,7 @@ def render_crd(kind: str) -> dict[str, Any]:
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",
+                            "x-kubernetes-validations": name_rules,
                             "description": (info["resource"].__doc__ or kind).strip().splitlines()[0],
                             "required": ["spec"],
                             "properties": {

@@ -154,7 +154,7 @@ class EvoGMOptions(SpecModel):
     """
 
     winner_portion: Number = Field(default=0.3, gt=0, lt=1, description="Fraction ρ of the round's results that are winners (the rest are losers).")
-    hidden_dims: list[int] = Field(default_factory=lambda: [128, 256, 256, 256, 128], min_length=1, description="Hidden layer widths of both generator MLPs.")
+    hidden_dims: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [128, 256, 256, 256, 128], min_length=1, description="Hidden layer widths of both generator MLPs.")
     learning_rate: Number = Field(default=1e-4, gt=0, description="Adam learning rate of the generators.")
     training_steps: int = Field(default=200, ge=1, description="Adam steps per iteration (per populationSize results in async mode).")
     cycle_scale: Number = Field(default=100.0, ge=0, description="Weight of the cycle-consistency loss.")
@@ -267,6 +267,13 @@ class SearchSpec(SpecModel):
         default_factory=list, description="mergekit recipes encoded into the genome; they join the first population."
     )
 
+    @model_validator(mode="after")
+    def _tournament_fits(self) -> "SearchSpec":
+        if self.algorithm == "ga" and self.ga.selection == "tournament" and self.ga.tournament_size > self.population_size:
+            raise ValueError(f"search.ga.tournamentSize: {self.ga.tournament_size} is more than populationSize "
+                             f"({self.population_size}) — every tournament would pick the same best; lower it")
+        return self
+
     @model_validator(mode="before")
     @classmethod
     def _budget_defaults(cls, data: Any) -> Any:
@@ -296,7 +303,7 @@ class Objective(SpecModel):
 
     task: str = Field(min_length=1)
     metric: str = Field(default="acc", min_length=1)
-    weight: Number = Field(default=1.0, ge=0)
+    weight: Number = Field(default=1.0, gt=0, description="Share of this objective in the fitness (weights are normalised); above 0.")
     direction: Literal["maximize", "minimize"] = "maximize"
     limit: int | None = Field(default=None, ge=1, description="Items subsampled (seeded, fixed per search).")
 
