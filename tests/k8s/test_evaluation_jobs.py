@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from evomerge.k8s import evaluation_jobs
-from evomerge.k8s.evaluation_jobs import EvaluationJobs
+from evomerge.k8s.evaluation_jobs import EvaluationJobs, JobRefused
 from evomerge.k8s.render_search import render_namespace_accounts
 from evomerge.k8s.settings import ClusterSettings
 from evomerge.merge.recipe import ExpertWeights, MergeRecipe
@@ -29,8 +29,8 @@ def unschedulable(kube, pod: dict) -> None:
     kube.patch("Pod", pod["metadata"]["namespace"], pod["metadata"]["name"], {"status": status}, subresource="status")
 
 
-def backend(kube, namespace: str, timeout_seconds: int = 3600) -> EvaluationJobs:
-    search = kube.create(search_body("jp", namespace, evaluation={"timeoutSeconds": timeout_seconds}))
+def backend(kube, namespace: str, timeout_seconds: int = 3600, **evaluation) -> EvaluationJobs:
+    search = kube.create(search_body("jp", namespace, evaluation={"timeoutSeconds": timeout_seconds, **evaluation}))
     spec = MergeSearchSpec.model_validate(search["spec"])
     for account in render_namespace_accounts(namespace, ClusterSettings()):  # pods of a missing account are refused
         kube.create(account)
@@ -77,3 +77,18 @@ def test_an_unschedulable_pod_waits_for_a_node_and_a_deadline_then_names_the_sch
     (outcome,) = jobs.wait({"jp-e1-c000001-1"}, 30)
     assert (outcome.succeeded, outcome.reason) == (False, "DeadlineExceeded")
     assert "cannot be scheduled: 0/3 nodes have nvidia.com/gpu" in outcome.message
+
+
+def test_a_job_the_api_server_refuses_is_one_line_naming_the_pod_field_and_the_spec_field(kube, namespace):
+    """A request above its limit passes admission of the MergeSearch (each quantity is valid) but not of the
+    Job: the controller says so in one line, the cause first, instead of crashing on the API's error."""
+    jobs = backend(kube, namespace, resources={"requests": {"cpu": "2"}, "limits": {"cpu": "1"}})
+
+    with pytest.raises(JobRefused) as refused:
+        jobs.create("jp-e1-c000000-1", [("c000000", RECIPE)])
+
+    message = str(refused.value)
+    assert "\n" not in message and "Traceback" not in message
+    assert message.startswith(f"the API server refused evaluation Job {namespace}/jp-e1-c000000-1: spec.template.spec.containers[0]"
+                              ".resources.requests: Invalid value: \"2\": must be less than or equal to cpu limit")
+    assert message.endswith("— fix spec.evaluation.resources")

@@ -1,4 +1,4 @@
-from evomerge.k8s.jobs import stuck_reason
+from evomerge.k8s.jobs import cause, stuck_reason
 
 
 def pod(conditions=(), containers=()) -> dict:
@@ -23,3 +23,13 @@ def test_pods_that_are_starting_or_running_are_not_stuck():
     running = {"name": "c", "state": {"running": {}}}
     scheduled = {"type": "PodScheduled", "status": "True"}
     assert stuck_reason([pod([scheduled], [creating]), pod([scheduled], [running])]) is None
+
+
+def test_a_traceback_becomes_its_last_line_and_any_message_one_line():
+    traceback = ('Traceback (most recent call last):\n  File "/app/evomerge/k8s/evaluation_jobs.py", line 84, in create\n'
+                 '    created = self.kube.create(job)\n' + "  frames\n" * 200 +
+                 'evomerge.k8s.client.Invalid: 422 Invalid: Job.batch "x" is invalid: spec.template.spec.nodeSelector: Invalid value\n')
+
+    assert cause(traceback) == 'evomerge.k8s.client.Invalid: 422 Invalid: Job.batch "x" is invalid: spec.template.spec.nodeSelector: Invalid value'
+    assert cause("SearchFailed: 3 of 4\n evaluations failed") == "SearchFailed: 3 of 4 evaluations failed"
+    assert cause(None) == ""

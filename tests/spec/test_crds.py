@@ -21,11 +21,26 @@ def test_crds_and_chart_crds_on_disk_match_the_spec_types():
     assert result.returncode == 0, result.stderr
 
 
+INT_OR_STRING = [{"type": "integer"}, {"type": "string"}]
+
+
+def _any_ofs(node) -> list:
+    """Every node with an anyOf in a schema."""
+    if isinstance(node, list):
+        return [found for item in node for found in _any_ofs(item)]
+    if not isinstance(node, dict):
+        return []
+    return ([node] if "anyOf" in node else []) + [found for value in node.values() for found in _any_ofs(value)]
+
+
 def test_schemas_are_structural():
     for kind in KINDS:
-        text = json.dumps(render_crd(kind))
-        for forbidden in ('"$ref"', '"anyOf"', '"oneOf"', '"allOf"', '"title"', '"prefixItems"', '"const"'):
+        crd = render_crd(kind)
+        text = json.dumps(crd)
+        for forbidden in ('"$ref"', '"oneOf"', '"allOf"', '"title"', '"prefixItems"', '"const"'):
             assert forbidden not in text, f"{kind} schema contains {forbidden}"
+        for node in _any_ofs(crd):  # the one anyOf a structural schema allows: int-or-string, as for quantities
+            assert node.get("x-kubernetes-int-or-string") is True and node["anyOf"] == INT_OR_STRING, node
 
 
 def test_merge_search_has_printer_columns_short_name_and_status():

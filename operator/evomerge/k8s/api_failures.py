@@ -131,6 +131,21 @@ def classify(error: ApiError, owner_kind: str) -> Refusal | None:
     return Refusal(API_ERROR, f"{refused} — a retry does not help: check the API server and the operator's log")
 
 
+# Where a rendered pod's fields come from in a MergeSearch spec, so that a refused Job names the field to fix.
+_POD_FIELD_SOURCES = (("resources", "spec.evaluation.resources"), ("nodeSelector", "spec.evaluation.nodeSelector"),
+                      ("tolerations", "spec.evaluation.tolerations"), ("image", "spec.evaluation.image or serverImage"))
+
+
+def refused_job(what: str, error: ApiError) -> str:
+    """One line for a Job the API server refused at creation: the request, the server's words (the field
+    and the cause) and which spec field to change."""
+    said = " ".join(server_message(error).split())[:SERVER_MESSAGE_LIMIT]
+    cause = said.split(" is invalid: ", 1)[-1].strip("[]")
+    source = next((spec for field, spec in _POD_FIELD_SOURCES if f".{field}" in cause), None)
+    fix = f"fix {source}" if source else "fix what the message names in the spec, or the chart's values"
+    return f"the API server refused {what}: {cause} — {fix}"
+
+
 def degraded_status(status: dict[str, Any], refusal: Refusal, generation: int | None, now: str) -> dict[str, Any] | None:
     """The status patch that records a refusal (Degraded only: the other conditions and the top-level
     observedGeneration still say what the last reconcile that went through saw); None when it is there already."""

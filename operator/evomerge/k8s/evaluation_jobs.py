@@ -20,7 +20,8 @@ from ..evaluate.worker import objective_keys
 from ..executors.kubernetes import JobOutcome, KubernetesExecutor
 from ..merge.recipe import MergeRecipe
 from ..spec.merge_search import MergeSearchSpec
-from .client import Conflict, Gone, Kube
+from .api_failures import is_transient, refused_job
+from .client import ApiError, Conflict, Gone, Kube
 from .controller_events import ControllerEvents
 from .jobs import ACTIVE, SUCCEEDED, job_age, job_seconds, job_state, pod_selector, stuck_reason, termination_message
 from .naming import CANDIDATES_ANNOTATION, EVALUATION, SEARCH_UID_LABEL, evaluation_job_name, search_labels, selector
@@ -30,6 +31,10 @@ from .settings import ClusterSettings
 STUCK_CHECK_SECONDS = 30.0
 STUCK_GRACE_SECONDS = 120.0
 UNSCHEDULABLE = "Unschedulable"
+
+
+class JobRefused(ValueError):
+    """The API server refuses an evaluation Job for good (an invalid pod field, a policy): the spec must change."""
 JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 
 
@@ -85,6 +90,10 @@ class EvaluationJobs:
             if created is None or created["metadata"]["labels"].get(SEARCH_UID_LABEL) != self.uid:
                 raise StaleJob(f"Job {self.namespace}/{name} belongs to an earlier MergeSearch {self.name}; "
                                "wait until it is deleted") from None
+        except ApiError as error:
+            if is_transient(error):
+                raise
+            raise JobRefused(refused_job(f"{self.component} Job {self.namespace}/{name}", error)) from None
         self._jobs[name] = created
         try:
             self.kube.create(render_recipes_configmap(created, candidates))

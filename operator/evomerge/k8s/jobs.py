@@ -67,6 +67,16 @@ def termination_message(pods: list[dict[str, Any]], container: str) -> str | Non
     return newest[1] if newest else None
 
 
+def cause(message: str | None) -> str:
+    """A container's last words as one line: a Python traceback's final line (the exception, which names the
+    cause) rather than its first characters; any other message with its whitespace folded."""
+    text = (message or "").strip()
+    if "Traceback (most recent call last)" in text:
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        text = lines[-1] if lines else text
+    return " ".join(text.split())
+
+
 # Waiting reasons after which a container never starts without someone fixing its inputs.
 _STUCK_WAITING = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError")
 

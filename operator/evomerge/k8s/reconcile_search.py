@@ -23,7 +23,7 @@ from ..spec.loading import SpecError, validate_document
 from ..spec.merge_search import ExpertSource, MergeSearch, MergeSearchSpec
 from .client import ApiError, Kube
 from .conditions import DEGRADED, PROGRESSING, READY, condition, find, merge_conditions, now_iso
-from .jobs import ACTIVE, FAILED, SUCCEEDED, job_state, pod_selector, stuck_reason, termination_message
+from .jobs import ACTIVE, FAILED, SUCCEEDED, cause, job_state, pod_selector, stuck_reason, termination_message
 from .naming import (
     CANDIDATES_ANNOTATION,
     CONTROLLER,
@@ -180,7 +180,7 @@ def plan_search(search: dict[str, Any], observed: SearchObservation, settings: C
         plan.events.append(Event("Normal", "Succeeded", message))
         _publish(search, spec, effective, status, observed, plan)
     elif state.phase == FAILED:
-        detail = (observed.controller_message or state.message or "").strip()
+        detail = cause(observed.controller_message or state.message)
         message = f"controller Job {name} failed ({state.reason}): {detail}".rstrip(": ")
         plan.status = _status(status, generation, now, phase="Failed", ready=(False, "SearchFailed", message),
                               progressing=(False, "SearchFailed", "edit the spec to retry"),
@@ -195,7 +195,7 @@ def evaluation_failure(job: dict[str, Any], scorer_message: str | None) -> Event
     meta = job["metadata"]
     state = job_state(job)
     candidates = (meta.get("annotations") or {}).get(CANDIDATES_ANNOTATION, "").split(",")
-    detail = " ".join((scorer_message or state.message or "no message").split())[:600]
+    detail = cause(scorer_message or state.message or "no message")[:600]
     hint = {
         "DeadlineExceeded": "raise evaluation.timeoutSeconds or lower candidatesPerJob",
         "BackoffLimitExceeded": "the pod failed on every try: check its logs, resources and node",

@@ -7,9 +7,10 @@ clients round-trip them differently); locally a plain YAML number is accepted to
 from __future__ import annotations
 
 import math
+import re
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
 API_GROUP = "evomerge.dev"
@@ -110,11 +111,52 @@ def conditions_field() -> Any:
     )
 
 
+# A Kubernetes quantity as the core API writes it ("2", "500m", "16Gi", 1e3), without a sign: a pod's requests
+# and limits are never negative. The CRD checks it as the API server's own int-or-string quantities do.
+QUANTITY_PATTERN = (r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|"
+                    r"(\.[0-9]+))))?$")
+
+
+def _quantity(value: int | str) -> int | str:
+    if isinstance(value, int) and value < 0 or isinstance(value, str) and not re.match(QUANTITY_PATTERN, value):
+        raise ValueError(f"{value!r} is not a Kubernetes quantity — write a count such as \"2\" or \"500m\", "
+                         "or a size such as \"16Gi\"")
+    return value
+
+
+Quantity = Annotated[
+    int | str,
+    AfterValidator(_quantity),
+    WithJsonSchema({"x-kubernetes-int-or-string": True, "anyOf": [{"type": "integer"}, {"type": "string"}],
+                    "pattern": QUANTITY_PATTERN, "maxLength": 64,
+                    "x-kubernetes-validations": [{"rule": "type(self) != int || self >= 0", "message": "must not be negative"}]}),
+]
+
+
 class ResourceRequirements(SpecModel):
     """Container resources as Kubernetes quantities ("2", "16Gi", "nvidia.com/gpu": "1")."""
 
-    requests: dict[str, str] = Field(default_factory=dict)
-    limits: dict[str, str] = Field(default_factory=dict)
+    requests: dict[str, Quantity] = Field(default_factory=dict, max_length=16,
+                                          description="Resource name → quantity the pod is scheduled with.")
+    limits: dict[str, Quantity] = Field(default_factory=dict, max_length=16,
+                                        description="Resource name → quantity the container may use at most.")
+
+
+# Label values (nodeSelector's, say): 63 characters at most, alphanumerics with -, _ or . inside.
+LabelValue = Annotated[str, Field(max_length=63, pattern=r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")]
+LABEL_KEY_PATTERN = (r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+                     r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+
+
+def labels_field(description: str) -> Any:
+    """A map of label keys to label values, checked at admission as the API server checks labels."""
+    return Field(
+        default_factory=dict, max_length=64, description=description,
+        json_schema_extra={"x-kubernetes-validations": [{
+            "rule": f"self.all(k, size(k) <= 317 && k.matches(r'{LABEL_KEY_PATTERN}'))",
+            "message": "keys must be label keys: an optional DNS prefix and '/', then at most 63 alphanumerics, '-', '_' or '.'",
+        }]},
+    )
 
 
 class Toleration(SpecModel):

@@ -17,12 +17,14 @@ from .base import (
     GROUP_VERSION,
     Condition,
     LabelSelector,
+    LabelValue,
     Number,
     ObjectMeta,
     ResourceRequirements,
     SpecModel,
     Toleration,
     conditions_field,
+    labels_field,
 )
 
 MergeMethod = Literal[METHOD_NAMES]  # type: ignore[valid-type]  # the catalogue's methods
@@ -324,7 +326,7 @@ class EvaluationSpec(SpecModel):
     image: str | None = None
     server_image: str | None = None
     resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
-    node_selector: dict[str, str] = Field(default_factory=dict)
+    node_selector: dict[str, LabelValue] = labels_field("Node labels an evaluation pod must match (the pod's nodeSelector).")
     tolerations: list[Toleration] = Field(default_factory=list)
 
 
