@@ -67,7 +67,9 @@ def published(tmp_path_factory) -> Path:
 def images() -> dict[str, Image]:
     """The chart's images as the local venv: `evomerge` is their entrypoint, as in images/."""
     values = yaml.safe_load((CHART / "values.yaml").read_text())
-    venv = Image(path=(Path(sys.executable).parent,), entrypoint=("evomerge",))
+    # PYTHONPATH: the pods run this checkout's code, not whichever checkout the venv was installed from
+    source = (("PYTHONPATH", str(REPO / "operator")),)
+    venv = Image(path=(Path(sys.executable).parent,), entrypoint=("evomerge",), env=source)
     python = Image(path=(Path(sys.executable).parent,), entrypoint=("python",))  # for the node's own tests
     return {values["image"]["repository"]: venv, values["workerImage"]["repository"]: venv, PYTHON_IMAGE: python}
 
