@@ -50,25 +50,8 @@ def plan_model(model: dict[str, Any], observed: ModelObservation, settings: Clus
     meta, status = model["metadata"], dict(model.get("status") or {})
     generation = meta.get("generation")
     plan = Plan()
-    try:
-        spec = MergedModelSpec.model_validate(model["spec"])
-        kept_output_path(spec.output_uri, settings)
-    except UriError as error:
-        message = f"spec.outputUri: {error}"
-        _set(plan, status, generation, now, "Failed", (False, "InvalidSpec", message), (False, "InvalidSpec", message),
-             (True, "InvalidSpec", message))
-        _warn_once(plan, status, "InvalidSpec", message)
-        return plan
-    except ValueError as error:
-        message = f"spec: {error}"
-        _set(plan, status, generation, now, "Failed", (False, "InvalidSpec", message), (False, "InvalidSpec", message),
-             (True, "InvalidSpec", message))
-        _warn_once(plan, status, "InvalidSpec", message)
-        return plan
-    try:
-        MergeRecipe.from_dict(spec.recipe)
-    except (KeyError, TypeError, ValueError, AttributeError) as error:
-        message = f"spec.recipe is not a merge recipe ({type(error).__name__}: {error}) — it needs method, experts with params"
+    spec, message = _valid_spec(model, settings)
+    if spec is None:
         _set(plan, status, generation, now, "Failed", (False, "InvalidSpec", message), (False, "InvalidSpec", message),
              (True, "InvalidSpec", message))
         _warn_once(plan, status, "InvalidSpec", message)
@@ -86,6 +69,23 @@ def plan_model(model: dict[str, Any], observed: ModelObservation, settings: Clus
             plan.status["observedGeneration"] = generation
         clear_refusal(plan.status, status, generation, now)
     return plan
+
+
+def _valid_spec(model: dict[str, Any], settings: ClusterSettings) -> tuple[MergedModelSpec | None, str]:
+    """The spec, or None and what is wrong with it: its fields, an output no pod keeps, a recipe that is none."""
+    try:
+        spec = MergedModelSpec.model_validate(model["spec"])
+    except ValueError as error:
+        return None, f"spec: {error}"
+    try:
+        kept_output_path(spec.output_uri, settings)
+    except UriError as error:
+        return None, f"spec.outputUri: {error}"
+    try:
+        MergeRecipe.from_dict(spec.recipe)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        return None, f"spec.recipe is not a merge recipe ({type(error).__name__}: {error}) — it needs method, experts with params"
+    return spec, ""
 
 
 def _export(model, spec: MergedModelSpec, observed: ModelObservation, settings, now, job_name: str, plan: Plan, status) -> None:
