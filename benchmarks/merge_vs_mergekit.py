@@ -1,9 +1,13 @@
 """Merge export speed and memory against mergekit 0.1.5, side by side in one run on one machine.
 
-    python benchmarks/merge_vs_mergekit.py [--methods ties,dare_ties,linear] [--work DIR] [--shape 134m|1b] [--device cuda]
+    python benchmarks/merge_vs_mergekit.py [--methods ties,ties:index,dare_ties,linear] [--densities 0.3,0.5,0.7]
+        [--deltas finetune|noise] [--work DIR] [--shape 134m|1b] [--device cuda]
 
 Builds a base and 3 experts of a 12-layer, width-768 Llama (≈134M parameters, bfloat16, random weights; `--shape 1b`:
-TinyLlama's 22 layers of width 2048, ≈1.1B),
+TinyLlama's 22 layers of width 2048, ≈1.1B). `--deltas finetune` (the default) makes each expert like a fine-tune in
+bf16: 40 % of the entries moved by a few bf16 steps, so task vectors tie in large groups at TIES's density cut;
+`noise` moves every entry by N(0, 0.002). `METHOD:index` runs the method with the resident merger's fast tie order
+(the exporter's default is mergekit's) and counts the elements where its output differs from mergekit's.
 then for each method exports the same recipe with mergekit (its Python API, `run_merge`) and with
 evomerge (`export_merge`), each in its own child process so peak RSS is that side's alone, and times a
 resident re-merge of a candidate (experts in memory, written into a live model) on this machine, on `--device`
@@ -48,8 +52,8 @@ METHOD_GENES = {"ties": ("weight", "density"), "dare_ties": ("weight", "density"
                 "task_arithmetic": ("weight",), "linear": ("weight",)}
 
 
-def generate_models(root: Path, shape: dict, n_experts: int = 3, seed: int = 0) -> dict[str, Path]:
-    """Base = N(0, 0.02) weights (norms ≈ 1); expert i = base + N(0, 0.002) noise, all bfloat16 safetensors."""
+def generate_models(root: Path, shape: dict, deltas: str, n_experts: int = 3, seed: int = 0) -> dict[str, Path]:
+    """Base = N(0, 0.02) weights (norms ≈ 1); expert i = base + a task vector (see --deltas), all bfloat16 safetensors."""
     from safetensors.torch import save_file
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -63,7 +67,7 @@ def generate_models(root: Path, shape: dict, n_experts: int = 3, seed: int = 0) 
     for name in ["base"] + [f"expert{i}" for i in range(n_experts)]:
         out = root / name
         out.mkdir(parents=True, exist_ok=True)
-        tensors = base if name == "base" else {n: t + 0.002 * torch.randn(t.shape, generator=generator) for n, t in base.items()}
+        tensors = base if name == "base" else {n: t + _task_vector(t, deltas, generator) for n, t in base.items()}
         save_file({n: t.to(torch.bfloat16).contiguous() for n, t in tensors.items()}, str(out / "model.safetensors"),
                   metadata={"format": "pt"})
         config.dtype = torch.bfloat16
@@ -73,10 +77,17 @@ def generate_models(root: Path, shape: dict, n_experts: int = 3, seed: int = 0) 
     return paths
 
 
-def make_recipe(method: str, paths: dict[str, Path], seed: int = 0, **options) -> dict:
+def _task_vector(t: torch.Tensor, deltas: str, generator: torch.Generator) -> torch.Tensor:
+    if deltas == "noise":
+        return 0.002 * torch.randn(t.shape, generator=generator)
+    moved = torch.rand(t.shape, generator=generator) < 0.4
+    return 0.0005 * torch.randn(t.shape, generator=generator) * moved  # a few bf16 steps of a 0.02-sized weight
+
+
+def make_recipe(method: str, paths: dict[str, Path], densities: list[float], seed: int = 0, **options) -> dict:
     from evomerge.merge.recipe import ExpertWeights, MergeRecipe
 
-    values = {"weight": [0.5, 0.6, 0.7], "density": [0.5, 0.5, 0.5]}
+    values = {"weight": [0.5, 0.6, 0.7], "density": densities}
     experts = tuple(
         ExpertWeights(f"expert{i}", str(paths[f"expert{i}"]), {g: {"all": values[g][i]} for g in METHOD_GENES[method]})
         for i in range(3)
@@ -154,7 +165,7 @@ class _Scratch:
 def _load_kernels(recipe) -> None:
     """Load the compiled kernels on small tensors first: like imports, their runtime is a fixed cost, not data.
     One tensor is large enough (2^18 elements) for the paths that only large tensors take (TIES' bracket); each
-    runs with and without a workspace, as the resident merger and the exporter call them."""
+    runs with and without a workspace and in each one's default tie order, as the resident merger and the exporter call them."""
     from evomerge.merge.apply import merge_tensor, method_options
 
     generator = torch.Generator().manual_seed(1)
@@ -162,7 +173,7 @@ def _load_kernels(recipe) -> None:
         base = (0.02 * torch.randn(numel, generator=generator)).to(torch.bfloat16)
         experts = [(base.float() + 0.002 * torch.randn(numel, generator=generator)).to(torch.bfloat16)
                    for _ in recipe.experts]
-        for options in (method_options(recipe), {**method_options(recipe), "workspace": _Scratch()}):
+        for options in (method_options(recipe), {**method_options(recipe, tie_order="mergekit"), "workspace": _Scratch()}):
             merge_tensor(recipe, "warmup", base, experts, 1, options)
 
 
@@ -201,6 +212,21 @@ def child_resident(recipe: dict, repeats: int, device: str) -> dict:
             "peak_mb": _rss_mb()}
 
 
+def _differing_elements(ours: Path, theirs: Path) -> tuple[int, int]:
+    from safetensors.torch import load_file
+
+    def tensors(folder: Path) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        for file in sorted(folder.glob("*.safetensors")):
+            out.update(load_file(str(file)))
+        return out
+
+    a, b = tensors(ours), tensors(theirs)
+    if set(a) != set(b):
+        raise RuntimeError(f"{ours} and {theirs} hold different tensors: {sorted(set(a) ^ set(b))}")
+    return sum(int((a[n] != b[n]).sum()) for n in a), sum(t.numel() for t in a.values())
+
+
 def run_child(kind: str, payload: dict) -> dict:
     if "out" in payload:  # an earlier run's output is deleted untimed: neither side is charged for it
         shutil.rmtree(payload["out"], ignore_errors=True)
@@ -237,7 +263,10 @@ def child_main(kind: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", default="ties,dare_ties,linear")
+    parser.add_argument("--methods", default="ties,ties:index,dare_ties,linear",
+                        help="METHOD or METHOD:index (TIES in the resident merger's fast tie order)")
+    parser.add_argument("--densities", default="0.3,0.5,0.7", help="the three experts' densities (ties, dare_*)")
+    parser.add_argument("--deltas", choices=("finetune", "noise"), default="finetune", help="what the experts' task vectors look like")
     parser.add_argument("--work", type=Path, default=None, help="folder for the models and outputs (default: a temp dir)")
     parser.add_argument("--repeats", type=int, default=3, help="resident re-merges timed per method")
     parser.add_argument("--export-repeats", type=int, default=3,
@@ -253,32 +282,44 @@ def main() -> None:
         return
     work = args.work or Path(tempfile.mkdtemp(prefix="evomerge-bench-"))
     shape = SHAPES[args.shape]
-    models = work / ("models" if args.shape == "134m" else f"models-{args.shape}")
+    models = work / f"models-{args.shape}-{args.deltas}"
     start = time.perf_counter()
-    paths = generate_models(models, shape) if not (models / "expert2" / "config.json").exists() else \
+    paths = generate_models(models, shape, args.deltas) if not (models / "expert2" / "config.json").exists() else \
         {n: models / n for n in ("base", "expert0", "expert1", "expert2")}
     print(f"models: {models} ({time.perf_counter() - start:.1f} s to generate)")
     device = torch.cuda.get_device_name() if torch.device(args.device).type == "cuda" else "cpu"
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpus {os.cpu_count()}, resident merger on {device}")
+    densities = [float(d) for d in args.densities.split(",")]
+    print(f"task vectors: {args.deltas}; densities {densities}")
     rows = []
-    for method in args.methods.split(","):
-        recipe = make_recipe(method, paths)
+    mergekit_runs: dict[str, list[dict]] = {}
+    for label in args.methods.split(","):
+        method, _, order = label.partition(":")
+        recipe = make_recipe(method, paths, densities, **({"tie_order": order} if order else {}))
         sides = ("evomerge",) if args.skip_mergekit else ("mergekit", "evomerge")
         runs: dict[str, list[dict]] = {side: [] for side in sides}
+        measured = "mergekit" in runs and method in mergekit_runs  # mergekit has no tie order: its runs are the method's
         for _ in range(args.export_repeats):  # alternating, so a slow spell of a shared machine hits both sides
-            if "mergekit" in runs:
+            if "mergekit" in runs and not measured:
                 runs["mergekit"].append(run_child("mergekit", {"recipe": recipe, "num_layers": shape["num_hidden_layers"],
                                                                "out": str(work / f"mk-{method}"), "seed": 0}))
-            runs["evomerge"].append(run_child("evomerge", {"recipe": recipe, "out": str(work / f"ev-{method}")}))
+            runs["evomerge"].append(run_child("evomerge", {"recipe": recipe, "out": str(work / f"ev-{label}")}))
+        if measured:
+            runs["mergekit"] = mergekit_runs[method]
+        elif "mergekit" in runs:
+            mergekit_runs[method] = runs["mergekit"]
         ev = _median_run(runs["evomerge"])
         mk = _median_run(runs["mergekit"]) if "mergekit" in runs else None
+        if mk is not None and method in ("ties", "task_arithmetic", "linear"):  # deterministic: the bytes can be compared
+            differ, total = _differing_elements(work / f"ev-{label}", work / f"mk-{method}")
+            print(f"{label:>12}: {differ} of {total} elements differ from mergekit's output ({differ / total:.4%})", flush=True)
         rs = run_child("resident", {"recipe": recipe, "repeats": args.repeats, "device": args.device})
         bound = ev["largest_mb"] * (ev["inputs"] + 1)
-        rows.append((method, mk, ev, rs, bound))
+        rows.append((label, mk, ev, rs, bound))
         peer = (f"mergekit {mk['seconds']:6.2f} s (cpu {mk['cpu_seconds']:6.2f}), net peak {mk['peak_mb'] - mk['baseline_mb']:5.0f} MB | "
                 if mk else "")
         print(
-            f"{method:>12}: {peer}evomerge {ev['seconds']:6.2f} s (cpu {ev['cpu_seconds']:6.2f}), net peak {ev['peak_mb'] - ev['baseline_mb']:5.0f} MB "
+            f"{label:>12}: {peer}evomerge {ev['seconds']:6.2f} s (cpu {ev['cpu_seconds']:6.2f}), net peak {ev['peak_mb'] - ev['baseline_mb']:5.0f} MB "
             f"(bound {bound:.0f} MB = largest tensor x (inputs + output)) | "
             f"resident {rs['seconds']:6.3f} s/candidate (cpu {rs['cpu_seconds']:6.3f}, warm-up {rs['warmup_seconds']:.1f} s)",
             flush=True,
@@ -289,7 +330,7 @@ def main() -> None:
     print(f"{'method':>12} | {'export speedup (target)':>23} | {'cpu-time speedup':>16} | {'net peak / bound (target)':>25} | "
           f"{'export / resident (target)':>26}")
     for method, mk, ev, rs, bound in rows:
-        target = f"{TARGETS[method]:.0f}x" if method in TARGETS else "-"
+        target = f"{TARGETS[method]:.0f}x" if method in TARGETS else "-"  # METHOD:index rows have no target
         memory = (ev["peak_mb"] - ev["baseline_mb"]) / bound
         speed = f"{mk['seconds'] / ev['seconds']:16.1f}x ({target:>3}) | {mk['cpu_seconds'] / ev['cpu_seconds']:15.1f}x" if mk else \
             f"{'-':>23} | {'-':>16}"

@@ -13,7 +13,7 @@ from evomerge.merge.export import export_merge
 from evomerge.merge.mergekit_config import to_mergekit_config
 from evomerge.merge.recipe import MergeRecipe
 from evomerge.models.checkpoint import open_checkpoint
-from tests.support.tiny_models import build_family
+from tests.support.tiny_models import build_family, build_finetune_family
 
 LAYERS = 4
 N_EXPERTS = 3
@@ -27,6 +27,12 @@ def family32(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def family16(tmp_path_factory) -> dict[str, Path]:
     return build_family(tmp_path_factory.mktemp("fam16"), n_experts=N_EXPERTS, layers=LAYERS, seed=4, dtype=torch.bfloat16)
+
+
+@pytest.fixture(scope="session")
+def finetunes16(tmp_path_factory) -> dict[str, Path]:
+    """bf16 experts shaped like fine-tunes of the base (task vectors tie in large groups), tied embeddings."""
+    return build_finetune_family(tmp_path_factory.mktemp("finetunes16"), n_experts=N_EXPERTS, layers=LAYERS, seed=5)
 
 
 def load_dir(out: Path) -> dict[str, torch.Tensor]:

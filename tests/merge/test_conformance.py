@@ -55,14 +55,24 @@ def test_bfloat16_export_is_bit_identical_to_mergekit(method, family16, run_merg
     assert differing(ours, theirs) == []
 
 
+@pytest.mark.parametrize("densities", [(0.3, 0.3, 0.3), (0.3, 0.5, 0.9), (0.1, 0.7, 0.999)])
+def test_ties_export_is_bit_identical_in_bfloat16_at_any_densities(densities, finetunes16, run_mergekit, tmp_path):
+    """The exporter's default tie order is mergekit's: bf16 fine-tune deltas tie in large groups at every cut."""
+    recipe = MergeRecipe("ties", str(finetunes16["base"]), tuple(
+        ExpertWeights(f"expert{i}", str(finetunes16[f"expert{i}"]), {"weight": {"all": 1.0}, "density": {"all": d}})
+        for i, d in enumerate(densities)), options={"normalize": True})
+    assert differing(export_family(recipe, finetunes16, tmp_path / "ours"), run_mergekit(recipe, tmp_path / "mk")) == []
+
+
 def test_ties_with_mergekit_tie_order_is_bit_identical_in_bfloat16(family16, run_mergekit, tmp_path):
     recipe = recipe_for("ties", family16, SPLIT_GROUPS, tie_order="mergekit")
     assert differing(export_family(recipe, family16, tmp_path / "ours"), run_mergekit(recipe, tmp_path / "mk")) == []
 
 
-def test_ties_default_tie_order_differs_from_mergekit_only_where_magnitudes_tie_at_the_cut(family16, run_mergekit, tmp_path):
-    """bf16 task vectors hold many equal magnitudes; which of those at the cut survive is the only difference."""
-    recipe = recipe_for("ties", family16, ("all",))
+def test_ties_index_tie_order_differs_from_mergekit_only_where_magnitudes_tie_at_the_cut(family16, run_mergekit, tmp_path):
+    """The resident merger's fast order: bf16 task vectors hold many equal magnitudes, and which of those at the cut
+    survive is the only difference."""
+    recipe = recipe_for("ties", family16, ("all",), tie_order="index")
     ours = export_family(recipe, family16, tmp_path / "ours")
     theirs = run_mergekit(recipe, tmp_path / "mk")
     b = open_checkpoint(family16["base"])

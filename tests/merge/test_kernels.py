@@ -256,3 +256,24 @@ def test_dare_with_a_workspace_stores_masked_task_vectors_there_with_the_same_re
     assert len(lent.given) == 2  # the first expert's masked vector went into the result
     assert torch.equal(lent.given[0], (experts[1].float() - base.float()).to(dtype))  # density 1: the plain task vector
     assert float((lent.given[1] == 0).float().mean()) == pytest.approx(0.3, abs=0.01)  # density 0.7: masked
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_fused_ties_in_mergekits_tie_order_equals_torchs_argsort(dtype, monkeypatch):
+    """The exporter's default: each expert's kept set is argsort's, ties at the cut included, fused and unfused."""
+    from evomerge.merge import sparsify
+
+    base, experts = family(dtype, 3, 300_007, seed=4)
+    params = [{"weight": 0.4 + 0.3 * i, "density": [0.3, 0.5, 0.9][i]} for i in range(3)]
+    for rescale in (False, True):
+        options = {"rescale": rescale, "normalize": True, "lambda": 1.0, "tie_order": "mergekit", "mask_rng": "counter", "seed": 5}
+        for from_delta in (False, True):
+            inputs = [e - base for e in experts] if from_delta else experts
+            args = (METHODS["ties"], base, inputs, from_delta, params, options, "model.layers.0.mlp.up_proj.weight")
+            fused = merge_family(*args)
+            with monkeypatch.context() as patch:
+                patch.setattr(sparsify, "kept_in_torch_order", lambda keys, k: None)  # the real argsort
+                assert torch.equal(fused, torch_path(monkeypatch, *args)), (rescale, from_delta)
+            index = merge_family(*args[:5], {**options, "tie_order": "index"}, args[6])
+            if dtype == torch.bfloat16:
+                assert not torch.equal(fused, index)  # the ties at the cut are real here

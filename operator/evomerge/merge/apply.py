@@ -25,15 +25,17 @@ def resolve_dtype(value: str | None, key: str = "dtype") -> torch.dtype | None:
     return DTYPES[value]
 
 
-def method_options(recipe: MergeRecipe) -> dict:
+def method_options(recipe: MergeRecipe, tie_order: str = "index") -> dict:
     """The recipe's options with the method's mergekit defaults filled in, resolved once per recipe.
 
     Keys: normalize, rescale, lambda and the method's own options (catalogue/methods.py), compute_dtype /
-    out_dtype (torch dtypes or None), seed (DARE's masks), tie_order ("index" or "mergekit") and mask_rng ("counter" or "mergekit"), see sparsify.py.
+    out_dtype (torch dtypes or None), seed (DARE's masks), tie_order ("index" or "mergekit"; the argument is the
+    default where the recipe names none: the exporter promises mergekit's bytes, the resident merger cuts fast)
+    and mask_rng ("counter" or "mergekit"), see sparsify.py.
     """
     method = get_method(recipe.method)
     options = dict(recipe.options)
-    tie_order = options.get("tie_order") or "index"
+    tie_order = options.get("tie_order") or tie_order
     if tie_order not in TIE_ORDERS:
         raise RecipeError(f"recipe option tie_order: {tie_order!r} is not one of {', '.join(TIE_ORDERS)}")
     mask_rng = options.get("mask_rng") or "counter"

@@ -63,7 +63,7 @@ def export_merge(
     """
     out_dir = Path(out_dir)
     buffers = _ExportMemory()
-    options = {**method_options(recipe), "workspace": buffers}
+    options = {**method_options(recipe, tie_order="mergekit"), "workspace": buffers}
     if recipe.layer_path is None:
         reference, config, jobs = _merge_jobs(recipe, base, experts, options, buffers)
     else:

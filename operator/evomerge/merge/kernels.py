@@ -45,7 +45,7 @@ GOLDEN = 0x9E3779B97F4A7C15
 MIX1 = 0xBF58476D1CE4E5B9
 MIX2 = 0x94D049BB133111EB
 _MASK64 = (1 << 64) - 1
-KEEP, MAGNITUDE, RANDOM, ZERO = 0, 1, 2, 3
+KEEP, MAGNITUDE, RANDOM, ZERO, CHOSEN = 0, 1, 2, 3, 4  # CHOSEN: an explicit mask (torch's tie order)
 # mergekit's rescale threshold, the float 1e-7, in units of each dtype's smallest subnormal and rounded up:
 # an exact integer sum is below it exactly when its value is below 1e-7.
 _EPS_UNITS = {dtype: math.ceil(Fraction(1e-7) * 2**unit) for dtype, unit in ((torch.bfloat16, 134), (torch.float32, 150))}
@@ -343,9 +343,11 @@ if njit is not None:
         return counts
 
     @njit(inline="always")
-    def _keep(kind, d, key, threshold, need, seen, rkey, p, j):
+    def _keep(kind, d, key, threshold, need, seen, rkey, p, j, chosen):
         if kind == 0:
             return True, seen
+        if kind == 4:
+            return chosen[j] != 0, seen
         if kind == 1:
             if key > threshold:
                 return True, seen
@@ -357,14 +359,14 @@ if njit is not None:
         return False, seen
 
     @njit(parallel=True, cache=True, nogil=True, error_model="numpy")
-    def _masked_abs(expert, base, from_delta, kind, threshold, need, prefix, rkey, p, out_abs, out_masked, chunk):
+    def _masked_abs(expert, base, from_delta, kind, threshold, need, prefix, rkey, p, chosen, out_abs, out_masked, chunk):
         n = expert.size
         chunks = (n + chunk - 1) // chunk
         for c in prange(chunks):
             seen = prefix[c]
             for j in range(c * chunk, min(n, (c + 1) * chunk)):
                 d = _delta(expert, base, from_delta, j)
-                keep, seen = _keep(kind, d, _key(d, base), threshold, need, seen, rkey, p, j)
+                keep, seen = _keep(kind, d, _key(d, base), threshold, need, seen, rkey, p, j, chosen)
                 a = abs(d)
                 _store(out_abs, j, a)
                 _store(out_masked, j, a * np.float32(keep))
@@ -495,7 +497,7 @@ if njit is not None:
         return sums, floors
 
     @njit(parallel=True, cache=True, nogil=True, error_model="numpy")
-    def _combine(base, experts, from_delta, kind, threshold, need, prefix, rkey, p, has_factor, factor, w,
+    def _combine(base, experts, from_delta, kind, threshold, need, prefix, chosen, rkey, p, has_factor, factor, w,
                  consensus, normalize, divisor, lam, apply_lam, out, chunk):
         n = base.size
         m = len(experts)
@@ -541,6 +543,10 @@ if njit is not None:
                 elif k == 2:
                     for jj in range(length):
                         row[jj] = row[jj] * np.float32(_uniform(key, start + jj) < prob)
+                elif k == 4:
+                    picked = chosen[i]
+                    for jj in range(length):
+                        row[jj] = row[jj] * np.float32(picked[start + jj])
                 if scaled:
                     for jj in range(length):
                         row[jj] = _round(row[jj] * f, base)
@@ -600,6 +606,15 @@ if njit is not None:
                 _store(out, start + jj, _round(value, out))
 
 
+    @njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+    def _delta_keys(expert, base, from_delta, keys, chunk):
+        """|δ|'s magnitude keys (the order torch's sort compares in), for merge/torch_order.py."""
+        n = base.size
+        chunks = (n + chunk - 1) // chunk
+        for c in prange(chunks):
+            for j in range(c * chunk, min(n, (c + 1) * chunk)):
+                keys[j] = _key(_delta(expert, base, from_delta, j), base)
+
     def _serial(kernel):
         """The kernel compiled without threads (its own cache entry): for small tensors, waking threads costs more
         than the work, and far more on a busy machine, where a parallel call waits for its slowest thread."""
@@ -608,7 +623,8 @@ if njit is not None:
         clone.__qualname__ = func.__qualname__ + "_serial"
         return njit(cache=True, nogil=True, error_model="numpy")(clone)
 
-    _SERIAL = {kernel: _serial(kernel) for kernel in (_histogram, _equal_counts, _masked_abs, _l1_exact, _combine, _linear)}
+    _SERIAL = {kernel: _serial(kernel) for kernel in (_histogram, _equal_counts, _masked_abs, _l1_exact, _combine, _linear,
+                                                      _delta_keys)}
 
 
 def _threads(kernel, numel: int):
@@ -725,7 +741,7 @@ def magnitude_cuts(
 
 def masked_abs_sums(
     expert: np.ndarray, base: np.ndarray, from_delta: bool, kind: int, cut: MagnitudeCut | None, rkey: int, p: float,
-    dtype: torch.dtype, chunk: int = CHUNK,
+    dtype: torch.dtype, chosen: np.ndarray | None = None, chunk: int = CHUNK,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """mergekit's rescale sums Σ|δ| and Σ|mask·δ|, summed by torch over the exact tensors it would sum."""
     n = expert.size
@@ -734,7 +750,7 @@ def masked_abs_sums(
     chunks = (n + chunk - 1) // chunk
     threshold, need, prefix = (cut.threshold, cut.need, cut.prefix) if cut is not None else (0, 0, np.zeros(chunks, np.int64))
     _threads(_masked_abs, n)(expert, base, from_delta, kind, threshold, need, prefix, np.uint64(rkey), np.float32(p),
-                as_array(out_abs), as_array(out_masked), chunk)
+                _chosen_bytes(chosen), as_array(out_abs), as_array(out_masked), chunk)
     return out_abs.sum(), out_masked.sum()
 
 
@@ -825,9 +841,10 @@ def _fixed_sum(limbs: np.ndarray, floors: np.ndarray, span: int) -> int:
 def combine(
     base: np.ndarray, experts: tuple[np.ndarray, ...], from_delta: bool, kinds: list[int], cuts: list[MagnitudeCut | None],
     rkeys: list[int], ps: list[float], factors: list[float | None], weights: list[float], consensus: bool, normalize: bool,
-    divisor: float, lam: float, out: np.ndarray, chunk: int = CHUNK,
+    divisor: float, lam: float, out: np.ndarray, chunk: int = CHUNK, chosen: list[np.ndarray | None] | None = None,
 ) -> None:
-    """The fused merge of one tensor into `out` (which may be `base`: each element is read before it is written)."""
+    """The fused merge of one tensor into `out` (which may be `base`: each element is read before it is written);
+    `chosen[i]` is expert i's explicit mask where its kind is CHOSEN."""
     m = len(experts)
     chunks = (base.size + chunk - 1) // chunk
     prefix = np.zeros((m, chunks), np.int64)
@@ -838,7 +855,7 @@ def combine(
             threshold[i], need[i], prefix[i] = cut.threshold, cut.need, cut.prefix
     _threads(_combine, base.size)(
         base, experts, from_delta, np.array(kinds, np.int64), threshold, need, prefix,
-        np.array(rkeys, np.uint64), np.array(ps, np.float32), np.array([f is not None for f in factors]),
+        tuple(_chosen_bytes(c) for c in (chosen or [None] * m)), np.array(rkeys, np.uint64), np.array(ps, np.float32), np.array([f is not None for f in factors]),
         np.array([f if f is not None else 1.0 for f in factors], np.float32), np.array(weights, np.float32),
         consensus, normalize, np.float32(divisor), np.float32(lam), lam != 1.0, out, chunk,
     )
@@ -846,3 +863,37 @@ def combine(
 
 def linear(inputs: tuple[np.ndarray, ...], coefficients: np.ndarray, normalize: bool, denominator: float, out: np.ndarray) -> None:
     _threads(_linear, out.size)(inputs, coefficients.astype(np.float32), normalize, np.float32(denominator), out, CHUNK)
+
+
+_NONE_CHOSEN = np.zeros(0, np.uint8)
+
+
+def _chosen_bytes(mask: np.ndarray | None) -> np.ndarray:
+    return _NONE_CHOSEN if mask is None else mask.view(np.uint8)
+
+
+def torch_order_masks(
+    experts: tuple[np.ndarray, ...], base: np.ndarray, from_delta: bool, ks: list[int | None],
+) -> list[np.ndarray | None]:
+    """The masks mergekit's TIES keeps (torch's argsort order at the cut; merge/torch_order.py), None where ks[i] is None.
+    Keys are formed for all experts first (a parallel kernel), then the replays run side by side (they hold no GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .torch_order import kept_in_torch_order
+
+    wanted = [i for i, k in enumerate(ks) if k is not None]
+    keys = {}
+    for i in wanted:
+        keys[i] = np.empty(base.size, np.uint16 if base.dtype == np.uint16 else np.int32)
+        _threads(_delta_keys, base.size)(experts[i], base, from_delta, keys[i], CHUNK)
+    with ThreadPoolExecutor(max_workers=max(1, len(wanted))) as pool:
+        found = dict(zip(wanted, pool.map(lambda i: kept_in_torch_order(keys[i], ks[i]), wanted)))
+    masks: list[np.ndarray | None] = [None] * len(experts)
+    for i in wanted:
+        mask = found[i]
+        if mask is None:  # introsort's depth limit: only the real sort knows
+            magnitude = torch.from_numpy(keys[i].astype(np.int32) << 16 if base.dtype == np.uint16 else keys[i]).view(torch.float32)
+            mask = np.zeros(base.size, np.bool_)
+            mask[torch.argsort(magnitude, descending=True)[:ks[i]].numpy()] = True
+        masks[i] = mask
+    return masks

@@ -2,9 +2,10 @@
 
 magnitude (TIES): keep k = max(1, ⌊density·numel⌋) entries of largest |δ| over the whole tensor.
 mergekit picks them with an unstable argsort, so which of several *equal* magnitudes at the cut survive
-is an accident of the sort. `tie_order="index"` (the default) keeps the lowest flat indices among them —
-the same on every device and found with a selection instead of a full sort; `tie_order="mergekit"`
-reproduces mergekit's CPU argsort bit for bit, at the cost of that sort.
+is an accident of the sort. `tie_order="index"` (the default of the resident merger) keeps the lowest flat
+indices among them — the same on every device, and found from a histogram any density reuses;
+`tie_order="mergekit"` (the exporter's default, and any mergekit config's) keeps what mergekit's CPU argsort
+keeps, bit for bit, found by replaying only the sort steps that decide it (merge/torch_order.py).
 
 random (DARE): keep each entry with probability density (p rounded to the work dtype, as bernoulli sees
 it). By default (`mask_rng="counter"`) the uniforms come from a counter-based generator keyed by
@@ -23,6 +24,8 @@ import hashlib
 import math
 
 import torch
+
+from .torch_order import kept_in_torch_order
 
 RESCALE_EPS = 1e-7
 TIE_ORDERS = ("index", "mergekit")
@@ -115,6 +118,10 @@ def magnitude_mask(delta: torch.Tensor, density: float, tie_order: str = "index"
     """Bool mask (shaped like δ) of the entries TIES keeps at this density (density < 1, numel > 0)."""
     k = keep_count(density, delta.numel())
     if tie_order == "mergekit":
+        w = delta.abs().reshape(-1).float().cpu()
+        kept = kept_in_torch_order(w.view(torch.int32).numpy(), k)  # |x|'s float32 bits order like |x|
+        if kept is not None:
+            return torch.from_numpy(kept).to(delta.device).view(delta.shape)
         mask = torch.zeros(delta.numel(), dtype=torch.bool, device=delta.device)
         mask[magnitude_order(delta, tie_order)[:k]] = True
         return mask.view(delta.shape)

@@ -92,11 +92,10 @@ FUSED_SPARSIFIERS = (None, "magnitude", "random")
 
 
 def uses_fused(method: MergeMethod, dtype: torch.dtype, experts: int, device: torch.device, options: dict) -> bool:
-    """The fused kernels cover the default modes of no, magnitude and random sparsification; mergekit's tie
-    order and RNG stream, and every other sparsifier, run on the torch path."""
+    """The fused kernels cover no, magnitude (either tie order) and random sparsification with the counter RNG;
+    mergekit's RNG stream, and every other sparsifier, run on the torch path."""
     return kernels.available(dtype, experts, device) and method.sparsifier in FUSED_SPARSIFIERS and not (
-        (method.sparsifier == "magnitude" and options["tie_order"] != "index")
-        or (method.sparsifier == "random" and options["mask_rng"] != "counter")
+        method.sparsifier == "random" and options["mask_rng"] != "counter"
     )
 
 
@@ -169,7 +168,11 @@ def _fused(method, base, inputs, from_delta, params, options, name, out, cache: 
         if method.sparsifier == "magnitude" and 0 < p.get("density", 1.0) < 1 and base_a.size else None
         for p in params
     ]
-    if cache is not None and cache.histograms is not None:
+    chosen: list[np.ndarray | None] = [None] * len(arrays)
+    if options["tie_order"] == "mergekit" and any(k is not None for k in magnitude_ks):
+        chosen = kernels.torch_order_masks(arrays, base_a, from_delta, magnitude_ks)
+        all_cuts = [None] * len(arrays)
+    elif cache is not None and cache.histograms is not None:
         all_cuts = (kernels.cuts_from_histograms(cache.histograms, arrays, magnitude_ks)
                     if any(k is not None for k in magnitude_ks) else [None] * len(arrays))
     elif any(k is not None for k in magnitude_ks):
@@ -183,12 +186,12 @@ def _fused(method, base, inputs, from_delta, params, options, name, out, cache: 
             if density <= 0 or array.size == 0:
                 kind = kernels.ZERO
             elif method.sparsifier == "magnitude":
-                kind = kernels.MAGNITUDE
+                kind = kernels.CHOSEN if chosen[i] is not None else kernels.MAGNITUDE
             else:
                 kind, rkey, prob = kernels.RANDOM, kernels.expert_key(tensor_key, i), mask_threshold(density, dtype)
         factor = None
-        if options["rescale"] and kind == kernels.MAGNITUDE:
-            before, after = kernels.masked_abs_sums(array, base_a, from_delta, kind, cut, rkey, prob, dtype)
+        if options["rescale"] and kind in (kernels.MAGNITUDE, kernels.CHOSEN):
+            before, after = kernels.masked_abs_sums(array, base_a, from_delta, kind, cut, rkey, prob, dtype, chosen[i])
             if not (before < RESCALE_EPS or after < RESCALE_EPS):
                 factor = float(before / after)
         kinds.append(kind)
@@ -218,7 +221,7 @@ def _fused(method, base, inputs, from_delta, params, options, name, out, cache: 
     divisor[divisor.abs() < NORMALIZE_EPS] = 1
     kernels.combine(
         base_a, arrays, from_delta, kinds, cuts, rkeys, ps, factors, weights.float().tolist(), method.consensus,
-        options["normalize"], float(divisor), options["lambda"], kernels.as_array(result),
+        options["normalize"], float(divisor), options["lambda"], kernels.as_array(result), chosen=chosen,
     )
     return result.view(base.shape)
 
