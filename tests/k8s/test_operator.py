@@ -147,6 +147,16 @@ def controller_jobs(kube: Kube, namespace: str) -> list[dict]:
     ({"evaluation": {"engine": "triton"}}, "Unsupported value"),
     ({"evaluation": {"parallelism": 0}}, "should be greater than or equal to 1"),
     ({"search": {"populationSize": "8"}}, "must be of type integer"),
+    ({"storage": {"output": {"uri": "pvc://o/x", "promotion": {"policy": "gated"}}}},
+     "storage.output.promotion.policy: gated compares versions on heldOut items"),
+    ({"storage": {"output": {"uri": "pvc://o/x", "promotion": {"guarded": [{"task": "h"}]}}}},
+     "storage.output.promotion.guarded: only a gated promotion guards objectives"),
+    ({"heldOut": [{"task": "h"}], "storage": {"output": {"uri": "pvc://o/x", "promotion": {"guarded": [{"task": "h", "metric": "f1"}]}}}},
+     "storage.output.promotion.guarded: every guarded task/metric must be a heldOut objective"),
+    ({"heldOut": [{"task": "h"}], "storage": {"output": {"uri": "pvc://o/x", "promotion": {"significance": "1.5"}}}},
+     "storage.output.promotion.significance: a p-value threshold between 0 and 1"),
+    ({"heldOut": [{"task": "h"}], "storage": {"output": {"uri": "pvc://o/x", "promotion": {"guarded": [{"task": "h", "tolerance": "-1"}]}}}},
+     "storage.output.promotion: minImprovement and each guarded tolerance are at least"),
 ])
 def test_the_api_server_refuses_what_the_schema_can_say(kube, namespace, change, message):
     body = search_body("bad", namespace)

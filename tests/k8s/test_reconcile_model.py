@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from evomerge.evaluate.paired import PairedTest
 from evomerge.k8s.conditions import find
 from evomerge.k8s.messages import ExportResult, decode_export, encode_export
 from evomerge.k8s.reconcile_expert import plan_expert_status
+from evomerge.k8s.promotion import GateResult
 from evomerge.k8s.reconcile_model import ModelObservation, plan_model
 from evomerge.k8s.settings import ClusterSettings
 
@@ -147,3 +149,120 @@ def test_an_expert_tuned_from_another_base_is_incompatible_with_the_search_selec
     assert (status["compatible"], status["reason"]) == (True, "Compatible")
     bad_uri = {**expert, "spec": {"uri": "ftp://x"}}
     assert plan_expert_status(bad_uri, [], NOW)["reason"] == "InvalidUri"
+
+
+# ---- the promotion gate ---------------------------------------------------------------------------------
+V1 = {"phase": "Ready", "version": 1, "outputUri": "pvc://out/jp/v1", "recipe": RECIPE, "scores": {"heldOut": {"h/acc": "0.5"}}}
+
+
+def gate(promoted: bool, p_value: float, baseline: float = 0.5, candidate: float = 0.508) -> GateResult:
+    """The export Job's verdict as judge() words it (tests/k8s/test_promotion.py tests the words)."""
+    test = PairedTest("mcnemar", 250, baseline, candidate, p_value, (9, 7))
+    return GateResult(promoted, "Improved" if promoted else "NotPromoted",
+                      f"held-out {candidate - baseline:+.3g}, p = {p_value:.2g} {'<' if promoted else '≥'} 0.05", test, {"h/acc": baseline})
+
+
+def finished_export(version: int, result: ExportResult, **serving) -> tuple[dict, ModelObservation]:
+    return model(version, dict(V1), **serving), ModelObservation(
+        search=SEARCH, export_jobs=[export_job(version, [{"type": "Complete", "status": "True"}])], export_message=encode_export(result))
+
+
+def test_the_first_version_has_nothing_to_beat_and_is_published():
+    observed = ModelObservation(search=SEARCH, export_jobs=[export_job(1, [{"type": "Complete", "status": "True"}])],
+                                export_message=encode_export(ExportResult({"h/acc": 0.61})))
+
+    plan = plan_model(model(), observed, SETTINGS, NOW)
+
+    assert plan.status["version"] == 1 and plan.status["recipe"] == RECIPE and plan.status["candidate"] is None
+    promoted = find(plan.status["conditions"], "Promoted")
+    assert (promoted["status"], promoted["reason"]) == ("True", "FirstVersion")
+    assert plan.status["promotion"]["promoted"] is True and "nothing to compare with" in plan.status["promotion"]["message"]
+    assert [e.reason for e in plan.events] == ["Exported", "Promoted"]
+
+
+def test_a_gated_search_exports_the_next_version_beside_the_published_one():
+    plan = plan_model(model(2, dict(V1)), ModelObservation(search=SEARCH), SETTINGS, NOW)
+
+    job = next(o for o in plan.create if o["kind"] == "Job")
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[command.index("--published") + 1] == f"{SETTINGS.pvc_root}/out/jp/v1"
+    assert "compares it with the published version 1" in plan.events[0].message
+
+    always = {**SEARCH, "spec": {**SEARCH["spec"], "storage": {"output": {"uri": "pvc://out/jp", "promotion": {"policy": "always"}}}}}
+    plan = plan_model(model(2, dict(V1)), ModelObservation(search=always), SETTINGS, NOW)
+    assert "--published" not in next(o for o in plan.create if o["kind"] == "Job")["spec"]["template"]["spec"]["containers"][0]["command"]
+
+
+def test_a_version_that_does_not_pass_the_gate_is_held_back_and_the_served_one_stays():
+    ready = plan_model(model(1, dict(V1), engine="vllm"), ModelObservation(search=SEARCH), SETTINGS, NOW)
+    deployment, service = (o for o in ready.create if o["kind"] in ("Deployment", "Service"))
+    deployment["metadata"]["resourceVersion"] = "7"
+    body, observed = finished_export(2, ExportResult({"h/acc": 0.508}, gate=gate(False, 0.41)), engine="vllm")
+    observed.deployment, observed.service = deployment, service
+
+    plan = plan_model(body, observed, SETTINGS, NOW)
+
+    status = plan.status
+    assert (status["phase"], status.get("version", 1), status.get("outputUri", "pvc://out/jp/v1")) == ("Ready", 1, "pvc://out/jp/v1")
+    assert "version" not in status and "outputUri" not in status  # the published version's fields are left alone
+    assert status["candidate"]["version"] == 2 and status["candidate"]["outputUri"] == "pvc://out/jp/v2"
+    assert status["candidate"]["recipe"] == RECIPE and status["candidate"]["scores"]["heldOut"] == {"h/acc": "0.508"}
+    decision = status["promotion"]
+    assert (decision["version"], decision["publishedVersion"], decision["promoted"]) == (2, 1, False)
+    assert decision["test"] == {"test": "mcnemar", "items": 250, "baseline": "0.5", "candidate": "0.508", "pValue": "0.41",
+                                "discordant": [9, 7]}
+    assert decision["publishedHeldOut"] == {"h/acc": "0.5"}
+    promoted = find(status["conditions"], "Promoted")
+    assert (promoted["status"], promoted["reason"]) == ("False", "NotPromoted")
+    assert promoted["message"] == "held-out +0.008, p = 0.41 ≥ 0.05: kept version 1"
+    (event,) = [e for e in plan.events if e.reason == "NotPromoted"]
+    assert "p = 0.41 ≥ 0.05: kept version 1" in event.message and "evomerge.dev/promote=2" in event.message
+    assert plan.replace == [] and not [o for o in plan.create if o["kind"] == "Deployment"]  # the served Deployment stays
+
+    judged = {**body, "status": {**body["status"], **status}}
+    again = plan_model(judged, ModelObservation(search=SEARCH, deployment=deployment, service=service), SETTINGS, NOW)
+    assert again.create == [] and again.replace == [] and again.events == []  # decided: no second export
+
+
+def test_a_version_that_passes_the_gate_is_published_and_rolls_the_deployment():
+    ready = plan_model(model(1, dict(V1), engine="vllm"), ModelObservation(search=SEARCH), SETTINGS, NOW)
+    deployment, service = (o for o in ready.create if o["kind"] in ("Deployment", "Service"))
+    deployment["metadata"]["resourceVersion"] = "7"
+    body, observed = finished_export(2, ExportResult({"h/acc": 0.6}, gate=gate(True, 0.003, candidate=0.6)), engine="vllm")
+    observed.deployment, observed.service = deployment, service
+
+    plan = plan_model(body, observed, SETTINGS, NOW)
+
+    assert plan.status["version"] == 2 and plan.status["outputUri"] == "pvc://out/jp/v2" and plan.status["candidate"] is None
+    promoted = find(plan.status["conditions"], "Promoted")
+    assert (promoted["status"], promoted["reason"]) == ("True", "Improved")
+    assert promoted["message"].endswith("p = 0.003 < 0.05: version 2 replaces version 1")
+    (rolled,) = plan.replace
+    assert rolled["spec"]["template"]["metadata"]["annotations"]["evomerge.dev/version"] == "2"
+
+
+def test_a_held_back_candidate_is_promoted_by_hand_with_the_annotation_naming_its_version():
+    body, observed = finished_export(2, ExportResult({"h/acc": 0.508}, gate=gate(False, 0.41)))
+    held_back = {**body, "status": {**body["status"], **plan_model(body, observed, SETTINGS, NOW).status}}
+
+    stale = {**held_back, "metadata": {**held_back["metadata"], "annotations": {"evomerge.dev/promote": "5"}}}
+    assert "version" not in plan_model(stale, ModelObservation(search=SEARCH), SETTINGS, NOW).status
+
+    annotated = {**held_back, "metadata": {**held_back["metadata"], "annotations": {"evomerge.dev/promote": "2"}}}
+    plan = plan_model(annotated, ModelObservation(search=SEARCH), SETTINGS, NOW)
+
+    assert plan.status["version"] == 2 and plan.status["outputUri"] == "pvc://out/jp/v2" and plan.status["candidate"] is None
+    assert plan.status["scores"]["heldOut"] == {"h/acc": "0.508"}
+    assert plan.status["promotion"]["reason"] == "PromotedByHand" and plan.status["promotion"]["promoted"] is True
+    assert find(plan.status["conditions"], "Promoted")["reason"] == "PromotedByHand"
+    assert [e.reason for e in plan.events] == ["Promoted"] and "version 2 replaces version 1" in plan.events[0].message
+
+
+def test_gate_verdicts_round_trip_through_the_termination_message():
+    result = ExportResult({"h/acc": 0.508}, {f"expert-{i}": "f" * 64 for i in range(40)}, gate=gate(False, 0.41))
+
+    message = encode_export(result)
+
+    assert len(message.encode()) <= 4096
+    decoded = decode_export(message)
+    assert decoded.gate == result.gate and decoded.held_out == result.held_out

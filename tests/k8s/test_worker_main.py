@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from evomerge.cli.cluster import register
+from evomerge.evaluate.items import ITEMS_FILE
 from evomerge.k8s.messages import decode_export
 from evomerge.k8s.render_search import spec_document
 from evomerge.k8s.worker_main import LINEAGE_FILE, content_hash
@@ -175,3 +176,38 @@ def test_export_model_reports_unusable_inputs_as_an_error_message(cli, spec_file
 
     assert result.exit_code == 2
     assert "s3://" in decode_export(log.read_text()).error
+
+
+def test_the_export_compares_the_new_version_with_the_published_one_on_the_same_items(cli, spec_file, tiny_family, tmp_path, monkeypatch):
+    log = tmp_path / "termination-log"
+    monkeypatch.setenv("EVOMERGE_TERMINATION_LOG", str(log))
+    published, candidate = tmp_path / "out" / "v1", tmp_path / "out" / "v2"
+    assert run_export(cli, tmp_path, spec_file, recipe(tiny_family, 0.3, 0.6), published).exit_code == 0
+    first = decode_export(log.read_text())
+    assert first.gate is None  # nothing published yet: nothing to compare with
+
+    result = run_export(cli, tmp_path, spec_file, recipe(tiny_family, 0.3, 0.6), candidate, "--published", str(published))
+
+    assert result.exit_code == 0, result.output
+    report = decode_export(log.read_text())
+    gate = report.gate
+    # The same recipe again: not one item differs, so there is no gain to promote.
+    assert gate is not None and not gate.promoted and gate.reason == "NotPromoted"
+    assert gate.test.test == "mcnemar" and gate.test.items == 4 and gate.test.p_value == 1.0 and gate.test.discordant == (0, 0)
+    assert gate.baseline == pytest.approx(first.held_out) and report.held_out == pytest.approx(first.held_out)
+    assert gate.message.endswith("p = 1 ≥ 0.05; no gain")
+    items = json.loads((candidate / ITEMS_FILE).read_text())
+    assert set(items) == {"seed", "candidate", "published", "tests"} and items["seed"] == 7
+    assert items["candidate"] == items["published"] and len(items["candidate"]["tiny_colors/acc"]["values"]) == 4
+    assert items["tests"]["weighted"]["pValue"] == 1.0
+
+
+def test_a_published_version_missing_from_storage_holds_the_new_one_back_with_the_reason(cli, spec_file, tiny_family, tmp_path, monkeypatch):
+    log = tmp_path / "termination-log"
+    monkeypatch.setenv("EVOMERGE_TERMINATION_LOG", str(log))
+
+    result = run_export(cli, tmp_path, spec_file, recipe(tiny_family, 0.3, 0.6), tmp_path / "v2", "--published", str(tmp_path / "gone"))
+
+    assert result.exit_code == 0, result.output
+    gate = decode_export(log.read_text()).gate
+    assert not gate.promoted and "has no config.json, so the versions could not be compared" in gate.message

@@ -112,6 +112,9 @@ def export_model(
         None, "--model", help="The MergedModel JSON: its name, search scores and input revisions go into the model card."
     ),
     exporter: str = typer.Option("evomerge", "--exporter", help="evomerge (its own exporter) or mergekit (mergekit-yaml)."),
+    published: Optional[Path] = typer.Option(
+        None, "--published", help="The published version's checkpoint: score both on the same heldOut items and judge promotion."
+    ),
 ) -> None:
     """Write a MergedModel version: the merged checkpoint, its model card, its inputs' content hashes, held-out scores."""
     from ..k8s.messages import ExportResult, encode_export
@@ -122,7 +125,7 @@ def export_model(
         report(encode_export(ExportResult(error=f"--exporter {exporter!r}: use {' or '.join(get_args(Exporter))}")))
         raise typer.Exit(exit_codes.INVALID_INPUT)
     try:
-        result = export(recipe, spec, out, model, exporter)
+        result = export(recipe, spec, out, model, exporter, published)
     except InputError as error:
         report(encode_export(ExportResult(error=str(error))))
         raise typer.Exit(exit_codes.INVALID_INPUT)

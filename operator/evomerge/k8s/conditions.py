@@ -8,6 +8,7 @@ from typing import Any
 READY = "Ready"
 PROGRESSING = "Progressing"
 DEGRADED = "Degraded"
+PROMOTED = "Promoted"  # a MergedModel's: whether its newest version replaced the published one
 
 
 def now_iso() -> str:
@@ -34,7 +35,7 @@ def merge_conditions(current: list[dict[str, Any]], updates: list[dict[str, Any]
         else:
             merged["lastTransitionTime"] = now
         by_type[update["type"]] = merged
-    order = [READY, PROGRESSING, DEGRADED]
+    order = [READY, PROGRESSING, DEGRADED, PROMOTED]
     return sorted(by_type.values(), key=lambda c: (order.index(c["type"]) if c["type"] in order else len(order), c["type"]))
 
 

@@ -1,8 +1,10 @@
-"""MergedModel reconciliation: export each new version, record what the export measured, serve it if asked.
+"""MergedModel reconciliation: export each new version, promote it or hold it back, serve the published one.
 
 The search reconciler writes a MergedModel's spec (recipe, version, lineage, output location); this one
-runs the export Job for `spec.version`, copies its held-out scores and content hashes into status, and
-keeps an optional TGI/vLLM Deployment on the exported version (a new version rolls it).
+runs the export Job for `spec.version`, which also judges it against the published version (promotion.py).
+A promoted version becomes status.version with its held-out scores and content hashes, and an optional
+TGI/vLLM Deployment rolls to it; a version held back waits in status.candidate, the published one and its
+Deployment untouched, until the annotation evomerge.dev/promote=<its version> publishes it by hand.
 """
 
 from __future__ import annotations
@@ -14,10 +16,10 @@ from typing import Any
 from ..merge.recipe import MergeRecipe
 from ..models.uris import UriError
 from ..spec.loading import SpecError
-from ..spec.merged_model import MergedModelSpec
+from ..spec.merged_model import PROMOTE_ANNOTATION, MergedModelSpec, PairedTestResult, PromotionDecision
 from .api_failures import clear_refusal
 from .client import ApiError, Kube
-from .conditions import DEGRADED, PROGRESSING, READY, condition, merge_conditions, now_iso
+from .conditions import DEGRADED, PROGRESSING, PROMOTED, READY, condition, merge_conditions, now_iso
 from .jobs import ACTIVE, FAILED, job_state, pod_selector, termination_message
 from .messages import decode_export
 from .naming import (
@@ -29,6 +31,7 @@ from .naming import (
     serving_name,
 )
 from .plan import Event, EventQueue, Plan, apply, record_refusal, settled
+from .promotion import BY_HAND, FIRST_VERSION, IMPROVED, POLICY_ALWAYS, GateResult, gated
 from .reconcile_search import parse_search
 from .render_model import render_export_configmap, render_export_job, render_serving_deployment, render_serving_service
 from .render_pods import kept_output_path
@@ -58,7 +61,11 @@ def plan_model(model: dict[str, Any], observed: ModelObservation, settings: Clus
         return plan
     job_name = export_job_name(meta["name"], spec.version)
     plan.delete += [("Job", j["metadata"]["name"]) for j in observed.export_jobs if j["metadata"]["name"] != job_name]
-    exported = status.get("version") == spec.version and status.get("phase") == "Ready"
+    if _promoted_by_hand(model, status):
+        _promote_candidate(status, generation, now, plan)
+        status = {**status, **plan.status}
+    judged = (status.get("version"), (status.get("candidate") or {}).get("version"))
+    exported = spec.version in judged and status.get("phase") == "Ready"
     if not exported:
         _export(model, spec, observed, settings, now, job_name, plan, status)
         exported = plan.status.get("phase") == "Ready"
@@ -106,8 +113,11 @@ def _export(model, spec: MergedModelSpec, observed: ModelObservation, settings, 
                  (True, "SearchInvalid", message))
             _warn_once(plan, status, "SearchInvalid", message)
             return
-        plan.create += [render_export_configmap(model, search_spec), render_export_job(model, search_spec, settings)]
+        published = status.get("outputUri") if gated(search_spec) and status.get("version") not in (None, spec.version) else None
+        plan.create += [render_export_configmap(model, search_spec), render_export_job(model, search_spec, settings, published)]
         message = f"export Job {job_name} writes version {spec.version} to {spec.output_uri}"
+        if published:
+            message += f" and compares it with the published version {status.get('version')} on the heldOut items"
         _set(plan, status, generation, now, "Exporting", (False, "Exporting", message), (True, "Exporting", message),
              extra={"exportJob": job_name})
         plan.events.append(Event("Normal", "ExportStarted", message))
@@ -135,16 +145,68 @@ def _export(model, spec: MergedModelSpec, observed: ModelObservation, settings, 
         return
     lineage = [{**entry.to_wire(), **({"sha256": result.hashes[entry.name]} if entry.name in result.hashes else {})}
                for entry in spec.lineage]
-    message = f"version {spec.version} is at {spec.output_uri}"
-    _set(plan, status, generation, now, "Ready", (True, "Exported", message), (False, "Exported", message), extra={
+    version = {
         "version": spec.version,
         "outputUri": spec.output_uri,
         "outputSha256": result.output,
-        "exportJob": job_name,
+        "recipe": spec.recipe,
         "scores": spec.scores.model_copy(update={"held_out": result.held_out}).to_wire(),  # numbers as strings, as the CRD says
         "lineage": lineage,
-    })
-    plan.events.append(Event("Normal", "Exported", message))
+    }
+    plan.events.append(Event("Normal", "Exported", f"version {spec.version} is at {spec.output_uri}"))
+    published = status.get("version")
+    gate = result.gate
+    if gate is not None and not gate.promoted:
+        message = f"{gate.message}: kept version {published}"
+        hint = f"kubectl annotate mergedmodel {model['metadata']['name']} {PROMOTE_ANNOTATION}={spec.version} publishes it anyway"
+        _set(plan, status, generation, now, "Ready", (True, gate.reason, f"version {published} is published; version {spec.version} {message}"),
+             (False, gate.reason, message), promoted=(False, gate.reason, message), extra={
+                 "exportJob": job_name, "candidate": version,
+                 "promotion": _decision(spec.version, published, gate, f"{message} ({hint})")})
+        plan.events.append(Event("Normal", gate.reason, f"version {spec.version}: {message} — {hint}"))
+        return
+    if published is None:
+        reason, message = FIRST_VERSION, f"version {spec.version} is the first: nothing to compare with"
+    elif gate is None:
+        reason, message = POLICY_ALWAYS, f"promotion policy always: version {spec.version} replaces version {published}"
+    else:
+        reason, message = IMPROVED, f"{gate.message}: version {spec.version} replaces version {published}"
+    ready = f"version {spec.version} is at {spec.output_uri}"
+    _set(plan, status, generation, now, "Ready", (True, "Exported", ready), (False, "Exported", ready),
+         promoted=(True, reason, message),
+         extra={**version, "exportJob": job_name, "candidate": None,
+                "promotion": _decision(spec.version, published, gate, message, reason)})
+    plan.events.append(Event("Normal", "Promoted", message))
+
+
+def _decision(version: int, published: int | None, gate: GateResult | None, message: str, reason: str | None = None) -> dict[str, Any]:
+    test = PairedTestResult.model_validate(gate.test.to_dict()) if gate is not None and gate.test is not None else None
+    return PromotionDecision(
+        version=version, published_version=published, promoted=gate is None or gate.promoted or reason == BY_HAND,
+        reason=reason or (gate.reason if gate is not None else FIRST_VERSION), message=message, test=test,
+        published_held_out=gate.baseline if gate is not None else {},
+    ).to_wire()
+
+
+def _promoted_by_hand(model: dict[str, Any], status: dict[str, Any]) -> bool:
+    """The annotation names the held-back candidate's version (naming a version keeps a stale annotation from
+    publishing a later candidate nobody looked at)."""
+    wanted = (model["metadata"].get("annotations") or {}).get(PROMOTE_ANNOTATION)
+    candidate = status.get("candidate") or {}
+    return wanted is not None and candidate.get("version") is not None and wanted.strip() == str(candidate["version"])
+
+
+def _promote_candidate(status: dict[str, Any], generation, now, plan: Plan) -> None:
+    candidate, published = status["candidate"], status.get("version")
+    message = (f"promoted by hand ({PROMOTE_ANNOTATION}={candidate['version']}): version {candidate['version']} "
+               f"replaces version {published}")
+    previous = status.get("promotion") or {}
+    decision = {**previous, "version": candidate["version"], "publishedVersion": published, "promoted": True,
+                "reason": BY_HAND, "message": message}
+    ready = f"version {candidate['version']} is at {candidate['outputUri']}"
+    _set(plan, status, generation, now, "Ready", (True, "Exported", ready), (False, "Exported", ready),
+         promoted=(True, BY_HAND, message), extra={**candidate, "candidate": None, "promotion": decision})
+    plan.events.append(Event("Normal", "Promoted", message))
 
 
 def _serve(model, spec: MergedModelSpec, status: dict[str, Any], observed: ModelObservation, settings, now, plan: Plan) -> None:
@@ -171,9 +233,12 @@ def _serve(model, spec: MergedModelSpec, status: dict[str, Any], observed: Model
         plan.status["endpoint"] = endpoint
 
 
-def _set(plan: Plan, status, generation, now, phase, ready, progressing, degraded=(False, "AsExpected", ""), extra=None) -> None:
+def _set(plan: Plan, status, generation, now, phase, ready, progressing, degraded=(False, "AsExpected", ""), extra=None,
+         promoted=None) -> None:
     updates = [condition(READY, *ready, generation), condition(PROGRESSING, *progressing, generation),
                condition(DEGRADED, *degraded, generation)]
+    if promoted is not None:
+        updates.append(condition(PROMOTED, *promoted, generation))
     plan.status.update({"phase": phase, "observedGeneration": generation,
                         "conditions": merge_conditions(status.get("conditions") or [], updates, now), **(extra or {})})
 

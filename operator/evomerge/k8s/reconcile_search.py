@@ -34,6 +34,7 @@ from .naming import (
     selector,
 )
 from .plan import Event, EventQueue, Plan, apply, record_refusal, settled
+from .promotion import gated
 from .reconcile_expert import compatibility
 from .render_model import recipe_lineage, versioned_uri
 from .render_search import (
@@ -356,7 +357,9 @@ def _publish(search, spec: MergeSearchSpec, effective: MergeSearchSpec, status: 
             "metadata": {"annotations": {EPOCH_ANNOTATION: epoch}},
             "spec": _model_spec(meta["name"], effective, best, spec.storage.output.uri, version),
         }))
-        plan.events.append(Event("Normal", "Published", f"MergedModel {meta['name']} version {version} (score {best.get('score')})"))
+        gate = (" — it replaces the published version only if it passes the promotion gate on the heldOut items"
+                if gated(effective) else "")
+        plan.events.append(Event("Normal", "Published", f"MergedModel {meta['name']} version {version} (score {best.get('score')}){gate}"))
     else:
         plan.create.append({
             "apiVersion": GROUP_VERSION,

@@ -93,15 +93,18 @@ def render_export_configmap(model: dict[str, Any], search_spec: MergeSearchSpec)
     }
 
 
-def render_export_job(model: dict[str, Any], search_spec: MergeSearchSpec, settings: ClusterSettings) -> dict[str, Any]:
+def render_export_job(model: dict[str, Any], search_spec: MergeSearchSpec, settings: ClusterSettings,
+                      published_uri: str | None = None) -> dict[str, Any]:
     """`evomerge export-model`: write the merge (with the search's storage.output.exporter) and its model card to
-    spec.outputUri, hash its inputs, score the held-out tasks."""
+    spec.outputUri, hash its inputs, score the held-out tasks — beside the version at `published_uri`, when the
+    promotion gate compares them."""
     meta, spec = model["metadata"], MergedModelSpec.model_validate(model["spec"])
     name = export_job_name(meta["name"], spec.version)
     job_labels = _model_labels(EXPORT, meta["name"])
     cache = model_cache_claim(search_spec)
     inputs = [entry.uri for entry in recipe_lineage(MergeRecipe.from_dict(spec.recipe), search_spec)]
-    volumes, mounts = model_volumes(inputs, cache, settings, writable=[spec.output_uri])
+    volumes, mounts = model_volumes(inputs + ([published_uri] if published_uri else []), cache, settings,
+                                    writable=[spec.output_uri])
     tmp, tmp_mount = tmp_volume()
     exporter = search_spec.storage.output.exporter if search_spec.storage.output is not None else "evomerge"
     container = {
@@ -109,7 +112,8 @@ def render_export_job(model: dict[str, Any], search_spec: MergeSearchSpec, setti
         "image": search_spec.evaluation.image or settings.worker_image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": ["evomerge", "export-model", "--recipe", EXPORT_RECIPE, "--spec", EXPORT_SPEC, "--model", EXPORT_MODEL,
-                    "--out", kept_output_path(spec.output_uri, settings), "--exporter", exporter],
+                    "--out", kept_output_path(spec.output_uri, settings), "--exporter", exporter,
+                    *(["--published", pod_path(published_uri, settings)] if published_uri else [])],
         "env": worker_env(settings, cache),
         "resources": resources(search_spec.evaluation.resources),
         "securityContext": container_security_context(),

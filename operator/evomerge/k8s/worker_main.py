@@ -20,9 +20,10 @@ from pydantic import ValidationError
 
 from ..evaluate.worker import InputError, read_json, read_spec
 from ..merge.recipe import MergeRecipe
-from ..spec.merge_search import MERGEKIT_NO_LORA, Exporter, MergeSearchSpec
+from ..spec.merge_search import MERGEKIT_NO_LORA, Exporter, MergeSearchSpec, PromotionSpec
 from ..spec.merged_model import MergedModelSpec
 from .messages import ExportResult
+from .promotion import NOT_PROMOTED, GateResult, judge
 from .render_model import recipe_lineage
 
 LINEAGE_FILE = "evomerge_lineage.json"
@@ -54,11 +55,13 @@ def read_model(path: Path) -> tuple[str, MergedModelSpec]:
 
 
 def export_model(recipe_path: Path, spec_path: Path, out_dir: Path, model_path: Path | None = None,
-                 exporter: Exporter = "evomerge") -> ExportResult:
+                 exporter: Exporter = "evomerge", published_dir: Path | None = None) -> ExportResult:
     """Write the merge to out_dir (with lineage file and model card), then score it on spec.heldOut.
 
     `model_path` is the MergedModel the version belongs to: its name, search scores and input revisions go
     into the card. `exporter` mergekit runs `mergekit-yaml` on the card's config instead of evomerge's exporter.
+    `published_dir` is the published version's checkpoint: the new one is scored beside it on the same heldOut
+    items and the promotion gate judges whether it replaces it.
     """
     from ..merge.export import RECIPE_FILE, export_merge
     from ..merge.inputs import open_recipe_inputs
@@ -91,17 +94,14 @@ def export_model(recipe_path: Path, spec_path: Path, out_dir: Path, model_path: 
         export_merge(recipe, base, experts, out_dir)
     (out_dir / LINEAGE_FILE).write_text(json.dumps({"sha256": hashes}, indent=2, sort_keys=True))
     held_out: dict[str, float] = {}
+    gate = None
     if spec.held_out:
-        from ..evaluate.batch import score_batch
-
-        # The exported checkpoint is scored in-process whatever engine the search used: no server here.
-        resident = spec.model_copy(update={"evaluation": spec.evaluation.model_copy(update={"engine": "transformers"})})
-        (item,) = score_batch([{"id": "export", "recipe": recipe.to_dict()}], resident, held_out=True)
-        if "error" in item:
-            return ExportResult(hashes=hashes, error=f"held-out scoring failed: {item['error']}")
-        held_out = dict(item["scores"])
+        try:
+            held_out, gate = score_held_out(spec, out_dir, published_dir)
+        except Exception as error:  # noqa: BLE001 - lm-eval and transformers raise many types; the reason goes to status
+            return ExportResult(hashes=hashes, error=f"held-out scoring failed: {type(error).__name__}: {error}")
     write_card(out_dir, recipe, spec, model, model_name, hashes, held_out, exporter)
-    return ExportResult(held_out, hashes, output=written_hash(out_dir))
+    return ExportResult(held_out, hashes, output=written_hash(out_dir), gate=gate)
 
 
 def written_hash(out_dir: Path) -> str | None:
@@ -110,6 +110,42 @@ def written_hash(out_dir: Path) -> str | None:
     if not out_dir.is_dir() or not any(p.suffix == ".safetensors" for p in out_dir.iterdir()):
         return None
     return content_hash(out_dir)
+
+
+def score_held_out(spec: MergeSearchSpec, out_dir: Path, published_dir: Path | None) -> tuple[dict[str, float], GateResult | None]:
+    """The exported checkpoint's heldOut scores; with the published checkpoint, both scored on the same items,
+    their per-item results kept beside the new one (ITEMS_FILE) and the promotion gate's verdict.
+
+    The checkpoints on storage are scored, in-process whatever engine the search used: what is published is
+    what is measured."""
+    from ..evaluate.items import ITEMS_FILE, ItemsError, compare_each, compare_items, items_to_json
+    from ..evaluate.model import evaluate_items
+
+    evaluation, seed = spec.evaluation, spec.search.seed
+    comparable = published_dir is not None and (published_dir / "config.json").exists()
+    models = {"candidate": out_dir, **({"published": published_dir} if comparable else {})}
+    scored = evaluate_items(models, spec.held_out, evaluation.include_paths, device=evaluation.device,
+                            batch_size=evaluation.batch_size, seed=seed)
+    held_out, candidate = scored["candidate"]
+    record: dict[str, Any] = {"seed": seed, "candidate": items_to_json(candidate)}
+    gate = None
+    if published_dir is not None and not comparable:
+        gate = GateResult(False, NOT_PROMOTED, f"the published checkpoint at {published_dir} has no config.json, so the "
+                          "versions could not be compared")
+    elif comparable:
+        baseline, published = scored["published"]
+        record["published"] = items_to_json(published)
+        promotion = spec.storage.output.promotion if spec.storage.output is not None else PromotionSpec()
+        try:
+            weighted = compare_items(spec.held_out, published, candidate, seed=seed)
+            each = compare_each(spec.held_out, published, candidate, seed=seed)
+        except ItemsError as error:
+            gate = GateResult(False, NOT_PROMOTED, f"the versions could not be compared item by item: {error}", baseline=baseline)
+        else:
+            gate = judge(promotion, weighted, each, baseline)
+            record["tests"] = {"weighted": weighted.to_dict(), **{k: t.to_dict() for k, t in each.items()}}
+    (out_dir / ITEMS_FILE).write_text(json.dumps(record, sort_keys=True))
+    return held_out, gate
 
 
 def export_with_mergekit(recipe: MergeRecipe, num_layers: int, out_dir: Path, spec: MergeSearchSpec) -> str | None:

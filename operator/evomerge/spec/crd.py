@@ -13,7 +13,8 @@ from ..catalogue.methods import BASELESS_METHODS, GENES, METHODS
 from .base import API_GROUP, API_VERSION, NAME_MAX_LENGTH, NAME_PATTERN, format_number
 from .expert import Expert, ExpertSpec, ExpertStatus
 from .merge_search import (
-    EVOGM_REINIT_ASYNC, KEPT_OUTPUT_FIX, KEPT_OUTPUT_PATTERN, MERGEKIT_NO_LORA, MergeSearch,
+    EVOGM_REINIT_ASYNC, GUARDED_NEEDS_GATE, GUARDED_NOT_HELD_OUT, KEPT_OUTPUT_FIX, KEPT_OUTPUT_PATTERN, MERGEKIT_NO_LORA,
+    PROMOTION_NEEDS_HELD_OUT, MergeSearch,
     MergeSearchSpec, MergeSearchStatus, MergeSpec, evolve_refusal, one_expert_refusal,
 )
 from .merged_model import MergedModel, MergedModelSpec, MergedModelStatus
@@ -36,6 +37,9 @@ def _bounds_rule(gene: str) -> dict[str, str]:
 # A path search (dataFlow.enabled) reads no method: the method's own rules do not apply to it.
 _DATA_FLOW = "(has(self.merge) && has(self.merge.dataFlow) && has(self.merge.dataFlow.enabled) && self.merge.dataFlow.enabled)"
 _ONE_EXPERT = _cel_list(m.name for m in METHODS.values() if m.one_expert)
+_PROMOTION = "self.storage.output.promotion"
+_PROMOTION_UNSET = f"!has(self.storage) || !has(self.storage.output) || !has({_PROMOTION})"
+_HAS_HELD_OUT = "(has(self.heldOut) && size(self.heldOut) > 0)"
 
 MERGE_SEARCH_RULES = [
     {
@@ -138,6 +142,23 @@ MERGE_SEARCH_RULES = [
         "fieldPath": ".storage.output.uri",
         "message": f"storage.output.uri: {KEPT_OUTPUT_FIX}",
     },
+    {
+        "rule": f"{_PROMOTION_UNSET} || !has({_PROMOTION}.policy) || {_PROMOTION}.policy != 'gated' || {_HAS_HELD_OUT}",
+        "message": PROMOTION_NEEDS_HELD_OUT,
+        "fieldPath": ".storage.output.promotion.policy",
+    },
+    {
+        "rule": f"{_PROMOTION_UNSET} || !has({_PROMOTION}.guarded) || size({_PROMOTION}.guarded) == 0 || "
+        f"(has({_PROMOTION}.policy) ? {_PROMOTION}.policy == 'gated' : {_HAS_HELD_OUT})",
+        "message": GUARDED_NEEDS_GATE,
+        "fieldPath": ".storage.output.promotion.guarded",
+    },
+    {
+        "rule": f"{_PROMOTION_UNSET} || !has({_PROMOTION}.guarded) || {_PROMOTION}.guarded.all(g, has(self.heldOut) && "
+        "self.heldOut.exists(h, h.task == g.task && h.metric == g.metric))",
+        "message": GUARDED_NOT_HELD_OUT,
+        "fieldPath": ".storage.output.promotion.guarded",
+    },
 ]
 
 MERGED_MODEL_RULES = [
@@ -176,7 +197,8 @@ KINDS: dict[str, dict[str, Any]] = {
         "rules": MERGED_MODEL_RULES,
         "columns": [
             ("Version", "integer", ".spec.version"),
-            ("Exported", "integer", ".status.version"),
+            ("Published", "integer", ".status.version"),
+            ("Candidate", "integer", ".status.candidate.version"),
             ("Phase", "string", ".status.phase"),
             ("Output", "string", ".status.outputUri"),
             ("Age", "date", ".metadata.creationTimestamp"),

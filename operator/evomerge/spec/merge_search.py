@@ -300,11 +300,14 @@ class SearchSpec(SpecModel):
         return self
 
 
+TASK_NAME_LIMIT = 256  # bounds the API server's cost estimate of the CEL rules comparing task and metric names
+
+
 class Objective(SpecModel):
     """One lm-evaluation-harness task and the metric read from it."""
 
-    task: str = Field(min_length=1)
-    metric: str = Field(default="acc", min_length=1)
+    task: str = Field(min_length=1, max_length=TASK_NAME_LIMIT)
+    metric: str = Field(default="acc", min_length=1, max_length=TASK_NAME_LIMIT)
     weight: Number = Field(default=1.0, gt=0, description="Share of this objective in the fitness (weights are normalised); above 0.")
     direction: Literal["maximize", "minimize"] = "maximize"
     limit: int | None = Field(default=None, ge=1, description="Items subsampled (seeded, fixed per search).")
@@ -330,6 +333,10 @@ class EvaluationSpec(SpecModel):
     tolerations: list[Toleration] = Field(default_factory=list)
 
 
+# Objectives are keyed by task and metric: the API server refuses the same pair twice.
+_BY_TASK_AND_METRIC = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["task", "metric"]}
+
+
 class ModelCache(SpecModel):
     persistent_volume_claim: str = Field(min_length=1)
 
@@ -342,6 +349,53 @@ KEPT_OUTPUT_PATTERN = r"^pvc://[a-z0-9]([-a-z0-9.]*[a-z0-9])?/+[^/]"
 KEPT_OUTPUT_FIX = ("write pvc://<claim>/<path> — only a PersistentVolumeClaim outlives the pod that writes to it "
                    "(a file:// path lies inside the pod, and pvc:// needs both a claim and a path on it)")
 MERGEKIT_NO_LORA = "mergekit exports no LoRA experts — set exporter: evomerge, or list each adapter merged into its base"
+
+
+class GuardedObjective(SpecModel):
+    """A heldOut objective a new version must not make worse beyond a tolerance, whatever it gains elsewhere."""
+
+    task: str = Field(min_length=1, max_length=TASK_NAME_LIMIT)
+    metric: str = Field(default="acc", min_length=1, max_length=TASK_NAME_LIMIT)
+    tolerance: Number = Field(
+        default=0.0, ge=0,
+        description="Largest drop allowed, in the metric's units (for a perplexity, of its logarithm, as the search "
+        "weighs it); \"0\": no drop at all.",
+    )
+
+    @property
+    def key(self) -> str:
+        return f"{self.task}/{self.metric}"
+
+
+PromotionPolicy = Literal["gated", "always"]
+
+
+class PromotionSpec(SpecModel):
+    """When a new best merge replaces the published MergedModel version (and the Deployment serving it).
+
+    gated: the new best and the published version are scored on the same heldOut items, and the new one is
+    published only if the weighted heldOut objective improves by at least minImprovement with a paired
+    test's p-value below significance (exact McNemar for pass/fail items, a paired bootstrap otherwise), and
+    no guarded objective drops by more than its tolerance. A candidate held back stays in the MergedModel's
+    status; annotate the MergedModel evomerge.dev/promote=<version> to publish it anyway.
+    """
+
+    policy: PromotionPolicy | None = Field(
+        default=None,
+        description="gated (publish only a significant improvement) or always (publish every epoch's best). "
+        "Unset: gated when heldOut lists objectives, else always.",
+    )
+    min_improvement: Number = Field(
+        default=0.0, ge=0,
+        description="Smallest gain of the weighted heldOut objective that promotes, e.g. \"0.01\" (one point of accuracy).",
+    )
+    significance: Number = Field(
+        default=0.05, gt=0, lt=1, description="A gain promotes only if the paired test's p-value is below this."
+    )
+    guarded: list[GuardedObjective] = Field(
+        default_factory=list, max_length=32, json_schema_extra=_BY_TASK_AND_METRIC,
+        description="heldOut objectives that must not regress beyond their tolerance.",
+    )
 
 
 class OutputSpec(SpecModel):
@@ -361,15 +415,12 @@ class OutputSpec(SpecModel):
         description="At each epoch's end, also score each expert alone and the uniform merge (search and held-out "
         "objectives, in evaluation Jobs) for the report's comparison table.",
     )
+    promotion: PromotionSpec = Field(default_factory=PromotionSpec)
 
 
 class StorageSpec(SpecModel):
     model_cache: ModelCache | None = None
     output: OutputSpec | None = None
-
-
-# Objectives are keyed by task and metric: the API server refuses the same pair twice.
-_BY_TASK_AND_METRIC = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["task", "metric"]}
 
 
 class MergeSearchSpec(SpecModel):
@@ -415,7 +466,31 @@ class MergeSearchSpec(SpecModel):
             lora = [e.name for e in self.experts if e.format == "lora"]
             if lora:
                 raise ValueError(f"storage.output.exporter: {MERGEKIT_NO_LORA} (experts {', '.join(lora)})")
+        if self.storage.output is not None:
+            _check_promotion(self.storage.output.promotion, self.held_out)
         return self
+
+
+PROMOTION_NEEDS_HELD_OUT = ("storage.output.promotion.policy: gated compares versions on heldOut items — list heldOut "
+                            "objectives, or set policy: always")
+GUARDED_NEEDS_GATE = "storage.output.promotion.guarded: only a gated promotion guards objectives — set policy: gated"
+GUARDED_NOT_HELD_OUT = "storage.output.promotion.guarded: every guarded task/metric must be a heldOut objective"
+
+
+def _check_promotion(promotion: PromotionSpec, held_out: list[Objective]) -> None:
+    if promotion.policy == "gated" and not held_out:
+        raise ValueError(PROMOTION_NEEDS_HELD_OUT)
+    if promotion.guarded and promotion_policy(promotion, held_out) != "gated":
+        raise ValueError(GUARDED_NEEDS_GATE)
+    keys = {o.key for o in held_out}
+    unknown = [g.key for g in promotion.guarded if g.key not in keys]
+    if unknown:
+        raise ValueError(f"{GUARDED_NOT_HELD_OUT} ({', '.join(unknown)} is not; heldOut lists {', '.join(sorted(keys)) or 'none'})")
+
+
+def promotion_policy(promotion: PromotionSpec, held_out: list[Objective]) -> PromotionPolicy:
+    """The policy in force: as set, else gated when there are heldOut items to compare versions on."""
+    return promotion.policy or ("gated" if held_out else "always")
 
 
 def path_models(spec: MergeSearchSpec) -> list[tuple[str, str]]:
