@@ -24,3 +24,15 @@ def test_demo_searches_the_zoo_in_one_round_and_prints_the_comparison(tmp_path: 
     assert "uniform merge" in rows and "evolved merge" in rows
     evolved_search = float(rows["evolved merge"].split("│")[2])
     assert abs(evolved_search - summary["best"]["fitness"]) < 5e-4  # the table's evolved row is the search's best
+    # The evolved merge against each reference on the held-out items: the paired test's p-value, as the table shows it.
+    comparison = {r["name"]: r for r in json.loads((run / "comparison.json").read_text())}
+    for name in [*experts, "uniform merge"]:
+        test = comparison[name]["evolvedTest"]
+        assert test["test"] == "mcnemar" and 0 < test["pValue"] <= 1
+        # The tested objective is the held-out one the table shows: the mean over skills of each model.
+        assert abs(test["candidate"] - float(rows["evolved merge"].split("│")[3])) < 5e-4
+        assert abs(test["baseline"] - float(rows[name].split("│")[3])) < 5e-4
+        assert rows[name].split("│")[4].strip() == f"{test['pValue']:.2g}" + ("*" if test["pValue"] < 0.05 else "")
+    assert rows["evolved merge"].split("│")[4].strip() == "—" and "evolvedTest" not in comparison["evolved merge"]
+    items = json.loads((run / "comparison_items.json").read_text())
+    assert set(items) == set(comparison) and all(len(o["values"]) > 0 for row in items.values() for o in row.values())

@@ -6,6 +6,8 @@ import json
 
 import pytest
 
+from evomerge.evaluate.items import ObjectiveItems
+from evomerge.evaluate.paired import PairedTest
 from evomerge.report.run_data import RunData, RunDataError, load_run, write_comparison
 from evomerge.runner.compare import Comparison
 from tests.report import runs
@@ -93,3 +95,15 @@ def test_comparisons_are_written_for_the_report(tmp_path):
     root = runs.write_run(tmp_path / "run", comparison=False)
     write_comparison(root, rows)
     assert [r.name for r in load_run(root).comparison] == ["uniform merge"]
+
+
+def test_the_evolved_merges_paired_test_and_the_items_behind_it_are_kept(tmp_path):
+    items = {"tiny_a_test/acc": ObjectiveItems("mean", {"tiny_a_test:0": 1, "tiny_a_test:1": 0})}
+    test = PairedTest("mcnemar", 2, 0.5, 1.0, 1.0, (1, 0))
+    root = runs.write_run(tmp_path / "run", comparison=False)
+    write_comparison(root, [Comparison("expert a", {"tiny_a/acc": 0.4}, {"tiny_a_test/acc": 0.5}, test, items)])
+
+    (row,) = load_run(root).comparison
+    assert row.evolved_test == test
+    assert json.loads((root / "comparison_items.json").read_text()) == {
+        "expert a": {"tiny_a_test/acc": {"aggregation": "mean", "values": {"tiny_a_test:0": 1, "tiny_a_test:1": 0}}}}

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from ..runner.compare import EVOLVED, Comparison
 from ..spec import MergeSearch
+from ..spec.merge_search import PromotionSpec
 
 
 def demo_search(zoo, algorithm: str, seed: int, generations: int, population: int) -> MergeSearch:
@@ -31,20 +32,35 @@ def demo_search(zoo, algorithm: str, seed: int, generations: int, population: in
 
 
 def comparison_table(rows: list[Comparison], search: MergeSearch) -> Table:
-    table = Table(title="experts vs uniform merge vs evolved merge (mean over skills; per skill: search / held-out)")
-    table.add_column("model")
+    """The demo's table: each row's scores, and whether the evolved merge's held-out difference from it is beyond
+    noise (the paired test's p-value on the same held-out items; * marks p < 0.05)."""
+    table = Table(title="experts vs uniform merge vs evolved merge (mean over skills; per skill: search / held-out)",
+                  caption="p: the evolved merge against the row on the same held-out items (exact McNemar; * p < 0.05); "
+                  "bold: the best expert on held-out")
+    table.add_column("model", no_wrap=True)
     table.add_column("search", justify="right")
     table.add_column("held-out", justify="right")
+    table.add_column("p", justify="right", no_wrap=True)
     objectives, held_out = search.spec.objectives, search.spec.held_out
     for objective in objectives:
         table.add_column(objective.task.rsplit("_", 1)[0], justify="right")
+    experts = [r for r in rows if r.name.startswith("expert ")]
+    best_expert = max(experts, key=lambda r: _mean(r.held_out, held_out)) if experts else None
     for row in rows:
-        mean_search = sum(row.search[o.key] for o in objectives) / len(objectives)
-        mean_held = sum(row.held_out[o.key] for o in held_out) / len(held_out)
         cells = [f"{row.search[o.key]:.2f} / {row.held_out[h.key]:.2f}" for o, h in zip(objectives, held_out)]
-        style = "bold green" if row.name == EVOLVED else None
-        table.add_row(row.name, f"{mean_search:.3f}", f"{mean_held:.3f}", *cells, style=style)
+        test = row.evolved_test
+        p_value = "—" if test is None else f"{test.p_value:.2g}" + ("*" if test.p_value < SIGNIFICANCE else "")
+        style = "bold green" if row.name == EVOLVED else "bold" if row is best_expert else None
+        table.add_row(row.name, f"{_mean(row.search, objectives):.3f}", f"{_mean(row.held_out, held_out):.3f}", p_value,
+                      *cells, style=style)
     return table
+
+
+SIGNIFICANCE = PromotionSpec().significance  # the demo marks a gain significant where the promotion gate would
+
+
+def _mean(scores: dict[str, float], objectives) -> float:
+    return sum(scores[o.key] for o in objectives) / len(objectives)
 
 
 def run_demo(size: str, seed: int, algorithm: str, generations: int, population: int, run_dir: Path,

@@ -37,6 +37,10 @@ class PairedTest:
     def difference(self) -> float:
         return self.candidate - self.baseline
 
+    def brief(self) -> str:
+        """The difference and its p-value, as a table cell says it: "+0.120, p = 0.003"."""
+        return f"{self.difference:+.3f}, p = {self.p_value:.2g}"
+
     def to_dict(self) -> dict[str, object]:
         out: dict[str, object] = {"test": self.test, "items": self.items, "baseline": self.baseline,
                                   "candidate": self.candidate, "pValue": self.p_value}

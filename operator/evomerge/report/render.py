@@ -168,15 +168,18 @@ def _scores_section(run: RunData) -> Section:
 
 def _comparison_table(run: RunData) -> Table:
     objectives, held = run.spec.objectives, run.spec.held_out
+    tested = any(r.evolved_test is not None for r in run.comparison)
     headers = ("model", "search fitness", "held-out fitness",
-               *(f"search {o.key}" for o in objectives), *(f"held-out {o.key}" for o in held))
+               *(f"search {o.key}" for o in objectives), *(f"held-out {o.key}" for o in held),
+               *(("evolved vs this, held-out",) if tested else ()))
     rows = []
     emphasis = set()
     for i, r in enumerate(run.comparison):
         search_fit = _safe_fitness(objectives, r.search)
         held_fit = _safe_fitness(held, r.held_out) if held else None
         rows.append((r.name, _num(search_fit), _num(held_fit),
-                     *(_num(r.search.get(o.key)) for o in objectives), *(_num(r.held_out.get(o.key)) for o in held)))
+                     *(_num(r.search.get(o.key)) for o in objectives), *(_num(r.held_out.get(o.key)) for o in held),
+                     *((r.evolved_test.brief() if r.evolved_test is not None else "—",) if tested else ())))
         if "evolved" in r.name:
             emphasis.add(i)
     return Table(headers, tuple(rows), frozenset(emphasis))

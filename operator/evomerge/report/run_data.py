@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from ..evaluate.items import items_to_json
+from ..evaluate.paired import PairedTest
 from ..evaluate.scoring import fitness, fitness_vector
 from ..spec.merge_search import GenerationSummary, MergeSearchSpec, Objective
 
@@ -19,6 +21,7 @@ SPEC_FILE = "spec.json"  # the names runner/local.py writes
 HISTORY_FILE = "history.jsonl"
 SUMMARY_FILE = "summary.json"
 COMPARISON_FILE = "comparison.json"
+COMPARISON_ITEMS_FILE = "comparison_items.json"  # each row's held-out per-item results, behind the table's p-values
 
 
 class RunDataError(ValueError):
@@ -43,6 +46,7 @@ class ComparisonRow:
     name: str
     search: dict[str, float]
     held_out: dict[str, float]
+    evolved_test: PairedTest | None = None  # the evolved merge against this row, on the held-out items
 
 
 @dataclass(frozen=True)
@@ -88,7 +92,8 @@ class RunData:
                 _fitness(spec.objectives, scores), bool(result.get("cached", False)),
             ))
         rows = tuple(
-            ComparisonRow(str(r["name"]), dict(r.get("search", {})), dict(r.get("heldOut", r.get("held_out", {}))))
+            ComparisonRow(str(r["name"]), dict(r.get("search", {})), dict(r.get("heldOut", r.get("held_out", {}))),
+                          PairedTest.from_dict(r["evolvedTest"]) if r.get("evolvedTest") else None)
             for r in comparison or ()
         )
         return cls(name, spec, tuple(candidates), tuple(generations), dict(summary or {}), rows)
@@ -176,10 +181,16 @@ def load_run(run_dir: Path) -> RunData:
 
 
 def write_comparison(run_dir: Path, rows: Iterable[Any]) -> Path:
-    """Store reference comparisons (runner/compare.py's Comparison objects) where the report finds them."""
-    data = [{"name": r.name, "search": dict(r.search), "heldOut": dict(r.held_out)} for r in rows]
+    """Store reference comparisons (runner/compare.py's Comparison objects) where the report finds them, and
+    their held-out per-item results beside them."""
+    rows = list(rows)
+    data = [{"name": r.name, "search": dict(r.search), "heldOut": dict(r.held_out),
+             **({"evolvedTest": r.evolved_test.to_dict()} if r.evolved_test is not None else {})} for r in rows]
     path = Path(run_dir) / COMPARISON_FILE
     path.write_text(json.dumps(data, indent=2))
+    items = {r.name: items_to_json(r.items) for r in rows if r.items}
+    if items:
+        (Path(run_dir) / COMPARISON_ITEMS_FILE).write_text(json.dumps(items))
     return path
 
 

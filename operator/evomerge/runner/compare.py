@@ -1,9 +1,12 @@
-"""Side-by-side scores of reference merges — each expert alone, the uniform merge — and the evolved one."""
+"""Side-by-side scores of reference merges — each expert alone, the uniform merge — and the evolved one,
+with the paired test of the evolved merge against each reference on the held-out items."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from ..evaluate.items import ItemScores, compare_items
+from ..evaluate.paired import PairedTest
 from ..merge.recipe import ExpertWeights, MergeRecipe
 
 EVOLVED = "evolved merge"  # the row of the searched merge beside the references
@@ -14,6 +17,8 @@ class Comparison:
     name: str
     search: dict[str, float]
     held_out: dict[str, float]
+    evolved_test: PairedTest | None = None  # the evolved merge against this row, on the held-out items
+    items: ItemScores = field(default_factory=dict)  # this row's held-out per-item results
 
 
 def reference_recipes(template: MergeRecipe) -> dict[str, MergeRecipe]:
@@ -35,13 +40,23 @@ def reference_recipes(template: MergeRecipe) -> dict[str, MergeRecipe]:
 
 
 def compare_recipes(search, recipes: dict[str, MergeRecipe]) -> list[Comparison]:
-    """Score each recipe on the search objectives and on the held-out ones with one resident engine each."""
+    """Score each recipe on the search objectives and on the held-out ones with one resident engine each; with
+    an EVOLVED recipe among them, test it against each other one on the held-out items (paired, as the
+    cluster's promotion gate does: evaluate/items.py)."""
     from .local import make_engine
 
-    on_search = make_engine(search.spec, search.spec.objectives)
+    spec = search.spec
+    on_search = make_engine(spec, spec.objectives)
     search_scores = {name: on_search.score(recipe) for name, recipe in recipes.items()}
     del on_search
-    if not search.spec.held_out:
+    if not spec.held_out:
         return [Comparison(name, search_scores[name], {}) for name in recipes]
-    on_held_out = make_engine(search.spec, search.spec.held_out)
-    return [Comparison(name, search_scores[name], on_held_out.score(recipe)) for name, recipe in recipes.items()]
+    on_held_out = make_engine(spec, spec.held_out)
+    held_out = {name: on_held_out.score_items(recipe) for name, recipe in recipes.items()}
+    evolved = held_out[EVOLVED][1] if EVOLVED in held_out else None
+    return [
+        Comparison(name, search_scores[name], scores,
+                   compare_items(spec.held_out, items, evolved, seed=spec.search.seed) if evolved and name != EVOLVED else None,
+                   items)
+        for name, (scores, items) in held_out.items()
+    ]
