@@ -30,8 +30,8 @@ def test_demo_searches_the_zoo_in_one_round_and_prints_the_comparison(tmp_path: 
         test = comparison[name]["evolvedTest"]
         assert test["test"] == "mcnemar" and 0 < test["pValue"] <= 1
         # The tested objective is the held-out one the table shows: the mean over skills of each model.
-        assert abs(test["candidate"] - float(rows["evolved merge"].split("│")[3])) < 5e-4
-        assert abs(test["baseline"] - float(rows[name].split("│")[3])) < 5e-4
+        assert abs(test["candidate"] - float(rows["evolved merge"].split("│")[3])) < 1e-3
+        assert abs(test["baseline"] - float(rows[name].split("│")[3])) < 1e-3
         assert rows[name].split("│")[4].strip() == f"{test['pValue']:.2g}" + ("*" if test["pValue"] < 0.05 else "")
     assert rows["evolved merge"].split("│")[4].strip() == "—" and "evolvedTest" not in comparison["evolved merge"]
     items = json.loads((run / "comparison_items.json").read_text())
