@@ -169,7 +169,7 @@ def finished_export(version: int, result: ExportResult, **serving) -> tuple[dict
 
 def test_the_first_version_has_nothing_to_beat_and_is_published():
     observed = ModelObservation(search=SEARCH, export_jobs=[export_job(1, [{"type": "Complete", "status": "True"}])],
-                                export_message=encode_export(ExportResult({"h/acc": 0.61})))
+                                export_message=encode_export(ExportResult({"h/acc": 0.61}, output="ef" * 32)))
 
     plan = plan_model(model(), observed, SETTINGS, NOW)
 
@@ -197,7 +197,7 @@ def test_a_version_that_does_not_pass_the_gate_is_held_back_and_the_served_one_s
     ready = plan_model(model(1, dict(V1), engine="vllm"), ModelObservation(search=SEARCH), SETTINGS, NOW)
     deployment, service = (o for o in ready.create if o["kind"] in ("Deployment", "Service"))
     deployment["metadata"]["resourceVersion"] = "7"
-    body, observed = finished_export(2, ExportResult({"h/acc": 0.508}, gate=gate(False, 0.41)), engine="vllm")
+    body, observed = finished_export(2, ExportResult({"h/acc": 0.508}, output="ab" * 32, gate=gate(False, 0.41)), engine="vllm")
     observed.deployment, observed.service = deployment, service
 
     plan = plan_model(body, observed, SETTINGS, NOW)
@@ -228,7 +228,7 @@ def test_a_version_that_passes_the_gate_is_published_and_rolls_the_deployment():
     ready = plan_model(model(1, dict(V1), engine="vllm"), ModelObservation(search=SEARCH), SETTINGS, NOW)
     deployment, service = (o for o in ready.create if o["kind"] in ("Deployment", "Service"))
     deployment["metadata"]["resourceVersion"] = "7"
-    body, observed = finished_export(2, ExportResult({"h/acc": 0.6}, gate=gate(True, 0.003, candidate=0.6)), engine="vllm")
+    body, observed = finished_export(2, ExportResult({"h/acc": 0.6}, output="ab" * 32, gate=gate(True, 0.003, candidate=0.6)), engine="vllm")
     observed.deployment, observed.service = deployment, service
 
     plan = plan_model(body, observed, SETTINGS, NOW)
@@ -242,7 +242,7 @@ def test_a_version_that_passes_the_gate_is_published_and_rolls_the_deployment():
 
 
 def test_a_held_back_candidate_is_promoted_by_hand_with_the_annotation_naming_its_version():
-    body, observed = finished_export(2, ExportResult({"h/acc": 0.508}, gate=gate(False, 0.41)))
+    body, observed = finished_export(2, ExportResult({"h/acc": 0.508}, output="ab" * 32, gate=gate(False, 0.41)))
     held_back = {**body, "status": {**body["status"], **plan_model(body, observed, SETTINGS, NOW).status}}
 
     stale = {**held_back, "metadata": {**held_back["metadata"], "annotations": {"evomerge.dev/promote": "5"}}}
@@ -252,17 +252,17 @@ def test_a_held_back_candidate_is_promoted_by_hand_with_the_annotation_naming_it
     plan = plan_model(annotated, ModelObservation(search=SEARCH), SETTINGS, NOW)
 
     assert plan.status["version"] == 2 and plan.status["outputUri"] == "pvc://out/jp/v2" and plan.status["candidate"] is None
-    assert plan.status["scores"]["heldOut"] == {"h/acc": "0.508"}
+    assert plan.status["scores"]["heldOut"] == {"h/acc": "0.508"} and plan.status["outputSha256"] == "ab" * 32
     assert plan.status["promotion"]["reason"] == "PromotedByHand" and plan.status["promotion"]["promoted"] is True
     assert find(plan.status["conditions"], "Promoted")["reason"] == "PromotedByHand"
     assert [e.reason for e in plan.events] == ["Promoted"] and "version 2 replaces version 1" in plan.events[0].message
 
 
 def test_gate_verdicts_round_trip_through_the_termination_message():
-    result = ExportResult({"h/acc": 0.508}, {f"expert-{i}": "f" * 64 for i in range(40)}, gate=gate(False, 0.41))
+    result = ExportResult({"h/acc": 0.508}, {f"expert-{i}": "f" * 64 for i in range(40)}, output="e" * 64, gate=gate(False, 0.41))
 
     message = encode_export(result)
 
     assert len(message.encode()) <= 4096
     decoded = decode_export(message)
-    assert decoded.gate == result.gate and decoded.held_out == result.held_out
+    assert decoded.gate == result.gate and decoded.held_out == result.held_out and decoded.output == result.output
