@@ -154,9 +154,9 @@ def controller_jobs(kube: Kube, namespace: str) -> list[dict]:
     ({"heldOut": [{"task": "h"}], "storage": {"output": {"uri": "pvc://o/x", "promotion": {"guarded": [{"task": "h", "metric": "f1"}]}}}},
      "storage.output.promotion.guarded: every guarded task/metric must be a heldOut objective"),
     ({"heldOut": [{"task": "h"}], "storage": {"output": {"uri": "pvc://o/x", "promotion": {"significance": "1.5"}}}},
-     "storage.output.promotion.significance: a p-value threshold between 0 and 1"),
+     "spec.storage.output.promotion.significance: Invalid value: \"1.5\": must be greater than 0 and less than 1"),
     ({"heldOut": [{"task": "h"}], "storage": {"output": {"uri": "pvc://o/x", "promotion": {"guarded": [{"task": "h", "tolerance": "-1"}]}}}},
-     "storage.output.promotion: minImprovement and each guarded tolerance are at least"),
+     "must be at least 0"),
 ])
 def test_the_api_server_refuses_what_the_schema_can_say(kube, namespace, change, message):
     body = search_body("bad", namespace)
