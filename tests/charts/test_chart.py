@@ -189,12 +189,13 @@ def test_by_default_the_servers_are_the_images_the_engine_catalogue_pins(helm, t
     assert (settings.tgi_image, settings.vllm_image) == (server_image("tgi"), server_image("vllm"))
 
 
-def test_custom_tgi_and_vllm_images_reach_the_operators_settings(helm, tmp_path):
+def test_custom_tgi_and_vllm_images_and_port_reach_the_operators_settings(helm, tmp_path):
     tgi, vllm = "registry.example/tgi:pinned", "registry.example/vllm@sha256:" + "ab" * 32
-    objects = render(helm, tmp_path, "--set", f"servers.tgiImage={tgi}", "--set", f"servers.vllmImage={vllm}")
+    objects = render(helm, tmp_path, "--set", f"servers.tgiImage={tgi}", "--set", f"servers.vllmImage={vllm}",
+                     "--set", "servers.port=18080")
 
     (deployment,) = by_kind(objects, "Deployment")
     env = {e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert (env["EVOMERGE_TGI_IMAGE"], env["EVOMERGE_VLLM_IMAGE"]) == (tgi, vllm)
     settings = ClusterSettings.from_env(env)
-    assert (settings.tgi_image, settings.vllm_image) == (tgi, vllm)
+    assert (settings.tgi_image, settings.vllm_image, settings.server_port) == (tgi, vllm, 18080)

@@ -24,12 +24,15 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
+from evomerge.evaluate.engines.vllm_process import cpu_server_python
 from evomerge.k8s.client import Kube
+from evomerge.k8s.settings import ClusterSettings
 from tests.k8s.conftest import api_client, control_plane, control_plane_bin_dir  # noqa: F401 - shared session fixtures
-from tests.support.node import Fault, Image, Node, PodRecord, dump
+from tests.support.node import Fault, Image, Node, PodRecord, dump, image_repository
 from tests.support.ports import free_port
+from tests.support.zoo_tasks import write_fit_tasks
 
-from .helpers import FIT_TASK, HELD_OUT_TASK, eventually
+from .helpers import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "evomerge"
@@ -65,13 +68,16 @@ def published(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def images() -> dict[str, Image]:
-    """The chart's images as the local venv: `evomerge` is their entrypoint, as in images/."""
+    """The chart's images as the local venv: `evomerge` is their entrypoint, as in images/. The vLLM server
+    image is the real CPU build of the pinned release (hack/vllm/install.sh), with a small KV cache."""
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     # PYTHONPATH: the pods run this checkout's code, not whichever checkout the venv was installed from
-    source = (("PYTHONPATH", str(REPO / "operator")),)
-    venv = Image(path=(Path(sys.executable).parent,), entrypoint=("evomerge",), env=source)
-    python = Image(path=(Path(sys.executable).parent,), entrypoint=("python",))  # for the node's own tests
-    return {values["image"]["repository"]: venv, values["workerImage"]["repository"]: venv, PYTHON_IMAGE: python}
+    sources = (("PYTHONPATH", str(REPO / "operator")),)
+    venv = Image(path=(Path(sys.executable).parent,), entrypoint=("evomerge",), env=sources)
+    python = Image(path=(Path(sys.executable).parent,), entrypoint=("python",), env=sources)  # for the node's own tests
+    vllm = Image(path=(cpu_server_python().parent,), env=(("VLLM_CPU_KVCACHE_SPACE", "1"),))
+    return {values["image"]["repository"]: venv, values["workerImage"]["repository"]: venv, PYTHON_IMAGE: python,
+            image_repository(ClusterSettings().vllm_image): vllm}
 
 
 @pytest.fixture(scope="session")
@@ -136,11 +142,12 @@ class Release:
 
 @pytest.fixture(scope="session")
 def release(helm, control_plane, api_client, node) -> Release:  # noqa: F811
-    """`helm install` of the chart with its defaults, but free ports (the node shares this host's network)
-    and a short resync; the CRDs come from the chart's crds/."""
+    """`helm install` of the chart with its defaults, but free ports (the node shares this host's network, the
+    evaluation pods' servers included) and a short resync; the CRDs come from the chart's crds/."""
     metrics_port, health_port = free_port(), free_port()
     installed = helm("install", RELEASE, str(CHART), "--namespace", RELEASE_NAMESPACE, "--create-namespace",
                      "--set", f"metrics.port={metrics_port}", "--set", f"health.port={health_port}",
+                     "--set", f"servers.port={free_port()}",
                      "--set", "operator.resyncSeconds=5", "--set", "operator.logFormat=plain")
     assert installed.returncode == 0, installed.stderr
     kube = Kube.connect(str(control_plane.kubeconfig))
@@ -243,22 +250,7 @@ def zoo():
 
 @pytest.fixture(scope="session")
 def fit_tasks(zoo, tmp_path_factory) -> Path:
-    """lm-eval tasks with a continuous score: bits per byte of the zoo's two-skill prompts (search and
-    held-out splits). The nano zoo answers almost nothing exactly, so exact-match scores would all tie."""
-    directory = tmp_path_factory.mktemp("tasks")
-    for task, split in ((FIT_TASK, "search"), (HELD_OUT_TASK, "heldout")):
-        (directory / f"{task}.yaml").write_text(yaml.safe_dump({
-            "task": task,
-            "dataset_path": "json",
-            "dataset_kwargs": {"data_files": {"test": str(zoo.tasks_dir / f"pairs_{split}.jsonl")}},
-            "test_split": "test",
-            "output_type": "loglikelihood_rolling",
-            "doc_to_text": "",
-            "doc_to_target": "{{prompt}}{{answer}}",
-            "metric_list": [{"metric": "bits_per_byte", "aggregation": "bits_per_byte", "higher_is_better": False}],
-            "metadata": {"version": 1.0},
-        }, sort_keys=False))
-    return directory
+    return write_fit_tasks(zoo, tmp_path_factory.mktemp("tasks"))
 
 
 def pytest_runtest_makereport(item, call):

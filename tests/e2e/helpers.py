@@ -11,11 +11,9 @@ from typing import Any, Callable
 import pytest
 
 from evomerge.k8s.client import Kube
+from tests.support.zoo_tasks import FIT_KEY, FIT_TASK, HELD_OUT_KEY, HELD_OUT_TASK  # noqa: F401 - the e2e tests' names
 
 GROUP_VERSION = "evomerge.dev/v1alpha1"
-FIT_TASK, HELD_OUT_TASK = "nano_fit", "nano_fit_heldout"
-FIT_KEY = f"{FIT_TASK}/bits_per_byte"
-HELD_OUT_KEY = f"{HELD_OUT_TASK}/bits_per_byte"
 # Generous: evaluation pods are real processes on a 2-core machine shared with other work.
 SEARCH_TIMEOUT = 420.0
 

@@ -53,15 +53,17 @@ def test_a_broken_setup_fails_every_candidate_with_the_reason(tiny_family, task_
     assert all("unknown lm-eval task(s) tiny_nope" in r["error"] for r in results)
 
 
-def test_a_served_candidate_is_scored_through_its_server(tiny_family, task_dir, vllm):
-    spec = MergeSearchSpec.model_validate(_spec(tiny_family, task_dir, engine="vllm"))
+def test_a_tgi_candidate_is_scored_through_its_server_one_per_start(tiny_family, task_dir, tgi):
+    """TGI (a look-alike: TGI has no CPU build) cannot reload weights: its pod serves one candidate; vLLM's batches
+    are scored through the real server in test_served.py."""
+    spec = MergeSearchSpec.model_validate(_spec(tiny_family, task_dir, engine="tgi"))
     one = _items(tiny_family)[:1]
-    results = score_batch(one, spec, model_dir=tiny_family["base"], server_url=vllm.url)
+    results = score_batch(one, spec, model_dir=tiny_family["base"], server_url=tgi.url)
     # The fake serves the base model: the scores are the base's, whatever the recipe says.
     expected = evaluate_model(tiny_family["base"], spec.objectives, [str(task_dir)])
     assert results == [{"id": "c1", "scores": pytest.approx(expected, rel=1e-6)}]
-    two = score_batch(_items(tiny_family)[:2], spec, model_dir=tiny_family["base"], server_url=vllm.url)
-    assert all("scores the one candidate its pod serves; got a batch of 2" in r["error"] for r in two)
+    two = score_batch(_items(tiny_family)[:2], spec, model_dir=tiny_family["base"], server_url=tgi.url)
+    assert all("scores at most 1 candidates per server start" in r["error"] for r in two)
 
 
 def test_main_prints_compact_json_and_writes_the_termination_message(tiny_family, task_dir, tmp_path, capsys):

@@ -11,6 +11,7 @@ import yaml
 
 from evomerge.k8s.controller_main import (
     ControllerError,
+    check_memory,
     elite_vectors,
     model_layers,
     run_controller,
@@ -62,6 +63,18 @@ def test_model_layers_reads_the_reference_config(tmp_path):
     (tmp_path / "base" / "config.json").write_text("{}")
     with pytest.raises(ControllerError, match="num_hidden_layers is missing"):
         model_layers(spec)
+
+
+def test_a_worker_that_cannot_fit_its_gpu_fails_the_epoch_before_any_pod_naming_the_field(tiny_family):
+    def search(gpu_memory: str) -> MergeSearchSpec:
+        return MergeSearchSpec.model_validate({
+            "baseModel": {"uri": str(tiny_family["base"])}, "objectives": [{"task": "t"}],
+            "experts": [{"name": "e0", "uri": str(tiny_family["expert0"])}, {"name": "e1", "uri": str(tiny_family["expert1"])}],
+            "evaluation": {"device": "cuda", "gpuMemory": gpu_memory}})
+
+    check_memory(search("1Gi"))  # the tiny models fit
+    with pytest.raises(ControllerError, match="^evaluation.gpuMemory: one evaluation worker needs"):
+        check_memory(search("16Ki"))
 
 
 def test_a_data_flow_genome_reads_every_path_models_depth_model_a_first(tmp_path):

@@ -146,6 +146,7 @@ def controller_jobs(kube: Kube, namespace: str) -> list[dict]:
     ({"experts": [{"name": "e0", "uri": "x"}, {"name": "e0", "uri": "y"}]}, "Duplicate value"),
     ({"evaluation": {"engine": "triton"}}, "Unsupported value"),
     ({"evaluation": {"parallelism": 0}}, "should be greater than or equal to 1"),
+    ({"evaluation": {"gpuMemory": "80GB"}}, "spec.evaluation.gpuMemory"),
     ({"search": {"populationSize": "8"}}, "must be of type integer"),
     ({"storage": {"output": {"uri": "pvc://o/x", "promotion": {"policy": "gated"}}}},
      "storage.output.promotion.policy: gated compares versions on heldOut items"),

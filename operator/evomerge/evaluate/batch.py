@@ -1,8 +1,10 @@
 """The scorer of an evaluation pod: score a batch of recipes, print compact JSON of their scores.
 
 Engine `transformers`: one process holds the experts resident and merges + scores every recipe of the
-batch. Engines `tgi`/`vllm`: the pod's init container already merged the (single) candidate and the
-sidecar serves it; this scores the server. Output is one JSON list, one entry per recipe, in order:
+batch. Served engines: the pod's init container already merged the first candidate and the sidecar serves
+it; an engine whose server swaps weights in place (catalogue/engines.py) takes the batch's later
+candidates from this process (served.py), one server start for the whole batch, and any other serves
+exactly one. Output is one JSON list, one entry per recipe, in order:
 {"id": ..., "scores": {"task/metric": value}} or {"id": ..., "error": "one line"} — small enough for a
 container termination message, so pods need no API token to report.
 
@@ -26,6 +28,7 @@ from ..spec.loading import SpecError, load_resource
 from ..spec.merge_search import MergeSearch, MergeSearchSpec
 from .cache import ScoreCache
 from .engines.options import EngineOptions
+from .placement import candidates_per_pod
 
 SERVER_URL_ENV = "EVOMERGE_SERVER_URL"
 
@@ -88,19 +91,24 @@ def _score_resident(parsed: list[tuple[str, MergeRecipe | str]], spec: MergeSear
 def _score_served(parsed: list[tuple[str, MergeRecipe | str]], spec: MergeSearchSpec, objectives: Sequence[Any],
                   model_dir: Path | None, server_url: str | None, adapter: str | None,
                   record: Callable[[dict[str, Any]], None]) -> None:
-    from .model import evaluate_model
+    """The first candidate is the one the pod's merge step wrote into `model_dir`; later ones are swapped in."""
+    from .served import ServedBatch
 
     engine = spec.evaluation.engine
-    if len(parsed) != 1:
-        raise ValueError(f"engine {engine} scores the one candidate its pod serves; got a batch of {len(parsed)}")
+    if len(parsed) > candidates_per_pod(spec):
+        raise ValueError(f"engine {engine} scores at most {candidates_per_pod(spec)} candidates per server start for this "
+                         f"search (placement.py); got a batch of {len(parsed)}")
     url = server_url or os.environ.get(SERVER_URL_ENV)
     if not url or model_dir is None:
         raise ValueError(f"engine {engine} needs --server-url (or ${SERVER_URL_ENV}) and --model-dir (the merged checkpoint)")
     options = EngineOptions(engine=engine, url=url, batch_size=spec.evaluation.batch_size,
                             timeout_s=float(spec.evaluation.timeout_seconds), adapter=adapter)
-    ((cid, recipe),) = parsed
-    record(_scored(cid, recipe, lambda _: evaluate_model(model_dir, objectives, spec.evaluation.include_paths, options,
-                                                         seed=spec.search.seed)))
+    batch = ServedBatch(spec, objectives, model_dir, options)
+    try:
+        for index, (cid, recipe) in enumerate(parsed):
+            record(_scored(cid, recipe, lambda r: batch.score(r, first=index == 0)))
+    finally:
+        batch.close()
 
 
 def _scored(cid: str, recipe: MergeRecipe | str, score: Callable[[MergeRecipe], dict[str, float]]) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,8 @@ def evaluate_batch(spec_path: Path, recipes_path: Path, model_dir: Path | None, 
     def progress(item: dict[str, Any]) -> None:
         done.append(item)
         report(encode_scores(done, keys), echo=False)
+        outcome = "scored" if "scores" in item else f"failed: {item.get('error')}"
+        print(f"candidate {item['id']} ({len(done)}/{len(items)}) {outcome}", file=sys.stderr, flush=True)
 
     results = score_batch(items, spec, held_out=held_out, model_dir=model_dir, server_url=server_url, adapter=adapter,
                           on_result=progress)

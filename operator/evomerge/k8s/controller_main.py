@@ -123,6 +123,20 @@ def check_experts(spec: MergeSearchSpec) -> None:
     check_compatible(base, experts, spec.merge.dtype)
 
 
+def check_memory(spec: MergeSearchSpec) -> None:
+    """Refuse, before any evaluation Job runs, a search whose evaluation worker cannot hold what it must
+    (evaluate/memory_plan.py, from the checkpoints' sizes): the message names the field to change."""
+    from ..evaluate.memory_plan import ModelSize, plan_memory
+    from ..models.uris import local_path
+
+    if spec.merge.data_flow.enabled:  # a path merges nothing: its worker holds the path models, as any model
+        return
+    reference = spec.base_model.uri if spec.base_model else spec.experts[0].uri
+    problems = plan_memory(spec, ModelSize.of(local_path(reference), spec.allow_pickle)).problems
+    if problems:
+        raise ControllerError("; ".join(problems))
+
+
 def run_controller(kube: Kube, namespace: str, name: str, epoch: int, settings: ClusterSettings,
                    controller_job: str | None = None) -> ControllerResult:
     """Run the epoch to its end. `controller_job` (the pod's own Job) owns the evaluation Jobs when given."""
@@ -141,6 +155,7 @@ def run_controller(kube: Kube, namespace: str, name: str, epoch: int, settings: 
 
     genome = search_genome(spec)
     check_experts(spec)
+    check_memory(spec)
     elites, notes = elite_vectors(genome, seeds)
     for note in notes:
         log.warning(note)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from typing import Any, Sequence
 
+from ..evaluate.placement import candidates_per_pod
 from ..evaluate.worker import objective_keys
 from ..executors.kubernetes import JobOutcome, KubernetesExecutor
 from ..merge.recipe import MergeRecipe
@@ -40,11 +41,10 @@ JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
 
 def evaluation_executor(kube: Kube, search: dict[str, Any], epoch: int, spec: MergeSearchSpec, settings: ClusterSettings,
                         owner: dict[str, Any], component: str = EVALUATION, held_out: bool = False) -> KubernetesExecutor:
-    """The executor over this epoch's evaluation Jobs: a transformers pod merges and scores a batch
-    in-process, a server pod serves exactly one candidate."""
-    per_job = spec.evaluation.candidates_per_job if spec.evaluation.engine == "transformers" else 1
+    """The executor over this epoch's evaluation Jobs, each scoring up to candidates_per_pod candidates: a batch
+    merged and scored in-process, or served from one server start, or one candidate per server start."""
     backend = EvaluationJobs(kube, search, epoch, spec, settings, owner, component, held_out)
-    return KubernetesExecutor(backend, objective_keys(spec, held_out), spec.evaluation.parallelism, per_job)
+    return KubernetesExecutor(backend, objective_keys(spec, held_out), spec.evaluation.parallelism, candidates_per_pod(spec))
 
 
 class StaleJob(RuntimeError):

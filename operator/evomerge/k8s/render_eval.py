@@ -1,8 +1,13 @@
 """Pure renderers of evaluation Jobs and the ConfigMap carrying their recipes.
 
-Engine `transformers`: one container merges and scores the whole batch in-process. Engines `tgi`/`vllm`:
-init container `merge` writes the candidate into an emptyDir, a native sidecar serves it (startupProbe on
-its health route), and the `score` container scores through it. Either way the scores leave the pod as the
+Engine `transformers`: one container merges and scores the whole batch in-process. Served engines: init
+container `merge` writes the batch's first candidate into an emptyDir, a native sidecar serves it
+(startupProbe on its health route), and the `score` container scores through it. An engine whose server
+swaps weights in place (catalogue/engines.py: vLLM) serves the whole batch from that one start: the scorer
+holds the experts resident, writes each later candidate next to the first on the memory-backed emptyDir
+and has the server reload it (evaluate/served.py); that server listens on the pod's loopback only, since
+its reload routes must not be reachable from other pods. Engines that cannot reload (TGI) serve one
+candidate per pod, as do LoRA-adapter and data-flow searches. Either way the scores leave the pod as the
 scorer's termination message, so evaluation pods carry no API token.
 
 When every candidate is one LoRA adapter over the base (`adapter_servable`: LoRA experts, linear with
@@ -15,7 +20,8 @@ from __future__ import annotations
 import json
 from typing import Any, Sequence
 
-from ..merge.adapter_rules import adapter_servable
+from ..catalogue.engines import ENGINES
+from ..evaluate.placement import candidates_per_pod, serves_adapter, swaps_in_pod
 from ..merge.recipe import MergeRecipe
 from ..models.uris import parse_uri
 from ..spec.merge_search import MergeSearchSpec
@@ -45,7 +51,6 @@ from .render_pods import (
 from .render_search import SPEC_KEY
 from .settings import ClusterSettings
 
-SERVER_PORT = 8080
 # `evomerge evaluate-batch` exits with this code when no retry can help (a bad candidate or spec):
 # the Job fails at once instead of burning its backoff on a GPU.
 SCORER_PERMANENT_EXIT = 3
@@ -66,22 +71,19 @@ VLLM_LORA_SCRIPT = (
     f'rank="$(python3 -c "{_PICK_RANK}" "${ADAPTER_CONFIG_ENV}")" && '
     'exec python3 -m vllm.entrypoints.openai.api_server "$@" --max-lora-rank "$rank"'
 )
-SERVED_BASE_SCHEMES = ("pvc", "file", "hf")
-
-
-def serves_adapter(spec: MergeSearchSpec) -> bool:
-    """Whether the search's server pods load the base once and host each candidate as a LoRA adapter."""
-    return (spec.evaluation.engine in ("tgi", "vllm") and adapter_servable(spec) and spec.base_model is not None
-            and parse_uri(spec.base_model.uri).scheme in SERVED_BASE_SCHEMES)
+def host_resources(requirements: Any) -> dict[str, Any]:
+    """`requirements` without extended resources (nvidia.com/gpu and the like): what a container that holds
+    data for an accelerator, but does not use one, asks for."""
+    return {kind: {k: v for k, v in values.items() if "/" not in k} for kind, values in resources(requirements).items()
+            if any("/" not in k for k in values)}
 
 
 def render_recipes_configmap(job: dict[str, Any], candidates: Sequence[tuple[str, MergeRecipe]]) -> dict[str, Any]:
-    """The batch's recipes, owned by its Job so they go when the Job goes."""
+    """The batch's recipes, owned by its Job so they go when the Job goes; recipe.json is the first, which a
+    served pod's `merge` step writes for its server to start on."""
     meta = job["metadata"]
     items = [{"id": cid, "recipe": recipe.to_dict()} for cid, recipe in candidates]
-    data = {"recipes.json": json.dumps(items, sort_keys=True)}
-    if len(items) == 1:
-        data["recipe.json"] = json.dumps(items[0]["recipe"], sort_keys=True)
+    data = {"recipes.json": json.dumps(items, sort_keys=True), "recipe.json": json.dumps(items[0]["recipe"], sort_keys=True)}
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -106,15 +108,16 @@ def render_eval_job(
     component: str = EVALUATION,
     held_out: bool = False,
 ) -> dict[str, Any]:
-    """One evaluation Job for `candidate_ids` (a batch for transformers, exactly one for servers).
+    """One evaluation Job for `candidate_ids` (up to candidates_per_pod of them).
 
     The search's own Jobs are component `evaluation`; the report's reference scores (search_compare.py) are
     component `comparison`, on spec.objectives or, with `held_out`, on spec.heldOut.
     """
     meta = search["metadata"]
     engine = spec.evaluation.engine
-    if engine != "transformers" and len(candidate_ids) != 1:
-        raise ValueError(f"engine {engine} serves one candidate per pod; got {len(candidate_ids)}")
+    if len(candidate_ids) > candidates_per_pod(spec):
+        raise ValueError(f"engine {engine} takes at most {candidates_per_pod(spec)} candidates per pod here; "
+                         f"got {len(candidate_ids)}")
     labels = search_labels(component, meta["name"], meta["uid"], epoch)
     volumes, mounts, model_mounts = _volumes(meta["name"], name, epoch, spec, settings)
     pod: dict[str, Any] = {
@@ -126,13 +129,16 @@ def render_eval_job(
         "volumes": volumes,
         **placement(spec),
     }
-    if engine == "transformers":
+    if not ENGINES[engine].served:
         pod["containers"] = [_scorer(spec, settings, mounts, resources(spec.evaluation.resources), False, held_out)]
     else:
         scratch = {"name": "scratch", "mountPath": SCRATCH_DIR}
         pod["initContainers"] = [_merge(spec, settings, [*mounts, scratch]), _server(spec, settings, model_mounts)]
-        scorer_mounts = [*mounts, {**scratch, "readOnly": True}]
-        pod["containers"] = [_scorer(spec, settings, scorer_mounts, resources(settings.scorer_resources), True, held_out)]
+        # The scorer writes the later candidates of a swapping pod next to the first.
+        scorer_mounts = [*mounts, scratch if swaps_in_pod(spec) else {**scratch, "readOnly": True}]
+        # A swapping pod's scorer holds the experts: the evaluation's host resources, without its accelerators.
+        limits = host_resources(spec.evaluation.resources) if swaps_in_pod(spec) else resources(settings.scorer_resources)
+        pod["containers"] = [_scorer(spec, settings, scorer_mounts, limits, True, held_out)]
     return owned_job(name, meta["namespace"], owner, labels, pod, "score", [SCORER_PERMANENT_EXIT],
                      annotations={CANDIDATES_ANNOTATION: ",".join(candidate_ids)},
                      backoffLimit=settings.evaluation_backoff_limit, activeDeadlineSeconds=spec.evaluation.timeout_seconds,
@@ -156,8 +162,10 @@ def _volumes(search: str, job: str, epoch: int, spec: MergeSearchSpec,
         tmp_mount,
         *model_mounts,
     ]
-    if spec.evaluation.engine != "transformers":
-        volumes.append({"name": "scratch", "emptyDir": {"sizeLimit": settings.scratch_size}})
+    if ENGINES[spec.evaluation.engine].served:
+        # A swapping pod's candidates go from the scorer to the server through memory, not a disk.
+        medium = {"medium": "Memory"} if swaps_in_pod(spec) else {}
+        volumes.append({"name": "scratch", "emptyDir": {**medium, "sizeLimit": settings.scratch_size}})
         volumes.append({"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": settings.shm_size}})
     return volumes, mounts, model_mounts
 
@@ -168,7 +176,7 @@ def _scorer(spec: MergeSearchSpec, settings: ClusterSettings, mounts: list[dict]
     if held_out:
         command.append("--held-out")
     if served:
-        command += ["--model-dir", CANDIDATE_DIR, "--server-url", f"http://127.0.0.1:{SERVER_PORT}"]
+        command += ["--model-dir", CANDIDATE_DIR, "--server-url", f"http://127.0.0.1:{settings.server_port}"]
         if serves_adapter(spec):
             command += ["--adapter", ADAPTER_NAME]
     return {
@@ -225,47 +233,49 @@ def _served_base(spec: MergeSearchSpec, settings: ClusterSettings) -> tuple[list
 
 
 def _server(spec: MergeSearchSpec, settings: ClusterSettings, model_mounts: list[dict]) -> dict[str, Any]:
-    """The native sidecar (restartPolicy Always): started before `score`, stopped after it.
+    """The native sidecar (restartPolicy Always): started before `score`, stopped after it; the kubelet restarts
+    it if it dies, and the scorer hands a restarted server its candidate again (evaluate/served.py).
 
     It serves the merged checkpoint the `merge` step wrote, or (serves_adapter) the base with that step's
-    combined adapter hosted as ADAPTER_NAME.
+    combined adapter hosted as ADAPTER_NAME. A swapping server listens on the pod's loopback only and is
+    probed from inside the pod, as its weight-reload routes take any folder the pod can read.
     """
     engine = spec.evaluation.engine
-    port = str(SERVER_PORT)
-    adapter = serves_adapter(spec)
+    launch = ENGINES[engine].launch
+    assert launch is not None, "a served engine's catalogue entry says how its server starts"
+    port = settings.server_port
+    adapter, swapping = serves_adapter(spec), swaps_in_pod(spec)
     model, hf_home = _served_base(spec, settings) if adapter else ([CANDIDATE_DIR], f"{TMP_DIR}/hf")
-    env = [{"name": "HF_HOME", "value": hf_home}]
-    if engine == "tgi":
-        image = spec.evaluation.server_image or settings.tgi_image
-        command = ["text-generation-launcher"]
-        args = ["--model-id", *model, "--hostname", "0.0.0.0", "--port", port, "--enable-prefill-logprobs",
-                "--usage-stats", "off"]
-        if adapter:
-            env.append({"name": "LORA_ADAPTERS", "value": f"{ADAPTER_NAME}={CANDIDATE_DIR}"})
-    else:
-        image = spec.evaluation.server_image or settings.vllm_image
-        command = ["python3", "-m", "vllm.entrypoints.openai.api_server"]
-        args = ["--model", *model, "--served-model-name", BASE_SERVED_NAME if adapter else ADAPTER_NAME,
-                "--host", "0.0.0.0", "--port", port, "--max-logprobs", "20", "--disable-log-requests"]
-        env.append({"name": "VLLM_NO_USAGE_STATS", "value": "1"})
-        if adapter:
-            command = ["/bin/sh", "-c", VLLM_LORA_SCRIPT, "vllm"]
-            args += ["--enable-lora", "--max-loras", "1", "--lora-modules", f"{ADAPTER_NAME}={CANDIDATE_DIR}"]
-            env.append({"name": ADAPTER_CONFIG_ENV, "value": f"{CANDIDATE_DIR}/adapter_config.json"})
+    host = "127.0.0.1" if swapping else "0.0.0.0"
+    command = list(launch.command)
+    args = launch.args(model, host, port, BASE_SERVED_NAME if adapter else ADAPTER_NAME) + list(spec.evaluation.server_args)
+    env = [{"name": "HF_HOME", "value": hf_home}, *({"name": k, "value": v} for k, v in launch.env)]
+    if swapping:
+        env += [{"name": k, "value": v} for k, v in launch.swap_env]
+    if adapter and engine == "tgi":
+        env.append({"name": "LORA_ADAPTERS", "value": f"{ADAPTER_NAME}={CANDIDATE_DIR}"})
+    elif adapter:
+        command = ["/bin/sh", "-c", VLLM_LORA_SCRIPT, "vllm"]
+        args += ["--enable-lora", "--max-loras", "1", "--lora-modules", f"{ADAPTER_NAME}={CANDIDATE_DIR}"]
+        env.append({"name": ADAPTER_CONFIG_ENV, "value": f"{CANDIDATE_DIR}/adapter_config.json"})
     env += [{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "HOME", "value": TMP_DIR}]
     period = 5
+    health = f"http://127.0.0.1:{port}{launch.health}"
+    probe: dict[str, Any] = ({"exec": {"command": ["python3", "-c", f"import urllib.request; urllib.request.urlopen({health!r}, timeout=4)"]}}
+                             if swapping else {"httpGet": {"path": launch.health, "port": port}})
     return {
         "name": "server",
-        "image": image,
+        "image": spec.evaluation.server_image or settings.server_image(engine),
         "imagePullPolicy": settings.image_pull_policy,
         "restartPolicy": "Always",
         "command": command,
         "args": args,
         "env": env,
-        "ports": [{"name": "http", "containerPort": SERVER_PORT}],
+        "ports": [{"name": "http", "containerPort": port}],
         "startupProbe": {
-            "httpGet": {"path": "/health", "port": SERVER_PORT},
+            **probe,
             "periodSeconds": period,
+            "timeoutSeconds": period,
             "failureThreshold": max(1, spec.evaluation.timeout_seconds // period),
         },
         "resources": resources(spec.evaluation.resources),
@@ -277,4 +287,3 @@ def _server(spec: MergeSearchSpec, settings: ClusterSettings, model_mounts: list
             *(model_mounts if adapter else []),
         ],
     }
-

@@ -11,6 +11,7 @@ import hashlib
 import json
 from typing import Any
 
+from ..catalogue.engines import ENGINES
 from ..merge.recipe import MergeRecipe
 from ..spec.base import GROUP_VERSION
 from ..spec.merge_search import MergeSearchSpec
@@ -25,7 +26,6 @@ from .naming import (
     owner_reference,
     serving_name,
 )
-from .render_eval import SERVER_PORT
 from .render_pods import (
     JOB_DIR,
     SHM_DIR,
@@ -45,6 +45,7 @@ from .render_pods import (
 from .render_search import spec_document
 from .settings import ClusterSettings
 
+SERVING_PORT = 8080  # the serving Deployment's container port, behind its Service
 EXPORT_RECIPE = f"{JOB_DIR}/recipe.json"
 EXPORT_SPEC = f"{JOB_DIR}/spec.json"
 EXPORT_MODEL = f"{JOB_DIR}/model.json"
@@ -143,16 +144,12 @@ def render_serving_deployment(model: dict[str, Any], settings: ClusterSettings) 
     uri = status["outputUri"]
     volumes, mounts = model_volumes([uri], None, settings)
     path = pod_path(uri, settings)
-    port = str(SERVER_PORT)
-    if spec.serving.engine == "tgi":
-        image = spec.serving.image or settings.tgi_image
-        command = ["text-generation-launcher"]
-        args = ["--model-id", path, "--hostname", "0.0.0.0", "--port", port, "--usage-stats", "off"]
-    else:
-        image = spec.serving.image or settings.vllm_image
-        command = ["python3", "-m", "vllm.entrypoints.openai.api_server"]
-        args = ["--model", path, "--served-model-name", meta["name"], "--host", "0.0.0.0", "--port", port]
-    probe = {"httpGet": {"path": "/health", "port": SERVER_PORT}, "periodSeconds": 5}
+    launch = ENGINES[spec.serving.engine].launch
+    assert launch is not None, "a served engine's catalogue entry says how its server starts"
+    image = spec.serving.image or settings.server_image(spec.serving.engine)
+    command = list(launch.command)
+    args = launch.args([path], "0.0.0.0", SERVING_PORT, meta["name"], scoring=False)
+    probe = {"httpGet": {"path": launch.health, "port": SERVING_PORT}, "periodSeconds": 5}
     template = {
         "metadata": {"labels": selector, "annotations": {"evomerge.dev/version": str(status.get("version"))}},
         "spec": {
@@ -168,7 +165,7 @@ def render_serving_deployment(model: dict[str, Any], settings: ClusterSettings) 
                     "args": args,
                     "env": [{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "HOME", "value": TMP_DIR},
                             {"name": "HF_HOME", "value": f"{TMP_DIR}/hf"}],
-                    "ports": [{"name": "http", "containerPort": SERVER_PORT}],
+                    "ports": [{"name": "http", "containerPort": SERVING_PORT}],
                     "startupProbe": {**probe, "failureThreshold": 360},
                     "readinessProbe": probe,
                     "resources": resources(spec.serving.resources),

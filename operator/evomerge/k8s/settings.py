@@ -40,6 +40,11 @@ class ClusterSettings:
     run_as_user: int = 65532
     pvc_root: str = "/mnt/pvc"
     cache_mount: str = "/models"
+    server_port: int = 8080  # of an evaluation pod's server, on the pod's own network
+
+    def server_image(self, engine: str) -> str:
+        """The image of a served engine's server: its `<engine>_image` setting."""
+        return str(getattr(self, f"{engine}_image"))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "ClusterSettings":

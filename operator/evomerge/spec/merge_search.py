@@ -20,6 +20,7 @@ from .base import (
     LabelValue,
     Number,
     ObjectMeta,
+    Quantity,
     ResourceRequirements,
     SpecModel,
     Toleration,
@@ -328,7 +329,17 @@ class EvaluationSpec(SpecModel):
     timeout_seconds: int = Field(default=3600, ge=10)
     image: str | None = None
     server_image: str | None = None
+    server_args: list[str] = Field(
+        default_factory=list, max_length=64,
+        description="Arguments appended to the served engine's server command line in evaluation pods, e.g. "
+        "[--max-model-len, '4096', --gpu-memory-utilization, '0.85'].",
+    )
     resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
+    gpu_memory: Quantity | None = Field(
+        default=None,
+        description="Memory of one accelerator of the evaluation nodes, e.g. 80Gi. With it, the controller checks "
+        "from the checkpoints' sizes that an evaluation worker fits (the README's memory plan) before any pod starts.",
+    )
     node_selector: dict[str, LabelValue] = labels_field("Node labels an evaluation pod must match (the pod's nodeSelector).")
     tolerations: list[Toleration] = Field(default_factory=list)
 

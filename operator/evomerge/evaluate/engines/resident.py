@@ -8,6 +8,7 @@ instead and each candidate only swaps model A's decoder layers for its hop list 
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +23,12 @@ from ...models.uris import local_path
 from ...spec.merge_search import MODEL_A, MergeSearchSpec, Objective, path_models
 from ..cache import ScoreCache, evaluation_context, score_key
 from ..items import ItemScores
+from ..memory_plan import GiB, ModelSize, plan_memory
 from ..quiet import quiet_libraries
 from ..tasks import TaskSuite
+
+
+log = logging.getLogger(__name__)
 
 
 def pick_device(requested: str) -> str:
@@ -67,6 +72,18 @@ def load_hflm(model: Any, tokenizer: Any, batch_size: int, device: str) -> Any:
     return quiet_hflm_class()(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, device=device)
 
 
+def merge_device_for(spec: MergeSearchSpec, reference: Path) -> str:
+    """cuda while the base, the task vectors and the live model fit this GPU (evaluate/memory_plan.py); else
+    the host: the task vectors stay in host memory and each merged tensor is copied to the GPU's model."""
+    total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+    plan = plan_memory(spec, ModelSize.of(reference, spec.allow_pickle), accelerator_bytes=total, on_accelerator=True,
+                       engine="transformers")
+    if plan.merge_on == "host":
+        log.info("the experts stay in host memory and merged tensors stream to the GPU: %s do not fit its %.0f GiB",
+                 plan.describe("accelerator", "host"), total / GiB)
+    return "cuda" if plan.merge_on == "accelerator" else "cpu"
+
+
 class ResidentEngine:
     """Scores recipes in-process; tasks are built once, weights are overwritten per candidate."""
 
@@ -84,9 +101,11 @@ class ResidentEngine:
         cache: ScoreCache | None = None,
         verbose: bool = False,
         path_models: Mapping[str, Path] | None = None,
+        merge_device: str | None = None,
     ):
         """`path_models` (model A first) makes this a data-flow engine: candidates are layer paths over
-        those models, run through model A's live object (PathModel) — nothing is merged or materialised."""
+        those models, run through model A's live object (PathModel) — nothing is merged or materialised.
+        `merge_device` holds the experts and runs the merge (default: where the model runs)."""
         from transformers import AutoTokenizer
 
         if not verbose:
@@ -104,7 +123,7 @@ class ResidentEngine:
             name_a, *others = path_models
             self.paths = PathModel(self.model, name_a, {name: self._load(path_models[name]) for name in others})
         else:
-            self.merger = ResidentMerger.from_dirs(base_dir, experts, allow_pickle, self.device)
+            self.merger = ResidentMerger.from_dirs(base_dir, experts, allow_pickle, merge_device or self.device)
             self.target = self.model.state_dict()  # its tensors alias the live parameters
         self.lm = load_hflm(self.model, tokenizer, batch_size, self.device)
         self.suite = TaskSuite.build(objectives, include_paths, seed)
@@ -135,8 +154,12 @@ class ResidentEngine:
             if model_a is not None:
                 dirs[MODEL_A] = model_a_dir if model_a_dir is not None else local_path(model_a.uri)
             path_dirs = {name: dirs[name] for name, _ in path_models(spec)}
+        merge_device = None
+        if path_dirs is None and pick_device(evaluation.device) == "cuda":
+            merge_device = merge_device_for(spec, base_dir if base_dir is not None else next(iter(expert_dirs.values())))
         return cls(base_dir, expert_dirs, objectives, evaluation.include_paths, evaluation.device,
-                   evaluation.batch_size, spec.allow_pickle, seed=spec.search.seed, cache=cache, path_models=path_dirs)
+                   evaluation.batch_size, spec.allow_pickle, seed=spec.search.seed, cache=cache, path_models=path_dirs,
+                   merge_device=merge_device)
 
     def score(self, recipe: MergeRecipe) -> dict[str, float]:
         """The objectives' metrics for `recipe`: from the cache when scored before, else merged and scored."""
