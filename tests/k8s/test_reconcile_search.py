@@ -133,6 +133,35 @@ def test_a_failed_controller_degrades_the_search_with_its_own_message():
     assert again.create == [] and again.status["phase"] == "Failed" and again.events == []
 
 
+def test_a_controller_whose_pod_is_gone_reads_restarting_not_running():
+    body, observed = started(search())
+    body["status"]["controllerStarts"] = 2  # its second pod ran, and went (a drain, an eviction, a deletion)
+    name = body["status"]["controllerJob"]
+    observed.controller_jobs[0]["status"] = {"active": 1, "ready": 0}
+
+    plan = plan_search(body, observed, SETTINGS, NOW)
+
+    ready = find(plan.status["conditions"], "Ready")
+    assert plan.status["phase"] == "Running" and ready["reason"] == "Searching"
+    assert ready["message"] == f"controller Job {name} is restarting (2): the next pod resumes from the history"
+    observed.controller_jobs[0]["status"] = {"active": 1, "ready": 1}
+    running = plan_search(applied(body, plan), observed, SETTINGS, NOW)
+    assert find(running.status["conditions"], "Ready")["message"] == f"controller Job {name} is running"
+
+
+def test_a_controller_that_crashed_is_explained_by_its_tracebacks_last_line():
+    body, observed = started(search())
+    observed.controller_jobs = [job(observed.controller_jobs[0], [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}])]
+    observed.controller_message = ("Traceback (most recent call last):\n" + '  File "x.py", line 1, in <module>\n' * 40 +
+                                   "evomerge.k8s.client.ApiError: 500 InternalError: etcdserver: request timed out\n")
+
+    plan = plan_search(body, observed, SETTINGS, NOW)
+
+    message = find(plan.status["conditions"], "Degraded")["message"]
+    assert message.endswith("(BackoffLimitExceeded): evomerge.k8s.client.ApiError: 500 InternalError: etcdserver: request timed out")
+    assert "Traceback" not in message and "\n" not in message
+
+
 def test_a_controller_pod_that_cannot_start_degrades_the_search_until_it_can():
     body, observed = started(search())
     observed.controller_stuck = ("Unschedulable", 'pod jp-1 cannot be scheduled: persistentvolumeclaim "cache" not found')

@@ -68,7 +68,9 @@ def test_controller_job_runs_the_controller_command_with_an_owner_and_our_labels
     assert claims == {"models": True, "cache": True}
     rules = job["spec"]["podFailurePolicy"]["rules"]
     assert rules[0] == {"action": "FailJob", "onExitCodes": {"containerName": "controller", "operator": "In", "values": [1, 2]}}
-    assert rules[1]["action"] == "Ignore"
+    assert rules[1] == {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]}
+    # a deleted pod (a drain loop, an eviction storm, kubectl delete pod) is SIGTERMed: no retry of the budget is spent
+    assert rules[2] == {"action": "Ignore", "onExitCodes": {"containerName": "controller", "operator": "In", "values": [143]}}
 
 
 def test_the_controller_mounts_the_output_claim_writable_for_the_report():

@@ -137,6 +137,28 @@ def check_memory(spec: MergeSearchSpec) -> None:
         raise ControllerError("; ".join(problems))
 
 
+def _count_start(kube: Kube, search: dict[str, Any], controller_job: str | None) -> None:
+    """status.controllerStarts: the pods of this controller Job so far, so the operator can say "restarting (n)"
+    while the Job waits for its next pod."""
+    status = search.get("status") or {}
+    starts = int(status.get("controllerStarts") or 0) + 1 if status.get("controllerJob") == controller_job else 1
+    meta = search["metadata"]
+    kube.patch_status("MergeSearch", meta["namespace"], meta["name"], {"controllerStarts": starts})
+
+
+def _say_if_lost(kube: Kube, search: dict[str, Any], epoch: int, offsets: dict[str, int], history: ConfigMapHistory) -> None:
+    """History deleted while no controller ran cannot be rebuilt: say so (a Warning) rather than resume silently."""
+    replayed = history.events()
+    status = search.get("status") or {}
+    done = int(status.get("evaluations") or 0) - int(offsets.get("evaluations", 0))
+    if history.lost is None and not replayed and done > 0 and int(status.get("epoch") or 0) == epoch:
+        history.lost = (f"the history of epoch {epoch} is gone ({done} evaluations recorded in status): the epoch starts "
+                        "over from its first generation")
+    if history.lost is not None:
+        log.warning(history.lost)
+        ControllerEvents(kube, search).post("Warning", "HistoryLost", history.lost)
+
+
 def run_controller(kube: Kube, namespace: str, name: str, epoch: int, settings: ClusterSettings,
                    controller_job: str | None = None) -> ControllerResult:
     """Run the epoch to its end. `controller_job` (the pod's own Job) owns the evaluation Jobs when given."""
@@ -160,8 +182,10 @@ def run_controller(kube: Kube, namespace: str, name: str, epoch: int, settings: 
     for note in notes:
         log.warning(note)
     vectors = _stacked(elites, spec_seed_vectors(spec, genome))  # the elites first: CMA-ES starts at the first
+    _count_start(kube, search, controller_job)
     executor = evaluation_executor(kube, search, epoch, spec, settings, owner)
     history = ConfigMapHistory(kube, search, epoch)
+    _say_if_lost(kube, search, epoch, offsets, history)
     report = None
     if spec.storage.output is not None:  # the report lives beside the exported merges
         report = SearchReport(kube, search, epoch, spec, spec.storage.output.uri, settings, history.recorded,

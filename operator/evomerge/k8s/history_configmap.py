@@ -4,6 +4,11 @@ Each event is one key of a ConfigMap (zero-padded sequence number → compact JS
 small merge patch rather than a rewrite. A ConfigMap holds at most 1 MiB, so events fill numbered chunks of
 CHUNK_BYTES each. Every patch carries the resourceVersion this writer last saw: a second controller writing
 the same history is refused instead of interleaving events.
+
+A chunk deleted under a running controller (a cleanup script, a careless `kubectl delete cm`) is written again
+from the events this writer holds: chunks are cut by the same rule whatever writes them, so each missing chunk
+comes back with the very keys it had. Chunks missing when a controller starts cannot be known: replay keeps the
+unbroken run of events from the start, and `lost` says what was dropped.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .client import Conflict, Kube
+from .client import Conflict, Kube, NotFound
 from .naming import CHUNK_LABEL, HISTORY, history_configmap_name, owner_reference, search_labels, selector
 
 CHUNK_BYTES = 768 * 1024
@@ -37,6 +42,8 @@ class ConfigMapHistory:
         self._chunk_size = 0
         self._version = ""
         self._events: list[dict[str, Any]] = []  # what was replayed and appended, for the report
+        self.lost: str | None = None  # what replay found missing, said for the user
+        self._stale: dict[int, dict[str, Any]] = {}  # chunks after a gap: overwritten as the history reaches them
 
     def recorded(self) -> list[dict[str, Any]]:
         """Every event of this epoch so far (replayed and appended), without another request."""
@@ -49,9 +56,16 @@ class ConfigMapHistory:
         chunks = self.kube.list("ConfigMap", self.namespace, selector(self._labels()))
         chunks.sort(key=lambda c: int(c["metadata"]["labels"][CHUNK_LABEL]))
         events: list[dict[str, Any]] = []
-        for chunk in chunks:
+        for position, chunk in enumerate(chunks):
             data = chunk.get("data") or {}
-            events.extend(json.loads(data[key]) for key in sorted(data))
+            keys = sorted(data)
+            if int(chunk["metadata"]["labels"][CHUNK_LABEL]) != position or (keys and int(keys[0]) != len(events)):
+                self.lost = (f"history chunk {position} of epoch {self.epoch} is missing: replay keeps the first "
+                             f"{len(events)} events and the search evaluates again from there")
+                self._stale = {int(c["metadata"]["labels"][CHUNK_LABEL]): c for c in chunks[position:]}
+                chunks = chunks[:position]
+                break
+            events.extend(json.loads(data[key]) for key in keys)
         self._count = len(events)
         self._events = list(events)
         if chunks:
@@ -85,10 +99,14 @@ class ConfigMapHistory:
         self._events.append(event)
 
     def _patch(self, patch: dict[str, Any]) -> None:
-        """A merge patch of the current chunk, valid only if nobody wrote it since this writer did."""
-        patch = {**patch, "metadata": {**patch.get("metadata", {}), "resourceVersion": self._version}}
+        """A merge patch of the current chunk, valid only if nobody wrote it since this writer did; a chunk
+        deleted meanwhile is written again first."""
         try:
-            stored = self.kube.patch("ConfigMap", self.namespace, self._chunk, patch)  # type: ignore[arg-type]
+            try:
+                stored = self.kube.patch("ConfigMap", self.namespace, self._chunk, self._versioned(patch))  # type: ignore[arg-type]
+            except NotFound:
+                self._rewrite()
+                stored = self.kube.patch("ConfigMap", self.namespace, self._chunk, self._versioned(patch))  # type: ignore[arg-type]
         except Conflict as error:
             raise HistoryConflict(
                 f"ConfigMap {self.namespace}/{self._chunk} changed under this controller ({error}) — "
@@ -96,22 +114,51 @@ class ConfigMapHistory:
             ) from None
         self._version = stored["metadata"]["resourceVersion"]
 
+    def _versioned(self, patch: dict[str, Any]) -> dict[str, Any]:
+        return {**patch, "metadata": {**patch.get("metadata", {}), "resourceVersion": self._version}}
+
+    def _rewrite(self) -> None:
+        """Create again every chunk that is gone, from the events held here, cut as `append` cut them."""
+        chunks: list[dict[str, str]] = [{}]
+        size = 0
+        for count, event in enumerate(self._events):
+            key, line = f"{count:09d}", json.dumps(event, separators=(",", ":"), allow_nan=False)
+            if chunks[-1] and size + len(key) + len(line) > self.chunk_bytes:
+                chunks.append({})
+                size = 0
+            chunks[-1][key] = line
+            size += len(key) + len(line)
+        for index, data in enumerate(chunks):
+            try:
+                stored = self.kube.create(self._chunk_body(index, data, full=index < len(chunks) - 1))
+            except Conflict:
+                continue  # this one survived
+            if index == self._chunk_index:
+                self._version = stored["metadata"]["resourceVersion"]
+
+    def _chunk_body(self, index: int, data: dict[str, str], full: bool = False) -> dict[str, Any]:
+        metadata: dict[str, Any] = {
+            "name": history_configmap_name(self.name, self.epoch, index),
+            "namespace": self.namespace,
+            "labels": {**self._labels(), CHUNK_LABEL: str(index)},
+            "ownerReferences": [self.owner],
+        }
+        if full:
+            metadata["annotations"] = {FULL_ANNOTATION: "true"}
+        return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data}
+
     def _new_chunk(self, key: str, line: str) -> None:
         index = self._chunk_index + 1
         name = history_configmap_name(self.name, self.epoch, index)
-        body = {
-            "apiVersion": "v1",
-            "kind": "ConfigMap",
-            "metadata": {
-                "name": name,
-                "namespace": self.namespace,
-                "labels": {**self._labels(), CHUNK_LABEL: str(index)},
-                "ownerReferences": [self.owner],
-            },
-            "data": {key: line},
-        }
+        stale = self._stale.pop(index, None)
         try:
-            stored = self.kube.create(body)
+            if stale is not None:  # after a gap: this chunk's old events follow lost ones, so they are replaced
+                data: dict[str, str | None] = {k: None for k in stale.get("data") or {}}
+                stored = self.kube.patch("ConfigMap", self.namespace, name, {
+                    "metadata": {"resourceVersion": stale["metadata"]["resourceVersion"], "annotations": {FULL_ANNOTATION: None}},
+                    "data": {**data, key: line}})
+            else:
+                stored = self.kube.create(self._chunk_body(index, {key: line}))
         except Conflict as error:
             raise HistoryConflict(
                 f"history chunk {self.namespace}/{name} already exists ({error}) — another controller runs this search"

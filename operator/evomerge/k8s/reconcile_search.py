@@ -165,11 +165,15 @@ def plan_search(search: dict[str, Any], observed: SearchObservation, settings: C
             plan.events.append(Event("Normal", "Retrying", f"the spec changed; controller Job {name} retries the search"))
         elif previous and previous != name:
             plan.events.append(Event("Normal", "Reconfigured", f"controller Job {name} replaces {previous}; the search resumes from its history"))
-        _running(plan, status, generation, now, name, "created")
+        _running(plan, status, generation, now, name, "created", {"controllerStarts": None})
         return plan
     state = job_state(job)
+    starts = int(status.get("controllerStarts") or 0)
     if state.phase == ACTIVE and observed.controller_stuck:
         _stuck(plan, status, generation, now, name, *observed.controller_stuck)
+    elif state.phase == ACTIVE and starts and not (job.get("status") or {}).get("ready"):
+        # its pod ended (deleted, evicted, crashed) and the next has not started: the search is not running now
+        _running(plan, status, generation, now, name, f"restarting ({starts}): the next pod resumes from the history")
     elif state.phase == ACTIVE:
         _running(plan, status, generation, now, name, "running")
     elif state.phase == SUCCEEDED:
@@ -232,7 +236,7 @@ def _new_epoch(search, status, spec, effective, observed, settings, now) -> Plan
         seeded = f", seeded with the best recipe so far (score {best.get('score')})" if seeds else ""
         why = f"{_what_changed(observed.epoch_configmap, effective)}: epoch {number} starts over {experts}{seeded}"
     extra = {"epoch": number, "inputDigest": input_digest(effective), "startTime": now, "completionTime": None,
-             "stopReason": None, "controllerJob": name}
+             "stopReason": None, "controllerJob": name, "controllerStarts": None}
     if spec.suspend:
         plan.status = _status(status, meta.get("generation"), now, phase="Suspended",
                               ready=(False, "Suspended", "spec.suspend is true"),

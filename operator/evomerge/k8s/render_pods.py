@@ -24,6 +24,9 @@ SCRATCH_DIR = "/model"
 CANDIDATE_DIR = f"{SCRATCH_DIR}/candidate"
 TMP_DIR = "/tmp"
 SHM_DIR = "/dev/shm"
+# The exit of a container stopped by SIGTERM (128 + 15): its pod was deleted — a node drain, an eviction, a user.
+# Only the pod went; the work did not fail, so it costs no retry.
+TERMINATED = 143
 
 
 def pod_security_context(settings: ClusterSettings) -> dict[str, Any]:
@@ -155,7 +158,7 @@ def owned_job(name: str, namespace: str, owner: dict[str, Any], labels: dict[str
               permanent_exits: Iterable[int], annotations: dict[str, str] | None = None, **job_spec: Any) -> dict[str, Any]:
     """A Job owned by `owner` (deleted with it) whose pod is replaced only once it has failed; an exit of
     `container` with a permanent code (bad input: a retry cannot help) fails the Job at once, and a node
-    disruption costs no retry."""
+    disruption or a deleted pod (SIGTERM) costs no retry."""
     metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": labels,
                                 "ownerReferences": [owner_reference(owner)]}
     if annotations:
@@ -171,6 +174,7 @@ def owned_job(name: str, namespace: str, owner: dict[str, Any], labels: dict[str
                 "rules": [
                     {"action": "FailJob", "onExitCodes": {"containerName": container, "operator": "In", "values": list(permanent_exits)}},
                     {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget"}]},
+                    {"action": "Ignore", "onExitCodes": {"containerName": container, "operator": "In", "values": [TERMINATED]}},
                 ]
             },
             "template": {"metadata": {"labels": labels}, "spec": pod},

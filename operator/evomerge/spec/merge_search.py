@@ -561,6 +561,9 @@ class MergeSearchStatus(SpecModel):
     merged_model: str | None = None
     report: str | None = None
     controller_job: str | None = None
+    controller_starts: int | None = Field(
+        default=None, description="Pods the controller Job has started; from 2 on, the search resumed from its history."
+    )
     start_time: str | None = None
     completion_time: str | None = None
 
