@@ -606,14 +606,11 @@ if njit is not None:
                 _store(out, start + jj, _round(value, out))
 
 
-    @njit(parallel=True, cache=True, nogil=True, error_model="numpy")
-    def _delta_keys(expert, base, from_delta, keys, chunk):
+    @njit(cache=True, nogil=True, error_model="numpy")
+    def _delta_keys(expert, base, from_delta, keys):
         """|δ|'s magnitude keys (the order torch's sort compares in), for merge/torch_order.py."""
-        n = base.size
-        chunks = (n + chunk - 1) // chunk
-        for c in prange(chunks):
-            for j in range(c * chunk, min(n, (c + 1) * chunk)):
-                keys[j] = _key(_delta(expert, base, from_delta, j), base)
+        for j in range(base.size):
+            keys[j] = _key(_delta(expert, base, from_delta, j), base)
 
     def _serial(kernel):
         """The kernel compiled without threads (its own cache entry): for small tensors, waking threads costs more
@@ -623,8 +620,7 @@ if njit is not None:
         clone.__qualname__ = func.__qualname__ + "_serial"
         return njit(cache=True, nogil=True, error_model="numpy")(clone)
 
-    _SERIAL = {kernel: _serial(kernel) for kernel in (_histogram, _equal_counts, _masked_abs, _l1_exact, _combine, _linear,
-                                                      _delta_keys)}
+    _SERIAL = {kernel: _serial(kernel) for kernel in (_histogram, _equal_counts, _masked_abs, _l1_exact, _combine, _linear)}
 
 
 def _threads(kernel, numel: int):
@@ -876,24 +872,27 @@ def torch_order_masks(
     experts: tuple[np.ndarray, ...], base: np.ndarray, from_delta: bool, ks: list[int | None],
 ) -> list[np.ndarray | None]:
     """The masks mergekit's TIES keeps (torch's argsort order at the cut; merge/torch_order.py), None where ks[i] is None.
-    Keys are formed for all experts first (a parallel kernel), then the replays run side by side (they hold no GIL)."""
+    Experts run side by side, one per core (keys, replay and mask hold no GIL); each holds 6-12 bytes per element
+    while it runs and keeps its 1-byte mask."""
+    import os
     from concurrent.futures import ThreadPoolExecutor
 
+    wanted = [i for i, k in enumerate(ks) if k is not None]
+    masks: list[np.ndarray | None] = [None] * len(experts)
+    with ThreadPoolExecutor(max_workers=max(1, min(len(wanted), os.cpu_count() or 1))) as pool:
+        for i, mask in zip(wanted, pool.map(lambda i: _torch_order_mask(experts[i], base, from_delta, ks[i]), wanted)):
+            masks[i] = mask
+    return masks
+
+
+def _torch_order_mask(expert: np.ndarray, base: np.ndarray, from_delta: bool, k: int) -> np.ndarray:
     from .torch_order import kept_in_torch_order
 
-    wanted = [i for i, k in enumerate(ks) if k is not None]
-    keys = {}
-    for i in wanted:
-        keys[i] = np.empty(base.size, np.uint16 if base.dtype == np.uint16 else np.int32)
-        _threads(_delta_keys, base.size)(experts[i], base, from_delta, keys[i], CHUNK)
-    with ThreadPoolExecutor(max_workers=max(1, len(wanted))) as pool:
-        found = dict(zip(wanted, pool.map(lambda i: kept_in_torch_order(keys[i], ks[i]), wanted)))
-    masks: list[np.ndarray | None] = [None] * len(experts)
-    for i in wanted:
-        mask = found[i]
-        if mask is None:  # introsort's depth limit: only the real sort knows
-            magnitude = torch.from_numpy(keys[i].astype(np.int32) << 16 if base.dtype == np.uint16 else keys[i]).view(torch.float32)
-            mask = np.zeros(base.size, np.bool_)
-            mask[torch.argsort(magnitude, descending=True)[:ks[i]].numpy()] = True
-        masks[i] = mask
-    return masks
+    keys = np.empty(base.size, np.uint16 if base.dtype == np.uint16 else np.int32)
+    _delta_keys(expert, base, from_delta, keys)  # serial: the threads run one expert per core
+    mask = kept_in_torch_order(keys, k)
+    if mask is None:  # introsort's depth limit: only the real sort knows
+        magnitude = torch.from_numpy(keys.astype(np.int32) << 16 if base.dtype == np.uint16 else keys).view(torch.float32)
+        mask = np.zeros(base.size, np.bool_)
+        mask[torch.argsort(magnitude, descending=True)[:k].numpy()] = True
+    return mask

@@ -107,7 +107,8 @@ def conditions_field() -> Any:
         default_factory=list,
         max_length=16,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
-        description="Ready, Progressing and Degraded, with reason, message and observedGeneration.",
+        description="Ready, Progressing and Degraded, and kstatus' Reconciling and Stalled (derived from them, for Flux and "
+                    "helm --wait), with reason, message and observedGeneration.",
     )
 
 
