@@ -88,3 +88,25 @@ def test_a_later_epoch_numbers_its_generations_on_from_the_epochs_before_it():
     status = sink.progress()
     assert (status["round"], status["generation"], status["evaluations"]) == (2, 6, 16)
     assert [(g["round"], g["generation"]) for g in status["generations"]] == [(2, 4), (2, 5)]  # rounds from 1
+
+
+class _MinimisedRunner:
+    """A runner whose best candidate scored 6.82 on a minimised objective: its fitness is -6.82."""
+
+    optimizer = type("Optimizer", (), {"round": 0})()
+
+    def outcome(self, reason: str) -> SearchOutcome:
+        from evomerge.runner.loop import Candidate
+
+        best = Candidate("c000003", 0, 0, [0.5], {"method": "linear"}, "d", {"t/bits_per_byte": 6.82}, -6.82)
+        return SearchOutcome(best, [best], [GenerationSummary(round=0, generation=0, count=4)], reason)
+
+
+def test_best_value_is_the_objectives_own_score_not_the_negated_fitness():
+    sink = SearchStatusSink(None, {"metadata": {"namespace": "n", "name": "s"}}, {},  # type: ignore[arg-type]
+                            shown_objective="t/bits_per_byte")
+    sink.bind(_MinimisedRunner())  # type: ignore[arg-type]
+
+    best = sink.progress()["best"]
+
+    assert (best["value"], best["score"]) == ("6.82", "-6.82")  # kubectl's BEST shows the value

@@ -47,7 +47,11 @@ def test_merge_search_has_printer_columns_short_name_and_status():
     crd = render_crd("MergeSearch")
     version = crd["spec"]["versions"][0]
     assert crd["spec"]["names"]["shortNames"] == ["ms"]
-    assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Phase", "Round", "Generation", "Evaluations", "Best", "Age"]
+    columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
+    assert list(columns) == ["Phase", "Epoch", "Round", "Generation", "Evaluations", "Best", "Reason", "Age", "Message"]
+    assert columns["Best"]["jsonPath"] == ".status.best.value"  # in the objective's own direction, not the fitness
+    assert columns["Reason"]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].reason'
+    assert columns["Message"]["priority"] == 1  # kubectl get -o wide
     assert version["subresources"] == {"status": {}}
     spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
     assert spec["properties"]["merge"]["properties"]["method"]["enum"][:2] == ["linear", "task_arithmetic"]

@@ -190,7 +190,8 @@ def run_controller(kube: Kube, namespace: str, name: str, epoch: int, settings: 
     if spec.storage.output is not None:  # the report lives beside the exported merges
         report = SearchReport(kube, search, epoch, spec, spec.storage.output.uri, settings, history.recorded,
                               offsets, earlier_epochs(kube, search, epoch))
-    sink = SearchStatusSink(kube, search, offsets, report=report)
+    shown = spec.objectives[0].key if len(spec.objectives) == 1 else None  # BEST in that objective's own direction
+    sink = SearchStatusSink(kube, search, offsets, report=report, shown_objective=shown)
     runner = SearchRunner(
         spec, genome, lambda: make_optimizer(genome, spec.search, len(spec.objectives), vectors), executor,
         history, sink,

@@ -320,9 +320,11 @@ def _status(status, generation, now, phase, ready, progressing, degraded=(False,
 
 
 def _success_message(status: dict[str, Any]) -> str:
-    best = (status.get("best") or {}).get("score")
+    best = status.get("best") or {}
+    value = best.get("value", best.get("score"))
     reason = status.get("stopReason") or "finished"
-    return f"search finished ({reason}): best score {best} after {status.get('evaluations', 0)} evaluations"
+    found = f"best {value}" if value is not None else "no candidate scored"
+    return f"search finished ({reason}): {found} after {status.get('evaluations', 0)} evaluations"
 
 
 def _degraded_message(status: dict[str, Any]) -> str:

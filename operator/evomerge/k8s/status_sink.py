@@ -23,8 +23,11 @@ PARETO_LIMIT = 20
 
 class SearchStatusSink:
     def __init__(self, kube: Kube, search: dict[str, Any], offsets: dict[str, int], min_interval: float = 2.0,
-                 clock: Callable[[], float] = time.monotonic, report: SearchReport | None = None):
+                 clock: Callable[[], float] = time.monotonic, report: SearchReport | None = None,
+                 shown_objective: str | None = None):
+        """`shown_objective`: the one objective's key, whose measured score is best.value (else the fitness)."""
         meta = search["metadata"]
+        self.shown_objective = shown_objective
         self.kube, self.namespace, self.name = kube, meta["namespace"], meta["name"]
         self.offsets = {k: int(offsets.get(k, 0)) for k in ("round", "generation", "evaluations", "failedEvaluations")}
         self.min_interval = min_interval
@@ -70,9 +73,10 @@ class SearchStatusSink:
             "generations": [self._shifted(s) for s in outcome.summaries[-RECENT_GENERATIONS:]],
         }
         if outcome.best is not None:
-            status["best"] = _scored(outcome.best, with_recipe=True)
+            status["best"] = _scored(outcome.best, with_recipe=True, shown=self.shown_objective)
         if outcome.pareto_front:
-            status["paretoFront"] = [_scored(c, with_recipe=False) for c in outcome.pareto_front[:PARETO_LIMIT]]
+            status["paretoFront"] = [_scored(c, with_recipe=False, shown=self.shown_objective)
+                                     for c in outcome.pareto_front[:PARETO_LIMIT]]
         if self.report is not None and self.report.written:
             status["report"] = self.report.uri
         return status
@@ -96,8 +100,10 @@ class SearchStatusSink:
             self._best = float(best["score"])
 
 
-def _scored(candidate: Candidate, with_recipe: bool) -> dict[str, Any]:
-    scored = ScoredCandidate(candidate=candidate.id, score=candidate.fitness, scores=dict(candidate.scores or {}),
+def _scored(candidate: Candidate, with_recipe: bool, shown: str | None = None) -> dict[str, Any]:
+    scores = dict(candidate.scores or {})
+    value = scores.get(shown, candidate.fitness) if shown is not None else candidate.fitness
+    scored = ScoredCandidate(candidate=candidate.id, score=candidate.fitness, value=value, scores=scores,
                              recipe=candidate.recipe if with_recipe else {})
     wire = scored.to_wire()
     if not with_recipe:

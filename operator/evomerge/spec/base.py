@@ -72,6 +72,7 @@ class SpecModel(BaseModel):
         populate_by_name=True,
         extra="forbid",
         validate_default=True,
+        use_attribute_docstrings=True,  # a docstring under a field is its description (kubectl explain, the README)
     )
 
     def to_wire(self) -> dict[str, Any]:
@@ -162,21 +163,31 @@ def labels_field(description: str) -> Any:
 
 class Toleration(SpecModel):
     key: str | None = None
+    """The taint key tolerated; empty with Exists: every taint."""
     operator: str | None = Field(default=None, pattern="^(Exists|Equal)$")
+    """Exists or Equal (the default)."""
     value: str | None = None
+    """The taint value tolerated (with Equal)."""
     effect: str | None = Field(default=None, pattern="^(NoSchedule|PreferNoSchedule|NoExecute)$")
+    """NoSchedule, PreferNoSchedule or NoExecute; empty: all."""
     toleration_seconds: int | None = None
+    """How long a NoExecute taint is tolerated before eviction; unset: forever."""
 
 
 class LabelSelectorRequirement(SpecModel):
     key: str
+    """The label key the requirement is about."""
     operator: str = Field(pattern="^(In|NotIn|Exists|DoesNotExist)$")
+    """In, NotIn, Exists or DoesNotExist."""
     values: list[str] = Field(default_factory=list)
+    """The values In and NotIn compare with; empty for Exists and DoesNotExist."""
 
 
 class LabelSelector(SpecModel):
     match_labels: dict[str, str] = Field(default_factory=dict)
+    """Labels an Expert must carry, each with exactly this value."""
     match_expressions: list[LabelSelectorRequirement] = Field(default_factory=list)
+    """Label requirements that must all hold."""
 
     def matches(self, labels: dict[str, str]) -> bool:
         if any(labels.get(k) != v for k, v in self.match_labels.items()):

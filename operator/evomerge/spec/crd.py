@@ -169,6 +169,10 @@ MERGED_MODEL_RULES = [
     },
 ]
 
+# kubectl get's columns: (name, type, JSONPath[, description[, priority: 1 shows under -o wide only]])
+_READY_REASON = '.status.conditions[?(@.type=="Ready")].reason'
+_READY_MESSAGE = '.status.conditions[?(@.type=="Ready")].message'
+
 KINDS: dict[str, dict[str, Any]] = {
     "MergeSearch": {
         "plural": "mergesearches",
@@ -180,11 +184,14 @@ KINDS: dict[str, dict[str, Any]] = {
         "rules": MERGE_SEARCH_RULES,
         "columns": [
             ("Phase", "string", ".status.phase"),
-            ("Round", "integer", ".status.round"),
-            ("Generation", "integer", ".status.generation"),
+            ("Epoch", "integer", ".status.epoch", "Runs of this search: a changed spec or expert set starts the next."),
+            ("Round", "integer", ".status.round", "Rounds run so far, every epoch counted."),
+            ("Generation", "integer", ".status.generation", "Generations run so far, every epoch counted."),
             ("Evaluations", "integer", ".status.evaluations"),
-            ("Best", "string", ".status.best.score"),
+            ("Best", "string", ".status.best.value", "The best score in its objective's own direction."),
+            ("Reason", "string", _READY_REASON),
             ("Age", "date", ".metadata.creationTimestamp"),
+            ("Message", "string", _READY_MESSAGE, "What the Ready condition says.", 1),
         ],
     },
     "MergedModel": {
@@ -201,7 +208,9 @@ KINDS: dict[str, dict[str, Any]] = {
             ("Candidate", "integer", ".status.candidate.version"),
             ("Phase", "string", ".status.phase"),
             ("Output", "string", ".status.outputUri"),
+            ("Reason", "string", _READY_REASON),
             ("Age", "date", ".metadata.creationTimestamp"),
+            ("Message", "string", _READY_MESSAGE, "What the Ready condition says.", 1),
         ],
     },
     "Expert": {
@@ -215,6 +224,7 @@ KINDS: dict[str, dict[str, Any]] = {
         "columns": [
             ("Format", "string", ".spec.format"),
             ("Compatible", "boolean", ".status.compatible"),
+            ("Reason", "string", ".status.reason"),
             ("URI", "string", ".spec.uri"),
             ("Age", "date", ".metadata.creationTimestamp"),
         ],
@@ -344,9 +354,7 @@ def render_crd(kind: str) -> dict[str, Any]:
                     "served": True,
                     "storage": True,
                     "subresources": {"status": {}},
-                    "additionalPrinterColumns": [
-                        {"name": name, "type": type_, "jsonPath": path} for name, type_, path in info["columns"]
-                    ],
+                    "additionalPrinterColumns": [_column(*column) for column in info["columns"]],
                     "schema": {
                         "openAPIV3Schema": {
                             "type": "object",
@@ -366,6 +374,15 @@ def render_crd(kind: str) -> dict[str, Any]:
             ],
         },
     }
+
+
+def _column(name: str, type_: str, path: str, description: str | None = None, priority: int = 0) -> dict[str, Any]:
+    column: dict[str, Any] = {"name": name, "type": type_, "jsonPath": path}
+    if description:
+        column["description"] = description
+    if priority:
+        column["priority"] = priority
+    return column
 
 
 def crd_file_name(kind: str) -> str:

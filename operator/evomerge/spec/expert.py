@@ -11,8 +11,11 @@ from .base import GROUP_VERSION, Condition, ObjectMeta, SpecModel, conditions_fi
 
 class ExpertSpec(SpecModel):
     uri: str = Field(min_length=1)
+    """Where the checkpoint lives: hf://org/name, file:///abs/path, pvc://claim/path or s3://bucket/key."""
     revision: str | None = None
+    """The hub revision (branch, tag or commit) to read."""
     format: Literal["full", "lora"] = "full"
+    """full: fine-tuned weights; lora: a PEFT adapter over its base model."""
     base_model: str | None = Field(default=None, description="URI of the base model this expert was tuned from.")
 
 

@@ -42,22 +42,30 @@ class ModelSource(SpecModel):
     """Where a checkpoint lives: hf://org/name, file:///abs/path (or a plain path), pvc://claim/path, s3://bucket/key."""
 
     uri: str = Field(min_length=1)
+    """Where the checkpoint lives: hf://org/name, file:///abs/path (or a plain path), pvc://claim/path or
+    s3://bucket/key."""
     revision: str | None = None
+    """The hub revision (branch, tag or commit) to read; unset: the repository's default."""
 
 
 class ExpertSource(ModelSource):
     """A fine-tuned checkpoint (full weights or a LoRA adapter) of the base model."""
 
     name: Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")]
+    """The expert's name in recipes, reports and the genome; unique within the search."""
     format: Literal["full", "lora"] = "full"
+    """full: fine-tuned weights; lora: a PEFT adapter, merged as a task vector over baseModel."""
 
 
 class Bounds(SpecModel):
     """Search box per evolved parameter, as [low, high]."""
 
     weight: tuple[Number, Number] = DEFAULT_BOUNDS["weight"]
+    """[low, high] of each expert's weight."""
     density: tuple[Number, Number] = DEFAULT_BOUNDS["density"]
+    """[low, high] of the fraction of a task vector kept; within (0, 1]."""
     t: tuple[Number, Number] = DEFAULT_BOUNDS["t"]
+    """[low, high] of slerp's interpolation factor from the base (0) to the expert (1)."""
 
     @model_validator(mode="after")
     def _ordered(self) -> "Bounds":
@@ -84,6 +92,7 @@ class DataFlowSpec(SpecModel):
     """
 
     enabled: bool = False
+    """Search a layer path over the experts (and modelA) instead of mixing their parameters."""
     repeats: int = Field(default=3, ge=1, le=16, description="r: the layers of all path models are laid out r times.")
     evolve_scales: bool = Field(default=True, description="Evolve one input scale per slot; false: every hop has scale 1.")
     scale_bounds: tuple[Number, Number] = Field(
@@ -118,18 +127,25 @@ def one_expert_refusal(method: Method) -> str:
 
 class MergeSpec(SpecModel):
     method: MergeMethod = "task_arithmetic"
+    """The merge method, computed with mergekit's formulas."""
     granularity: Granularity = "model"
+    """model: one parameter set for the whole model; layerGroups: one per group of blocks; layers: one per block."""
     layer_groups: int = Field(default=1, ge=1, le=1024, description="Contiguous block groups when granularity is layerGroups.")
     split_modules: bool = Field(default=False, description="Separate parameters for attention and MLP tensors.")
     evolve: list[Gene] = Field(
         default_factory=lambda: ["weight"], min_length=1, max_length=3, json_schema_extra={"x-kubernetes-list-type": "set"}
     )
+    """The method's parameters the search evolves (weight, density, t); the rest keep the method's defaults."""
     bounds: Bounds = Field(default_factory=Bounds)
+    """[low, high] of each evolved parameter."""
     normalize: bool | None = Field(default=None, description="Divide by the sum of weights; unset means the method's mergekit default.")
     lambda_: Number = Field(default=1.0, alias="lambda", description="Scale of the merged task vector.")
     rescale: bool | None = None
+    """DARE's rescaling of the kept entries by 1/density; unset means mergekit's default."""
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Precision the merge is computed in; auto: the base model's."""
     data_flow: DataFlowSpec = Field(default_factory=DataFlowSpec)
+    """Data-flow (layer path) merging instead of parameter mixing."""
 
     @model_validator(mode="after")
     def _genes_fit_method(self) -> "MergeSpec":
@@ -147,6 +163,7 @@ class MergeSpec(SpecModel):
 class EarlyStopping(SpecModel):
     patience: int = Field(default=5, ge=1, description="Generations without an improvement above minDelta before stopping.")
     min_delta: Number = Field(default=0.0, ge=0)
+    """The least rise of the best fitness that counts as an improvement; at least 0."""
 
 
 class EvoGMOptions(SpecModel):
@@ -192,6 +209,7 @@ class GAOptions(SpecModel):
     mutation_sigma: Number = Field(default=0.07, ge=0, description="Gaussian mutation σ, in logits (softmax weights) or fractions of a gene's bounds.")
     mutation_rate: Number = Field(default=1.0, ge=0, le=1, description="Probability that each gene of a child is mutated.")
     tournament_size: int = Field(default=3, ge=2)
+    """Members drawn per tournament; at most populationSize."""
     softmax_weights: bool = Field(
         default=True, description="Normalise weights per layer group with a softmax (positive, summing to one); false: a box over merge.bounds.weight."
     )
@@ -256,16 +274,21 @@ class SearchSpec(SpecModel):
         f"rounds × maxGenerations generations. Unset: {_budget_defaults('rounds')}.",
     )
     seed: int = Field(default=0, ge=0)
+    """Seed of the optimizer and of subsampled objectives; a search is repeatable given its seed."""
     mode: SearchMode = Field(
         default="generational",
         description=f"async: ask a new candidate as soon as any evaluation finishes ({', '.join(ASYNC_ALGORITHMS)}); a "
         "generation is then every populationSize results.",
     )
     early_stopping: EarlyStopping | None = None
+    """Stop when the best fitness stops improving."""
     max_evaluations: int | None = Field(default=None, ge=1, description="Hard cap on candidates (cache hits included); the search also stops after populationSize × maxGenerations × rounds.")
     evogm: EvoGMOptions = Field(default_factory=EvoGMOptions)
+    """EvoGM's hyper-parameters (read when algorithm is evogm)."""
     cmaes: CMAESOptions = Field(default_factory=CMAESOptions)
+    """CMA-ES's hyper-parameters (read when algorithm is cmaes)."""
     ga: GAOptions = Field(default_factory=GAOptions)
+    """The GA's hyper-parameters (read when algorithm is ga)."""
     seeds: list[SeedRecipe] = Field(
         default_factory=list, description="mergekit recipes encoded into the genome; they join the first population."
     )
@@ -308,9 +331,12 @@ class Objective(SpecModel):
     """One lm-evaluation-harness task and the metric read from it."""
 
     task: str = Field(min_length=1, max_length=TASK_NAME_LIMIT)
+    """The lm-evaluation-harness task name (or one from evaluation.includePaths)."""
     metric: str = Field(default="acc", min_length=1, max_length=TASK_NAME_LIMIT)
+    """The metric the task reports that is scored (acc, exact_match, bits_per_byte, …)."""
     weight: Number = Field(default=1.0, gt=0, description="Share of this objective in the fitness (weights are normalised); above 0.")
     direction: Literal["maximize", "minimize"] = "maximize"
+    """maximize or minimize the metric; the BEST column shows it in this direction."""
     limit: int | None = Field(default=None, ge=1, description="Items subsampled (seeded, fixed per search).")
 
     @property
@@ -320,21 +346,31 @@ class Objective(SpecModel):
 
 class EvaluationSpec(SpecModel):
     engine: Engine = "transformers"
+    """What scores candidates: transformers in the pod, or a vLLM / TGI server beside it."""
     parallelism: int = Field(default=1, ge=1, le=1024)
+    """Evaluation Jobs running at once."""
     batch_size: int = Field(default=8, ge=1, le=4096)
+    """Items scored per forward pass."""
     candidates_per_job: int = Field(default=4, ge=1, le=1024)
+    """Candidates one evaluation Job scores in turn (transformers; servers score one each)."""
     max_failed_evaluations: int = Field(default=10, ge=0)
+    """Failed evaluations the search tolerates before it fails."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    """cpu, cuda, or auto (cuda when the pod has a GPU)."""
     include_paths: list[str] = Field(default_factory=list, description="Directories of custom lm-eval task YAMLs.")
     timeout_seconds: int = Field(default=3600, ge=10)
+    """The deadline of one evaluation Job; a Job past it counts its candidates as failed."""
     image: str | None = None
+    """The worker image of evaluation and export pods; unset: the operator's."""
     server_image: str | None = None
+    """The vLLM or TGI image beside the scorer; unset: the pinned upstream image."""
     server_args: list[str] = Field(
         default_factory=list, max_length=64,
         description="Arguments appended to the served engine's server command line in evaluation pods, e.g. "
         "[--max-model-len, '4096', --gpu-memory-utilization, '0.85'].",
     )
     resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
+    """Requests and limits of the scorer container (and of the export)."""
     gpu_memory: Quantity | None = Field(
         default=None,
         description="Memory of one accelerator of the evaluation nodes, e.g. 80Gi. With it, the controller checks "
@@ -342,6 +378,7 @@ class EvaluationSpec(SpecModel):
     )
     node_selector: dict[str, LabelValue] = labels_field("Node labels an evaluation pod must match (the pod's nodeSelector).")
     tolerations: list[Toleration] = Field(default_factory=list)
+    """Tolerations of evaluation pods, for tainted GPU nodes."""
 
 
 # Objectives are keyed by task and metric: the API server refuses the same pair twice.
@@ -350,6 +387,7 @@ _BY_TASK_AND_METRIC = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-k
 
 class ModelCache(SpecModel):
     persistent_volume_claim: str = Field(min_length=1)
+    """The PersistentVolumeClaim's name, in the search's namespace."""
 
 
 Exporter = Literal["evomerge", "mergekit"]
@@ -366,7 +404,9 @@ class GuardedObjective(SpecModel):
     """A heldOut objective a new version must not make worse beyond a tolerance, whatever it gains elsewhere."""
 
     task: str = Field(min_length=1, max_length=TASK_NAME_LIMIT)
+    """The heldOut objective's task."""
     metric: str = Field(default="acc", min_length=1, max_length=TASK_NAME_LIMIT)
+    """The heldOut objective's metric."""
     tolerance: Number = Field(
         default=0.0, ge=0,
         description="Largest drop allowed, in the metric's units (for a perplexity, of its logarithm, as the search "
@@ -431,25 +471,35 @@ class OutputSpec(SpecModel):
 
 class StorageSpec(SpecModel):
     model_cache: ModelCache | None = None
+    """A claim holding the Hugging Face cache that hf:// models resolve through."""
     output: OutputSpec | None = None
+    """Where the best merge is exported as a MergedModel; unset: nothing is published."""
 
 
 class MergeSearchSpec(SpecModel):
     base_model: ModelSource | None = None
+    """The model the experts were tuned from; task vectors are taken against it."""
     experts: list[ExpertSource] = Field(
         default_factory=list,
         max_length=64,
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]},
     )
+    """The checkpoints to merge, each with a unique name."""
     expert_selector: LabelSelector | None = Field(
         default=None, description="Also merge the Expert resources of this namespace whose labels match."
     )
     merge: MergeSpec = Field(default_factory=MergeSpec)
+    """How candidates are merged: the method, what evolves and within which bounds."""
     search: SearchSpec = Field(default_factory=SearchSpec)
+    """The optimizer and its budget."""
     objectives: list[Objective] = Field(min_length=1, max_length=32, json_schema_extra=_BY_TASK_AND_METRIC)
+    """The lm-evaluation-harness tasks each candidate is scored on; their weighted scores are its fitness."""
     held_out: list[Objective] = Field(default_factory=list, max_length=32, json_schema_extra=_BY_TASK_AND_METRIC)
+    """Tasks scored only on the final merge (not searched on), for an honest estimate."""
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    """Where and how candidates are scored: engine, parallelism, pod resources and placement."""
     storage: StorageSpec = Field(default_factory=StorageSpec)
+    """The model cache the pods read from and where the best merge is published."""
     allow_pickle: bool = Field(default=False, description="Allow pickle (.bin) checkpoints; they can run code when loaded.")
     suspend: bool = Field(default=False, description="Stop the search's pods; setting it back to false resumes from the history.")
 
@@ -540,7 +590,12 @@ class GenerationSummary(SpecModel):
 class ScoredCandidate(SpecModel):
     candidate: str = Field(description="Candidate id in the history store.")
     score: Number | None = None
+    """The fitness the search maximises: the objectives' weighted scores, minimised ones negated."""
+    value: Number | None = None
+    """The score in its objective's own direction (kubectl's BEST): one objective's metric as measured, never
+    negated; with several objectives, the fitness."""
     scores: dict[str, Number] = Field(default_factory=dict)
+    """Objective (task/metric) → score as measured."""
     recipe: dict[str, Any] = Field(default_factory=dict, json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
 
 

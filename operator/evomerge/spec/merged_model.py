@@ -11,32 +11,47 @@ from .base import GROUP_VERSION, Condition, Number, ObjectMeta, ResourceRequirem
 
 class LineageEntry(SpecModel):
     name: str
+    """base, or the expert's name."""
     uri: str
+    """Where the input lies."""
     revision: str | None = None
+    """The input's hub revision, when pinned."""
     sha256: str | None = Field(default=None, description="Content hash of the checkpoint's weight files.")
 
 
 class Scores(SpecModel):
     search: dict[str, Number] = Field(default_factory=dict)
+    """Objective (task/metric) → score on the search objectives."""
     held_out: dict[str, Number] = Field(default_factory=dict)
+    """Objective (task/metric) → score on the held-out objectives."""
 
 
 class ServingSpec(SpecModel):
     enabled: bool = False
+    """Serve the exported version from a Deployment and Service."""
     engine: Literal["tgi", "vllm"] = "tgi"
+    """The server that serves the exported version."""
     replicas: int = Field(default=1, ge=0, le=100)
+    """Server pods."""
     image: str | None = None
+    """The server image; unset: the pinned upstream image."""
     resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
+    """Requests and limits of the server container."""
 
 
 class MergedModelSpec(SpecModel):
     search: str = Field(min_length=1, description="Name of the MergeSearch that found this merge.")
     version: int = Field(default=1, ge=1)
+    """The version to export; each new best of the search raises it."""
     recipe: dict[str, Any] = Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+    """The merge recipe: method, base, experts and their parameters per layer group."""
     lineage: list[LineageEntry] = Field(default_factory=list)
+    """The inputs of the merge with their revisions."""
     scores: Scores = Field(default_factory=Scores)
+    """The scores the search measured."""
     output_uri: str = Field(min_length=1, max_length=1024, description="Where this version is exported: pvc://<claim>/<path>.")
     serving: ServingSpec = Field(default_factory=ServingSpec)
+    """An optional vLLM or TGI Deployment serving the exported version."""
 
 
 PROMOTE_ANNOTATION = "evomerge.dev/promote"  # value: the candidate version a user publishes by hand
