@@ -6,7 +6,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-SCHEMES = ("file", "hf", "pvc", "s3")
+from ..catalogue.uris import SCHEMES
+
 PVC_MOUNT_ROOT_ENV = "EVOMERGE_PVC_ROOT"
 
 

@@ -13,6 +13,8 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
+from ..catalogue.uris import URI_FIX, URI_PATTERN
+
 API_GROUP = "evomerge.dev"
 API_VERSION = "v1alpha1"
 GROUP_VERSION = f"{API_GROUP}/{API_VERSION}"
@@ -62,6 +64,12 @@ K8sName = Annotated[
     str,
     Field(min_length=1, max_length=NAME_MAX_LENGTH, pattern=NAME_PATTERN),
 ]
+
+
+def uri_field(**kwargs: Any) -> Any:
+    """A model URI: its scheme is checked at admission (the operator reads no other); the rest only a pod can."""
+    return Field(min_length=1, max_length=2048, json_schema_extra={"x-kubernetes-validations": [
+        {"rule": f"self.matches(r'{URI_PATTERN}')", "message": f"unknown URI scheme — {URI_FIX}"}]}, **kwargs)
 
 
 class SpecModel(BaseModel):

@@ -6,11 +6,11 @@ from typing import Literal
 
 from pydantic import Field
 
-from .base import GROUP_VERSION, Condition, ObjectMeta, SpecModel, conditions_field
+from .base import GROUP_VERSION, Condition, ObjectMeta, SpecModel, conditions_field, uri_field
 
 
 class ExpertSpec(SpecModel):
-    uri: str = Field(min_length=1)
+    uri: str = uri_field()
     """Where the checkpoint lives: hf://org/name, file:///abs/path, pvc://claim/path or s3://bucket/key."""
     revision: str | None = None
     """The hub revision (branch, tag or commit) to read."""

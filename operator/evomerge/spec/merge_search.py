@@ -26,6 +26,7 @@ from .base import (
     Toleration,
     conditions_field,
     labels_field,
+    uri_field,
 )
 
 MergeMethod = Literal[METHOD_NAMES]  # type: ignore[valid-type]  # the catalogue's methods
@@ -41,7 +42,7 @@ DEFAULT_BOUNDS: dict[str, tuple[float, float]] = {"weight": (0.0, 1.0), "density
 class ModelSource(SpecModel):
     """Where a checkpoint lives: hf://org/name, file:///abs/path (or a plain path), pvc://claim/path, s3://bucket/key."""
 
-    uri: str = Field(min_length=1)
+    uri: str = uri_field()
     """Where the checkpoint lives: hf://org/name, file:///abs/path (or a plain path), pvc://claim/path or
     s3://bucket/key."""
     revision: str | None = None

@@ -43,7 +43,12 @@ class MergedModelSpec(SpecModel):
     search: str = Field(min_length=1, description="Name of the MergeSearch that found this merge.")
     version: int = Field(default=1, ge=1)
     """The version to export; each new best of the search raises it."""
-    recipe: dict[str, Any] = Field(json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
+    recipe: dict[str, Any] = Field(json_schema_extra={
+        "x-kubernetes-preserve-unknown-fields": True, "required": ["method", "experts"],  # what every recipe names
+        "properties": {"method": {"type": "string", "description": "The merge method."},
+                       "experts": {"type": "array", "description": "The merged experts, each with its parameters.",
+                                   "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}}},
+    })
     """The merge recipe: method, base, experts and their parameters per layer group."""
     lineage: list[LineageEntry] = Field(default_factory=list)
     """The inputs of the merge with their revisions."""
