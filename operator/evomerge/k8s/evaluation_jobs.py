@@ -151,6 +151,11 @@ class EvaluationJobs:
             return []
         self._checked = now
         pending = [n for n in sorted(names - self._reported) if self._jobs.get(n) and job_state(self._jobs[n]).phase == ACTIVE]
+        queued = [n for n in pending if (self._jobs[n].get("spec") or {}).get("suspend")]  # type: ignore[union-attr]
+        if queued:  # waiting for Kueue's admission: not stuck, and its deadline has not started
+            self.events.post("Normal", "Queued", f"evaluation Jobs {', '.join(queued)} wait in their Kueue LocalQueue for "
+                             "admission; evaluation.timeoutSeconds counts from it", once_per=queued[0])
+            pending = [n for n in pending if n not in queued]
         if not pending:
             return []
         by_job: dict[str, list[dict[str, Any]]] = {}

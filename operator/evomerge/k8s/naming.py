@@ -17,6 +17,7 @@ SEARCH_UID_LABEL = f"{API_GROUP}/search-uid"
 MODEL_LABEL = f"{API_GROUP}/merged-model"
 COMPONENT_LABEL = f"{API_GROUP}/component"
 EPOCH_LABEL = f"{API_GROUP}/epoch"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"  # Kueue's: the LocalQueue a Job waits in
 CHUNK_LABEL = f"{API_GROUP}/chunk"
 CANDIDATES_ANNOTATION = f"{API_GROUP}/candidates"
 TEMPLATE_HASH_ANNOTATION = f"{API_GROUP}/template-hash"

@@ -27,6 +27,7 @@ from .jobs import ACTIVE, FAILED, SUCCEEDED, cause, job_state, pod_selector, stu
 from .naming import (
     CANDIDATES_ANNOTATION,
     CONTROLLER,
+    KUEUE_QUEUE_LABEL,
     SEARCH_LABEL,
     SEARCH_UID_LABEL,
     epoch_configmap_name,
@@ -171,6 +172,8 @@ def plan_search(search: dict[str, Any], observed: SearchObservation, settings: C
     starts = int(status.get("controllerStarts") or 0)
     if state.phase == ACTIVE and observed.controller_stuck:
         _stuck(plan, status, generation, now, name, *observed.controller_stuck)
+    elif state.phase == ACTIVE and (job.get("spec") or {}).get("suspend"):
+        _queued(plan, status, generation, now, name, ((job["metadata"].get("labels") or {}).get(KUEUE_QUEUE_LABEL) or "?"))
     elif state.phase == ACTIVE and starts and not (job.get("status") or {}).get("ready"):
         # its pod ended (deleted, evicted, crashed) and the next has not started: the search is not running now
         _running(plan, status, generation, now, name, f"restarting ({starts}): the next pod resumes from the history")
@@ -293,6 +296,15 @@ def _running(plan: Plan, status, generation, now, name: str, how: str, extra: di
                           progressing=(True, "Searching", f"controller Job {name} is {how}"), extra=extra)
     if status.get("phase") != "Running" and not any(e.reason in ("EpochStarted", "Resumed", "Reconfigured", "Retrying") for e in plan.events):
         plan.events.append(Event("Normal", "Running", f"controller Job {name} runs the search"))
+
+
+def _queued(plan: Plan, status, generation, now, name: str, queue: str) -> None:
+    """A controller Job Kueue has not admitted yet: a healthy wait (Progressing), not a failure nor a late search."""
+    message = f"controller Job {name} waits in Kueue LocalQueue {queue} for admission"
+    plan.status = _status(status, generation, now, phase="Queued", ready=(False, "Queued", message),
+                          progressing=(True, "Queued", message), extra={"controllerJob": name})
+    if status.get("phase") != "Queued":
+        plan.events.append(Event("Normal", "Queued", message))
 
 
 def _stuck(plan: Plan, status, generation, now, name: str, reason: str, message: str) -> None:

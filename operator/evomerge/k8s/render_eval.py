@@ -27,26 +27,9 @@ from ..models.uris import parse_uri
 from ..spec.merge_search import MergeSearchSpec
 from .naming import CANDIDATES_ANNOTATION, EVALUATION, epoch_configmap_name, owner_reference, search_labels
 from .render_pods import (
-    CANDIDATE_DIR,
-    JOB_DIR,
-    RECIPE_FILE,
-    RECIPES_FILE,
-    SCRATCH_DIR,
-    SHM_DIR,
-    SPEC_DIR,
-    SPEC_FILE,
-    TMP_DIR,
-    container_security_context,
-    input_uris,
-    model_cache_claim,
-    model_volumes,
-    owned_job,
-    placement,
-    pod_path,
-    pod_security_context,
-    resources,
-    tmp_volume,
-    worker_env,
+    CANDIDATE_DIR, JOB_DIR, RECIPES_FILE, RECIPE_FILE, SCRATCH_DIR, SHM_DIR, SPEC_DIR, SPEC_FILE, TMP_DIR,
+    container_security_context, input_uris, model_cache_claim, model_volumes, owned_job, placement, pod_path,
+    pod_security_context, queue_name, resources, tmp_volume, worker_env,
 )
 from .render_search import SPEC_KEY
 from .settings import ClusterSettings
@@ -141,8 +124,8 @@ def render_eval_job(
         pod["containers"] = [_scorer(spec, settings, scorer_mounts, limits, True, held_out)]
     return owned_job(name, meta["namespace"], owner, labels, pod, "score", [SCORER_PERMANENT_EXIT],
                      annotations={CANDIDATES_ANNOTATION: ",".join(candidate_ids)},
-                     backoffLimit=settings.evaluation_backoff_limit, activeDeadlineSeconds=spec.evaluation.timeout_seconds,
-                     ttlSecondsAfterFinished=settings.evaluation_ttl_seconds)
+                     queue=queue_name(spec, settings), backoffLimit=settings.evaluation_backoff_limit,
+                     activeDeadlineSeconds=spec.evaluation.timeout_seconds, ttlSecondsAfterFinished=settings.evaluation_ttl_seconds)
 
 
 def _volumes(search: str, job: str, epoch: int, spec: MergeSearchSpec,

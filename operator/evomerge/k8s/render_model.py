@@ -27,20 +27,8 @@ from .naming import (
     serving_name,
 )
 from .render_pods import (
-    JOB_DIR,
-    SHM_DIR,
-    TMP_DIR,
-    container_security_context,
-    kept_output_path,
-    model_cache_claim,
-    model_volumes,
-    owned_job,
-    placement,
-    pod_path,
-    pod_security_context,
-    resources,
-    tmp_volume,
-    worker_env,
+    JOB_DIR, SHM_DIR, TMP_DIR, container_security_context, kept_output_path, model_cache_claim, model_volumes,
+    owned_job, placement, pod_path, pod_security_context, queue_name, resources, tmp_volume, worker_env,
 )
 from .render_search import spec_document
 from .settings import ClusterSettings
@@ -132,8 +120,8 @@ def render_export_job(model: dict[str, Any], search_spec: MergeSearchSpec, setti
         "volumes": [{"name": "job", "configMap": {"name": name}}, tmp, *volumes],
         **placement(search_spec),
     }
-    return owned_job(name, meta["namespace"], model, job_labels, pod, "export", [2], backoffLimit=settings.evaluation_backoff_limit,
-                     activeDeadlineSeconds=search_spec.evaluation.timeout_seconds)
+    return owned_job(name, meta["namespace"], model, job_labels, pod, "export", [2], queue=queue_name(search_spec, settings),
+                     backoffLimit=settings.evaluation_backoff_limit, activeDeadlineSeconds=search_spec.evaluation.timeout_seconds)
 
 
 def render_serving_deployment(model: dict[str, Any], settings: ClusterSettings) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any, Iterable
 from ..evaluate.worker import TERMINATION_LOG, TERMINATION_LOG_ENV
 from ..models.uris import PVC_MOUNT_ROOT_ENV, UriError, parse_uri
 from ..spec.merge_search import KEPT_OUTPUT_FIX, KEPT_OUTPUT_PATTERN, MergeSearchSpec
-from .naming import owner_reference
+from .naming import KUEUE_QUEUE_LABEL, owner_reference
 from .settings import ClusterSettings
 
 SPEC_DIR = "/etc/evomerge/spec"
@@ -154,11 +154,21 @@ def placement(spec: MergeSearchSpec) -> dict[str, Any]:
     return out
 
 
+def queue_name(spec: MergeSearchSpec, settings: ClusterSettings) -> str | None:
+    """The Kueue LocalQueue of a search's Jobs: its own, else the chart's, else none."""
+    return spec.evaluation.queue_name or settings.queue_name or None
+
+
 def owned_job(name: str, namespace: str, owner: dict[str, Any], labels: dict[str, str], pod: dict[str, Any], container: str,
-              permanent_exits: Iterable[int], annotations: dict[str, str] | None = None, **job_spec: Any) -> dict[str, Any]:
+              permanent_exits: Iterable[int], annotations: dict[str, str] | None = None, queue: str | None = None,
+              **job_spec: Any) -> dict[str, Any]:
     """A Job owned by `owner` (deleted with it) whose pod is replaced only once it has failed; an exit of
     `container` with a permanent code (bad input: a retry cannot help) fails the Job at once, and a node
-    disruption or a deleted pod (SIGTERM) costs no retry."""
+    disruption or a deleted pod (SIGTERM) costs no retry. With a Kueue `queue` it is created suspended in that
+    LocalQueue: Kueue unsuspends it on admission, and its activeDeadlineSeconds counts from then (status.startTime)."""
+    if queue:
+        labels = {**labels, KUEUE_QUEUE_LABEL: queue}
+        job_spec = {**job_spec, "suspend": True}
     metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": labels,
                                 "ownerReferences": [owner_reference(owner)]}
     if annotations:

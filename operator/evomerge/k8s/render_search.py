@@ -24,16 +24,8 @@ from .naming import (
     search_labels,
 )
 from .render_pods import (
-    TMP_DIR,
-    container_security_context,
-    input_uris,
-    model_cache_claim,
-    model_volumes,
-    owned_job,
-    pod_security_context,
-    resources,
-    tmp_volume,
-    worker_env,
+    TMP_DIR, container_security_context, input_uris, model_cache_claim, model_volumes, owned_job,
+    pod_security_context, queue_name, resources, tmp_volume, worker_env,
 )
 from .settings import ClusterSettings
 
@@ -164,4 +156,4 @@ def render_controller_job(search: dict[str, Any], epoch: Epoch, settings: Cluste
         "volumes": [tmp, *volumes],
     }
     return owned_job(name, meta["namespace"], search, job_labels, pod, CONTROLLER, PERMANENT_EXIT_CODES,
-                     backoffLimit=settings.controller_backoff_limit)
+                     queue=queue_name(epoch.spec, settings), backoffLimit=settings.controller_backoff_limit)

@@ -41,6 +41,7 @@ class ClusterSettings:
     pvc_root: str = "/mnt/pvc"
     cache_mount: str = "/models"
     server_port: int = 8080  # of an evaluation pod's server, on the pod's own network
+    queue_name: str = ""  # the Kueue LocalQueue of searches that name none ("": no queueing)
 
     def server_image(self, engine: str) -> str:
         """The image of a served engine's server: its `<engine>_image` setting."""

@@ -34,7 +34,7 @@ Granularity = Literal["model", "layerGroups", "layers"]
 Gene = Literal[GENES]  # type: ignore[valid-type]
 Algorithm = Literal[ALGORITHM_NAMES]  # type: ignore[valid-type]  # the catalogue's algorithms
 SearchMode = Literal[MODES]  # type: ignore[valid-type]
-Phase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]
+Phase = Literal["Pending", "Queued", "Running", "Succeeded", "Failed", "Suspended"]
 
 DEFAULT_BOUNDS: dict[str, tuple[float, float]] = {"weight": (0.0, 1.0), "density": (0.1, 1.0), "t": (0.0, 1.0)}
 
@@ -360,7 +360,9 @@ class EvaluationSpec(SpecModel):
     """cpu, cuda, or auto (cuda when the pod has a GPU)."""
     include_paths: list[str] = Field(default_factory=list, description="Directories of custom lm-eval task YAMLs.")
     timeout_seconds: int = Field(default=3600, ge=10)
-    """The deadline of one evaluation Job; a Job past it counts its candidates as failed."""
+    """The deadline of one evaluation Job, counted from its start (time queued in Kueue is free); past it, its candidates fail."""
+    queue_name: str | None = Field(default=None, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    """Kueue LocalQueue for every Job of the search (created suspended, run when admitted); unset: the chart's kueue.queueName."""
     image: str | None = None
     """The worker image of evaluation and export pods; unset: the operator's."""
     server_image: str | None = None
