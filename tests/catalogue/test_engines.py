@@ -17,7 +17,7 @@ def test_the_spec_accepts_exactly_the_catalogued_engines():
     for name in ENGINES:
         assert EvaluationSpec(engine=name).engine == name
     with pytest.raises(ValueError, match="engine"):
-        EvaluationSpec(engine="sglang")
+        EvaluationSpec(engine="triton")
 
 
 def test_a_served_engine_has_a_pinned_image_and_an_in_process_one_has_none():
@@ -42,3 +42,5 @@ def test_served_engines_need_a_url_and_only_they_take_an_adapter():
             EngineOptions(engine=name)
     with pytest.raises(ValueError, match="use engine tgi or vllm"):
         EngineOptions(engine="transformers", adapter="x")
+    with pytest.raises(ValueError, match="use engine tgi or vllm"):
+        EngineOptions(engine="sglang", url="http://127.0.0.1:1", adapter="x")  # its client scores merged checkpoints

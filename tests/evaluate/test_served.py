@@ -1,8 +1,9 @@
-"""A batch scored through the real vLLM server with in-place swaps (evaluate/served.py), as an evaluation pod
-scores it: the server started on the batch's first candidate, the later ones are merged here and swapped in.
+"""A batch scored through a server with in-place swaps (evaluate/served.py), as an evaluation pod scores it:
+the server started on the batch's first candidate, the later ones are merged here and swapped in.
 
-The server is the test session's (tests/support/vllm.py), serving the nano zoo's base; the batch's first
-candidate is a merge equal to the base, so the server starts on "the merge step's output" as in a pod.
+vLLM is the real server, the test session's (tests/support/vllm.py), serving the nano zoo's base; the
+batch's first candidate is a merge equal to the base, so the server starts on "the merge step's output" as
+in a pod. SGLang, which cannot run here, is its look-alike (FakeSGLang).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from evomerge.evaluate.batch import score_batch
 from evomerge.evaluate.engines.resident import ResidentEngine
 from evomerge.merge.recipe import ExpertWeights, MergeRecipe
 from evomerge.spec.merge_search import MergeSearchSpec
+from tests.evaluate.support import ALL_TYPES
+from tests.support.fake_servers import FakeSGLang
 from tests.support.zoo_tasks import FIT_KEY, FIT_TASK, write_fit_tasks
 
 SKILLS = ("add", "rev")
@@ -66,3 +69,29 @@ def test_one_server_scores_a_batch_as_the_in_process_engine_does(vllm_server, na
     assert [item["scores"] for item in served] == [pytest.approx(e, rel=1e-5) for e in expected]
     assert len({e[FIT_KEY] for e in expected}) == 3  # the candidates differ, so equal numbers mean the swaps took
     assert sorted(p.name for p in served_dir.parent.iterdir()) == ["candidate", "candidate-2"]  # the previous swap's folder is gone
+
+
+def test_an_sglang_batch_swaps_through_update_weights_from_disk(tiny_family, task_dir, tmp_path):
+    """SGLang's look-alike (tests/support/fake_servers.FakeSGLang: SGLang has no CPU build to run here) serves
+    the batch's first candidate, a merge equal to the base; the later ones are swapped in and scored."""
+    search = MergeSearchSpec.model_validate({
+        "baseModel": {"uri": str(tiny_family["base"])},
+        "experts": [{"name": "e0", "uri": str(tiny_family["expert0"])}, {"name": "e1", "uri": str(tiny_family["expert1"])}],
+        "objectives": ALL_TYPES,
+        "evaluation": {"engine": "sglang", "includePaths": [str(task_dir)], "device": "cpu"},
+    })
+    recipes = [MergeRecipe("task_arithmetic", str(tiny_family["base"]),
+                           tuple(ExpertWeights(f"e{i}", str(tiny_family[f"expert{i}"]), {"weight": {"all": w}}) for i, w in enumerate(ws)))
+               for ws in ((0.0, 0.0), (1.0, 0.0), (0.2, 0.7))]
+    folder = tmp_path / "candidate"
+    folder.symlink_to(tiny_family["base"])
+    with FakeSGLang(tiny_family["base"]) as server:
+        served = score_batch([{"id": f"c{i}", "recipe": r.to_dict()} for i, r in enumerate(recipes)], search,
+                             model_dir=folder, server_url=server.url)
+        assert server.counters.paths.count("POST /update_weights_from_disk") == 2
+    in_process = search.model_copy(update={"evaluation": search.evaluation.model_copy(update={"engine": "transformers"})})
+    resident = ResidentEngine.from_spec(in_process, in_process.objectives, tiny_family["base"],
+                                        {"e0": tiny_family["expert0"], "e1": tiny_family["expert1"]})
+    expected = [resident.score(r) for r in recipes]
+    assert [item.get("scores") for item in served] == [pytest.approx(e, rel=1e-5) for e in expected]
+    assert expected[0] != pytest.approx(expected[1], rel=1e-5)  # different merges: equal numbers mean the swaps took

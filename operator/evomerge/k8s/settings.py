@@ -23,6 +23,7 @@ class ClusterSettings:
     image_pull_policy: str = "IfNotPresent"
     tgi_image: str = server_image("tgi")
     vllm_image: str = server_image("vllm")
+    sglang_image: str = server_image("sglang")
     controller_service_account: str = "evomerge-controller"
     controller_cluster_role: str = "evomerge-controller"
     evaluation_service_account: str = "evomerge-evaluation"

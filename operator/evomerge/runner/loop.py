@@ -80,7 +80,10 @@ class SearchRunner:
         history: HistoryStore,
         sink: StatusSink | None = None,
         clock: Callable[[], float] = time.monotonic,
+        in_flight: int | None = None,
     ):
+        """`in_flight`: how many evaluations async mode keeps running (default evaluation.parallelism); the
+        cluster keeps every evaluation pod's batch full with parallelism × candidates per pod."""
         self.spec = spec
         self.genome = genome
         self.optimizer = make_optimizer()
@@ -90,6 +93,7 @@ class SearchRunner:
         self.clock = clock
         self.multi_objective = self.optimizer.entry.multi_objective
         self.asynchronous = spec.search.mode == "async"  # the spec admits it only for an algorithm that supports it
+        self.in_flight = in_flight or spec.evaluation.parallelism
         self.candidates: dict[str, Candidate] = {}
         self.by_digest: dict[str, Candidate] = {}
         self.summaries: list[GenerationSummary] = []
@@ -288,10 +292,10 @@ class SearchRunner:
 
     # ---- asynchronous mode ----------------------------------------------------------------------
     def _run_async(self) -> str:
-        """Keep `evaluation.parallelism` evaluations in flight; ask one candidate whenever a slot frees."""
+        """Keep `in_flight` evaluations running; ask one candidate whenever a slot frees."""
         self._summary_clock = self.clock()
         in_flight = self._settle_async()
-        slots = self.spec.evaluation.parallelism
+        slots = self.in_flight
         while True:
             reason = self._async_stop_reason()
             while reason is None and len(in_flight) < slots:

@@ -347,13 +347,13 @@ class Objective(SpecModel):
 
 class EvaluationSpec(SpecModel):
     engine: Engine = "transformers"
-    """What scores candidates: transformers in the pod, or a vLLM / TGI server beside it."""
+    """What scores candidates: transformers in the pod, or a vLLM / SGLang / TGI server beside it."""
     parallelism: int = Field(default=1, ge=1, le=1024)
     """Evaluation Jobs running at once."""
     batch_size: int = Field(default=8, ge=1, le=4096)
     """Items scored per forward pass."""
     candidates_per_job: int = Field(default=4, ge=1, le=1024)
-    """Candidates one evaluation Job scores in turn (transformers; servers score one each)."""
+    """Candidates one evaluation Job scores in turn: in process (transformers) or from one server start (vllm, sglang); TGI scores one per pod."""
     max_failed_evaluations: int = Field(default=10, ge=0)
     """Failed evaluations the search tolerates before it fails."""
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -22,7 +22,7 @@ from evomerge.merge.export import export_merge
 from evomerge.merge.inputs import open_recipe_inputs
 from evomerge.merge.recipe import ExpertWeights, MergeRecipe
 from tests.evaluate.support import ALL_TYPES, FAST
-from tests.support.fake_servers import FakeTGI, FakeVLLM
+from tests.support.fake_servers import FakeSGLang, FakeTGI, FakeVLLM
 from tests.support.tiny_models import build_lora_adapter
 
 PAIRS = [
@@ -32,7 +32,7 @@ PAIRS = [
     ("the grass is ", "green"),  # trailing space moves to the continuation
     ("a b a b", " a"),
 ]
-SERVERS = {"tgi": FakeTGI, "vllm": FakeVLLM}
+SERVERS = {"tgi": FakeTGI, "vllm": FakeVLLM, "sglang": FakeSGLang}
 
 
 def _requests(kind: str, args: list[tuple], task: str = "t") -> list[Instance]:
@@ -63,7 +63,7 @@ def _with_greedy_pair(hflm, tokenizer) -> list[tuple[str, str]]:
     raise AssertionError("the tiny model decodes a special token first after every probe context")
 
 
-@pytest.mark.parametrize("engine", ["tgi", "vllm"])
+@pytest.mark.parametrize("engine", ["tgi", "vllm", "sglang"])
 def test_loglikelihood_per_request_matches_resident(engine, resident, tiny_family):
     hflm, tokenizer = resident
     pairs = _with_greedy_pair(hflm, tokenizer)
@@ -78,7 +78,7 @@ def test_loglikelihood_per_request_matches_resident(engine, resident, tiny_famil
         assert got_greedy == want_greedy, pair
 
 
-@pytest.mark.parametrize("engine", ["tgi", "vllm"])
+@pytest.mark.parametrize("engine", ["tgi", "vllm", "sglang"])
 def test_rolling_and_generation_match_resident(engine, resident, tiny_family):
     hflm, tokenizer = resident
     texts = [("the sky is blue and the grass is green",), ("a b a b a b a b",)]
@@ -92,7 +92,7 @@ def test_rolling_and_generation_match_resident(engine, resident, tiny_family):
     assert generated == hflm.generate_until(_requests("generate_until", prompts))
 
 
-@pytest.mark.parametrize("engine", ["tgi", "vllm"])
+@pytest.mark.parametrize("engine", ["tgi", "vllm", "sglang"])
 def test_every_task_type_scores_like_the_resident_engine(engine, tiny_family, task_dir):
     expected = evaluate_model(tiny_family["expert1"], ALL_TYPES, [str(task_dir)])
     with SERVERS[engine](tiny_family["expert1"]) as server:

@@ -1,34 +1,34 @@
 """Engines: where the merged model runs while lm-eval scores it.
 
-`transformers` (resident.py) merges and scores in this process; `tgi` and `vllm` score a model served
-elsewhere, through `ServerLM` (server.py) and a protocol backend (tgi.py, vllm.py).
+`transformers` (resident.py) merges and scores in this process; the served engines (catalogue/engines.py)
+score a model served elsewhere, through `ServerLM` (server.py) and a protocol backend (tgi.py, vllm.py,
+sglang.py).
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
+from ...catalogue.engines import ENGINES
 from .options import EngineOptions
+
+# Each served engine's protocol client (module, class), imported when a server is scored.
+BACKENDS = {"tgi": (".tgi", "TGIBackend"), "vllm": (".vllm", "VLLMBackend"), "sglang": (".sglang", "SGLangBackend")}
 
 if TYPE_CHECKING:
     from .server import ServerLM
 
 
 def make_server_lm(options: EngineOptions, tokenizer: Any, greedy_tasks: frozenset[str] | None = None) -> "ServerLM":
-    """An lm-eval model over the TGI or vLLM server at options.url; waits until the server is ready.
+    """An lm-eval model over the served engine's server at options.url; waits until the server is ready.
 
     Imports lm-eval only when called: the options type must stay importable in the slim operator image.
     """
     from .server import ServerLM
 
-    if options.engine == "tgi":
-        from .tgi import TGIBackend
-
-        backend: Any = TGIBackend(options, tokenizer)
-    elif options.engine == "vllm":
-        from .vllm import VLLMBackend
-
-        backend = VLLMBackend(options, tokenizer)
-    else:
+    if not ENGINES[options.engine].served:
         raise ValueError(f"engine {options.engine!r} runs in-process; make_server_lm is for the served engines")
+    module, name = BACKENDS[options.engine]
+    backend = getattr(importlib.import_module(module, __name__), name)(options, tokenizer)
     return ServerLM(backend, tokenizer, options.concurrency, greedy_tasks)

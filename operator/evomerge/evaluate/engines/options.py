@@ -40,9 +40,9 @@ class EngineOptions:
                              "for example http://127.0.0.1:8080")
         if self.logprobs not in ("prompt_logprobs", "echo"):
             raise ValueError("engine_options.logprobs: use prompt_logprobs (vLLM) or echo (OpenAI-style servers)")
-        if self.adapter is not None and not ENGINES[self.engine].served:
-            raise ValueError("engine_options.adapter: a LoRA adapter is selected on a server — use engine "
-                             + " or ".join(name for name, entry in ENGINES.items() if entry.served))
+        if self.adapter is not None and not ENGINES[self.engine].hosts_adapters:
+            raise ValueError("engine_options.adapter: a LoRA adapter is selected on a server that hosts adapters — use "
+                             "engine " + " or ".join(name for name, entry in ENGINES.items() if entry.hosts_adapters))
         if self.adapter is not None and self.served_model is not None:
             raise ValueError("engine_options: set adapter or served_model, not both — vLLM serves the adapter as a model")
         if self.concurrency < 1 or self.batch_size < 1 or self.retry_attempts < 1:

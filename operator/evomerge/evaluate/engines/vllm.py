@@ -15,26 +15,18 @@ import requests
 
 from .options import EngineOptions
 from .server import GenerateRequest, ScoreRequest
-from .transport import ServerError, call_with_retries, describe, status_of, wait_until_ready
+from .http_backend import JsonHttpBackend
+from .transport import ServerError, call_with_retries, describe, status_of
 
 DEFAULT_MAX_MODEL_LEN = 2048
 
 
-class VLLMBackend:
+class VLLMBackend(JsonHttpBackend):
     name = "vllm"
 
     def __init__(self, options: EngineOptions, tokenizer: Any, sleep: Callable[[float], None] = time.sleep):
-        assert options.url is not None, "EngineOptions guarantees a url for server engines"
-        self.url = options.url.rstrip("/")
-        self.tokenizer = tokenizer
-        self.retry = options.retry
-        self.sleep = sleep
-        self.timeout_s = options.timeout_s
+        super().__init__(options, tokenizer, sleep)
         self.mode = options.logprobs
-        self.session = requests.Session()
-        if options.api_key:
-            self.session.headers["Authorization"] = f"Bearer {options.api_key}"
-        wait_until_ready(self._probe, self.url, options.ready_timeout_s, options.ready_interval_s, sleep=sleep)
         served = call_with_retries(lambda: self._request("GET", "/v1/models"), self.retry, f"GET {self.url}/v1/models", sleep)
         entries = {m["id"]: m for m in served.get("data", [])}
         if not entries:
@@ -85,9 +77,6 @@ class VLLMBackend:
         """
         self._control("/collective_rpc", {"method": "reload_weights", "kwargs": {"weights_path": str(weights_dir)}})
         self._control("/reset_prefix_cache")
-
-    def close(self) -> None:
-        self.session.close()
 
     # ---- responses --------------------------------------------------------------------------------------------
     def _from_prompt_logprobs(self, choice: dict[str, Any], ids: list[int], scored: range) -> tuple[float, bool]:
@@ -143,11 +132,3 @@ class VLLMBackend:
                 raise ServerError(f"{what} is not served — start vLLM with VLLM_SERVER_DEV_MODE=1 so that it can take "
                                   "new weights in place") from error
             raise ServerError(f"{what} failed — {describe(error)}") from error
-
-    def _request(self, method: str, path: str, body: dict[str, Any] | None = None, want_json: bool = True) -> Any:
-        response = self.session.request(method, self.url + path, json=body, timeout=self.timeout_s)
-        response.raise_for_status()
-        return response.json() if want_json else None
-
-    def _probe(self) -> None:
-        self.session.get(self.url + "/health", timeout=self.timeout_s).raise_for_status()
