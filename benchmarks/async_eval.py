@@ -115,7 +115,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--workers", type=int, nargs="+", default=[4, 8])
-    parser.add_argument("--markdown-out", type=Path, help="Also write the table here (benchmarks/results/async_eval.md feeds the README).")
+    parser.add_argument("--markdown-out", type=Path, help="Also write the table here (benchmarks/results/async_eval.md feeds docs/benchmarks.md).")
     args = parser.parse_args()
     cpu = time.process_time()
     lines = [

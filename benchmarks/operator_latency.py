@@ -308,7 +308,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--searches", type=int, default=50)
     parser.add_argument("--samples", type=int, default=5)
-    parser.add_argument("--markdown-out", type=Path, help="Also write the table here (benchmarks/results/operator_latency.md feeds the README).")
+    parser.add_argument("--markdown-out", type=Path, help="Also write the table here (benchmarks/results/operator_latency.md feeds docs/benchmarks.md).")
     args = parser.parse_args()
 
     build = subprocess.run(["bash", str(REPO / "hack" / "controlplane" / "build.sh")], capture_output=True, text=True, check=True)

@@ -515,7 +515,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--budget", type=int, default=160, help="Equal budget of the comparison (random runs 10×).")
     parser.add_argument("--cap", type=int, default=160, help="Longest run of the others, to count evaluations to reach random's best.")
-    parser.add_argument("--markdown-out", type=Path, help="Also write the report here (benchmarks/results/optimizers.md feeds the README).")
+    parser.add_argument("--markdown-out", type=Path, help="Also write the report here (benchmarks/results/optimizers.md feeds docs/benchmarks.md).")
     args = parser.parse_args()
     if args.budget % POPULATION:
         parser.error(f"--budget must be a multiple of populationSize {POPULATION}, got {args.budget}")

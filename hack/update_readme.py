@@ -1,4 +1,4 @@
-"""Regenerate the generated blocks of README.md (the spec reference; tables written by benchmarks)."""
+"""Regenerate the generated blocks: README.md's spec reference, and docs/benchmarks.md's tables written by benchmarks."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ sys.path.insert(0, str(REPO / "operator"))
 from evomerge.spec.reference import render_reference  # noqa: E402
 
 
-# README block → the benchmark result file that fills it (benchmarks/results/)
+# docs/benchmarks.md block → the benchmark result file that fills it (benchmarks/results/)
+BENCHMARKS_PAGE = REPO / "docs" / "benchmarks.md"
 BENCHMARK_BLOCKS = (
     ("zoo-landscape", "zoo_landscape.md"),
     ("optimizers", "optimizers.md"),
@@ -25,18 +26,19 @@ BENCHMARK_BLOCKS = (
 def replace_block(text: str, name: str, body: str) -> str:
     pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
     if not pattern.search(text):
-        raise SystemExit(f"README.md has no {name} markers")
+        raise SystemExit(f"no {name} markers")
     return pattern.sub(lambda m: m.group(1) + body.rstrip("\n") + "\n" + m.group(2), text)
 
 
 def main() -> None:
     readme = REPO / "README.md"
-    text = replace_block(readme.read_text(), "spec-reference", render_reference())
+    readme.write_text(replace_block(readme.read_text(), "spec-reference", render_reference()))
+    text = BENCHMARKS_PAGE.read_text()
     for block, result in BENCHMARK_BLOCKS:
         measured = REPO / "benchmarks" / "results" / result
         if measured.exists() and f"<!-- {block}:start -->" in text:
             text = replace_block(text, block, measured.read_text())
-    readme.write_text(text)
+    BENCHMARKS_PAGE.write_text(text)
 
 
 if __name__ == "__main__":
