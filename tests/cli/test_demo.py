@@ -36,3 +36,33 @@ def test_demo_searches_the_zoo_in_one_round_and_prints_the_comparison(tmp_path: 
     assert rows["evolved merge"].split("│")[4].strip() == "—" and "evolvedTest" not in comparison["evolved merge"]
     items = json.loads((run / "comparison_items.json").read_text())
     assert set(items) == set(comparison) and all(len(o["values"]) > 0 for row in items.values() for o in row.values())
+
+
+def _vllm_servers_on(model_dir: Path) -> list[int]:
+    """Pids of vLLM API servers serving `model_dir` (read from /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"vllm.entrypoints.openai.api_server" in argv and str(model_dir).encode() in argv:
+            pids.append(int(entry.name))
+    return pids
+
+
+def test_demo_with_engine_vllm_scores_through_one_real_server_and_stops_it(tmp_path: Path):
+    from evomerge.zoo import build_zoo
+
+    result = evomerge("demo", "--size", "nano", "--generations", "1", "--population", "2", "--run-dir", str(tmp_path),
+                      "--quiet", "--engine", "vllm")
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "nano-evogm-0"
+    assert json.loads((run / "spec.json").read_text())["evaluation"]["engine"] == "vllm"
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["evaluations"] == 2, summary
+    # One server for the search, its held-out scores and the comparison table; gone once the demo exits.
+    assert [p.name for p in (run / "server").iterdir()] == ["vllm-0.log"]
+    assert _vllm_servers_on(build_zoo("nano", seed=0).base) == []
+    rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") > 3}
+    assert abs(float(rows["evolved merge"].split("│")[2]) - summary["best"]["fitness"]) < 5e-4

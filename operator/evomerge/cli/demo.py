@@ -12,7 +12,8 @@ from ..spec import MergeSearch
 from ..spec.merge_search import PromotionSpec
 
 
-def demo_search(zoo, algorithm: str, seed: int, generations: int, population: int) -> MergeSearch:
+def demo_search(zoo, algorithm: str, seed: int, generations: int, population: int,
+                engine: str = "transformers") -> MergeSearch:
     """The demo's MergeSearch: every zoo expert (distractors included), one objective per skill."""
     experts = [{"name": name, "uri": str(path)} for name, path in sorted(zoo.experts.items())]
     return MergeSearch.model_validate({
@@ -26,7 +27,7 @@ def demo_search(zoo, algorithm: str, seed: int, generations: int, population: in
                        "seed": seed},
             "objectives": [{"task": zoo.search_tasks[s], "metric": zoo.metric} for s in zoo.skills],
             "heldOut": [{"task": zoo.heldout_tasks[s], "metric": zoo.metric} for s in zoo.skills],
-            "evaluation": {"includePaths": [str(zoo.tasks_dir)], "device": "cpu", "batchSize": 256},
+            "evaluation": {"engine": engine, "includePaths": [str(zoo.tasks_dir)], "device": "cpu", "batchSize": 256},
         },
     })
 
@@ -64,25 +65,26 @@ def _mean(scores: dict[str, float], objectives) -> float:
 
 
 def run_demo(size: str, seed: int, algorithm: str, generations: int, population: int, run_dir: Path,
-             console: Console, quiet: bool = False) -> tuple[MergeSearch, list[Comparison]]:
+             console: Console, quiet: bool = False, engine: str = "transformers") -> tuple[MergeSearch, list[Comparison]]:
     from ..merge.recipe import MergeRecipe
     from ..report.render import write_report
     from ..report.run_data import write_comparison
     from ..runner.compare import compare_recipes, reference_recipes
-    from ..runner.local import run_local
+    from ..runner.local import SERVER_LOGS, evaluation_worker, run_local
     from ..zoo import build_zoo
     from .progress import TerminalSink
 
     zoo = build_zoo(size, seed=seed, progress=None if quiet else (lambda line: console.print(f"zoo: {line}")))
-    search = demo_search(zoo, algorithm, seed, generations, population)
+    search = demo_search(zoo, algorithm, seed, generations, population, engine)
     sink = TerminalSink(console, quiet=quiet)
-    try:
-        result = run_local(search, run_dir, sink)
-    finally:
-        sink.close()
-    best = MergeRecipe.from_dict(result.outcome.best.recipe)
-    recipes = {**reference_recipes(best), EVOLVED: best}
-    rows = compare_recipes(search, recipes)
+    with evaluation_worker(search.spec, run_dir / SERVER_LOGS) as worker:  # engine vllm: one server, then stopped
+        try:
+            result = run_local(search, run_dir, sink, worker=worker)
+        finally:
+            sink.close()
+        best = MergeRecipe.from_dict(result.outcome.best.recipe)
+        recipes = {**reference_recipes(best), EVOLVED: best}
+        rows = compare_recipes(search, recipes, worker)
     write_comparison(run_dir, rows)
     write_report(run_dir)
     return search, rows

@@ -6,6 +6,7 @@ import json
 import re
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, Optional
 
@@ -15,9 +16,11 @@ from rich.console import Console
 from rich.table import Table
 
 from ..spec import MergeSearch, SpecError, load_resource
+from ..catalogue.engines import ENGINES
 from . import exit_codes
 
 if TYPE_CHECKING:
+    from ..evaluate.engines.served import VLLMWorker
     from ..merge.recipe import MergeRecipe
 
 app = typer.Typer(
@@ -65,6 +68,11 @@ def run(
     _run_and_report(search, directory, quiet, as_json, export=not no_export, compare=not no_compare)
 
 
+def _local_engines() -> str:
+    """The engines a local run can use: in-process ones, and served ones with a server build it can start."""
+    return " or ".join(n for n, e in ENGINES.items() if not e.served or e.cpu_build is not None)
+
+
 @app.command()
 def demo(
     size: str = typer.Option("small", "--size", help="Zoo size: nano (seconds, for tests) or small (the real demo)."),
@@ -74,13 +82,17 @@ def demo(
     population: int = typer.Option(8, "--population", help="Candidates per generation."),
     run_dir: Path = typer.Option(Path("runs/demo"), "--run-dir", help="Where the demo search writes its run."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only print the final table."),
+    engine: str = typer.Option("transformers", "--engine", help=f"Engine: {_local_engines()}."),
 ) -> None:
     """Build the tiny expert zoo on CPU (cached), search its merges, and compare experts, uniform and evolved merges."""
     from .demo import comparison_table, run_demo
 
     if size not in ("nano", "small"):
         fail("--size must be nano or small")
-    search, rows = run_demo(size, seed, algorithm, generations, population, run_dir / f"{size}-{algorithm}-{seed}", console, quiet)
+    if engine not in _local_engines().split(" or "):
+        fail(f"--engine must be {_local_engines()}")
+    search, rows = run_demo(size, seed, algorithm, generations, population, run_dir / f"{size}-{algorithm}-{seed}",
+                            console, quiet, engine)
     Console().print(comparison_table(rows, search))
 
 
@@ -210,7 +222,7 @@ def evaluate(
     include_path: list[Path] = typer.Option([], "--include-path", help="Directory of custom lm-eval task YAMLs."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Items per task, subsampled with --seed."),
     seed: int = typer.Option(0, "--seed", help="Seed of the subsample (use the search's to compare numbers)."),
-    engine: str = typer.Option("transformers", "--engine", help="transformers (in-process), tgi or vllm."),
+    engine: str = typer.Option("transformers", "--engine", help=f"{' or '.join(ENGINES)} (served ones need --url)."),
     url: Optional[str] = typer.Option(None, "--url", help="Server URL for --engine tgi or vllm."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (transformers engine)."),
 ) -> None:
@@ -259,25 +271,27 @@ def _run_and_report(search: MergeSearch, run_dir: Path, quiet: bool, as_json: bo
     from ..evaluate.tasks import TaskError
     from ..models.checkpoint import CheckpointError
     from ..models.uris import UriError
-    from ..runner.local import SUMMARY_FILE, run_local
+    from ..runner.local import SERVER_LOGS, SUMMARY_FILE, evaluation_worker, run_local
     from ..runner.loop import HistoryMismatch, SearchFailed
     from .progress import TerminalSink
 
     sink = TerminalSink(console, quiet=quiet or as_json)
-    try:
-        result = run_local(search, run_dir, sink, export=export)
-    except (UriError, CheckpointError, TaskError, HistoryMismatch, ValueError) as exc:
+    with ExitStack() as stack:  # engine vllm: one server for the search and the comparison, stopped on any exit
+        try:
+            worker = stack.enter_context(evaluation_worker(search.spec, run_dir / SERVER_LOGS))
+            result = run_local(search, run_dir, sink, export=export, worker=worker)
+        except (UriError, CheckpointError, TaskError, HistoryMismatch, ValueError) as exc:
+            sink.close()
+            fail(str(exc))
+        except SearchFailed as exc:
+            sink.close()
+            _stop(run_dir, quiet or as_json, f"[red]error:[/red] search failed: {exc}", exit_codes.SEARCH_FAILED)
+        except KeyboardInterrupt:
+            sink.close()
+            _stop(run_dir, quiet or as_json, f"interrupted — resume with: evomerge run --resume {run_dir}", exit_codes.INTERRUPTED)
         sink.close()
-        fail(str(exc))
-    except SearchFailed as exc:
-        sink.close()
-        _stop(run_dir, quiet or as_json, f"[red]error:[/red] search failed: {exc}", exit_codes.SEARCH_FAILED)
-    except KeyboardInterrupt:
-        sink.close()
-        _stop(run_dir, quiet or as_json, f"interrupted — resume with: evomerge run --resume {run_dir}", exit_codes.INTERRUPTED)
-    sink.close()
-    if compare and result.outcome.best is not None:
-        _write_comparison(search, run_dir, result.outcome.best.recipe, quiet or as_json)
+        if compare and result.outcome.best is not None:
+            _write_comparison(search, run_dir, result.outcome.best.recipe, quiet or as_json, worker)
     _write_report(run_dir, quiet or as_json)
     if as_json:
         print((run_dir / SUMMARY_FILE).read_text())
@@ -286,7 +300,8 @@ def _run_and_report(search: MergeSearch, run_dir: Path, quiet: bool, as_json: bo
         _print_summary(result)
 
 
-def _write_comparison(search: MergeSearch, run_dir: Path, best: dict, quiet: bool) -> None:
+def _write_comparison(search: MergeSearch, run_dir: Path, best: dict, quiet: bool,
+                      worker: "VLLMWorker | None" = None) -> None:
     """Each expert alone and the uniform merge beside the evolved one, on both splits: the report's proof
     that the search paid off. A layer path has no uniform merge to compare with."""
     from ..merge.recipe import MergeRecipe
@@ -298,7 +313,7 @@ def _write_comparison(search: MergeSearch, run_dir: Path, best: dict, quiet: boo
         return
     if not quiet:
         console.print("scoring each expert alone and the uniform merge for the comparison …", highlight=False)
-    write_comparison(run_dir, compare_recipes(search, {**reference_recipes(recipe), EVOLVED: recipe}))
+    write_comparison(run_dir, compare_recipes(search, {**reference_recipes(recipe), EVOLVED: recipe}, worker))
 
 
 def _stop(run_dir: Path, quiet: bool, message: str, code: int) -> NoReturn:

@@ -39,19 +39,19 @@ def reference_recipes(template: MergeRecipe) -> dict[str, MergeRecipe]:
     return recipes
 
 
-def compare_recipes(search, recipes: dict[str, MergeRecipe]) -> list[Comparison]:
+def compare_recipes(search, recipes: dict[str, MergeRecipe], worker=None) -> list[Comparison]:
     """Score each recipe on the search objectives and on the held-out ones with one resident engine each; with
     an EVOLVED recipe among them, test it against each other one on the held-out items (paired, as the
-    cluster's promotion gate does: evaluate/items.py)."""
+    cluster's promotion gate does: evaluate/items.py). Engine vllm scores through `worker`'s server."""
     from .local import make_engine
 
     spec = search.spec
-    on_search = make_engine(spec, spec.objectives)
+    on_search = make_engine(spec, spec.objectives, worker=worker)
     search_scores = {name: on_search.score(recipe) for name, recipe in recipes.items()}
     del on_search
     if not spec.held_out:
         return [Comparison(name, search_scores[name], {}) for name in recipes]
-    on_held_out = make_engine(spec, spec.held_out)
+    on_held_out = make_engine(spec, spec.held_out, worker=worker)
     held_out = {name: on_held_out.score_items(recipe) for name, recipe in recipes.items()}
     evolved = held_out[EVOLVED][1] if EVOLVED in held_out else None
     return [

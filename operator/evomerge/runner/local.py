@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
+from ..catalogue.engines import ENGINES
 from ..evaluate.cache import ScoreCache
 from ..evaluate.engines.resident import ResidentEngine
+from ..evaluate.engines.served import ServedEngine, VLLMWorker
 from ..executors.local import LocalExecutor
 from ..merge.export import export_merge
 from ..merge.inputs import open_source
@@ -27,6 +32,9 @@ HISTORY_FILE = "history.jsonl"
 SPEC_FILE = "spec.json"
 SUMMARY_FILE = "summary.json"
 SCORES_FILE = "scores.sqlite"
+SERVER_LOGS = "server"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -37,13 +45,19 @@ class LocalRun:
     held_out: dict[str, float]
 
 
-def run_local(search: MergeSearch, run_dir: Path, sink: StatusSink | None = None, export: bool = True) -> LocalRun:
+def run_local(search: MergeSearch, run_dir: Path, sink: StatusSink | None = None, export: bool = True,
+              worker: VLLMWorker | None = None) -> LocalRun:
+    """The search, its held-out scores and the exported best merge. With engine vllm, one server (`worker`, else
+    one started here) scores every candidate and is stopped when the run ends, fails or is interrupted."""
+    with ExitStack() as stack:
+        if worker is None:
+            worker = stack.enter_context(evaluation_worker(search.spec, run_dir / SERVER_LOGS))
+        return _run_local(search, run_dir, sink, export, worker)
+
+
+def _run_local(search: MergeSearch, run_dir: Path, sink: StatusSink | None, export: bool,
+               worker: VLLMWorker | None) -> LocalRun:
     spec = search.spec
-    if spec.evaluation.engine != "transformers":
-        raise ValueError(
-            f"spec.evaluation.engine: {spec.evaluation.engine} serves each candidate from its own server pod, which "
-            "only the cluster runs; a local run scores in-process — set engine: transformers"
-        )
     run_dir.mkdir(parents=True, exist_ok=True)
     _pin_spec(run_dir, search)
     base_dir = _resolve("spec.baseModel.uri", spec.base_model.uri) if spec.base_model else None
@@ -62,7 +76,7 @@ def run_local(search: MergeSearch, run_dir: Path, sink: StatusSink | None = None
     seeds = seed_vectors(spec, genome, num_layers)
 
     cache = ScoreCache(run_dir / SCORES_FILE)
-    executor = LocalExecutor(lambda: make_engine(spec, spec.objectives, cache).score)
+    executor = LocalExecutor(lambda: make_engine(spec, spec.objectives, cache, worker).score)
     runner = SearchRunner(spec, genome, lambda: make_optimizer(genome, spec.search, len(spec.objectives), seeds),
                           executor, JsonlHistory(run_dir / HISTORY_FILE), sink)
     try:
@@ -75,7 +89,7 @@ def run_local(search: MergeSearch, run_dir: Path, sink: StatusSink | None = None
     if outcome.best is not None:
         recipe = MergeRecipe.from_dict(outcome.best.recipe)
         if spec.held_out:
-            held_out = make_engine(spec, spec.held_out, cache).score(recipe)
+            held_out = make_engine(spec, spec.held_out, cache, worker).score(recipe)
         if export:
             merged_dir = export_merge(recipe, base, experts, _output_dir(spec, run_dir))
     _write_summary(run_dir, outcome, merged_dir, held_out)
@@ -85,8 +99,42 @@ def run_local(search: MergeSearch, run_dir: Path, sink: StatusSink | None = None
     return LocalRun(outcome, run_dir, merged_dir, held_out)
 
 
-def make_engine(spec: MergeSearchSpec, objectives, cache: ScoreCache | None = None) -> ResidentEngine:
-    """The in-process engine for a spec's models, scoring the given objectives (subsample from spec.search.seed)."""
+@contextmanager
+def evaluation_worker(spec: MergeSearchSpec, log_dir: Path) -> Iterator[VLLMWorker | None]:
+    """The one server a local run scores through, stopped on the way out; None where candidates score in-process.
+
+    A served engine needs a local build of its server (the catalogue's cpu_build, or $EVOMERGE_VLLM_PYTHON);
+    data-flow candidates change the layer count, which an in-place reload cannot take, so they score in-process.
+    """
+    engine = ENGINES[spec.evaluation.engine]
+    if not engine.served:
+        yield None
+        return
+    if engine.cpu_build is None or not engine.swaps_in_place:
+        raise ValueError(
+            f"spec.evaluation.engine: {engine.name} has no server a local run can start (it starts one server per "
+            "candidate in the cluster); set engine: vllm or transformers"
+        )
+    if spec.merge.data_flow.enabled:
+        log.info("data-flow candidates change the layer count, which %s cannot reload in place: scoring in-process",
+                 engine.name)
+        yield None
+        return
+    base_dir = _resolve("spec.baseModel.uri", spec.base_model.uri) if spec.base_model else None
+    expert_dirs = {e.name: _resolve(f"spec.experts[{i}].uri", e.uri) for i, e in enumerate(spec.experts)}
+    worker = VLLMWorker(base_dir, expert_dirs, log_dir, spec.allow_pickle)
+    try:
+        yield worker
+    finally:
+        worker.close()
+
+
+def make_engine(spec: MergeSearchSpec, objectives, cache: ScoreCache | None = None,
+                worker: VLLMWorker | None = None) -> ResidentEngine | ServedEngine:
+    """The engine for a spec's models, scoring the given objectives (subsample from spec.search.seed): through the
+    worker's server when one is given (engine vllm), else in-process."""
+    if worker is not None:
+        return worker.engine(objectives, spec.evaluation.include_paths, seed=spec.search.seed, cache=cache)
     return ResidentEngine.from_spec(
         spec, objectives,
         _resolve("spec.baseModel.uri", spec.base_model.uri) if spec.base_model else None,

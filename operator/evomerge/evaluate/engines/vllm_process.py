@@ -8,6 +8,8 @@ listens on 127.0.0.1 only. On a machine without a GPU it runs the CPU build the 
 
 from __future__ import annotations
 
+import atexit
+import ctypes
 import os
 import signal
 import socket
@@ -60,7 +62,8 @@ class VLLMServerProcess:
         """Start the server on `model_dir` and return once `/health` answers 200.
 
         `max_model_len` must not exceed the model's max_position_embeddings. The process runs in its own
-        session, so `stop` ends vLLM's engine-core children with it.
+        session, so `stop` ends vLLM's engine-core children with it; it is stopped at interpreter exit too,
+        and on Linux gets SIGTERM if the thread that started it dies first (a killed run leaves no server).
         """
         python = python or cpu_server_python()
         if not python.exists():
@@ -76,8 +79,9 @@ class VLLMServerProcess:
         log = log_path.open("ab")
         started = time.perf_counter()
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   env=env, start_new_session=True)
+                                   env=env, start_new_session=True, preexec_fn=_die_with_parent)
         server = cls(process, f"http://127.0.0.1:{port}", Path(model_dir), log_path, started, _log=log)
+        atexit.register(server.stop)
         try:
             server.wait_until_healthy(ready_timeout_s)
         except BaseException:
@@ -124,6 +128,7 @@ class VLLMServerProcess:
                 self.process.wait()
         # Children of the group may outlive its leader by a moment; none must outlive stop().
         _signal_group(self.process.pid, signal.SIGKILL)
+        _wait_until_group_gone(self.process.pid, grace_s)
         if self._log is not None:
             self._log.close()
             self._log = None
@@ -145,6 +150,25 @@ def server_environment() -> dict[str, str]:
         "DO_NOT_TRACK": "1",
         "PYTHONUNBUFFERED": "1",
     }
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the parent dies (Linux prctl PR_SET_PDEATHSIG); a no-op elsewhere."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+def _wait_until_group_gone(pid: int, timeout_s: float) -> None:
+    """Until no process of the group is left (killed children are reaped by init a moment later)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
 
 
 def _signal_group(pid: int, sig: signal.Signals) -> None:

@@ -1,0 +1,112 @@
+"""One vLLM server per worker: candidates merged here, swapped into the real server in place, scored through it.
+
+The worker starts its own real server (it is killed in one test, so it cannot be the session's).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import yaml
+
+from evomerge.evaluate.engines.resident import ResidentEngine
+from evomerge.evaluate.engines.served import VLLMWorker
+from evomerge.merge.recipe import ExpertWeights, MergeRecipe
+from evomerge.spec.merge_search import Objective
+from tests.support.vllm import MAX_MODEL_LEN
+
+ITEMS = 8
+LOGLIKELIHOOD_TASK = "zoo_pairs_answer"
+
+
+@pytest.fixture(scope="module")
+def include_paths(nano_zoo, tmp_path_factory) -> list[str]:
+    directory = tmp_path_factory.mktemp("tasks")
+    (directory / f"{LOGLIKELIHOOD_TASK}.yaml").write_text(yaml.safe_dump({
+        "task": LOGLIKELIHOOD_TASK, "dataset_path": "json", "test_split": "test",
+        "dataset_kwargs": {"data_files": {"test": str(nano_zoo.tasks_dir / "pairs_search.jsonl")}},
+        "output_type": "loglikelihood", "doc_to_text": "{{prompt}}", "doc_to_target": "{{answer}}",
+        "target_delimiter": "",
+        "metric_list": [{"metric": "perplexity", "aggregation": "perplexity", "higher_is_better": False}],
+        "metadata": {"version": 1.0},
+    }))
+    return [str(nano_zoo.tasks_dir), str(directory)]
+
+
+@pytest.fixture(scope="module")
+def objectives(nano_zoo) -> list[Objective]:
+    return [Objective(task=nano_zoo.search_tasks[nano_zoo.skills[0]], metric=nano_zoo.metric, limit=ITEMS),
+            Objective(task=LOGLIKELIHOOD_TASK, metric="perplexity", direction="minimize", limit=ITEMS)]
+
+
+@pytest.fixture(scope="module")
+def experts(nano_zoo) -> dict[str, Path]:
+    return {name: nano_zoo.experts[name] for name in nano_zoo.skills[:2]}
+
+
+@pytest.fixture(scope="module")
+def worker(nano_zoo, experts, tmp_path_factory):
+    with VLLMWorker(nano_zoo.base, experts, tmp_path_factory.mktemp("server-logs")) as served:
+        yield served
+
+
+@pytest.fixture(scope="module")
+def resident(nano_zoo, experts, objectives, include_paths) -> ResidentEngine:
+    return ResidentEngine(nano_zoo.base, experts, objectives, include_paths, "cpu", 8)
+
+
+def _recipe(nano_zoo, experts, weights: tuple[float, float]) -> MergeRecipe:
+    return MergeRecipe(
+        "task_arithmetic", str(nano_zoo.base),
+        tuple(ExpertWeights(name, str(path), {"weight": {"all": w}}) for (name, path), w in zip(experts.items(), weights)),
+        ("all",), {"normalize": False},
+    )
+
+
+def test_candidates_score_as_in_process_through_one_server_start(worker, resident, nano_zoo, experts, objectives,
+                                                                 include_paths):
+    engine = worker.engine(objectives, include_paths)
+    scored = []
+    for weights in ((1.0, 0.0), (0.3, 0.9), (0.0, 1.0)):
+        recipe = _recipe(nano_zoo, experts, weights)
+        got = engine.score(recipe)
+        assert got == pytest.approx(resident.score(recipe), rel=1e-5)
+        scored.append(got)
+    assert scored[0] != scored[2]
+    assert worker.timings.server_starts == 1 and worker.max_model_len == MAX_MODEL_LEN
+    assert worker.timings.candidates == 3 and worker.timings.handover_s > 0
+    assert [p.name for p in worker.scratch.iterdir()] == ["model.safetensors"]
+
+
+def test_a_server_killed_mid_candidate_costs_only_a_retry_of_that_candidate(worker, resident, nano_zoo, experts,
+                                                                            objectives, include_paths):
+    engine = worker.engine(objectives, include_paths)
+    engine.score(_recipe(nano_zoo, experts, (0.5, 0.5)))  # the server is up
+    first = worker.server
+    starts, backend = worker.timings.server_starts, worker.lm.backend
+    original = backend.score
+
+    def killed_at_the_first_request(request):
+        backend.score = original
+        os.killpg(first.process.pid, signal.SIGKILL)  # the whole server, as the OOM killer would
+        return original(request)
+
+    backend.score = killed_at_the_first_request
+    recipe = _recipe(nano_zoo, experts, (0.8, 0.1))
+    assert engine.score(recipe) == pytest.approx(resident.score(recipe), rel=1e-5)
+    assert not first.alive and worker.server is not first and worker.server.alive
+    assert (worker.timings.server_starts, worker.timings.retried) == (starts + 1, 1)
+
+
+def test_closing_the_worker_stops_its_server_and_removes_the_weights(nano_zoo, experts, objectives, include_paths,
+                                                                     worker):
+    worker.engine(objectives, include_paths).score(_recipe(nano_zoo, experts, (0.2, 0.2)))
+    server = worker.server
+    assert server is not None and server.alive
+    worker.close()
+    assert not server.alive and not worker.scratch.exists()
+    with pytest.raises(ProcessLookupError):
+        os.killpg(server.process.pid, 0)  # no process of its group is left
