@@ -10,36 +10,27 @@ import signal
 from pathlib import Path
 
 import pytest
-import yaml
 
 from evomerge.evaluate.engines.resident import ResidentEngine
 from evomerge.evaluate.engines.served import VLLMWorker
 from evomerge.merge.recipe import ExpertWeights, MergeRecipe
 from evomerge.spec.merge_search import Objective
-from tests.support.vllm import MAX_MODEL_LEN
+from tests.support.vllm import ANSWER_TASK, MAX_MODEL_LEN, write_answer_task
 
 ITEMS = 8
-LOGLIKELIHOOD_TASK = "zoo_pairs_answer"
 
 
 @pytest.fixture(scope="module")
 def include_paths(nano_zoo, tmp_path_factory) -> list[str]:
     directory = tmp_path_factory.mktemp("tasks")
-    (directory / f"{LOGLIKELIHOOD_TASK}.yaml").write_text(yaml.safe_dump({
-        "task": LOGLIKELIHOOD_TASK, "dataset_path": "json", "test_split": "test",
-        "dataset_kwargs": {"data_files": {"test": str(nano_zoo.tasks_dir / "pairs_search.jsonl")}},
-        "output_type": "loglikelihood", "doc_to_text": "{{prompt}}", "doc_to_target": "{{answer}}",
-        "target_delimiter": "",
-        "metric_list": [{"metric": "perplexity", "aggregation": "perplexity", "higher_is_better": False}],
-        "metadata": {"version": 1.0},
-    }))
+    write_answer_task(nano_zoo, directory)
     return [str(nano_zoo.tasks_dir), str(directory)]
 
 
 @pytest.fixture(scope="module")
 def objectives(nano_zoo) -> list[Objective]:
     return [Objective(task=nano_zoo.search_tasks[nano_zoo.skills[0]], metric=nano_zoo.metric, limit=ITEMS),
-            Objective(task=LOGLIKELIHOOD_TASK, metric="perplexity", direction="minimize", limit=ITEMS)]
+            Objective(task=ANSWER_TASK, metric="perplexity", direction="minimize", limit=ITEMS)]
 
 
 @pytest.fixture(scope="module")

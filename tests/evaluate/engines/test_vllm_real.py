@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 from lm_eval.api.instance import Instance
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -17,9 +16,9 @@ from evomerge.evaluate.engines.resident import load_hflm
 from evomerge.evaluate.tasks import TaskSuite
 from evomerge.spec.merge_search import Objective
 from evomerge.zoo.skills import ANSWER_END
+from tests.support.vllm import ANSWER_TASK, write_answer_task
 
 ITEMS = 12  # zoo prompts per request type: enough to see a difference, cheap on a 2-core CPU
-LOGLIKELIHOOD_TASK = "zoo_pairs_answer"
 
 
 def _pairs(zoo) -> list[tuple[str, str]]:
@@ -46,14 +45,7 @@ def _resident(model_dir: Path, tokenizer):
 def loglikelihood_task(nano_zoo, tmp_path_factory) -> Path:
     """A loglikelihood task over the zoo's two-skill prompts (the zoo's own tasks are generate_until)."""
     directory = tmp_path_factory.mktemp("tasks")
-    (directory / f"{LOGLIKELIHOOD_TASK}.yaml").write_text(yaml.safe_dump({
-        "task": LOGLIKELIHOOD_TASK, "dataset_path": "json", "test_split": "test",
-        "dataset_kwargs": {"data_files": {"test": str(nano_zoo.tasks_dir / "pairs_search.jsonl")}},
-        "output_type": "loglikelihood", "doc_to_text": "{{prompt}}", "doc_to_target": "{{answer}}",
-        "target_delimiter": "",
-        "metric_list": [{"metric": "perplexity", "aggregation": "perplexity", "higher_is_better": False}],
-        "metadata": {"version": 1.0},
-    }))
+    write_answer_task(nano_zoo, directory)
     return directory
 
 
@@ -89,7 +81,7 @@ def test_task_scores_equal_the_in_process_engine_after_a_swap(served, nano_zoo, 
     lm, tokenizer = served
     generate_task = nano_zoo.search_tasks[nano_zoo.skills[0]]
     objectives = [Objective(task=generate_task, metric=nano_zoo.metric, limit=ITEMS),
-                  Objective(task=LOGLIKELIHOOD_TASK, metric="perplexity", direction="minimize", limit=ITEMS)]
+                  Objective(task=ANSWER_TASK, metric="perplexity", direction="minimize", limit=ITEMS)]
     suite = TaskSuite.build(objectives, [str(nano_zoo.tasks_dir), str(loglikelihood_task)], seed=0)
     lm.greedy_tasks = suite.greedy_tasks
     expert = nano_zoo.experts[nano_zoo.skills[0]]
@@ -97,4 +89,4 @@ def test_task_scores_equal_the_in_process_engine_after_a_swap(served, nano_zoo, 
     expected = suite.run(_resident(expert, tokenizer))
     got = suite.run(lm)
     assert got == pytest.approx(expected, rel=1e-5)
-    assert got[f"{LOGLIKELIHOOD_TASK}/perplexity"] > 1.0
+    assert got[f"{ANSWER_TASK}/perplexity"] > 1.0

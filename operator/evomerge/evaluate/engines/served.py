@@ -112,7 +112,7 @@ class VLLMWorker:
             log.warning("the vLLM server died while scoring a candidate (%s); starting a new one and scoring the "
                         "candidate again", error)
             self.timings.retried += 1
-            self._stop_server()
+            self.stop_server()
             return self._swap_and_score(suite)
 
     def _swap_and_score(self, suite: TaskSuite) -> dict[str, float]:
@@ -152,7 +152,8 @@ class VLLMWorker:
         except requests.RequestException:
             return False
 
-    def _stop_server(self) -> None:
+    def stop_server(self) -> None:
+        """Stop the server; the next candidate starts a new one."""
         if self.lm is not None:
             self.lm.close()
             self.lm = None
@@ -162,7 +163,7 @@ class VLLMWorker:
 
     def close(self) -> None:
         """Stop the server and remove the weights folder; idempotent."""
-        self._stop_server()
+        self.stop_server()
         shutil.rmtree(self.scratch, ignore_errors=True)
 
     def __enter__(self) -> "VLLMWorker":
