@@ -20,6 +20,7 @@ BENCHMARK_BLOCKS = (
     ("optimizers-zoo", "optimizers_zoo.md"),
     ("async-eval", "async_eval.md"),
     ("operator-latency", "operator_latency.md"),
+    ("served-eval", "served_eval.md"),
 )
 
 
