@@ -107,15 +107,15 @@ class VLLMWorker:
         try:
             return self._swap_and_score(suite, run)
         except Exception as error:
-            if self._server_healthy():
+            if self.server is None or self._server_healthy():  # it never started, or it is fine: not a server death
                 raise
             log.warning("the vLLM server died while scoring a candidate (%s); starting a new one and scoring the "
                         "candidate again", error)
             self.timings.retried += 1
             self.stop_server()
-            return self._swap_and_score(suite)
+            return self._swap_and_score(suite, run)
 
-    def _swap_and_score(self, suite: TaskSuite) -> dict[str, float]:
+    def _swap_and_score(self, suite: TaskSuite, run: Callable[[TaskSuite, ServerLM], T]) -> T:
         lm = self._ensure_server()
         lm.greedy_tasks = suite.greedy_tasks
         started = time.perf_counter()
