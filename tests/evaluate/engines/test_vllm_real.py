@@ -90,3 +90,24 @@ def test_task_scores_equal_the_in_process_engine_after_a_swap(served, nano_zoo, 
     got = suite.run(lm)
     assert got == pytest.approx(expected, rel=1e-5)
     assert got[f"{ANSWER_TASK}/perplexity"] > 1.0
+
+
+def test_rolling_loglikelihood_and_echo_mode_equal_the_in_process_engine(vllm_server, nano_zoo):
+    tokenizer = AutoTokenizer.from_pretrained(nano_zoo.base)
+    texts = [(prompt + answer,) for prompt, answer in _pairs(nano_zoo)]
+    pairs = _pairs(nano_zoo)
+    resident = _resident(nano_zoo.base, tokenizer)
+    lms = [make_server_lm(EngineOptions(engine="vllm", url=vllm_server.url, logprobs=mode), tokenizer)
+           for mode in ("prompt_logprobs", "echo")]
+    try:
+        rolling = lms[0].loglikelihood_rolling(
+            [Instance("loglikelihood_rolling", {}, t, i, ("r", i, 1)) for i, t in enumerate(texts)])
+        by_prompt_logprobs, by_echo = (_loglikelihood(lm, pairs) for lm in lms)
+    finally:
+        for lm in lms:
+            lm.close()
+    expected = resident.loglikelihood_rolling(
+        [Instance("loglikelihood_rolling", {}, t, i, ("r", i, 1)) for i, t in enumerate(texts)])
+    assert rolling == pytest.approx(expected, abs=1e-4)
+    assert [g for _, g in by_echo] == [g for _, g in by_prompt_logprobs]
+    assert [lp for lp, _ in by_echo] == pytest.approx([lp for lp, _ in by_prompt_logprobs], abs=1e-5)
