@@ -8,21 +8,14 @@ them only when they run.
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Optional, get_args
 
 import typer
 
 from ..spec.merge_search import Exporter
-from . import exit_codes
-
-# Exit code of evaluate-batch when its inputs are unusable: the Job's podFailurePolicy fails at once on it.
-SCORER_INPUT_ERROR = 3
-
-
-def _err(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr, flush=True)
+from ..catalogue.contracts import INVALID_INPUT, SCORER_INPUT_ERROR, SEARCH_FAILED
+from .errors import fail
 
 
 def operator(
@@ -43,8 +36,7 @@ def operator(
     from ..k8s import operator_main
 
     if log_format not in ("plain", "json"):
-        _err("--log-format must be plain or json")
-        raise typer.Exit(exit_codes.INVALID_INPUT)
+        fail("--log-format must be plain or json")
     kopf.configure(verbose=verbose, log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.PLAIN)
     operator_main.quiet_logs(verbose)
     namespaces = list(namespace or [n.strip() for n in os.environ.get("EVOMERGE_WATCH_NAMESPACES", "").split(",") if n.strip()])
@@ -69,17 +61,16 @@ def controller(
 
     namespace, _, name = search.partition("/")
     if not namespace or not name:
-        _err("--search must be namespace/name")
-        raise typer.Exit(exit_codes.INVALID_INPUT)
+        fail("--search must be namespace/name")
     try:
         result = run_controller(Kube.connect(kubeconfig), namespace, name, epoch, ClusterSettings.from_env(),
                                 os.environ.get(CONTROLLER_JOB_ENV))
     except SearchFailed as error:
         report(f"SearchFailed: {error}")
-        raise typer.Exit(exit_codes.SEARCH_FAILED)
+        raise typer.Exit(SEARCH_FAILED)
     except (ControllerError, SpecError, UriError, CheckpointError, HistoryMismatch, ValueError) as error:
         report(f"{type(error).__name__}: {error}")
-        raise typer.Exit(exit_codes.INVALID_INPUT)
+        raise typer.Exit(INVALID_INPUT)
     report(f"finished ({result.stop_reason}): {result.evaluations} evaluations, best {result.best}")
 
 
@@ -123,15 +114,15 @@ def export_model(
 
     if exporter not in get_args(Exporter):
         report(encode_export(ExportResult(error=f"--exporter {exporter!r}: use {' or '.join(get_args(Exporter))}")))
-        raise typer.Exit(exit_codes.INVALID_INPUT)
+        raise typer.Exit(INVALID_INPUT)
     try:
         result = export(recipe, spec, out, model, exporter, published)
     except InputError as error:
         report(encode_export(ExportResult(error=str(error))))
-        raise typer.Exit(exit_codes.INVALID_INPUT)
+        raise typer.Exit(INVALID_INPUT)
     report(encode_export(result))
     if result.error is not None:
-        raise typer.Exit(exit_codes.SEARCH_FAILED)
+        raise typer.Exit(SEARCH_FAILED)
 
 
 def register(app: typer.Typer) -> None:

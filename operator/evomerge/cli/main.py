@@ -15,9 +15,10 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from ..catalogue.contracts import INTERRUPTED, SEARCH_FAILED, SPEC_FILE, SUMMARY_FILE
 from ..spec import MergeSearch, SpecError, load_resource
 from ..catalogue.engines import ENGINES
-from . import exit_codes
+from .errors import console, fail
 
 if TYPE_CHECKING:
     from ..evaluate.engines.served import VLLMWorker
@@ -30,15 +31,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
 
 REPO = Path(__file__).resolve().parents[3]
 CRD_DIRS = [REPO / "crds", REPO / "charts" / "evomerge" / "crds"]
-
-
-def fail(message: str, code: int = exit_codes.INVALID_INPUT) -> NoReturn:
-    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
 
 
 @app.command()
@@ -253,7 +248,6 @@ def _load_search(path: Path) -> MergeSearch:
 
 def _load_pinned(run_dir: Path) -> MergeSearch:
     """The search of a run directory from its pinned spec.json (named after the directory)."""
-    from ..runner.local import SPEC_FILE
 
     pinned = run_dir / SPEC_FILE
     if not pinned.exists():
@@ -271,7 +265,7 @@ def _run_and_report(search: MergeSearch, run_dir: Path, quiet: bool, as_json: bo
     from ..evaluate.tasks import TaskError
     from ..models.checkpoint import CheckpointError
     from ..models.uris import UriError
-    from ..runner.local import SERVER_LOGS, SUMMARY_FILE, evaluation_worker, run_local
+    from ..runner.local import SERVER_LOGS, evaluation_worker, run_local
     from ..runner.loop import HistoryMismatch, SearchFailed
     from .progress import TerminalSink
 
@@ -285,10 +279,10 @@ def _run_and_report(search: MergeSearch, run_dir: Path, quiet: bool, as_json: bo
             fail(str(exc))
         except SearchFailed as exc:
             sink.close()
-            _stop(run_dir, quiet or as_json, f"[red]error:[/red] search failed: {exc}", exit_codes.SEARCH_FAILED)
+            _stop(run_dir, quiet or as_json, f"[red]error:[/red] search failed: {exc}", SEARCH_FAILED)
         except KeyboardInterrupt:
             sink.close()
-            _stop(run_dir, quiet or as_json, f"interrupted — resume with: evomerge run --resume {run_dir}", exit_codes.INTERRUPTED)
+            _stop(run_dir, quiet or as_json, f"interrupted — resume with: evomerge run --resume {run_dir}", INTERRUPTED)
         sink.close()
         if compare and result.outcome.best is not None:
             _write_comparison(search, run_dir, result.outcome.best.recipe, quiet or as_json, worker)

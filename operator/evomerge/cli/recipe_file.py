@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ..catalogue.contracts import SUMMARY_FILE
+
 
 class RecipeFileError(ValueError):
     """What is wrong with the file, naming it and what would fix it."""
@@ -13,9 +15,9 @@ class RecipeFileError(ValueError):
 
 def best_recipe_data(run: Path) -> dict[str, Any]:
     """The recipe (as plain data) of a run directory or its summary.json (the best candidate's), or of a recipe file."""
-    source = run / "summary.json" if run.is_dir() else run
+    source = run / SUMMARY_FILE if run.is_dir() else run
     if run.is_dir() and not source.exists():
-        raise RecipeFileError(f"{run}: no summary.json — the run has not finished; `evomerge run --resume {run}` completes it")
+        raise RecipeFileError(f"{run}: no {SUMMARY_FILE} — the run has not finished; `evomerge run --resume {run}` completes it")
     try:
         data = json.loads(source.read_text())
     except OSError as exc:

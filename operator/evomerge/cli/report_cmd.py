@@ -7,12 +7,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.console import Console
 
-from . import exit_codes
+from .errors import console, fail
 from .recipe_file import RecipeFileError, best_recipe_data
 
-console = Console(stderr=True)
 EXPORT_FORMATS = ("mergekit", "recipe")
 
 
@@ -32,7 +30,7 @@ def report(
     try:
         files = write_report(run, out)
     except RunDataError as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return
     console.print(f"report written to {files.html} and {files.markdown}", highlight=False)
 
@@ -50,11 +48,11 @@ def export(
     from ..report.mergekit_io import MergekitConfigError, mergekit_yaml
 
     if fmt not in EXPORT_FORMATS:
-        _fail(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
+        fail(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
     try:
         data = best_recipe_data(run)
     except RecipeFileError as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return
     if fmt == "recipe":
         text = json.dumps(data, indent=2) + "\n"
@@ -63,7 +61,7 @@ def export(
         try:
             text = mergekit_yaml(_mergekit_config(recipe, num_layers))
         except MergekitConfigError as exc:
-            _fail(str(exc))
+            fail(str(exc))
             return
     if out is None:
         print(text, end="")
@@ -82,10 +80,5 @@ def _mergekit_config(recipe, num_layers: Optional[int]) -> dict[str, Any]:
             return recipe_to_mergekit(recipe, num_layers)
         return mergekit_config_for(recipe, local_path(recipe.base_uri or recipe.experts[0].uri))
     except UriError as exc:
-        _fail(f"{exc} — pass --num-layers to export without reading the model")
-        raise  # unreachable: _fail exits
-
-
-def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(exit_codes.INVALID_INPUT)
+        fail(f"{exc} — pass --num-layers to export without reading the model")
+        raise  # unreachable: fail() exits

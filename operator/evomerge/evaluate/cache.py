@@ -17,10 +17,10 @@ import time
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from ..catalogue.contracts import SCORES_FILE
 from ..spec.merge_search import Objective
 
 CACHE_DIR_ENV = "EVOMERGE_CACHE_DIR"
-CACHE_FILE = "scores.sqlite"
 # Files whose change changes a model's scores; weights are fingerprinted by size and mtime, not read.
 MODEL_FILE_SUFFIXES = (".safetensors", ".json", ".model", ".txt", ".jinja")
 
@@ -28,7 +28,7 @@ MODEL_FILE_SUFFIXES = (".safetensors", ".json", ".model", ".txt", ".jinja")
 def default_cache_path() -> Path:
     """$EVOMERGE_CACHE_DIR/scores.sqlite, else ~/.cache/evomerge/scores.sqlite."""
     root = os.environ.get(CACHE_DIR_ENV)
-    return (Path(root) if root else Path.home() / ".cache" / "evomerge") / CACHE_FILE
+    return (Path(root) if root else Path.home() / ".cache" / "evomerge") / SCORES_FILE
 
 
 class ScoreCache:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 from typing import Any, Sequence
 
+from ..catalogue.contracts import SCORER_PERMANENT_EXITS
 from ..catalogue.engines import ENGINES
 from ..evaluate.placement import candidates_per_pod, serves_adapter, swaps_in_pod
 from ..merge.recipe import MergeRecipe
@@ -34,9 +35,6 @@ from .render_pods import (
 from .render_search import SPEC_KEY
 from .settings import ClusterSettings
 
-# `evomerge evaluate-batch` exits with this code when no retry can help (a bad candidate or spec):
-# the Job fails at once instead of burning its backoff on a GPU.
-SCORER_PERMANENT_EXIT = 3
 ADAPTER_NAME = "candidate"  # the combined adapter's name on the server (vLLM model name, TGI adapter_id)
 BASE_SERVED_NAME = "base"  # vLLM's name for the base itself, so the adapter's name stays unambiguous
 ADAPTER_CONFIG_ENV = "EVOMERGE_ADAPTER_CONFIG"
@@ -122,7 +120,7 @@ def render_eval_job(
         # A swapping pod's scorer holds the experts: the evaluation's host resources, without its accelerators.
         limits = host_resources(spec.evaluation.resources) if swaps_in_pod(spec) else resources(settings.scorer_resources)
         pod["containers"] = [_scorer(spec, settings, scorer_mounts, limits, True, held_out)]
-    return owned_job(name, meta["namespace"], owner, labels, pod, "score", [SCORER_PERMANENT_EXIT],
+    return owned_job(name, meta["namespace"], owner, labels, pod, "score", list(SCORER_PERMANENT_EXITS),
                      annotations={CANDIDATES_ANNOTATION: ",".join(candidate_ids)},
                      queue=queue_name(spec, settings), backoffLimit=settings.evaluation_backoff_limit,
                      activeDeadlineSeconds=spec.evaluation.timeout_seconds, ttlSecondsAfterFinished=settings.evaluation_ttl_seconds)

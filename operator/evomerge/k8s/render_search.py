@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..catalogue.contracts import CONTROLLER_PERMANENT_EXITS
 from ..spec.base import GROUP_VERSION
 from ..spec.merge_search import MergeSearchSpec
 from .naming import (
@@ -34,8 +35,6 @@ SEEDS_KEY = "seeds.json"
 OFFSETS_KEY = "offsets.json"
 DIGEST_KEY = "input-digest"
 CONTROLLER_JOB_ENV = "EVOMERGE_CONTROLLER_JOB"
-# Exit codes of `evomerge controller` that no retry can fix (cli/exit_codes: SEARCH_FAILED, INVALID_INPUT).
-PERMANENT_EXIT_CODES = [1, 2]
 # Fields that do not change what is searched: editing them reconfigures the running epoch.
 OPERATIONAL_FIELDS = ("evaluation", "storage", "held_out", "allow_pickle", "suspend")
 
@@ -155,5 +154,5 @@ def render_controller_job(search: dict[str, Any], epoch: Epoch, settings: Cluste
         "containers": [container],
         "volumes": [tmp, *volumes],
     }
-    return owned_job(name, meta["namespace"], search, job_labels, pod, CONTROLLER, PERMANENT_EXIT_CODES,
+    return owned_job(name, meta["namespace"], search, job_labels, pod, CONTROLLER, list(CONTROLLER_PERMANENT_EXITS),
                      queue=queue_name(epoch.spec, settings), backoffLimit=settings.controller_backoff_limit)

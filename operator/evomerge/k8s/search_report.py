@@ -18,6 +18,7 @@ import threading
 from pathlib import Path
 from typing import Any, Callable
 
+from ..catalogue.contracts import REPORT_DIR, REPORT_PAGE
 from ..report.run_data import RunData
 from ..runner.compare import EVOLVED
 from ..runner.loop import SearchOutcome
@@ -31,7 +32,6 @@ from .render_search import read_epoch_configmap
 from .settings import ClusterSettings
 
 log = logging.getLogger(__name__)
-REPORT_DIR, REPORT_PAGE = "report", "report.html"  # the layout `evomerge run` writes (report.render)
 
 
 def report_uri(output_uri: str) -> str:

@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..catalogue.contracts import REPORT_DIR, REPORT_PAGE
 from ..evaluate.scoring import fitness
 from ..spec.base import format_number
 from .figures import coefficients_figure, layer_path_figure, pareto_figure, png, progress_figure
 from .run_data import RunData, load_run
 
-REPORT_DIR = "report"
 TOP_CANDIDATES = 10
 SHOWN_FAILURES = 5
 
@@ -117,7 +117,7 @@ def write_report(run: RunData | Path, out_dir: Path | None = None) -> ReportFile
             path = out_dir / section.image_name
             path.write_bytes(section.image)
             images.append(path)
-    html_path = out_dir / "report.html"
+    html_path = out_dir / REPORT_PAGE
     html_path.write_text(render_html(report))
     md_path = out_dir / "report.md"
     md_path.write_text(render_markdown(report))

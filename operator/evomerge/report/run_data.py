@@ -12,16 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from ..catalogue.contracts import (
+    COMPARISON_FILE, COMPARISON_ITEMS_FILE, HISTORY_FILE, SPEC_FILE, SUMMARY_FILE, Ask, Generation, HistoryEventError, Result,
+    parse_events,
+)
 from ..evaluate.items import items_to_json
 from ..evaluate.paired import PairedTest
 from ..evaluate.scoring import fitness, fitness_vector
 from ..spec.merge_search import GenerationSummary, MergeSearchSpec, Objective
-
-SPEC_FILE = "spec.json"  # the names runner/local.py writes
-HISTORY_FILE = "history.jsonl"
-SUMMARY_FILE = "summary.json"
-COMPARISON_FILE = "comparison.json"
-COMPARISON_ITEMS_FILE = "comparison_items.json"  # each row's held-out per-item results, behind the table's p-values
 
 
 class RunDataError(ValueError):
@@ -70,26 +68,27 @@ class RunData:
         """A run from its spec, its history events (ask/result/tell/generation) and its summary, if any."""
         spec = spec if isinstance(spec, MergeSearchSpec) else MergeSearchSpec.model_validate(spec)
         where: dict[str, tuple[int, int]] = {}
-        results: dict[str, dict[str, Any]] = {}
+        results: dict[str, Result] = {}
         generations: list[GenerationSummary] = []
-        for i, event in enumerate(events):
-            kind = event.get("type")
-            if kind == "ask":
-                for cid in event["ids"]:
-                    where[cid] = (int(event["round"]), int(event["generation"]))
-            elif kind == "result":
-                results[event["id"]] = event
-            elif kind == "generation":
-                generations.append(GenerationSummary.model_validate(event["summary"]))
-            elif kind != "tell":
-                raise RunDataError(f"history event {i}: unknown type {kind!r}")
+        try:
+            parsed = parse_events(events)
+        except HistoryEventError as error:
+            raise RunDataError(str(error)) from None
+        for event in parsed:
+            if isinstance(event, Ask):
+                for cid in event.ids:
+                    where[cid] = (event.round, event.generation)
+            elif isinstance(event, Result):
+                results[event.id] = event
+            elif isinstance(event, Generation):
+                generations.append(GenerationSummary.model_validate(event.summary))
         candidates = []
         for cid, (round_, generation) in where.items():
-            result = results.get(cid, {})
-            scores = result.get("scores")
+            result = results.get(cid)
+            scores = result.scores if result else None
             candidates.append(CandidateRecord(
-                cid, round_, generation, scores, result.get("error"),
-                _fitness(spec.objectives, scores), bool(result.get("cached", False)),
+                cid, round_, generation, scores, result.error if result else None,
+                _fitness(spec.objectives, scores), result.cached if result else False,
             ))
         rows = tuple(
             ComparisonRow(str(r["name"]), dict(r.get("search", {})), dict(r.get("heldOut", r.get("held_out", {}))),

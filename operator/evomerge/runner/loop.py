@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..catalogue.contracts import Ask, Generation, Result, Tell, event_wire, parse_events
 from ..evaluate.scoring import fitness as scalar_fitness
 from ..evaluate.scoring import fitness_vector
 from ..executors.base import EvalResult, Executor
@@ -125,22 +126,21 @@ class SearchRunner:
 
     # ---- replay -----------------------------------------------------------------------------------
     def _replay(self, events: list[dict[str, Any]]) -> int:
-        for event in events:
-            kind = event["type"]
-            if kind == "ask":
-                vectors = self.optimizer.ask(len(event["ids"]))
-                if not np.array_equal(vectors, np.array(event["vectors"], dtype=np.float64)):
+        for event in parse_events(events):
+            if isinstance(event, Ask):
+                vectors = self.optimizer.ask(len(event.ids))
+                if not np.array_equal(vectors, np.array(event.vectors, dtype=np.float64)):
                     raise HistoryMismatch(
                         f"replaying ask #{len(self.asked)} gave different candidates than the history records — "
                         "the spec or evomerge version changed; start a new run directory"
                     )
-                self._register_ask(event["ids"], vectors, event["round"], event["generation"])
-            elif kind == "result":
-                self._record_result(EvalResult(event["id"], event["scores"], event["error"], event["seconds"]), event.get("cached", False))
-            elif kind == "tell":
-                self._tell(event["ids"], record=False)
-            elif kind == "generation":
-                self._add_summary(GenerationSummary.model_validate(event["summary"]), record=False)
+                self._register_ask(list(event.ids), vectors, event.round, event.generation)
+            elif isinstance(event, Result):
+                self._record_result(EvalResult(event.id, event.scores, event.error, event.seconds), event.cached)
+            elif isinstance(event, Tell):
+                self._tell(list(event.ids), record=False)
+            else:
+                self._add_summary(GenerationSummary.model_validate(event.summary), record=False)
         return sum(1 for c in self.candidates.values() if c.scores is not None or c.error is not None)
 
     # ---- one generation -------------------------------------------------------------------------
@@ -170,9 +170,7 @@ class SearchRunner:
             return []  # nothing to propose until results arrive (async); an empty ask changes no state
         base = sum(len(a) for a in self.asked)
         ids = [f"c{base + i:06d}" for i in range(len(vectors))]
-        self.history.append(
-            {"type": "ask", "round": round_, "generation": self.generation, "ids": ids, "vectors": vectors.tolist()}
-        )
+        self.history.append(event_wire(Ask(round_, self.generation, tuple(ids), tuple(map(tuple, vectors.tolist())))))
         self._register_ask(ids, vectors, round_, self.generation)
         return ids
 
@@ -203,10 +201,7 @@ class SearchRunner:
             candidate.fitness = scalar_fitness(self.spec.objectives, result.scores)
             self.by_digest.setdefault(candidate.digest, candidate)
         if record:
-            self.history.append(
-                {"type": "result", "id": result.candidate, "scores": result.scores, "error": result.error,
-                 "seconds": round(result.seconds, 4), "cached": cached}
-            )
+            self.history.append(event_wire(Result(result.candidate, result.scores, result.error, round(result.seconds, 4), cached)))
             best = self.outcome("").best
             self.sink.evaluation(result, candidate.fitness, best.fitness if best else None)
             limit = self.spec.evaluation.max_failed_evaluations
@@ -222,7 +217,7 @@ class SearchRunner:
         self.told.update(ids)
         self.told_order.extend(ids)
         if record:
-            self.history.append({"type": "tell", "ids": ids})
+            self.history.append(event_wire(Tell(tuple(ids))))
 
     def _fitness_for_optimizer(self, c: Candidate) -> Fitness:
         if c.scores is None:
@@ -257,7 +252,7 @@ class SearchRunner:
         else:
             self._stale_generations += 1
         if record:
-            self.history.append({"type": "generation", "summary": summary.to_wire()})
+            self.history.append(event_wire(Generation(summary.to_wire())))
             self.sink.generation(summary)
 
     # ---- stopping -------------------------------------------------------------------------------
