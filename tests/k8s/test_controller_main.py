@@ -1,23 +1,13 @@
-"""The controller: seeding an epoch with the spec's seeds and the elite, reading the model's depth, and (against a
-real API server) the spec's seeds as the first candidates of epoch 1."""
+"""The controller: seeding an epoch with the elite, and (against a real API server) the spec's seeds as the first
+candidates of epoch 1. The prelude it shares with `evomerge run` is tested in tests/runner/test_prepare.py."""
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import pytest
 import yaml
 
-from evomerge.k8s.controller_main import (
-    ControllerError,
-    check_memory,
-    elite_vectors,
-    model_layers,
-    run_controller,
-    search_genome,
-    spec_seed_vectors,
-)
+from evomerge.k8s.controller_main import ControllerError, check_memory, elite_vectors, run_controller
 from evomerge.k8s.history_configmap import ConfigMapHistory
 from evomerge.k8s.render_search import Epoch, render_epoch_configmap, render_namespace_accounts
 from evomerge.k8s.settings import ClusterSettings
@@ -53,18 +43,6 @@ def test_an_elite_of_another_method_is_not_seeded_and_the_reason_is_given():
     assert vectors is None and "merges with task_arithmetic" in notes[0]
 
 
-def test_model_layers_reads_the_reference_config(tmp_path):
-    (tmp_path / "base").mkdir()
-    (tmp_path / "base" / "config.json").write_text(json.dumps({"num_hidden_layers": 12}))
-    spec = MergeSearchSpec.model_validate({"baseModel": {"uri": str(tmp_path / "base")}, "objectives": [{"task": "t"}],
-                                           "experts": [{"name": "a", "uri": str(tmp_path)}, {"name": "b", "uri": str(tmp_path)}]})
-    assert model_layers(spec) == 12
-
-    (tmp_path / "base" / "config.json").write_text("{}")
-    with pytest.raises(ControllerError, match="num_hidden_layers is missing"):
-        model_layers(spec)
-
-
 def test_a_worker_that_cannot_fit_its_gpu_fails_the_epoch_before_any_pod_naming_the_field(tiny_family):
     def search(gpu_memory: str) -> MergeSearchSpec:
         return MergeSearchSpec.model_validate({
@@ -77,22 +55,6 @@ def test_a_worker_that_cannot_fit_its_gpu_fails_the_epoch_before_any_pod_naming_
         check_memory(search("16Ki"))
 
 
-def test_a_data_flow_genome_reads_every_path_models_depth_model_a_first(tmp_path):
-    for name, layers in (("merged", 6), ("e0", 4), ("e1", 4)):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "config.json").write_text(json.dumps({"num_hidden_layers": layers}))
-    spec = MergeSearchSpec.model_validate({
-        "objectives": [{"task": "t"}],
-        "experts": [{"name": "e0", "uri": str(tmp_path / "e0")}, {"name": "e1", "uri": str(tmp_path / "e1")}],
-        "merge": {"dataFlow": {"enabled": True, "repeats": 2, "modelA": {"uri": str(tmp_path / "merged")}}},
-    })
-    genome = search_genome(spec)
-    assert model_layers(spec) == 6
-    path = genome.decode(np.full(genome.dim, 0.5)).layer_path
-    assert path.models == ("modelA", "e0", "e1") and path.hops[0].model == "modelA"
-    assert (path.hops[-1].model, path.hops[-1].layer) == ("modelA", 5)  # model A's own last layer ends the path
-
-
 def seeded_spec(family, seeds: list[dict], algorithm: str = "random") -> dict:
     """A search body over the tiny family whose spec lists `seeds`."""
     return search_body("seeded", "unused", family, search={"algorithm": algorithm, "populationSize": 3, "maxGenerations": 1,
@@ -103,15 +65,6 @@ def mergekit_config(family, w0: float, w1: float) -> dict:
     return {"merge_method": "task_arithmetic", "base_model": str(family["base"]),
             "models": [{"model": str(family["expert0"]), "parameters": {"weight": w0}},
                        {"model": str(family["expert1"]), "parameters": {"weight": w1}}]}
-
-
-def test_a_seed_that_cannot_be_encoded_fails_the_epoch_naming_its_field(tiny_family, tmp_path, monkeypatch):
-    monkeypatch.setenv(PVC_MOUNT_ROOT_ENV, str(tmp_path))
-    body = seeded_spec(tiny_family, [{"mergekit": mergekit_config(tiny_family, 0.5, 0.5)}, {"uri": "pvc://recipes/absent.yaml"}])
-    spec = MergeSearchSpec.model_validate(body["spec"])
-
-    with pytest.raises(ControllerError, match=r"^spec.search.seeds\[1\]: 'pvc://recipes/absent.yaml': .* is not a file"):
-        spec_seed_vectors(spec, search_genome(spec))
 
 
 def test_the_spec_seeds_are_the_first_candidates_of_epoch_one_and_a_seed_on_a_claim_is_read(kube, namespace, tiny_family,

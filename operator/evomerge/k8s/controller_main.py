@@ -1,7 +1,7 @@
 """`evomerge controller`: one epoch of a MergeSearch, run by the runner with the Kubernetes executor.
 
-It reads what the operator froze for the epoch (effective spec, elite seeds, counters), seeds the optimizer
-with spec.search.seeds and those elites, replays the history ConfigMaps, and goes on submitting evaluation
+It reads what the operator froze for the epoch (effective spec, elite seeds, counters), prepares the search as
+`evomerge run` does (runner/prepare.py: inputs checked, depth, genome, spec.search.seeds), adds those elites, replays the history ConfigMaps, and goes on submitting evaluation
 Jobs until the search stops. Killed at any point, its replacement (the Job's next pod) replays the same events
 and continues with nothing lost. With storage.output set, it keeps the run report there too
 (search_report.py) and status.report links it.
@@ -9,19 +9,17 @@ and continues with nothing lost. With storage.output set, it keeps the run repor
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..evaluate.placement import candidates_per_pod
 from ..merge.recipe import MergeRecipe
-from ..search.genome import Genome, genome_for
+from ..search.genome import Genome
 from ..spec.loading import validate_document
-from ..spec.merge_search import MergeSearch, MergeSearchSpec, path_models
+from ..spec.merge_search import MergeSearch, MergeSearchSpec
 from .client import Kube
 from .controller_events import ControllerEvents
 from .evaluation_jobs import evaluation_executor
@@ -68,60 +66,9 @@ def elite_vectors(genome: Genome, recipes: list[dict[str, Any]]) -> tuple[np.nda
     return (np.array(rows) if rows else None), notes
 
 
-def spec_seed_vectors(spec: MergeSearchSpec, genome: Genome) -> np.ndarray | None:
-    """spec.search.seeds as vectors of this epoch's genome, encoded as `evomerge run` encodes them; a seed that
-    cannot be read or encoded fails the epoch with its field named (no retry reads it differently)."""
-    from ..runner.seeds import SeedError, seed_vectors
-
-    try:
-        return seed_vectors(spec, genome, model_layers(spec))
-    except SeedError as error:
-        raise ControllerError(str(error)) from None
-
-
 def _stacked(*parts: np.ndarray | None) -> np.ndarray | None:
     rows = [p for p in parts if p is not None]
     return np.concatenate(rows) if rows else None
-
-
-def _layers_of(uri: str) -> int:
-    from ..models.uris import local_path
-
-    config = Path(local_path(uri)) / "config.json"
-    if not config.exists():
-        raise ControllerError(f"{uri}: no config.json in {config.parent} — the reference model needs its config")
-    layers = json.loads(config.read_text()).get("num_hidden_layers")
-    if not isinstance(layers, int) or layers < 1:
-        raise ControllerError(f"{config}: num_hidden_layers is missing — cannot group layers")
-    return layers
-
-
-def model_layers(spec: MergeSearchSpec) -> int:
-    """Transformer blocks of the reference model (base, else the first expert; a path's model A), from its config.json."""
-    if spec.merge.data_flow.enabled:
-        return _layers_of(path_models(spec)[0][1])
-    return _layers_of(spec.base_model.uri if spec.base_model else spec.experts[0].uri)
-
-
-def search_genome(spec: MergeSearchSpec) -> Genome:
-    """The spec's genome; a data-flow path needs every path model's depth, read from its config.json."""
-    if spec.merge.data_flow.enabled:
-        layers = {name: _layers_of(uri) for name, uri in path_models(spec)}
-        return genome_for(spec, model_layers(spec), layers)
-    return genome_for(spec, model_layers(spec))
-
-
-def check_experts(spec: MergeSearchSpec) -> None:
-    """Refuse, before any evaluation Job runs, full-weight experts that do not share the base architecture
-    (the message names the expert and the first tensor that differs), as `evomerge run` does."""
-    from ..models.checkpoint import check_compatible, open_checkpoint
-    from ..models.uris import local_path
-
-    if spec.base_model is None or spec.merge.data_flow.enabled:  # a path reads no base
-        return
-    base = open_checkpoint(local_path(spec.base_model.uri), spec.allow_pickle)
-    experts = {e.name: open_checkpoint(local_path(e.uri), spec.allow_pickle) for e in spec.experts if e.format == "full"}
-    check_compatible(base, experts, spec.merge.dtype)
 
 
 def check_memory(spec: MergeSearchSpec) -> None:
@@ -164,6 +111,7 @@ def run_controller(kube: Kube, namespace: str, name: str, epoch: int, settings: 
                    controller_job: str | None = None) -> ControllerResult:
     """Run the epoch to its end. `controller_job` (the pod's own Job) owns the evaluation Jobs when given."""
     from ..runner.loop import SearchFailed, SearchRunner
+    from ..runner.prepare import prepare
     from ..search.optimizer import make_optimizer
 
     search = kube.get("MergeSearch", namespace, name)
@@ -176,13 +124,13 @@ def run_controller(kube: Kube, namespace: str, name: str, epoch: int, settings: 
     spec = validate_document(document, f"epoch {epoch} of MergeSearch {namespace}/{name}", MergeSearch).spec
     owner = (kube.get("Job", namespace, controller_job) if controller_job else None) or search
 
-    genome = search_genome(spec)
-    check_experts(spec)
+    prepared = prepare(spec)
     check_memory(spec)
+    genome = prepared.genome
     elites, notes = elite_vectors(genome, seeds)
     for note in notes:
         log.warning(note)
-    vectors = _stacked(elites, spec_seed_vectors(spec, genome))  # the elites first: CMA-ES starts at the first
+    vectors = _stacked(elites, prepared.seeds)  # the elites first: CMA-ES starts at the first
     _count_start(kube, search, controller_job)
     executor = evaluation_executor(kube, search, epoch, spec, settings, owner)
     history = ConfigMapHistory(kube, search, epoch)

@@ -9,30 +9,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from ..catalogue.contracts import HISTORY_FILE, MERGED_DIR, SCORES_FILE, SPEC_FILE, SUMMARY_FILE
 from ..catalogue.engines import ENGINES
 from ..evaluate.cache import ScoreCache
 from ..evaluate.engines.resident import ResidentEngine
 from ..evaluate.engines.served import ServedEngine, VLLMWorker
 from ..executors.local import LocalExecutor
 from ..merge.export import export_merge
-from ..merge.inputs import open_source
 from ..merge.recipe import MergeRecipe
-from ..models.checkpoint import CheckpointError, TensorSource, check_compatible, open_checkpoint
-from ..models.uris import UriError, local_path
 from ..report.model_card import lineage_for, write_model_card
-from ..search.genome import genome_for
 from ..search.optimizer import make_optimizer
-from ..spec.merge_search import MODEL_A, MergeSearch, MergeSearchSpec, path_models
+from ..spec.merge_search import MergeSearch, MergeSearchSpec
 from .history import JsonlHistory
-from .seeds import seed_vectors
 from .loop import SearchFailed, SearchOutcome, SearchRunner
+from .prepare import model_a_dir, prepare, resolve
 from .sink import StatusSink
 
-HISTORY_FILE = "history.jsonl"
-SPEC_FILE = "spec.json"
-SUMMARY_FILE = "summary.json"
-SCORES_FILE = "scores.sqlite"
-SERVER_LOGS = "server"
+SERVER_LOGS = "server"  # the local server's logs, inside the run directory
 
 log = logging.getLogger(__name__)
 
@@ -60,24 +53,11 @@ def _run_local(search: MergeSearch, run_dir: Path, sink: StatusSink | None, expo
     spec = search.spec
     run_dir.mkdir(parents=True, exist_ok=True)
     _pin_spec(run_dir, search)
-    base_dir = _resolve("spec.baseModel.uri", spec.base_model.uri) if spec.base_model else None
-    expert_dirs = {e.name: _resolve(f"spec.experts[{i}].uri", e.uri) for i, e in enumerate(spec.experts)}
-    base = open_checkpoint(base_dir, spec.allow_pickle) if base_dir else None
-    experts = {name: open_source(path, base, spec.allow_pickle) for name, path in expert_dirs.items()}  # LoRA: over the base
-    model_a_dir = _model_a_dir(spec)
-    if model_a_dir is not None:
-        experts[MODEL_A] = open_checkpoint(model_a_dir, spec.allow_pickle)  # a path model, exported with the rest
-    reference = base or next(iter(experts.values()))
-    if base is not None and not spec.merge.data_flow.enabled:  # a path reads no base: its models need only share widths
-        check_compatible(base, experts)
-    num_layers = int(reference.config().get("num_hidden_layers", 1))
-    path_layers = _path_layers(spec, experts) if spec.merge.data_flow.enabled else None
-    genome = genome_for(spec, num_layers, path_layers)
-    seeds = seed_vectors(spec, genome, num_layers)
-
+    prepared = prepare(spec)
+    genome = prepared.genome
     cache = ScoreCache(run_dir / SCORES_FILE)
     executor = LocalExecutor(lambda: make_engine(spec, spec.objectives, cache, worker).score)
-    runner = SearchRunner(spec, genome, lambda: make_optimizer(genome, spec.search, len(spec.objectives), seeds),
+    runner = SearchRunner(spec, genome, lambda: make_optimizer(genome, spec.search, len(spec.objectives), prepared.seeds),
                           executor, JsonlHistory(run_dir / HISTORY_FILE), sink)
     try:
         outcome = runner.run()
@@ -91,7 +71,7 @@ def _run_local(search: MergeSearch, run_dir: Path, sink: StatusSink | None, expo
         if spec.held_out:
             held_out = make_engine(spec, spec.held_out, cache, worker).score(recipe)
         if export:
-            merged_dir = export_merge(recipe, base, experts, _output_dir(spec, run_dir))
+            merged_dir = export_merge(recipe, prepared.base, prepared.experts, _output_dir(spec, run_dir))
     _write_summary(run_dir, outcome, merged_dir, held_out)
     if merged_dir is not None:
         summary = json.loads((run_dir / SUMMARY_FILE).read_text())
@@ -120,8 +100,8 @@ def evaluation_worker(spec: MergeSearchSpec, log_dir: Path) -> Iterator[VLLMWork
                  engine.name)
         yield None
         return
-    base_dir = _resolve("spec.baseModel.uri", spec.base_model.uri) if spec.base_model else None
-    expert_dirs = {e.name: _resolve(f"spec.experts[{i}].uri", e.uri) for i, e in enumerate(spec.experts)}
+    base_dir = resolve("spec.baseModel.uri", spec.base_model.uri) if spec.base_model else None
+    expert_dirs = {e.name: resolve(f"spec.experts[{i}].uri", e.uri) for i, e in enumerate(spec.experts)}
     worker = VLLMWorker(base_dir, expert_dirs, log_dir, spec.allow_pickle)
     try:
         yield worker
@@ -137,44 +117,16 @@ def make_engine(spec: MergeSearchSpec, objectives, cache: ScoreCache | None = No
         return worker.engine(objectives, spec.evaluation.include_paths, seed=spec.search.seed, cache=cache)
     return ResidentEngine.from_spec(
         spec, objectives,
-        _resolve("spec.baseModel.uri", spec.base_model.uri) if spec.base_model else None,
-        {e.name: _resolve(f"spec.experts[{i}].uri", e.uri) for i, e in enumerate(spec.experts)},
-        cache=cache, model_a_dir=_model_a_dir(spec),
+        resolve("spec.baseModel.uri", spec.base_model.uri) if spec.base_model else None,
+        {e.name: resolve(f"spec.experts[{i}].uri", e.uri) for i, e in enumerate(spec.experts)},
+        cache=cache, model_a_dir=model_a_dir(spec),
     )
-
-
-def _model_a_dir(spec: MergeSearchSpec) -> Path | None:
-    flow = spec.merge.data_flow
-    if not flow.enabled or flow.model_a is None:
-        return None
-    return _resolve("spec.merge.dataFlow.modelA.uri", flow.model_a.uri)
-
-
-def _path_layers(spec: MergeSearchSpec, checkpoints: dict[str, TensorSource]) -> dict[str, int]:
-    """Each path model's depth, after checking that all of them share model A's hidden size (a hop feeds the next)."""
-    models = [name for name, _ in path_models(spec)]
-    configs = {name: checkpoints[name].config() for name in models}
-    width_a = configs[models[0]].get("hidden_size")
-    for name in models[1:]:
-        if configs[name].get("hidden_size") != width_a:
-            raise CheckpointError(
-                f"spec.merge.dataFlow: path model {name!r} has hidden_size {configs[name].get('hidden_size')}, model A "
-                f"({models[0]!r}) has {width_a} — the layers of one path must share the hidden size"
-            )
-    return {name: int(config.get("num_hidden_layers", 1)) for name, config in configs.items()}
-
-
-def _resolve(field: str, uri: str) -> Path:
-    try:
-        return local_path(uri)
-    except UriError as exc:
-        raise UriError(f"{field}: {exc}") from None
 
 
 def _output_dir(spec: MergeSearchSpec, run_dir: Path) -> Path:
     if spec.storage.output is not None:
         return local_path_for_output(spec.storage.output.uri)
-    return run_dir / "merged"
+    return run_dir / MERGED_DIR
 
 
 def local_path_for_output(uri: str) -> Path:
