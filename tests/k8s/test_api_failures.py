@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import pytest
 
-from evomerge.k8s import plan as plan_module
 from evomerge.k8s.api_failures import (
     API_ERROR,
     FORBIDDEN,
@@ -23,9 +22,10 @@ from evomerge.k8s.api_failures import (
 )
 from evomerge.k8s.client import ApiError, Conflict, Invalid, NotFound
 from evomerge.k8s.conditions import condition, find, merge_conditions
-from evomerge.k8s.plan import record_refusal, settled
+from evomerge.k8s.plan import record_refusal
 from evomerge.k8s.reconcile_model import ModelObservation, plan_model
 from evomerge.k8s.reconcile_search import SearchObservation, plan_search
+from evomerge.k8s.reconcile_state import ReconcileState
 from evomerge.k8s.settings import ClusterSettings
 
 NOW, LATER = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
@@ -291,12 +291,6 @@ def stored_search(status: dict, resource_version: str = "7") -> dict:
     return body
 
 
-@pytest.fixture(autouse=True)
-def _no_memory_across_tests():
-    yield
-    settled("uid-1")
-
-
 def test_a_refusal_is_recorded_once_with_one_warning_against_the_version_read():
     kube = RecordingKube()
 
@@ -322,15 +316,16 @@ def test_a_status_the_operator_may_not_write_is_logged_and_warned_once_until_a_r
     said = RBAC_CREATE_JOB.replace('create resource "jobs"', 'patch resource "mergesearches/status"')
     status_refused = RefusedRequest(Request("patch", "MergeSearch", "ns", "jp", "status"), ApiError(403, "Forbidden", said))
     kube = RecordingKube(patch_error=ApiError(403, "Forbidden", "mergesearches/status is forbidden"))
+    state = ReconcileState()
 
     for _ in range(3):
-        record_refusal(kube, stored_search(RUNNING), status_refused, "evomerge-operator")
+        record_refusal(kube, stored_search(RUNNING), status_refused, "evomerge-operator", state=state)
 
     assert [reason for _, reason, _ in kube.events] == [FORBIDDEN]
     assert "lacks verb patch on resource mergesearches/status" in kube.events[0][2]
     assert "could not record Forbidden on its status" in caplog.text
-    settled("uid-1")
-    record_refusal(kube, stored_search(RUNNING), status_refused, "evomerge-operator")
+    state.settled("uid-1")
+    record_refusal(kube, stored_search(RUNNING), status_refused, "evomerge-operator", state=state)
     assert len(kube.events) == 2
 
 
@@ -339,6 +334,7 @@ def test_a_warning_that_cannot_be_posted_is_logged_not_raised(caplog):
         def post_event(self, *args):
             raise ApiError(403, "Forbidden", 'events is forbidden: cannot create resource "events"')
 
-    assert record_refusal(NoEvents(), stored_search(RUNNING), forbidden(), "c").reason == FORBIDDEN
+    state = ReconcileState()
+    assert record_refusal(NoEvents(), stored_search(RUNNING), forbidden(), "c", state=state).reason == FORBIDDEN
     assert "Warning Forbidden on MergeSearch ns/jp not posted" in caplog.text
-    assert plan_module._warned_unrecorded == {}
+    assert state.warned_unrecorded == {}

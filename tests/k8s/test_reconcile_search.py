@@ -10,6 +10,7 @@ from evomerge.k8s import reconcile_search
 from evomerge.k8s.client import ApiError
 from evomerge.k8s.conditions import find
 from evomerge.k8s.reconcile_search import SearchObservation, plan_search
+from evomerge.k8s.reconcile_state import ReconcileState
 from evomerge.k8s.render_search import read_epoch_configmap
 from evomerge.k8s.settings import ClusterSettings
 
@@ -379,62 +380,65 @@ class OneSearchServer:
 
 
 @pytest.fixture
-def server(monkeypatch) -> OneSearchServer:
-    monkeypatch.setattr(reconcile_search, "watched", reconcile_search.WatchedVersions())
-    reconcile_search.forget_cache()
-    yield OneSearchServer(search())
-    reconcile_search.forget_cache()
+def server() -> OneSearchServer:
+    return OneSearchServer(search())
 
 
-def test_the_latest_watched_body_is_reconciled_without_reading_the_search_again(server):
+@pytest.fixture
+def state() -> ReconcileState:
+    """The operator's memory between reconciles, fresh for each test (the OperatorContext holds one)."""
+    return ReconcileState()
+
+
+def test_the_latest_watched_body_is_reconciled_without_reading_the_search_again(server, state):
     added = copy.deepcopy(server.search)
-    reconcile_search.watched.seen("ADDED", added)
+    state.watched.seen("ADDED", added)
 
-    reconcile_search.reconcile(server, added, SETTINGS)
+    reconcile_search.reconcile(server, added, SETTINGS, state)
 
     assert "MergeSearch" not in server.reads
     assert server.search["status"]["observedGeneration"] == 1
 
 
-def test_a_body_older_than_the_operators_own_status_write_is_read_again(server):
+def test_a_body_older_than_the_operators_own_status_write_is_read_again(server, state):
     added = copy.deepcopy(server.search)
-    reconcile_search.watched.seen("ADDED", added)
-    reconcile_search.reconcile(server, added, SETTINGS)
+    state.watched.seen("ADDED", added)
+    reconcile_search.reconcile(server, added, SETTINGS, state)
     server.reads.clear()
 
-    again = reconcile_search.reconcile(server, added, SETTINGS)  # e.g. queued before the write, its echo not seen yet
+    again = reconcile_search.reconcile(server, added, SETTINGS, state)  # e.g. queued before the write, its echo not seen yet
 
     assert server.reads[0] == "MergeSearch"
     assert not again.events, "the fresh read shows epoch 1 started: no second EpochStarted"
 
 
-def test_once_the_write_came_back_on_the_watch_a_later_edit_is_trusted_as_delivered(server):
+def test_once_the_write_came_back_on_the_watch_a_later_edit_is_trusted_as_delivered(server, state):
     added = copy.deepcopy(server.search)
-    reconcile_search.watched.seen("ADDED", added)
-    reconcile_search.reconcile(server, added, SETTINGS)
-    reconcile_search.watched.seen("MODIFIED", copy.deepcopy(server.search))  # the echo of the status write
+    state.watched.seen("ADDED", added)
+    reconcile_search.reconcile(server, added, SETTINGS, state)
+    state.watched.seen("MODIFIED", copy.deepcopy(server.search))  # the echo of the status write
     edited = server.patch("MergeSearch", "ns", "jp", {"spec": {"suspend": True}})
-    reconcile_search.watched.seen("MODIFIED", edited)
+    state.watched.seen("MODIFIED", edited)
     server.reads.clear()
 
-    plan = reconcile_search.reconcile(server, edited, SETTINGS)
+    plan = reconcile_search.reconcile(server, edited, SETTINGS, state)
 
     assert "MergeSearch" not in server.reads
     assert [e.reason for e in plan.events] == ["Suspended"]
     assert server.search["status"]["phase"] == "Suspended"
 
 
-def test_after_a_refused_reconcile_the_next_one_reads_the_search(server):
+def test_after_a_refused_reconcile_the_next_one_reads_the_search(server, state):
     added = copy.deepcopy(server.search)
-    reconcile_search.watched.seen("ADDED", added)
+    state.watched.seen("ADDED", added)
     server.refuse_creates = ApiError(403, "Forbidden", 'jobs is forbidden: cannot create resource "jobs" in API group "batch"')
     with pytest.raises(ApiError):
-        reconcile_search.reconcile(server, added, SETTINGS)
+        reconcile_search.reconcile(server, added, SETTINGS, state)
     assert server.search["status"]["conditions"], "the refusal is recorded on the status"
     server.refuse_creates = None
-    reconcile_search.watched.seen("MODIFIED", copy.deepcopy(server.search))  # which write it was, reconcile cannot tell
+    state.watched.seen("MODIFIED", copy.deepcopy(server.search))  # which write it was, reconcile cannot tell
     server.reads.clear()
 
-    reconcile_search.reconcile(server, copy.deepcopy(server.search), SETTINGS)
+    reconcile_search.reconcile(server, copy.deepcopy(server.search), SETTINGS, state)
 
     assert server.reads[0] == "MergeSearch"

@@ -65,7 +65,9 @@ def search_changed(body: kopf.Body, memo: Any, **_: Any) -> None:
 
 
 @kopf.on.event(*MODELS)
-async def model_event(body: kopf.Body, memo: Any, **_: Any) -> None:
+async def model_event(type: str | None, body: kopf.Body, memo: Any, **_: Any) -> None:
+    if type == "DELETED":  # nothing more to remember about it
+        _context(memo).state.forget(body["metadata"]["uid"])
     _context(memo).metrics.observe_model(dict(body))
 
 

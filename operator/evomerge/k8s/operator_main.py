@@ -28,6 +28,7 @@ from .jobs import ACTIVE, FAILED, job_state, pod_selector, termination_message
 from .metrics import OperatorMetrics
 from .naming import COMPONENT_LABEL, CONTROLLER, EVALUATION, EXPORT, MANAGED_BY, MODEL_LABEL, SEARCH_LABEL, SEARCH_UID_LABEL
 from .plan import EventQueue
+from .reconcile_state import ReconcileState
 from .settings import ClusterSettings
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class OperatorContext:
     namespaces: list[str] = field(default_factory=list)  # empty: cluster-wide
     resync_seconds: float = 30.0
     stop: threading.Event = field(default_factory=threading.Event)
+    state: ReconcileState = field(default_factory=ReconcileState)  # locks, caches and watched versions of the reconciles
 
 
 class ExpertDiffBase(kopf.AnnotationsDiffBaseStorage):
@@ -108,19 +110,23 @@ def _timed(context: OperatorContext, kind: str, work: Callable[[], Any]) -> Any:
 
 
 def reconcile_search_body(context: OperatorContext, body: dict[str, Any]) -> None:
-    plan = _timed(context, "MergeSearch", lambda: reconcile_search.reconcile(context.kube, body, context.settings, context.events))
+    plan = _timed(context, "MergeSearch", lambda: reconcile_search.reconcile(context.kube, body, context.settings, context.state,
+                                                                                  context.events))
     selects = (body.get("spec") or {}).get("expertSelector") is not None
     if selects and any(e.reason == "EpochStarted" for e in plan.events):
         _timed(context, "Expert", lambda: reconcile_expert.refresh_selected(context.kube, body["metadata"]["namespace"]))
 
 
 def reconcile_model_body(context: OperatorContext, body: dict[str, Any]) -> None:
-    _timed(context, "MergedModel", lambda: reconcile_model.reconcile(context.kube, body, context.settings, context.events))
+    _timed(context, "MergedModel", lambda: reconcile_model.reconcile(context.kube, body, context.settings, context.state,
+                                                                                  context.events))
 
 
 def search_seen(context: OperatorContext, event_type: str | None, body: dict[str, Any]) -> None:
     """Every watch event of a search, in order: the gauges, and which body a reconcile may trust unread."""
-    reconcile_search.watched.seen(event_type, body)
+    context.state.watched.seen(event_type, body)
+    if event_type == "DELETED":
+        context.state.forget(body["metadata"]["uid"])
     context.metrics.observe_search(event_type, body)
 
 
@@ -190,7 +196,7 @@ def _warn_evaluation_failed(context: OperatorContext, job: dict[str, Any]) -> No
 
 def resync(context: OperatorContext) -> None:
     """Reconcile every MergeSearch and MergedModel now; errors are logged and left to the next pass."""
-    reconcile_search.forget_cache()
+    context.state.forget_cache()
     for namespace in context.namespaces or [None]:
         for kind, reconcile in (("MergeSearch", reconcile_search_body), ("MergedModel", reconcile_model_body)):
             try:

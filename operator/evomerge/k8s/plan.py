@@ -14,6 +14,7 @@ from typing import Any, Iterator
 from .api_failures import Refusal, classify, degraded_status, is_news, requesting
 from .client import ApiError, Conflict, Kube
 from .conditions import now_iso
+from .reconcile_state import ReconcileState
 
 log = logging.getLogger(__name__)
 
@@ -128,16 +129,14 @@ def _post(kube: Kube, owner: dict[str, Any], event: Event, component: str, event
         kube.post_event(owner, event.type, event.reason, event.message, component)
 
 
-# Reasons per object uid warned about while its status could not record them: without this, a status that
-# cannot be written would repeat the Warning on every resync.
-_warned_unrecorded: dict[str, set[str]] = {}
-
-
-def record_refusal(kube: Kube, owner: dict[str, Any], error: ApiError, component: str, events: EventQueue | None = None) -> Refusal | None:
+def record_refusal(kube: Kube, owner: dict[str, Any], error: ApiError, component: str, events: EventQueue | None = None,
+                   state: ReconcileState | None = None) -> Refusal | None:
     """Put a refusal the user must fix on the object: Degraded with the request, the server's words and the
     fix, and a Warning when the reason is new. `owner` is the object as the failed reconcile read it; if it
     changed since, the patch is refused (resourceVersion) and the next reconcile records it. A status the
-    operator may not write is logged, never raised: the caller raises the original error."""
+    operator may not write is logged, never raised: the caller raises the original error. `state` (the
+    operator's) remembers the reasons already warned about while the status could not record them, so they
+    are not repeated on every resync."""
     refusal = classify(error, owner["kind"])
     if refusal is None:
         return None
@@ -153,9 +152,10 @@ def record_refusal(kube: Kube, owner: dict[str, Any], error: ApiError, component
         except ApiError as failed:
             log.warning("%s %s/%s: could not record %s on its status (%s); the refusal was: %s", owner["kind"],
                         meta["namespace"], meta["name"], refusal.reason, failed, refusal.message)
-            warned = _warned_unrecorded.setdefault(meta["uid"], set())
-            news = refusal.reason not in warned
-            warned.add(refusal.reason)
+            if state is not None:
+                warned = state.warned_unrecorded.setdefault(meta["uid"], set())
+                news = refusal.reason not in warned
+                warned.add(refusal.reason)
     if news:
         try:
             _post(kube, owner, Event("Warning", refusal.reason, refusal.message), component, events)
@@ -163,7 +163,3 @@ def record_refusal(kube: Kube, owner: dict[str, Any], error: ApiError, component
             log.warning("Warning %s on %s %s/%s not posted: %s", refusal.reason, owner["kind"], meta["namespace"], meta["name"], failed)
     return refusal
 
-
-def settled(uid: str) -> None:
-    """A reconcile of this object went through: a later refusal is news again."""
-    _warned_unrecorded.pop(uid, None)

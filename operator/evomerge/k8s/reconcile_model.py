@@ -9,7 +9,6 @@ Deployment untouched, until the annotation evomerge.dev/promote=<its version> pu
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,8 +29,9 @@ from .naming import (
     selector,
     serving_name,
 )
-from .plan import Event, EventQueue, Plan, apply, record_refusal, settled
+from .plan import Event, EventQueue, Plan, apply, record_refusal
 from .promotion import BY_HAND, FIRST_VERSION, IMPROVED, POLICY_ALWAYS, GateResult, gated
+from .reconcile_state import ReconcileState
 from .reconcile_search import parse_search
 from .render_model import render_export_configmap, render_export_job, render_serving_deployment, render_serving_service
 from .render_pods import kept_output_path
@@ -250,10 +250,6 @@ def _warn_once(plan: Plan, status, reason: str, message: str) -> None:
 
 
 # ---- I/O -----------------------------------------------------------------------------------------------
-_locks: dict[str, threading.Lock] = {}
-_guard = threading.Lock()
-
-
 def observe(kube: Kube, model: dict[str, Any]) -> ModelObservation:
     meta = model["metadata"]
     namespace = meta["namespace"]
@@ -273,11 +269,10 @@ def observe(kube: Kube, model: dict[str, Any]) -> ModelObservation:
     return observed
 
 
-def reconcile(kube: Kube, model: dict[str, Any], settings: ClusterSettings, events: EventQueue | None = None) -> Plan:
+def reconcile(kube: Kube, model: dict[str, Any], settings: ClusterSettings, state: ReconcileState,
+              events: EventQueue | None = None) -> Plan:
     meta = model["metadata"]
-    with _guard:
-        lock = _locks.setdefault(meta["uid"], threading.Lock())
-    with lock:
+    with state.locks.hold(meta["uid"]):
         fresh = kube.get("MergedModel", meta["namespace"], meta["name"])
         if fresh is None or fresh["metadata"]["uid"] != meta["uid"] or fresh["metadata"].get("deletionTimestamp"):
             return Plan()
@@ -285,8 +280,8 @@ def reconcile(kube: Kube, model: dict[str, Any], settings: ClusterSettings, even
             plan = plan_model(fresh, observe(kube, fresh), settings, now_iso())
             apply(kube, fresh, plan, COMPONENT, events)
         except ApiError as error:  # under the lock: the status it records is not older than a concurrent success
-            record_refusal(kube, fresh, error, COMPONENT, events)
+            record_refusal(kube, fresh, error, COMPONENT, events, state)
             raise
-        settled(meta["uid"])
+        state.settled(meta["uid"])
         return plan
 

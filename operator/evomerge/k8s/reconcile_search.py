@@ -12,7 +12,6 @@ controller, which resumes from its history.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,8 +33,9 @@ from .naming import (
     owner_reference,
     selector,
 )
-from .plan import Event, EventQueue, Plan, apply, record_refusal, settled
+from .plan import Event, EventQueue, Plan, apply, record_refusal
 from .promotion import gated
+from .reconcile_state import ReconcileState
 from .reconcile_expert import compatibility
 from .render_model import recipe_lineage, versioned_uri
 from .render_search import (
@@ -411,69 +411,9 @@ def _model_spec(search: str, effective: MergeSearchSpec, best: dict[str, Any], o
 # ---- I/O: observe and apply ---------------------------------------------------------------------------
 # Under a burst (many searches created or edited at once) the API server is the bottleneck, so a reconcile
 # sends only the requests its plan can need (benchmarks/operator_latency.py counts them).
-_locks: dict[str, threading.Lock] = {}
-_locks_guard = threading.Lock()
-# What this process made and has not seen change since the last resync, so reconciles skip re-reading it.
-_accounts_ready: set[str] = set()  # namespaces whose accounts exist
-_epoch_configmaps: dict[str, tuple[str, dict[str, Any] | None]] = {}  # search uid → (ConfigMap name, as stored)
 ACCOUNT_KINDS = ("ServiceAccount", "RoleBinding")
 
 
-class WatchedVersions:
-    """Which search bodies are the newest the watch delivered and hold every status this process wrote: a
-    reconcile of such a body need not read the search again (under a burst, one request of five).
-
-    The watch delivers one object's versions in order: a body is current when it is the latest version seen
-    and the echo of this process's last status write has come by (or came before the write returned). Writes
-    happen under the search's lock, so no write slips between the check and the reconcile that trusts it.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._latest: dict[str, str] = {}  # uid → resourceVersion of the last watch event
-        self._unechoed: dict[str, str | None] = {}  # uid → version of a write not seen on the watch yet (None: unknown)
-
-    def seen(self, event_type: str | None, body: dict[str, Any]) -> None:
-        """Every watch event of a search, in the order the watch delivers them."""
-        meta = body.get("metadata") or {}
-        uid, version = meta.get("uid"), meta.get("resourceVersion")
-        if not uid or not version:
-            return
-        with self._lock:
-            if event_type == "DELETED":
-                self._latest.pop(uid, None)
-                self._unechoed.pop(uid, None)
-                return
-            self._latest[uid] = version
-            if self._unechoed.get(uid) == version:
-                del self._unechoed[uid]
-
-    def wrote(self, uid: str, version: str | None) -> None:
-        """This process wrote the search; `version` as the API server returned it, None when unknown."""
-        with self._lock:
-            if version is not None and self._latest.get(uid) == version:
-                self._unechoed.pop(uid, None)  # its echo came before the response
-            else:
-                self._unechoed[uid] = version
-
-    def current(self, body: dict[str, Any]) -> bool:
-        meta = body["metadata"]
-        with self._lock:
-            return meta["uid"] not in self._unechoed and self._latest.get(meta["uid"]) == meta.get("resourceVersion")
-
-
-watched = WatchedVersions()
-
-
-def forget_cache() -> None:
-    """Read everything again on the next reconcile (someone may have deleted or edited it)."""
-    _accounts_ready.clear()
-    _epoch_configmaps.clear()
-
-
-def _lock_for(key: str) -> threading.Lock:
-    with _locks_guard:
-        return _locks.setdefault(key, threading.Lock())
 
 
 def _never_reconciled(search: dict[str, Any], spec: MergeSearchSpec | None) -> bool:
@@ -484,7 +424,7 @@ def _never_reconciled(search: dict[str, Any], spec: MergeSearchSpec | None) -> b
             and spec is not None and spec.expert_selector is None)
 
 
-def observe(kube: Kube, search: dict[str, Any], spec: MergeSearchSpec | None) -> SearchObservation:
+def observe(kube: Kube, search: dict[str, Any], spec: MergeSearchSpec | None, state: ReconcileState) -> SearchObservation:
     meta = search["metadata"]
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
     observed = SearchObservation()
@@ -505,24 +445,26 @@ def observe(kube: Kube, search: dict[str, Any], spec: MergeSearchSpec | None) ->
                 observed.controller_message = termination_message(pods, CONTROLLER)
             elif state == ACTIVE and runs and not (job.get("status") or {}).get("ready"):
                 observed.controller_stuck = stuck_reason(kube.list("Pod", namespace, pod_selector(current)))
-    observed.accounts_ready = namespace in _accounts_ready
+    observed.accounts_ready = namespace in state.accounts_ready
     epoch = int(status.get("epoch") or 0)
     if epoch:
         configmap = epoch_configmap_name(name, epoch)
-        cached = _epoch_configmaps.get(uid)
+        cached = state.epoch_configmaps.get(uid)
         if cached is None or cached[0] != configmap:
             cached = (configmap, kube.get("ConfigMap", namespace, configmap))
-            _epoch_configmaps[uid] = cached
+            state.epoch_configmaps[uid] = cached
         observed.epoch_configmap = cached[1]
     if finished or status.get("phase") == "Succeeded":  # only then is there something to publish
         observed.merged_model = kube.get("MergedModel", namespace, name)
     return observed
 
 
-def reconcile(kube: Kube, search: dict[str, Any], settings: ClusterSettings, events: EventQueue | None = None) -> Plan:
+def reconcile(kube: Kube, search: dict[str, Any], settings: ClusterSettings, state: ReconcileState,
+              events: EventQueue | None = None) -> Plan:
     """Observe, plan, apply — serialised per search, because Job and Expert events reconcile it too."""
     meta = search["metadata"]
-    with _lock_for(meta["uid"]):
+    watched = state.watched
+    with state.locks.hold(meta["uid"]):
         fresh = search if watched.current(search) else kube.get("MergeSearch", meta["namespace"], meta["name"])
         if fresh is None or fresh["metadata"]["uid"] != meta["uid"] or fresh["metadata"].get("deletionTimestamp"):
             return Plan()
@@ -531,20 +473,20 @@ def reconcile(kube: Kube, search: dict[str, Any], settings: ClusterSettings, eve
         except SpecError:
             spec = None
         try:
-            observed = observe(kube, fresh, spec)
+            observed = observe(kube, fresh, spec, state)
             plan = plan_search(fresh, observed, settings, now_iso())
             watched.wrote(meta["uid"], None)  # until the status patch returns its version
-            _make_accounts(kube, fresh, plan)
-            _apply(kube, fresh, plan, events)
+            _make_accounts(kube, fresh, plan, state)
+            _apply(kube, fresh, plan, events, state)
         except ApiError as error:  # under the lock: the status it records is not older than a concurrent success
-            record_refusal(kube, fresh, error, COMPONENT, events)
+            record_refusal(kube, fresh, error, COMPONENT, events, state)
             watched.wrote(meta["uid"], None)  # it may have written the status
             raise
-        settled(meta["uid"])
+        state.settled(meta["uid"])
         return plan
 
 
-def _make_accounts(kube: Kube, search: dict[str, Any], plan: Plan) -> None:
+def _make_accounts(kube: Kube, search: dict[str, Any], plan: Plan, state: ReconcileState) -> None:
     """Take the namespace's accounts out of the plan and make them once: the first plan of a namespace makes
     them while its other searches wait (they would all try, and each refused create is a wasted request)."""
     accounts = [o for o in plan.create if o["kind"] in ACCOUNT_KINDS]
@@ -552,20 +494,20 @@ def _make_accounts(kube: Kube, search: dict[str, Any], plan: Plan) -> None:
         return
     plan.create = [o for o in plan.create if o["kind"] not in ACCOUNT_KINDS]
     namespace = search["metadata"]["namespace"]
-    with _lock_for(f"namespace/{namespace}"):
-        if namespace not in _accounts_ready:
+    with state.locks.hold(f"namespace/{namespace}"):
+        if namespace not in state.accounts_ready:
             apply(kube, search, Plan(create=accounts), COMPONENT)
-            _accounts_ready.add(namespace)
+            state.accounts_ready.add(namespace)
 
 
-def _apply(kube: Kube, search: dict[str, Any], plan: Plan, events: EventQueue | None) -> None:
+def _apply(kube: Kube, search: dict[str, Any], plan: Plan, events: EventQueue | None, state: ReconcileState) -> None:
     uid = search["metadata"]["uid"]
     stored = apply(kube, search, plan, COMPONENT, events)
     for owner in (o for o in stored if o.get("kind") == "MergeSearch"):  # its status, as written
-        watched.wrote(uid, owner["metadata"].get("resourceVersion"))
+        state.watched.wrote(uid, owner["metadata"].get("resourceVersion"))
     if any(o["kind"] == "ConfigMap" for o in plan.create + plan.replace):
         written = [o for o in stored if o.get("kind") == "ConfigMap"]
         if written:  # the epoch ConfigMap as the API server stored it: the next reconcile need not read it
-            _epoch_configmaps[uid] = (written[-1]["metadata"]["name"], written[-1])
+            state.epoch_configmaps[uid] = (written[-1]["metadata"]["name"], written[-1])
         else:  # it existed already (a create refused): read it back
-            _epoch_configmaps.pop(uid, None)
+            state.epoch_configmaps.pop(uid, None)
