@@ -25,6 +25,12 @@ def tiny_family(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="session")
+def deep_family(tmp_path_factory) -> dict[str, Path]:
+    """Four layers, so layer groups span several blocks."""
+    return build_family(tmp_path_factory.mktemp("deep_family"), n_experts=2, layers=4, seed=3)
+
+
+@pytest.fixture(scope="session")
 def tiny_tasks(tmp_path_factory) -> Path:
     return write_choice_task(tmp_path_factory.mktemp("tasks"))
 

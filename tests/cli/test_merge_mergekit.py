@@ -63,7 +63,7 @@ def test_mergekits_ties_example_merges_to_mergekits_tensors(dtype, finetunes, ru
 def test_the_ties_example_would_differ_with_evomerges_fast_tie_order(finetunes, run_mergekit, tmp_path):
     """The fixture has the tie structure that matters: cutting ties by index instead of torch's order changes bytes."""
     config = example("ties.yml", mergekit_family(finetunes), tmp_path, dtype="bfloat16")
-    from evomerge.report.mergekit_io import read_mergekit_file
+    from evomerge.merge.mergekit_config import read_mergekit_file
 
     recipe = read_mergekit_file(config)
     recipe_file = tmp_path / "index.json"

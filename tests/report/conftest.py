@@ -1,4 +1,4 @@
-"""A four-layer tiny family (layer groups then span several blocks) and one real run of it."""
+"""One real run of the four-layer tiny family (tests/conftest.py's deep_family)."""
 
 from __future__ import annotations
 
@@ -10,12 +10,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.tiny_models import build_family
-
-
-@pytest.fixture(scope="session")
-def deep_family(tmp_path_factory) -> dict[str, Path]:
-    return build_family(tmp_path_factory.mktemp("deep_family"), n_experts=2, layers=4, seed=3)
 
 
 @pytest.fixture(scope="session")

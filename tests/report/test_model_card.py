@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 from evomerge.report.model_card import lineage_for, weights_sha256, write_model_card
 from evomerge.spec.merge_search import MergeSearchSpec
 from tests.cli.test_run import evomerge
-from tests.report.test_mergekit_io import run_mergekit
+from tests.merge.test_mergekit_config import run_mergekit
 
 
 def card_of(run_dir):

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from evomerge.cli.main import app
 from tests.report import runs
 from tests.report.chromium import check_page
-from tests.report.test_mergekit_io import run_mergekit
+from tests.merge.test_mergekit_config import run_mergekit
 
 
 def evomerge(*args: str):

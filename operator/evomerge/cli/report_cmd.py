@@ -45,7 +45,7 @@ def export(
 ) -> None:
     """Write the best merge of a run in another tool's format: a mergekit config that rebuilds it, or the recipe JSON."""
     from ..merge.recipe import MergeRecipe
-    from ..report.mergekit_io import MergekitConfigError, mergekit_yaml
+    from ..merge.mergekit_config import MergekitConfigError, mergekit_yaml
 
     if fmt not in EXPORT_FORMATS:
         fail(f"--format must be one of {', '.join(EXPORT_FORMATS)}, got {fmt!r}")
@@ -73,7 +73,7 @@ def export(
 def _mergekit_config(recipe, num_layers: Optional[int]) -> dict[str, Any]:
     """Depth from the base model (or first expert) on disk; --num-layers when it is elsewhere."""
     from ..models.uris import UriError, local_path
-    from ..report.mergekit_io import mergekit_config_for, recipe_to_mergekit
+    from ..merge.mergekit_config import mergekit_config_for, recipe_to_mergekit
 
     try:
         if num_layers is not None:

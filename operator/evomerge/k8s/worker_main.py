@@ -150,7 +150,7 @@ def score_held_out(spec: MergeSearchSpec, out_dir: Path, published_dir: Path | N
 
 def export_with_mergekit(recipe: MergeRecipe, num_layers: int, out_dir: Path, spec: MergeSearchSpec) -> str | None:
     """Run mergekit's own `mergekit-yaml` on the recipe's mergekit config; None, or why it failed."""
-    from ..report.mergekit_io import MergekitConfigError, mergekit_yaml, recipe_to_mergekit
+    from ..merge.mergekit_config import MergekitConfigError, mergekit_yaml, recipe_to_mergekit
 
     try:
         config = recipe_to_mergekit(recipe, num_layers)

@@ -15,7 +15,7 @@ from ..models.uris import UriError, local_path, parse_uri
 from ..spec.base import format_number
 from ..spec.merge_search import MODEL_A, MergeSearchSpec, Objective
 from ..spec.merged_model import LineageEntry
-from .mergekit_io import MergekitConfigError, mergekit_config_for, mergekit_yaml
+from ..merge.mergekit_config import MergekitConfigError, mergekit_config_for, mergekit_yaml
 
 CARD_FILE = "README.md"
 MERGEKIT_FILE = "mergekit_config.yml"

@@ -11,7 +11,7 @@ import yaml
 
 from ..merge.recipe import ExpertWeights, MergeRecipe
 from ..models.uris import local_file, parse_uri
-from ..report.mergekit_io import MergekitConfigError, from_mergekit_config
+from ..merge.mergekit_config import MergekitConfigError, from_mergekit_config
 from ..search.genome import Genome
 from ..spec.merge_search import MergeSearchSpec
 
