@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
-import yaml
 
-from evomerge.evaluate.batch import main, score_batch
+from evomerge.evaluate.batch import score_batch
 from evomerge.evaluate.cache import ScoreCache
 from evomerge.evaluate.model import evaluate_model
 from evomerge.spec.merge_search import MergeSearchSpec
@@ -65,22 +62,3 @@ def test_a_tgi_candidate_is_scored_through_its_server_one_per_start(tiny_family,
     two = score_batch(_items(tiny_family)[:2], spec, model_dir=tiny_family["base"], server_url=tgi.url)
     assert all("scores at most 1 candidates per server start" in r["error"] for r in two)
 
-
-def test_main_prints_compact_json_and_writes_the_termination_message(tiny_family, task_dir, tmp_path, capsys):
-    spec_file = tmp_path / "search.yaml"
-    spec_file.write_text(yaml.safe_dump({"apiVersion": "evomerge.dev/v1alpha1", "kind": "MergeSearch",
-                                         "metadata": {"name": "s"}, "spec": _spec(tiny_family, task_dir)}))
-    recipes_file = tmp_path / "batch.json"
-    recipes_file.write_text(json.dumps(_items(tiny_family)[:1]))
-    message = tmp_path / "termination-log"
-    assert main(["--spec", str(spec_file), "--recipes", str(recipes_file), "--output", str(message)]) == 0
-    printed = capsys.readouterr().out.strip()
-    assert printed == message.read_text()
-    assert " " not in printed and json.loads(printed)[0]["id"] == "c1"
-
-
-def test_main_refuses_unreadable_input(tmp_path, capsys):
-    (tmp_path / "batch.json").write_text("{}")
-    (tmp_path / "search.yaml").write_text("objectives: []\n")
-    assert main(["--spec", str(tmp_path / "search.yaml"), "--recipes", str(tmp_path / "batch.json")]) == 2
-    assert "objectives" in capsys.readouterr().err

@@ -6,17 +6,13 @@ it; an engine whose server swaps weights in place (catalogue/engines.py) takes t
 candidates from this process (served.py), one server start for the whole batch, and any other serves
 exactly one. Output is one JSON list, one entry per recipe, in order:
 {"id": ..., "scores": {"task/metric": value}} or {"id": ..., "error": "one line"} — small enough for a
-container termination message, so pods need no API token to report.
-
-    python -m evomerge.evaluate.batch --spec search.yaml --recipes batch.json [--output /dev/termination-log]
+container termination message, so pods need no API token to report. The pod runs it through
+`evomerge evaluate-batch` (evaluate/worker.py).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import sys
 import traceback
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -24,8 +20,7 @@ from typing import Any, Callable, Sequence
 from ..catalogue.engines import ENGINES
 from ..merge.recipe import MergeRecipe
 from ..models.uris import local_path
-from ..spec.loading import SpecError, load_resource
-from ..spec.merge_search import MergeSearch, MergeSearchSpec
+from ..spec.merge_search import MergeSearchSpec
 from .cache import ScoreCache
 from .engines.options import EngineOptions
 from .placement import candidates_per_pod
@@ -135,37 +130,3 @@ def _id(item: Any, index: int) -> str:
 
 def _one_line(error: BaseException) -> str:
     return traceback.format_exception_only(type(error), error)[-1].strip()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m evomerge.evaluate.batch", description=__doc__.splitlines()[0])
-    parser.add_argument("--spec", type=Path, required=True, help="MergeSearch YAML/JSON (a full resource or its spec)")
-    parser.add_argument("--recipes", required=True, help="JSON list of {id, recipe}; '-' reads stdin")
-    parser.add_argument("--held-out", action="store_true", help="score spec.heldOut instead of spec.objectives")
-    parser.add_argument("--model-dir", type=Path, help="merged checkpoint served by the sidecar (tgi/vllm)")
-    parser.add_argument("--server-url", help=f"the sidecar's URL (tgi/vllm); default ${SERVER_URL_ENV}")
-    parser.add_argument("--adapter", help="the LoRA adapter name the sidecar serves the candidate as (tgi/vllm)")
-    parser.add_argument("--cache", type=Path, help="persistent score cache (SQLite file), e.g. on the model-cache PVC")
-    parser.add_argument("--output", type=Path, help="also write the JSON here, e.g. /dev/termination-log")
-    args = parser.parse_args(argv)
-    try:
-        spec = load_resource(args.spec, MergeSearch).spec
-        text = sys.stdin.read() if args.recipes == "-" else Path(args.recipes).read_text()
-        recipes = json.loads(text)
-        if not isinstance(recipes, list):
-            raise ValueError("--recipes: expected a JSON list of {id, recipe}")
-    except (SpecError, OSError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    cache = ScoreCache(args.cache) if args.cache else None
-    results = score_batch(recipes, spec, held_out=args.held_out, model_dir=args.model_dir,
-                          server_url=args.server_url, cache=cache, adapter=args.adapter)
-    payload = json.dumps(results, separators=(",", ":"))
-    print(payload)
-    if args.output:
-        args.output.write_text(payload)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -50,10 +50,6 @@ class Checkpoint:
     def names(self) -> list[str]:
         return list(self.files)
 
-    @property
-    def pickled(self) -> bool:
-        return not self.infos and bool(self.files)
-
     def config(self) -> dict:
         path = self.root / "config.json"
         if not path.exists():
@@ -74,9 +70,6 @@ class Checkpoint:
         else:
             tensor = self._pickled(name).clone()
         return tensor if str(device) == "cpu" else tensor.to(device)
-
-    def read_all(self, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-        return {name: self.read(name, device) for name in self.files}
 
     def shapes(self) -> dict[str, tuple[tuple[int, ...], str]]:
         """Shape and dtype name (safetensors spelling, e.g. BF16) of every tensor, from the headers only."""

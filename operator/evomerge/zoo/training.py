@@ -95,23 +95,3 @@ def example_stream(draw_batch: Callable[[random.Random, int], list[Example]], ba
 def single_skill_batches(draw: Callable[[random.Random], Example]):
     """Adapts a one-example drawer to ``example_stream``."""
     return lambda rng, size: [draw(rng) for _ in range(size)]
-
-
-@torch.no_grad()
-def greedy_answers(model, tokenizer, prompts: list[str], max_new_tokens: int,
-                   batch_size: int = 256) -> list[str]:
-    """Greedy answers up to the first newline: a fast stand-in for lm-eval while designing."""
-    out: list[str] = []
-    nl = tokenizer.convert_tokens_to_ids(ANSWER_END)
-    for i in range(0, len(prompts), batch_size):
-        chunk = prompts[i:i + batch_size]
-        enc = [tokenizer(p)["input_ids"] for p in chunk]
-        width = max(len(e) for e in enc)
-        ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(e)) + e for e in enc])
-        mask = (torch.arange(width)[None, :] >= torch.tensor([width - len(e) for e in enc])[:, None])
-        gen = model.generate(input_ids=ids, attention_mask=mask.long(), max_new_tokens=max_new_tokens,
-                             do_sample=False, pad_token_id=tokenizer.pad_token_id, eos_token_id=nl)
-        for row in gen[:, width:].tolist():
-            text = tokenizer.decode(row, skip_special_tokens=True)
-            out.append(text.split(ANSWER_END)[0])
-    return out
