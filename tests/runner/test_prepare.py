@@ -11,7 +11,7 @@ import pytest
 from evomerge.models.checkpoint import CheckpointError
 from evomerge.models.uris import PVC_MOUNT_ROOT_ENV
 from evomerge.runner.prepare import prepare
-from evomerge.runner.seeds import SeedError
+from evomerge.runner.seed_recipes import SeedRecipeError
 from evomerge.spec.merge_search import MergeSearchSpec
 from tests.support.tiny_models import build_family
 
@@ -68,7 +68,7 @@ def test_a_seed_that_cannot_be_read_names_its_field(tiny_family, tmp_path, monke
               "models": [{"model": str(tiny_family["expert0"]), "parameters": {"weight": 0.5}},
                          {"model": str(tiny_family["expert1"]), "parameters": {"weight": 0.5}}]}
     spec = spec_over(tiny_family, search={"seeds": [{"mergekit": config}, {"uri": "pvc://recipes/absent.yaml"}]})
-    with pytest.raises(SeedError, match=r"^spec.search.seeds\[1\]: 'pvc://recipes/absent.yaml': .* is not a file"):
+    with pytest.raises(SeedRecipeError, match=r"^spec.search.seeds\[1\]: 'pvc://recipes/absent.yaml': .* is not a file"):
         prepare(spec)
     prepared = prepare(spec_over(tiny_family, search={"seeds": [{"mergekit": config}]}))
-    assert prepared.genome.decode(prepared.seeds[0]).experts[0].params == {"weight": {"all": 0.5}}
+    assert prepared.genome.decode(prepared.seed_recipes[0]).experts[0].params == {"weight": {"all": 0.5}}

@@ -51,7 +51,7 @@ def elite_vectors(genome: Genome, recipes: list[dict[str, Any]]) -> tuple[np.nda
     Experts new to this epoch enter at each gene's low bound (weight 0 by default: the elite's merge
     unchanged); experts gone since are dropped.
     """
-    from ..runner.seeds import over_genome
+    from ..runner.seed_recipes import over_genome
 
     rows, notes = [], []
     for data in recipes:
@@ -130,7 +130,7 @@ def run_controller(kube: Kube, namespace: str, name: str, epoch: int, settings: 
     elites, notes = elite_vectors(genome, seeds)
     for note in notes:
         log.warning(note)
-    vectors = _stacked(elites, prepared.seeds)  # the elites first: CMA-ES starts at the first
+    vectors = _stacked(elites, prepared.seed_recipes)  # the elites first: CMA-ES starts at the first
     _count_start(kube, search, controller_job)
     executor = evaluation_executor(kube, search, epoch, spec, settings, owner)
     history = ConfigMapHistory(kube, search, epoch)

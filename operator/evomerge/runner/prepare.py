@@ -18,19 +18,20 @@ from ..models.checkpoint import Checkpoint, CheckpointError, TensorSource, check
 from ..models.uris import UriError, local_path
 from ..search.genome import Genome, genome_for
 from ..spec.merge_search import MODEL_A, MergeSearchSpec, path_models
-from .seeds import seed_vectors
+from .seed_recipes import seed_recipe_vectors
 
 
 @dataclass(frozen=True)
 class PreparedSearch:
     """The opened inputs (a data-flow path's model A among the experts, under its path name), the model depth,
-    the genome and the spec's seed recipes as genome vectors (None without seeds)."""
+    the genome and spec.search.seeds — seed recipes, not the integer search.seed — as genome vectors (None
+    without any)."""
 
     base: Checkpoint | None
     experts: dict[str, TensorSource]
     num_layers: int
     genome: Genome
-    seeds: np.ndarray | None
+    seed_recipes: np.ndarray | None
 
 
 def prepare(spec: MergeSearchSpec) -> PreparedSearch:
@@ -51,7 +52,7 @@ def prepare(spec: MergeSearchSpec) -> PreparedSearch:
             check_compatible(base, experts, spec.merge.dtype)
         num_layers = _layers(base if base is not None else next(iter(experts.values())))
     genome = genome_for(spec, num_layers, path_layers)
-    return PreparedSearch(base, experts, num_layers, genome, seed_vectors(spec, genome, num_layers))
+    return PreparedSearch(base, experts, num_layers, genome, seed_recipe_vectors(spec, genome, num_layers))
 
 
 def resolve(field: str, uri: str) -> Path:

@@ -10,7 +10,7 @@ import yaml
 
 from evomerge.models.uris import PVC_MOUNT_ROOT_ENV
 from evomerge.search.genome import genome_for
-from evomerge.runner.seeds import SeedError, seed_vectors
+from evomerge.runner.seed_recipes import SeedRecipeError, seed_recipe_vectors
 from evomerge.spec import MergeSearch
 from evomerge.spec.loading import SpecError, validate_document
 from evomerge.spec.merge_search import Bounds
@@ -44,7 +44,7 @@ def test_inline_and_file_seeds_encode_into_the_genome(tiny_family, tiny_tasks, t
     path.write_text(yaml.safe_dump(mergekit_config(tiny_family, 0.25, 0.5)))
     search = search_with(tiny_family, tiny_tasks, [{"mergekit": mergekit_config(tiny_family, 0.75, 0.1)}, {"uri": str(path)}])
     genome = genome_for(search.spec, num_layers=2)
-    vectors = seed_vectors(search.spec, genome, num_layers=2)
+    vectors = seed_recipe_vectors(search.spec, genome, num_layers=2)
     per_expert = len(genome.groups)
     assert vectors.shape == (2, genome.dim)
     np.testing.assert_allclose(vectors[0], [0.75] * per_expert + [0.1] * per_expert)
@@ -65,8 +65,8 @@ def test_a_seed_naming_a_foreign_model_is_refused_with_its_field(tiny_family, ti
     config = mergekit_config(tiny_family, 0.5, 0.5)
     config["models"][1]["model"] = str(tmp_path)
     search = search_with(tiny_family, tiny_tasks, [{"mergekit": config}])
-    with pytest.raises(SeedError, match=r"spec.search.seeds\[0\]: model .* is not one of this search's experts"):
-        seed_vectors(search.spec, genome_for(search.spec, 2), 2)
+    with pytest.raises(SeedRecipeError, match=r"spec.search.seeds\[0\]: model .* is not one of this search's experts"):
+        seed_recipe_vectors(search.spec, genome_for(search.spec, 2), 2)
 
 
 def test_a_seed_needs_exactly_one_source():
@@ -82,7 +82,7 @@ def test_a_seed_on_a_claim_is_read_where_the_claims_are_mounted(tiny_family, tin
     (tmp_path / "recipes" / "seed.yaml").write_text(yaml.safe_dump(mergekit_config(tiny_family, 0.3, 0.6)))
     search = search_with(tiny_family, tiny_tasks, [{"uri": "pvc://recipes/seed.yaml"}])
 
-    vectors = seed_vectors(search.spec, genome_for(search.spec, 2), 2)
+    vectors = seed_recipe_vectors(search.spec, genome_for(search.spec, 2), 2)
 
     np.testing.assert_allclose(vectors[0], [0.3] * 4 + [0.6] * 4)
 
@@ -91,8 +91,8 @@ def test_a_missing_seed_file_is_refused_with_its_field(tiny_family, tiny_tasks, 
     monkeypatch.setenv(PVC_MOUNT_ROOT_ENV, str(tmp_path))
     search = search_with(tiny_family, tiny_tasks, [{"mergekit": mergekit_config(tiny_family, 0.5, 0.5)},
                                                    {"uri": "pvc://recipes/absent.yaml"}])
-    with pytest.raises(SeedError, match=r"spec.search.seeds\[1\]: 'pvc://recipes/absent.yaml': .* is not a file"):
-        seed_vectors(search.spec, genome_for(search.spec, 2), 2)
+    with pytest.raises(SeedRecipeError, match=r"spec.search.seeds\[1\]: 'pvc://recipes/absent.yaml': .* is not a file"):
+        seed_recipe_vectors(search.spec, genome_for(search.spec, 2), 2)
 
 
 @pytest.mark.parametrize("uri", ["hf://org/recipes/seed.yaml", "s3://bucket/seed.yaml"])
@@ -110,6 +110,6 @@ def test_an_expert_a_seed_leaves_out_enters_at_its_low_bound(tiny_family, tiny_t
     search = search_with(tiny_family, tiny_tasks, [{"mergekit": config}])
     spec = search.spec.model_copy(update={"merge": search.spec.merge.model_copy(update={"bounds": Bounds(weight=(0.1, 1.0))})})
 
-    vectors = seed_vectors(spec, genome_for(spec, 2), 2)
+    vectors = seed_recipe_vectors(spec, genome_for(spec, 2), 2)
 
     np.testing.assert_allclose(vectors[0], [0.7] * 4 + [0.1] * 4)

@@ -1,7 +1,8 @@
-"""Seeding a search with known merges: mergekit configs from the spec, encoded into the genome.
+"""Seed recipes: known merges (spec.search.seeds, mergekit configs) encoded into the genome to join the first
+population — not to be confused with spec.search.seed, the integer every random draw starts from.
 
-`evomerge run` and the cluster's controller both seed through `seed_vectors`; a seed's YAML is read where the
-process runs (a path, file://, or pvc:// under the claims the controller Job mounts).
+`evomerge run` and the cluster's controller both read them through runner/prepare.py; a seed recipe's YAML is
+read where the process runs (a path, file://, or pvc:// under the claims the controller Job mounts).
 """
 
 from __future__ import annotations
@@ -9,18 +10,18 @@ from __future__ import annotations
 import numpy as np
 import yaml
 
+from ..merge.mergekit_config import MergekitConfigError, from_mergekit_config
 from ..merge.recipe import ExpertWeights, MergeRecipe
 from ..models.uris import local_file, parse_uri
-from ..merge.mergekit_config import MergekitConfigError, from_mergekit_config
 from ..search.genome import Genome
 from ..spec.merge_search import MergeSearchSpec
 
 
-class SeedError(ValueError):
+class SeedRecipeError(ValueError):
     """A seed recipe that cannot join this search."""
 
 
-def seed_vectors(spec: MergeSearchSpec, genome: Genome, num_layers: int) -> np.ndarray | None:
+def seed_recipe_vectors(spec: MergeSearchSpec, genome: Genome, num_layers: int) -> np.ndarray | None:
     """The spec's seed recipes as genome vectors (values outside the bounds are projected onto them)."""
     if not spec.search.seeds:
         return None
@@ -33,7 +34,7 @@ def seed_vectors(spec: MergeSearchSpec, genome: Genome, num_layers: int) -> np.n
             recipe = _renamed(from_mergekit_config(config, num_layers), by_uri)
             vectors.append(genome.encode(over_genome(recipe, genome), clip=True))
         except (MergekitConfigError, OSError, yaml.YAMLError, ValueError, KeyError) as exc:
-            raise SeedError(f"{field}: {exc}") from None
+            raise SeedRecipeError(f"{field}: {exc}") from None
     return np.stack(vectors)
 
 
@@ -61,7 +62,7 @@ def _read_yaml(uri: str) -> dict:
     path = local_file(uri)
     config = yaml.safe_load(path.read_text())
     if not isinstance(config, dict):
-        raise SeedError(f"{path} is not a mergekit YAML mapping")
+        raise SeedRecipeError(f"{path} is not a mergekit YAML mapping")
     return config
 
 
@@ -71,6 +72,6 @@ def _renamed(recipe: MergeRecipe, by_uri: dict[str, str]) -> MergeRecipe:
     for expert in recipe.experts:
         name = by_uri.get(str(parse_uri(expert.uri)))
         if name is None:
-            raise SeedError(f"model {expert.uri} is not one of this search's experts ({', '.join(by_uri)})")
+            raise SeedRecipeError(f"model {expert.uri} is not one of this search's experts ({', '.join(by_uri)})")
         experts.append(ExpertWeights(name, expert.uri, expert.params))
     return MergeRecipe(recipe.method, recipe.base_uri, tuple(experts), recipe.groups, recipe.options, recipe.layer_path)
