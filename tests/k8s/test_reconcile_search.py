@@ -150,6 +150,26 @@ def test_a_controller_whose_pod_is_gone_reads_restarting_not_running():
     assert find(running.status["conditions"], "Ready")["message"] == f"controller Job {name} is running"
 
 
+def test_a_lost_history_degrades_the_running_and_finished_epoch_and_the_next_epoch_clears_it():
+    body, observed = started(search())
+    lost = "history chunk 1 of epoch 1 is missing: replay keeps the first 3 events and the search evaluates again from there"
+    body["status"]["historyLost"] = lost  # the controller's, on finding the gap
+
+    running = plan_search(body, observed, SETTINGS, NOW)
+    assert running.status["phase"] == "Running" and condition(running.status, "Degraded") == ("True", "HistoryLost")
+    assert find(running.status["conditions"], "Degraded")["message"] == lost
+    observed.controller_jobs = [job(observed.controller_jobs[0], [{"type": "Complete", "status": "True"}])]
+    done = plan_search(applied(body, running), observed, SETTINGS, NOW)
+    assert done.status["phase"] == "Succeeded" and condition(done.status, "Degraded") == ("True", "HistoryLost")
+
+    edited = applied(body, done)
+    edited["metadata"]["generation"] = 2
+    edited["spec"]["objectives"] = [{"task": "t2"}]
+    epoch2 = plan_search(edited, observed, SETTINGS, NOW)
+    assert epoch2.status["epoch"] == 2 and epoch2.status["historyLost"] is None
+    assert condition(epoch2.status, "Degraded") == ("False", "AsExpected")
+
+
 def test_a_controller_that_crashed_is_explained_by_its_tracebacks_last_line():
     body, observed = started(search())
     observed.controller_jobs = [job(observed.controller_jobs[0], [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}])]

@@ -20,6 +20,7 @@ DEGRADED = "Degraded"
 PROMOTED = "Promoted"  # a MergedModel's: whether its newest version replaced the published one
 RECONCILING = "Reconciling"
 STALLED = "Stalled"
+HISTORY_LOST = "HistoryLost"  # Degraded's reason (and the controller's Warning) while status.historyLost is set
 _ORDER = [READY, PROGRESSING, DEGRADED, PROMOTED, RECONCILING, STALLED]
 
 

@@ -21,6 +21,7 @@ from ..search.genome import Genome
 from ..spec.loading import validate_document
 from ..spec.merge_search import MergeSearch, MergeSearchSpec
 from .client import Kube
+from .conditions import HISTORY_LOST
 from .controller_events import ControllerEvents
 from .evaluation_jobs import evaluation_executor
 from .history_configmap import ConfigMapHistory
@@ -94,8 +95,9 @@ def _count_start(kube: Kube, search: dict[str, Any], controller_job: str | None)
     kube.patch_status("MergeSearch", meta["namespace"], meta["name"], {"controllerStarts": starts})
 
 
-def _say_if_lost(kube: Kube, search: dict[str, Any], epoch: int, offsets: dict[str, int], history: ConfigMapHistory) -> None:
-    """History deleted while no controller ran cannot be rebuilt: say so (a Warning) rather than resume silently."""
+def say_if_lost(kube: Kube, search: dict[str, Any], epoch: int, offsets: dict[str, int], history: ConfigMapHistory) -> None:
+    """History deleted while no controller ran cannot be rebuilt: say so (a Warning, and status.historyLost, which the
+    operator turns into the Degraded condition) rather than resume silently."""
     replayed = history.events()
     status = search.get("status") or {}
     done = int(status.get("evaluations") or 0) - int(offsets.get("evaluations", 0))
@@ -104,7 +106,9 @@ def _say_if_lost(kube: Kube, search: dict[str, Any], epoch: int, offsets: dict[s
                         "over from its first generation")
     if history.lost is not None:
         log.warning(history.lost)
-        ControllerEvents(kube, search).post("Warning", "HistoryLost", history.lost)
+        ControllerEvents(kube, search).post("Warning", HISTORY_LOST, history.lost)
+        meta = search["metadata"]
+        kube.patch_status("MergeSearch", meta["namespace"], meta["name"], {"historyLost": history.lost})
 
 
 def run_controller(kube: Kube, namespace: str, name: str, epoch: int, settings: ClusterSettings,
@@ -134,7 +138,7 @@ def run_controller(kube: Kube, namespace: str, name: str, epoch: int, settings: 
     _count_start(kube, search, controller_job)
     executor = evaluation_executor(kube, search, epoch, spec, settings, owner)
     history = ConfigMapHistory(kube, search, epoch)
-    _say_if_lost(kube, search, epoch, offsets, history)
+    say_if_lost(kube, search, epoch, offsets, history)
     report = None
     if spec.storage.output is not None:  # the report lives beside the exported merges
         report = SearchReport(kube, search, epoch, spec, spec.storage.output.uri, settings, history.recorded,

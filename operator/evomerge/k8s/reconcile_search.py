@@ -21,7 +21,7 @@ from ..spec.expert import Expert
 from ..spec.loading import SpecError, validate_document
 from ..spec.merge_search import ExpertSource, MergeSearch, MergeSearchSpec
 from .client import ApiError, Kube
-from .conditions import DEGRADED, PROGRESSING, READY, condition, find, merge_conditions, now_iso
+from .conditions import DEGRADED, HISTORY_LOST, PROGRESSING, READY, condition, find, merge_conditions, now_iso
 from .jobs import ACTIVE, FAILED, SUCCEEDED, cause, job_state, pod_selector, stuck_reason, termination_message
 from .naming import (
     CANDIDATES_ANNOTATION,
@@ -239,7 +239,7 @@ def _new_epoch(search, status, spec, effective, observed, settings, now) -> Plan
         seeded = f", seeded with the best recipe so far (score {best.get('score')})" if seeds else ""
         why = f"{_what_changed(observed.epoch_configmap, effective)}: epoch {number} starts over {experts}{seeded}"
     extra = {"epoch": number, "inputDigest": input_digest(effective), "startTime": now, "completionTime": None,
-             "stopReason": None, "controllerJob": name, "controllerStarts": None}
+             "stopReason": None, "controllerJob": name, "controllerStarts": None, "historyLost": None}
     if spec.suspend:
         plan.status = _status(status, meta.get("generation"), now, phase="Suspended",
                               ready=(False, "Suspended", "spec.suspend is true"),
@@ -317,6 +317,11 @@ def _stuck(plan: Plan, status, generation, now, name: str, reason: str, message:
 
 
 def _status(status, generation, now, phase, ready, progressing, degraded=(False, "AsExpected", ""), extra=None) -> dict[str, Any]:
+    """The phase and conditions; an epoch whose history was lost (status.historyLost, the controller's) stays Degraded
+    with reason HistoryLost until the next epoch clears it, unless something worse degrades it."""
+    lost = {**status, **(extra or {})}.get("historyLost")
+    if lost and not degraded[0]:
+        degraded = (True, HISTORY_LOST, lost)
     updates = [
         condition(READY, ready[0], ready[1], ready[2], generation),
         condition(PROGRESSING, progressing[0], progressing[1], progressing[2], generation),

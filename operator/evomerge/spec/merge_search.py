@@ -622,6 +622,10 @@ class MergeSearchStatus(SpecModel):
     controller_starts: int | None = Field(
         default=None, description="Pods the controller Job has started; from 2 on, the search resumed from its history."
     )
+    history_lost: str | None = Field(
+        default=None, description="What of the current epoch's history was lost while no controller ran (the search "
+        "evaluates again from what survived); set, it makes the Degraded condition True with reason HistoryLost."
+    )
     start_time: str | None = None
     completion_time: str | None = None
 
