@@ -366,7 +366,7 @@ class Node(threading.Thread):
 
     def _controller(self, pod: dict) -> None:
         container = pod["spec"]["containers"][0]
-        env = {e["name"]: e["value"] for e in container["env"]}
+        env = {e["name"]: e.get("value", "") for e in container["env"]}  # as the kubelet: the API server drops an empty value
         if self.claims is not None:
             env["EVOMERGE_PVC_ROOT"] = str(self.claims)
         command = container["command"]
