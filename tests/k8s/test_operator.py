@@ -456,6 +456,7 @@ def test_a_whole_epoch_publishes_a_merged_model_and_a_new_expert_publishes_the_n
                    "epoch 2 to succeed", timeout=90)
         second = status_of(kube, namespace, "jp")
         assert second["round"] == 2 and second["evaluations"] == 12  # counters go on across epochs
+        assert second["epochRound"] == 1 and second["epochGeneration"] == 2  # kubectl's ROUND/GENERATION: this epoch's
         assert float(second["best"]["score"]) > float(status["best"]["score"])  # e2 helps, and the elite was the floor
         seeded = json.loads(kube.get("ConfigMap", namespace, "jp-e2")["data"]["seeds.json"])
         assert seeded == [status["best"]["recipe"]]

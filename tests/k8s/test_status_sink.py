@@ -11,6 +11,7 @@ from evomerge.merge.recipe import MergeRecipe
 from evomerge.runner.loop import SearchOutcome, SearchRunner
 from evomerge.search.genome import genome_for
 from evomerge.search.optimizer import make_optimizer
+from evomerge.spec.crd import render_crd
 from evomerge.spec.merge_search import GenerationSummary, MergeSearchSpec
 from test_operator import kube, search_body, status_of  # noqa: F401 (kube: the fixture)
 from tests.runner.fakes import MemoryHistory
@@ -88,6 +89,27 @@ def test_a_later_epoch_numbers_its_generations_on_from_the_epochs_before_it():
     status = sink.progress()
     assert (status["round"], status["generation"], status["evaluations"]) == (2, 6, 16)
     assert [(g["round"], g["generation"]) for g in status["generations"]] == [(2, 4), (2, 5)]  # rounds from 1
+    assert (status["epochRound"], status["epochGeneration"]) == (1, 2)  # kubectl's ROUND and GENERATION: this epoch's
+
+
+def test_kubectls_round_never_exceeds_spec_search_rounds_after_spec_edits():
+    """Issue 18: a one-round search read ROUND 3 after two spec edits. Each epoch's sink starts from the status the
+    one before it left (the operator's offsets), as on the cluster; the printer column's path is read from the CRD."""
+    (column,) = [c for c in render_crd("MergeSearch")["spec"]["versions"][0]["additionalPrinterColumns"] if c["name"] == "Round"]
+    field = column["jsonPath"].removeprefix(".status.")
+    rounds = MergeSearchSpec.model_validate(
+        {"baseModel": {"uri": "pvc://m/base"}, "experts": [{"name": "a", "uri": "pvc://m/a"}, {"name": "b", "uri": "pvc://m/b"}],
+         "objectives": [{"task": "t"}],
+         "search": {"algorithm": "random"}}).search.rounds
+    assert rounds == 1
+    status: dict = {}
+    for epoch in (1, 2, 3):  # the first run, then two spec edits
+        sink = SearchStatusSink(None, {"metadata": {"namespace": "n", "name": "s"}},  # type: ignore[arg-type]
+                                {k: status.get(k, 0) for k in ("round", "generation", "evaluations")})
+        sink.bind(_Epoch2Runner())  # type: ignore[arg-type]
+        status = sink.progress()
+        assert status[field] <= rounds, f"epoch {epoch}: ROUND {status[field]} on a {rounds}-round search"
+    assert status["round"] == 3  # the cumulative count stays in status for the history's numbering
 
 
 class _MinimisedRunner:

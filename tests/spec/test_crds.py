@@ -49,6 +49,9 @@ def test_merge_search_has_printer_columns_short_name_and_status():
     assert crd["spec"]["names"]["shortNames"] == ["ms"]
     columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
     assert list(columns) == ["Phase", "Epoch", "Round", "Generation", "Evaluations", "Best", "Reason", "Age", "Message"]
+    # within the current epoch: a one-round search reads ROUND 1 however often its spec was edited
+    assert (columns["Round"]["jsonPath"], columns["Generation"]["jsonPath"]) == (".status.epochRound", ".status.epochGeneration")
+    assert columns["Epoch"]["jsonPath"] == ".status.epoch"
     assert columns["Best"]["jsonPath"] == ".status.best.value"  # in the objective's own direction, not the fitness
     assert columns["Reason"]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].reason'
     assert columns["Message"]["priority"] == 1  # kubectl get -o wide

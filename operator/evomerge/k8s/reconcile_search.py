@@ -239,7 +239,8 @@ def _new_epoch(search, status, spec, effective, observed, settings, now) -> Plan
         seeded = f", seeded with the best recipe so far (score {best.get('score')})" if seeds else ""
         why = f"{_what_changed(observed.epoch_configmap, effective)}: epoch {number} starts over {experts}{seeded}"
     extra = {"epoch": number, "inputDigest": input_digest(effective), "startTime": now, "completionTime": None,
-             "stopReason": None, "controllerJob": name, "controllerStarts": None, "historyLost": None}
+             "stopReason": None, "controllerJob": name, "controllerStarts": None, "historyLost": None,
+             "epochRound": None, "epochGeneration": None}
     if spec.suspend:
         plan.status = _status(status, meta.get("generation"), now, phase="Suspended",
                               ready=(False, "Suspended", "spec.suspend is true"),
@@ -443,12 +444,12 @@ def observe(kube: Kube, search: dict[str, Any], spec: MergeSearchSpec | None, st
     runs = spec is not None and not spec.suspend  # only a running search's plan reads its controller's pods
     for job in observed.controller_jobs:
         if job["metadata"]["name"] == current:
-            state = job_state(job).phase
-            finished = state == SUCCEEDED
-            if state == FAILED and runs:
+            phase = job_state(job).phase
+            finished = phase == SUCCEEDED
+            if phase == FAILED and runs:
                 pods = kube.list("Pod", namespace, pod_selector(current))
                 observed.controller_message = termination_message(pods, CONTROLLER)
-            elif state == ACTIVE and runs and not (job.get("status") or {}).get("ready"):
+            elif phase == ACTIVE and runs and not (job.get("status") or {}).get("ready"):
                 observed.controller_stuck = stuck_reason(kube.list("Pod", namespace, pod_selector(current)))
     observed.accounts_ready = namespace in state.accounts_ready
     epoch = int(status.get("epoch") or 0)

@@ -2,7 +2,9 @@
 
 The controller writes only progress fields (round, generation, evaluations, best, summaries, Pareto
 front, stopReason); phase and conditions belong to the operator, so the two never overwrite each other.
-Counters include the epochs before this one (`offsets`), so re-merges continue the numbers users see.
+Counters include the epochs before this one (`offsets`), so re-merges continue the numbers of the history and the
+report; epochRound and epochGeneration (kubectl's ROUND and GENERATION) count within this epoch, so ROUND never
+exceeds spec.search.rounds however often the spec was edited.
 With a `SearchReport`, each generation redraws the report and status.report links it once it exists.
 """
 
@@ -65,9 +67,12 @@ class SearchStatusSink:
         assert self.runner is not None, "bind(runner) first"
         outcome = outcome or self.runner.outcome("")
         off = self.offsets
+        round_ = int(getattr(self.runner.optimizer, "round", 0)) + 1
         status: dict[str, Any] = {
-            "round": off["round"] + int(getattr(self.runner.optimizer, "round", 0)) + 1,
+            "round": off["round"] + round_,
             "generation": off["generation"] + len(outcome.summaries),
+            "epochRound": round_,
+            "epochGeneration": len(outcome.summaries),
             "evaluations": off["evaluations"] + outcome.evaluations,
             "failedEvaluations": off["failedEvaluations"] + outcome.failed,
             "generations": [self._shifted(s) for s in outcome.summaries[-RECENT_GENERATIONS:]],

@@ -185,8 +185,8 @@ KINDS: dict[str, dict[str, Any]] = {
         "columns": [
             ("Phase", "string", ".status.phase"),
             ("Epoch", "integer", ".status.epoch", "Runs of this search: a changed spec or expert set starts the next."),
-            ("Round", "integer", ".status.round", "Rounds run so far, every epoch counted."),
-            ("Generation", "integer", ".status.generation", "Generations run so far, every epoch counted."),
+            ("Round", "integer", ".status.epochRound", "The round the current epoch runs (at most spec.search.rounds)."),
+            ("Generation", "integer", ".status.epochGeneration", "Generations the current epoch has run."),
             ("Evaluations", "integer", ".status.evaluations"),
             ("Best", "string", ".status.best.value", "The best score in its objective's own direction."),
             ("Reason", "string", _READY_REASON),

@@ -604,8 +604,14 @@ class ScoredCandidate(SpecModel):
 
 class MergeSearchStatus(SpecModel):
     phase: Phase | None = None
-    round: int = 0
-    generation: int = 0
+    round: int = Field(default=0, description="Rounds run so far, every epoch counted (the next epoch numbers its rounds on "
+                       "from here); kubectl's ROUND column shows epochRound.")
+    generation: int = Field(default=0, description="Generations run so far, every epoch counted (status.generations and "
+                            "the report number them so); kubectl's GENERATION column shows epochGeneration.")
+    epoch_round: int | None = Field(default=None, description="The round the current epoch runs, from 1: never more than "
+                                    "spec.search.rounds, however often the spec was edited (kubectl's ROUND).")
+    epoch_generation: int | None = Field(default=None, description="Generations the current epoch has run so far "
+                                         "(kubectl's GENERATION).")
     evaluations: int = 0
     failed_evaluations: int = 0
     best: ScoredCandidate | None = None
