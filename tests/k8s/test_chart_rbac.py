@@ -22,7 +22,7 @@ def test_a_whole_epoch_runs_under_the_charts_rbac(control_plane, api_client, nam
     operator_kubeconfig = control_plane.service_account_kubeconfig(release_namespace, f"{name}-evomerge-operator")
     (deployment,) = admin.list("Deployment", release_namespace)
     container = deployment["spec"]["template"]["spec"]["containers"][0]
-    settings = ClusterSettings.from_env({e["name"]: e["value"] for e in container["env"]})  # as the chart configures it
+    settings = ClusterSettings.from_env({e["name"]: e.get("value", "") for e in container["env"]})  # as the kubelet reads the chart's env: the API server drops an empty value
     stop, ready = threading.Event(), threading.Event()
     operator = threading.Thread(target=operator_main.run, daemon=True, kwargs=dict(
         namespaces=[namespace], kubeconfig=str(operator_kubeconfig), metrics_port=None, liveness=None,

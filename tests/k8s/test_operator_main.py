@@ -54,7 +54,7 @@ def test_refused_requests_degrade_the_search_once_per_reason_and_clear_when_fixe
     kubeconfig = control_plane.service_account_kubeconfig(release_namespace, f"{release}-evomerge-operator")
     (deployment,) = admin.list("Deployment", release_namespace)
     container = deployment["spec"]["template"]["spec"]["containers"][0]
-    settings = ClusterSettings.from_env({e["name"]: e["value"] for e in container["env"]})  # as the chart configures it
+    settings = ClusterSettings.from_env({e["name"]: e.get("value", "") for e in container["env"]})  # as the kubelet reads the chart's env: the API server drops an empty value
     stop, ready, port = threading.Event(), threading.Event(), free_port()
     operator = threading.Thread(target=operator_main.run, daemon=True, kwargs=dict(
         namespaces=[namespace], kubeconfig=str(kubeconfig), metrics_port=port, liveness=None, resync_seconds=0.5,
