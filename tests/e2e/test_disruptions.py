@@ -37,7 +37,8 @@ def test_deleted_controller_pods_and_history_configmaps_cost_the_search_nothing(
         kube.delete("Pod", namespace, pod)
         deleted += 1
         ready = lambda: condition(status_of(kube, namespace, "disrupted"), "Ready").get("message", "")  # noqa: E731
-        saying = eventually(lambda: ready() if "restarting" in ready() else starts() > before and "the next pod started first",
+        # the message of this deletion, not the last one's: the operator may not have said "running" in between
+        saying = eventually(lambda: ready() if f"restarting ({before})" in ready() else starts() > before and "the next pod started first",
                             "the Ready condition while the controller is down", timeout=180)
         restarting.append(saying)
         eventually(lambda: starts() > before or status_of(kube, namespace, "disrupted").get("phase") != "Running",
