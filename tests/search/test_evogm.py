@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from evomerge.search.evogm import EvoGM, Member, generator
+from evomerge.search.evogm import EvoGM, Member, RoundCoordinates, generator
 
 from .problems import (
     asked,
@@ -60,6 +60,30 @@ def test_initial_population_is_experts_uniform_mix_then_random():
     assert np.array_equal(first[:4], np.eye(4))
     assert np.allclose(first[4], 0.25)
     assert len({row.tobytes() for row in first[5:]}) == 3 and np.all(np.abs(first[5:]) <= 1.0)
+
+
+def test_round_coordinates_put_weight_zero_at_the_generators_centre():
+    """The released code searches λ ∈ [-1, 1] directly, so y = 0 (tanh's centre) is "expert left out"; with a
+    [0, h] box an affine map would put weight 0 at y = -1, tanh's asymptote, which G₊ never reaches."""
+    for low, high in ((0.0, 1.0), (0.0, 1.5), (-1.0, 1.0), (-0.5, 2.0)):
+        g = genome(experts=3, weight=(low, high))
+        c = RoundCoordinates(g, np.eye(3)[None])
+        assert np.array_equal(c.effective(np.zeros(3)), np.clip(np.zeros(3), low, high))
+        scale = max(abs(low), abs(high))
+        y = np.array([1.0, 0.5, -0.25])
+        assert np.allclose(c.effective(y), np.clip(scale * y, low, high))
+        assert np.allclose(c.from_genes(np.array([1.0, 0.0, low])), np.array([1.0, 0.0, low]) / scale)
+    released = RoundCoordinates(genome(experts=3, weight=(-1.0, 1.0)), np.eye(3)[None])
+    y = np.array([0.3, -0.7, 0.05])
+    assert np.array_equal(released.effective(y), y)  # the release's λ = y, bit for bit
+
+
+def test_random_members_leave_experts_out_with_a_zero_lower_bound():
+    g = genome(experts=6, weight=(0.0, 1.5))
+    first = optimizer("evogm", g, populationSize=20).ask(20)
+    assert np.array_equal(first[:6], np.eye(6))  # each expert alone, at weight 1
+    randoms = first[7:]
+    assert 0.3 < np.mean(randoms == 0.0) < 0.7  # y ≤ 0 is weight 0: about half of each random mix's experts
 
 
 def test_seeds_join_the_first_population():

@@ -15,6 +15,10 @@ effective vector that was actually evaluated. `evogm.jitter` (off by default) ad
 offspring, the "optional jitter" of §9.13: without it, proposals collapse onto the winners' mean within a
 round (benchmarks/optimizers.py measures both).
 
+Coordinates as released: a weight coefficient is λ = s·y with y ∈ [-1, 1] the generators' (tanh) range and s
+the larger magnitude of merge.bounds.weight (s = 1 for the release's [-1, 1]: λ = y), so weight 0 sits at y = 0
+whatever the box; see RoundCoordinates.
+
 Generalisations: per-layer-group weights (one coefficient per group × current expert, the same basis
 algebra per group); density / slerp-t genes are plain per-original-expert coordinates that are not composed
 (they are not linear coefficients), and an elite hands its own values of them to its one-hot member.
@@ -76,9 +80,12 @@ def generator(dim: int, hidden: Sequence[int]) -> nn.Sequential:
 class RoundCoordinates:
     """Per-round coordinates y ∈ [-1, 1]^d ↔ effective genome vectors.
 
-    y starts with one coefficient per (layer group, current expert), in merge.bounds.weight units after an
-    affine map from [-1, 1]; the effective weight of original expert j in group g is Σ_k λ[g,k]·B[g,k,j],
-    clipped to the bounds. The remaining coordinates are the non-weight genes, mapped affinely onto their box.
+    y starts with one coefficient per (layer group, current expert): λ = s·y with s = max(|low|, |high|) of
+    merge.bounds.weight, so y = 0 is λ = 0 — tanh's centre, where G₊ proposes most easily — as in the released
+    code, which searches λ ∈ [-1, 1] directly (s = 1 there: λ = y). The effective weight of original expert j
+    in group g is Σ_k λ[g,k]·B[g,k,j], clipped to the bounds; with bounds [0, h] every y ≤ 0 is weight 0, so
+    "leave this expert out" is half of G₊'s range instead of its asymptote. The remaining coordinates are the
+    non-weight genes (not linear coefficients), mapped affinely onto their box.
     """
 
     def __init__(self, genome: Genome, basis: np.ndarray | None):
@@ -92,6 +99,7 @@ class RoundCoordinates:
             if len(lows) > 1 or len(highs) > 1:
                 raise ValueError("EvoGM composes weights across experts: all weight genes need the same bounds")
             self.low, self.high = lows.pop(), highs.pop()
+            self.scale = max(abs(self.low), abs(self.high))
         self.others = np.flatnonzero(mask)
         self.basis = basis  # (groups, K, original experts)
         self.k = 0 if basis is None else basis.shape[1]
@@ -102,10 +110,10 @@ class RoundCoordinates:
     def lam(self, y: np.ndarray) -> np.ndarray:
         """Per-round weight coefficients (groups, K) in weight units."""
         groups = self.weights.shape[0]  # type: ignore[union-attr]
-        return self.low + (self.high - self.low) * (y[: self.n_weight].reshape(groups, self.k) + 1.0) / 2.0
+        return self.scale * y[: self.n_weight].reshape(groups, self.k)
 
     def weight_y(self, lam: np.ndarray) -> np.ndarray:
-        return np.clip(2.0 * (lam - self.low) / (self.high - self.low) - 1.0, -1.0, 1.0).ravel()
+        return np.clip(lam / self.scale, -1.0, 1.0).ravel()
 
     def other_y(self, x: np.ndarray) -> np.ndarray:
         low, high = self.genome.lower[self.others], self.genome.upper[self.others]
