@@ -45,3 +45,9 @@ def test_mergekit_knows_every_catalogued_name(name):
 def test_the_catalogue_loads_without_torch():
     code = "import sys, evomerge.catalogue.methods, evomerge.spec.crd; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_only_a_mixing_method_has_mixture_weights():
+    """A GA's default simplex follows this fact: linear mixes models, the rest scale task vectors (sums above one)."""
+    assert [name for name, m in METHODS.items() if m.mixture_weights] == ["linear"]
+    assert METHODS["linear"].normalize_default  # its weights are normalised to a mixture unless a recipe says not

@@ -28,7 +28,9 @@ class Budget:
         return {"populationSize": self.population_size, "maxGenerations": self.max_generations, "rounds": self.rounds}
 
 
-ONE_LONG_ROUND = Budget(population_size=8, max_generations=10, rounds=1)
+# EvoGM's populationSize and its 160 evaluations, in one round: every algorithm left at its defaults spends the same
+# budget, and is the configuration benchmarks/optimizers*.py (docs/benchmarks.md) compares them in.
+ONE_LONG_ROUND = Budget(population_size=20, max_generations=8, rounds=1)
 
 
 @dataclass(frozen=True)
@@ -74,8 +76,9 @@ ASYNC_ALGORITHMS = tuple(name for name, a in ALGORITHMS.items() if a.supports_as
 
 def budget_defaults(field: str) -> tuple[list[tuple[str, int]], int]:
     """A budget field's default per algorithm: [(algorithm, value)] where it differs, and everyone else's."""
-    special = [(a.name, a.budget.fields()[field]) for a in ALGORITHMS.values() if a.budget != ONE_LONG_ROUND]
-    return special, ONE_LONG_ROUND.fields()[field]
+    others = ONE_LONG_ROUND.fields()[field]
+    special = [(a.name, value) for a in ALGORITHMS.values() if (value := a.budget.fields()[field]) != others]
+    return special, others
 
 
 def mode_refusal(algorithm: Algorithm, mode: str) -> str:

@@ -69,6 +69,14 @@ class Method:
         return self.family == "task_arithmetic"
 
     @property
+    def mixture_weights(self) -> bool:
+        """Its weights mix the models (linear: a convex combination, normalised by default), so the simplex —
+        positive weights summing to one per group — is where its good merges lie. The task-arithmetic family's
+        weights scale task vectors instead, and their optima sum above one (Sakana's evolved weights to about 2,
+        the zoo's best grid merge to 2.25), so a simplex would keep a search from them."""
+        return self.family == "linear"
+
+    @property
     def one_expert(self) -> bool:
         """Interpolates the base with exactly one expert (slerp)."""
         return self.experts == 1
@@ -102,6 +110,7 @@ METHOD_NAMES = tuple(METHODS)
 GENES = tuple(dict.fromkeys(g for m in METHODS.values() for g in m.genes))
 BASELESS_METHODS = tuple(name for name, m in METHODS.items() if not m.needs_base)
 LOW_RANK_METHODS = tuple(name for name, m in METHODS.items() if m.low_rank)
+MIXTURE_METHODS = tuple(name for name, m in METHODS.items() if m.mixture_weights and "weight" in m.genes)
 
 
 def methods_with(gene: str) -> tuple[str, ...]:

@@ -4,6 +4,8 @@ elitism, uniform or blend crossover and Gaussian mutation.
 With `ga.softmaxWeights` the weights of each layer group are the softmax of per-expert logits — positive and
 summing to one — and crossover and mutation act on the logits; other genes, and every gene without it, live in
 the unit cube mapped onto their bounds. Mutation σ is in those units (logits, or fractions of a gene's range).
+Unset, it follows the merge method (catalogue: `Method.mixture_weights`): the seed recipe's simplex for linear,
+the box for task-vector methods, whose optima sum above one and lie outside any simplex.
 
 Generational mode: the best `elitism` members are carried into the next generation without being asked
 again (they cost no evaluation). Asynchronous mode is steady state: the population is the best
@@ -44,7 +46,7 @@ class GeneticAlgorithm(Optimizer):
     def __init__(self, genome: Genome, search: SearchSpec, n_objectives: int = 1, seeds: np.ndarray | None = None):
         super().__init__(genome, search, n_objectives, seeds)
         self.options = search.ga
-        softmax = self.options.softmax_weights and genome.param_index("weight") is not None
+        softmax = self.options.softmax_for(genome.method) and genome.param_index("weight") is not None
         self.transform: BoxTransform | SoftmaxTransform = SoftmaxTransform(genome) if softmax else BoxTransform(genome)
         self.population_size = search.population_size
         self.steady_state = search.mode == "async"

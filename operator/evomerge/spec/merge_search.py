@@ -12,7 +12,7 @@ from ..catalogue.algorithms import (
     mode_refusal, objectives_refusal,
 )
 from ..catalogue.engines import EngineName as Engine
-from ..catalogue.methods import BASELESS_METHODS, GENES, METHOD_NAMES, METHODS, Method, methods_with
+from ..catalogue.methods import BASELESS_METHODS, GENES, METHOD_NAMES, METHODS, MIXTURE_METHODS, Method, methods_with
 from .base import (
     GROUP_VERSION,
     Condition,
@@ -211,9 +211,16 @@ class GAOptions(SpecModel):
     mutation_rate: Number = Field(default=1.0, ge=0, le=1, description="Probability that each gene of a child is mutated.")
     tournament_size: int = Field(default=3, ge=2)
     """Members drawn per tournament; at most populationSize."""
-    softmax_weights: bool = Field(
-        default=True, description="Normalise weights per layer group with a softmax (positive, summing to one); false: a box over merge.bounds.weight."
+    softmax_weights: bool | None = Field(
+        default=None,
+        description="Normalise weights per layer group with a softmax (positive, summing to one); false: a box over "
+        f"merge.bounds.weight. Unset: true for {', '.join(MIXTURE_METHODS)} (weights that mix the models), false for "
+        "the others (weights that scale task vectors, whose best merges sum above one).",
     )
+
+    def softmax_for(self, method: str) -> bool:
+        """softmaxWeights as set, else the method's: a simplex only where the weights are a mixture."""
+        return METHODS[method].mixture_weights if self.softmax_weights is None else self.softmax_weights
 
 
 class SeedRecipe(SpecModel):
@@ -248,6 +255,8 @@ EVOGM_REINIT_ASYNC = ("search.evogm.generatorReinit: perIteration needs search.m
 def _budget_defaults(field: str) -> str:
     """'20 for evogm, 8 for the others', from the catalogue's budgets."""
     special, others = budget_defaults(field)
+    if not special:
+        return f"{others} for every algorithm"
     return ", ".join([*(f"{value} for {name}" for name, value in special), f"{others} for the others"])
 
 
