@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test controlplane vllm
+.PHONY: setup demo test controlplane vllm operator-image images
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,16 @@ controlplane:
 vllm:
 	bash hack/vllm/install.sh
 
-test: setup controlplane vllm
+# The operator image, built with podman from images/operator.Dockerfile unchanged (hack/images/build.sh): where no
+# container registry is reachable (CI), on a stand-in for its python base built from Debian's archive and cached
+# (hack/images/standin-base.sh). The tests run it; podman, mmdebstrap and runc come from Debian if missing.
+operator-image:
+	bash hack/images/build.sh operator
+
+# Both images (the worker brings torch with CUDA: minutes and gigabytes), tagged as the chart's values name them.
+images:
+	bash hack/images/build.sh operator worker
+
+test: setup controlplane vllm operator-image
 	bash hack/install_test_tools.sh
 	$(VENV)/bin/python -m pytest

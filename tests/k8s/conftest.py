@@ -6,11 +6,9 @@ minutes). A missing or broken control plane fails the tests: it is never a reaso
 
 from __future__ import annotations
 
-import collections
 import os
 import re
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -19,6 +17,7 @@ import pytest
 from kubernetes import client as k8s
 
 from tests.support.controlplane import ControlPlane
+from tests.support.setup_scripts import run_setup_script
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "hack" / "controlplane" / "build.sh"
@@ -28,20 +27,7 @@ BUILD_SCRIPT = REPO / "hack" / "controlplane" / "build.sh"
 def control_plane_bin_dir(request) -> Path:
     """The directory with etcd, kube-apiserver, kube-controller-manager and helm (built if missing).
     A cold build takes minutes, so its progress is shown live rather than captured."""
-    capture = request.config.pluginmanager.getplugin("capturemanager")
-    last_lines: collections.deque[str] = collections.deque(maxlen=60)
-    with capture.global_and_fixture_disabled():
-        build = subprocess.Popen(
-            ["bash", str(BUILD_SCRIPT)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-        )
-        for line in build.stderr:
-            sys.stderr.write(line)
-            last_lines.append(line.rstrip("\n"))
-        stdout = build.stdout.read()
-        returncode = build.wait()
-    if returncode != 0:
-        tail = "\n".join(last_lines)
-        pytest.fail(f"{BUILD_SCRIPT} failed with exit code {returncode}:\n{tail}", pytrace=False)
+    stdout = run_setup_script(request, BUILD_SCRIPT)
     return Path(stdout.strip().splitlines()[-1])
 
 
