@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from evomerge.catalogue.engines import ADAPTER_ENGINES, ENGINES, SERVED_ENGINES
 from evomerge.k8s.render_eval import render_eval_job, render_recipes_configmap
 from evomerge.k8s.settings import ClusterSettings
 from evomerge.merge.recipe import ExpertWeights, MergeRecipe
@@ -210,7 +211,8 @@ def test_vllm_refuses_to_start_on_an_adapter_above_its_largest_rank(tmp_path):
     (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 600}))
     argv = _run_vllm_wrapper(server, tmp_path)
     assert argv.returncode != 0 and argv.stdout == ""
-    assert "combined adapter rank 600 exceeds vLLM max_lora_rank 512" in argv.stderr
+    assert "combined adapter rank 600 exceeds the largest --max-lora-rank of engine vllm (512)" in argv.stderr
+    assert "or engine tgi" in argv.stderr
 
 
 def _run_vllm_wrapper(server: dict, adapter_dir) -> "subprocess.CompletedProcess[str]":
@@ -247,3 +249,24 @@ def test_candidates_that_are_not_one_servable_adapter_are_merged_into_a_checkpoi
     model_flag = "--model-id" if search.evaluation.engine == "tgi" else "--model"
     assert server["args"][server["args"].index(model_flag) + 1] == "/model/candidate"
     assert "LORA_ADAPTERS" not in {e["name"] for e in server["env"]}
+
+
+@pytest.mark.parametrize("engine", ADAPTER_ENGINES)
+def test_each_engine_hosts_the_adapter_as_its_catalogue_entry_declares(engine):
+    hosting = ENGINES[engine].adapters
+    _, server, _ = _containers(render_eval_job(SEARCH, 1, "jp-e1-c000001-1", ["c000001"], lora_spec(engine), SETTINGS, OWNER))
+    env = {e["name"]: e["value"] for e in server["env"]}
+    args = hosting.rendered_args("candidate", "/model/candidate")
+    assert server["args"][len(server["args"]) - len(args):] == args
+    assert all(env[k] == v for k, v in hosting.rendered_env("candidate", "/model/candidate"))
+    launched = server["command"] + server["args"]
+    assert launched[launched.index(ENGINES[engine].launch.command[0]):][:len(ENGINES[engine].launch.command)] == list(
+        ENGINES[engine].launch.command)
+    assert (server["command"][:2] == ["/bin/sh", "-c"]) == (hosting.rank_flag is not None)
+
+
+@pytest.mark.parametrize("engine", [n for n in SERVED_ENGINES if n not in ADAPTER_ENGINES])
+def test_an_engine_without_adapter_hosting_serves_lora_candidates_as_a_merged_checkpoint(engine):
+    merge, server, _ = _containers(render_eval_job(SEARCH, 1, "jp-e1-c000001-1", ["c000001"], lora_spec(engine), SETTINGS, OWNER))
+    assert "--adapter" not in merge["command"]
+    assert server["args"][server["args"].index(ENGINES[engine].launch.model_flag) + 1] == "/model/candidate"

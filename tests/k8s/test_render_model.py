@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
+from pydantic import ValidationError
 
+from evomerge.catalogue.engines import ENGINES, SERVING_ENGINES
 from evomerge.k8s.render_model import (
     recipe_lineage,
     render_export_configmap,
@@ -17,6 +19,7 @@ from evomerge.merge.recipe import MergeRecipe
 from evomerge.k8s.settings import ClusterSettings
 from evomerge.models.uris import UriError
 from evomerge.spec.merge_search import MergeSearchSpec
+from evomerge.spec.merged_model import MergedModel
 
 RECIPE = {"method": "task_arithmetic", "baseUri": "pvc://models/base", "groups": ["all"], "options": {},
           "experts": [{"name": "a", "uri": "pvc://models/a", "params": {"weight": {"all": 0.4}}},
@@ -123,3 +126,19 @@ def test_the_lineage_of_a_recipe_names_each_input_with_the_revision_the_spec_giv
     volumes = render_export_job(exported, spec, SETTINGS)["spec"]["template"]["spec"]["volumes"]
     claims = {v["persistentVolumeClaim"]["claimName"] for v in volumes if "persistentVolumeClaim" in v}
     assert claims == {"models", "paths", "merged"}  # the path model's claim too, beside the inputs' and the output's
+
+
+@pytest.mark.parametrize("engine", SERVING_ENGINES)
+def test_every_engine_the_spec_admits_for_serving_renders_its_own_server(engine):
+    launch = ENGINES[engine].launch
+    (server,) = render_serving_deployment(model(engine=engine), SETTINGS)["spec"]["template"]["spec"]["containers"]
+    assert server["command"] == list(launch.command)
+    assert server["args"][:2] == [launch.model_flag, "/mnt/pvc/merged/jp/v2"]
+    assert server["image"] == SETTINGS.server_image(engine)
+    assert server["readinessProbe"]["httpGet"]["path"] == launch.health
+
+
+def test_serving_admits_exactly_the_engines_with_a_server_and_refuses_the_rest_naming_the_field():
+    assert SERVING_ENGINES == tuple(n for n, e in ENGINES.items() if e.served)
+    with pytest.raises(ValidationError, match="serving.engine"):
+        MergedModel.model_validate(model(engine="transformers"))

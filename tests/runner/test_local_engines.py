@@ -21,7 +21,7 @@ def _search(engine: str, data_flow: bool = False) -> MergeSearch:
 
 
 def test_tgi_is_refused_locally_with_the_engines_that_work(tmp_path: Path):
-    with pytest.raises(ValueError, match="spec.evaluation.engine: tgi has no server a local run can start.*set engine: vllm"):
+    with pytest.raises(ValueError, match="spec.evaluation.engine: tgi has no server a local run can start.*set engine: transformers or vllm"):
         with evaluation_worker(_search("tgi").spec, tmp_path):
             pass
 

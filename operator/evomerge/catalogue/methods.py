@@ -39,7 +39,9 @@ class Method:
     (sparsified by `sparsifier`, sign-elected when `consensus`). `experts` fixes how many experts a merge
     takes (slerp interpolates the base with exactly one); `shared_genes` are mergekit parameters of the
     whole merge rather than of one model (slerp's t). `low_rank`: over LoRA experts every candidate is one
-    combined adapter over the base (merge/adapter.py).
+    combined adapter over the base (merge/adapter.py). `reference`: a plain weighted sum, where a one-hot
+    weight reproduces an expert and 1/N weights are the uniform merge, so a comparison's reference rows use it
+    (one such method with a base, one without).
     """
 
     name: str
@@ -53,6 +55,7 @@ class Method:
     experts: int | None = None
     shared_genes: tuple[str, ...] = ()
     low_rank: bool = False
+    reference: bool = False
     mergekit_name: str = ""
 
     def __post_init__(self) -> None:
@@ -92,8 +95,10 @@ class Method:
 METHODS: dict[str, Method] = {
     m.name: m
     for m in (
-        Method("linear", "linear", ("weight",), normalize_default=True, options=(NORMALIZE,), low_rank=True),
-        Method("task_arithmetic", "task_arithmetic", ("weight",), normalize_default=False, low_rank=True),
+        Method("linear", "linear", ("weight",), normalize_default=True, options=(NORMALIZE,), low_rank=True,
+               reference=True),
+        Method("task_arithmetic", "task_arithmetic", ("weight",), normalize_default=False, low_rank=True,
+               reference=True),
         Method("ties", "task_arithmetic", ("weight", "density"), normalize_default=True, sparsifier="magnitude",
                consensus=True),
         Method("dare_ties", "task_arithmetic", ("weight", "density"), normalize_default=False, rescale_default=True,
@@ -107,6 +112,7 @@ METHODS: dict[str, Method] = {
     )
 }
 METHOD_NAMES = tuple(METHODS)
+DEFAULT_METHOD = "task_arithmetic"
 GENES = tuple(dict.fromkeys(g for m in METHODS.values() for g in m.genes))
 BASELESS_METHODS = tuple(name for name, m in METHODS.items() if not m.needs_base)
 LOW_RANK_METHODS = tuple(name for name, m in METHODS.items() if m.low_rank)
@@ -116,6 +122,11 @@ MIXTURE_METHODS = tuple(name for name, m in METHODS.items() if m.mixture_weights
 def methods_with(gene: str) -> tuple[str, ...]:
     """The methods that evolve `gene`, for messages that say which method to pick instead."""
     return tuple(name for name, m in METHODS.items() if gene in m.genes)
+
+
+def reference_method(with_base: bool) -> Method:
+    """The weighted sum a comparison's reference rows (each expert alone, the uniform merge) are merged with."""
+    return next(m for m in METHODS.values() if m.reference and m.needs_base == with_base)
 
 
 def get_method(name: str) -> Method:

@@ -14,6 +14,7 @@ from typing import Optional, get_args
 import typer
 
 from ..spec.merge_search import Exporter
+from ..catalogue.engines import ADAPTER_ENGINES
 from ..catalogue.contracts import INVALID_INPUT, SCORER_INPUT_ERROR, SEARCH_FAILED
 from .errors import fail
 
@@ -77,11 +78,11 @@ def controller(
 def evaluate_batch(
     spec: Path = typer.Option(..., "--spec", help="MergeSearch JSON (the epoch's effective spec)."),
     recipes: Path = typer.Option(..., "--recipes", help="JSON list of {id, recipe}."),
-    model_dir: Optional[Path] = typer.Option(None, "--model-dir", help="The merged candidate a sidecar serves (tgi/vllm)."),
-    server_url: Optional[str] = typer.Option(None, "--server-url", help="The sidecar's URL (tgi/vllm)."),
+    model_dir: Optional[Path] = typer.Option(None, "--model-dir", help="The merged candidate a sidecar serves (served engines)."),
+    server_url: Optional[str] = typer.Option(None, "--server-url", help="The sidecar's URL (served engines)."),
     held_out: bool = typer.Option(False, "--held-out", help="Score spec.heldOut instead of spec.objectives."),
     adapter: Optional[str] = typer.Option(
-        None, "--adapter", help="The sidecar serves the candidate as this LoRA adapter over the base (tgi/vllm)."
+        None, "--adapter", help=f"The sidecar serves the candidate as this LoRA adapter over the base ({'/'.join(ADAPTER_ENGINES)})."
     ),
 ) -> None:
     """Score a batch of candidates; compact JSON scores go to stdout and the termination log."""

@@ -17,7 +17,8 @@ from rich.table import Table
 
 from ..catalogue.contracts import INTERRUPTED, SEARCH_FAILED, SPEC_FILE, SUMMARY_FILE
 from ..spec import MergeSearch, SpecError, load_resource
-from ..catalogue.engines import ENGINES
+from ..catalogue.algorithms import ALGORITHM_NAMES, DEFAULT_ALGORITHM
+from ..catalogue.engines import DEFAULT_ENGINE, ENGINES, LOCAL_ENGINES, SERVED_ENGINES
 from .errors import console, fail
 
 if TYPE_CHECKING:
@@ -64,29 +65,25 @@ def run(
     _run_and_report(search, directory, quiet, as_json, export=not no_export, compare=not no_compare)
 
 
-def _local_engines() -> str:
-    """The engines a local run can use: in-process ones, and served ones with a server build it can start."""
-    return " or ".join(n for n, e in ENGINES.items() if not e.served or e.cpu_build is not None)
-
 
 @app.command()
 def demo(
     size: str = typer.Option("small", "--size", help="Zoo size: nano (seconds, for tests) or small (the real demo)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the zoo and of the search."),
-    algorithm: str = typer.Option("evogm", "--algorithm", help="Optimizer: evogm, cmaes, ga or random."),
+    algorithm: str = typer.Option(DEFAULT_ALGORITHM, "--algorithm", help=f"Optimizer: {', '.join(ALGORITHM_NAMES)}."),
     generations: int = typer.Option(4, "--generations", help="Generations of the search."),
     population: int = typer.Option(8, "--population", help="Candidates per generation."),
     run_dir: Path = typer.Option(Path("runs/demo"), "--run-dir", help="Where the demo search writes its run."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only print the final table."),
-    engine: str = typer.Option("transformers", "--engine", help=f"Engine: {_local_engines()}."),
+    engine: str = typer.Option(DEFAULT_ENGINE, "--engine", help=f"Engine: {' or '.join(LOCAL_ENGINES)}."),
 ) -> None:
     """Build the tiny expert zoo on CPU (cached), search its merges, and compare experts, uniform and evolved merges."""
     from .demo import comparison_table, run_demo
 
     if size not in ("nano", "small"):
         fail("--size must be nano or small")
-    if engine not in _local_engines().split(" or "):
-        fail(f"--engine must be {_local_engines()}")
+    if engine not in LOCAL_ENGINES:
+        fail(f"--engine must be {' or '.join(LOCAL_ENGINES)}")
     search, rows = run_demo(size, seed, algorithm, generations, population, run_dir / f"{size}-{algorithm}-{seed}",
                             console, quiet, engine)
     Console().print(comparison_table(rows, search))
@@ -221,8 +218,8 @@ def evaluate(
     include_path: list[Path] = typer.Option([], "--include-path", help="Directory of custom lm-eval task YAMLs."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Items per task, subsampled with --seed."),
     seed: int = typer.Option(0, "--seed", help="Seed of the subsample (use the search's to compare numbers)."),
-    engine: str = typer.Option("transformers", "--engine", help=f"{' or '.join(ENGINES)} (served ones need --url)."),
-    url: Optional[str] = typer.Option(None, "--url", help="Server URL for --engine tgi or vllm."),
+    engine: str = typer.Option(DEFAULT_ENGINE, "--engine", help=f"{' or '.join(ENGINES)} (served ones need --url)."),
+    url: Optional[str] = typer.Option(None, "--url", help=f"Server URL for --engine {' or '.join(SERVED_ENGINES)}."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (transformers engine)."),
 ) -> None:
     """Score one model on lm-eval tasks, the way a search scores its candidates; prints JSON."""

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from ..catalogue.engines import ENGINES
+from ..catalogue.engines import ENGINES, SWAPPING_SERVERS
 from ..spec.merge_search import MergeSearchSpec
 from .placement import swaps_in_pod
 
@@ -139,7 +139,8 @@ def _problems(spec: MergeSearchSpec, plan: MemoryPlan, served: bool, accelerator
     if usable is not None and on_accelerator > usable:
         assert accelerator_bytes is not None
         advice = ("a smaller model, or a larger accelerator" if served else
-                  "engine vllm (its server holds one copy; the experts stay in host memory), or a larger accelerator")
+                  f"engine {' or '.join(SWAPPING_SERVERS)} (its server holds one copy; the experts stay in host memory), "
+                  "or a larger accelerator")
         problems.append(
             f"evaluation.gpuMemory: one evaluation worker needs {on_accelerator / GiB:.1f} GiB on its accelerator "
             f"({plan.describe('accelerator')}) but {usable / GiB:.1f} GiB of its {accelerator_bytes / GiB:.0f} GiB are "

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..catalogue.engines import ENGINES
+from ..catalogue.engines import ENGINES, TRANSFORMERS
 from ..spec.merge_search import Objective
 from .engines import make_server_lm
 from .engines.options import EngineOptions
@@ -59,7 +59,7 @@ def evaluate_items(
     from transformers import AutoTokenizer
 
     suite = TaskSuite.build(objectives, include_paths, seed)
-    options = EngineOptions(engine="transformers", device=device, batch_size=batch_size)
+    options = EngineOptions(engine=TRANSFORMERS.name, device=device, batch_size=batch_size)
     scored = {}
     for name, model_dir in model_dirs.items():
         tokenizer = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=False)

@@ -38,20 +38,28 @@ from .settings import ClusterSettings
 ADAPTER_NAME = "candidate"  # the combined adapter's name on the server (vLLM model name, TGI adapter_id)
 BASE_SERVED_NAME = "base"  # vLLM's name for the base itself, so the adapter's name stays unambiguous
 ADAPTER_CONFIG_ENV = "EVOMERGE_ADAPTER_CONFIG"
-# vLLM 0.11 accepts --max-lora-rank only from this set (vllm/config/lora.py MaxLoRARanks) and must know it at
-# start. Only the merge step knows the adapter's rank (Σ of the experts' ranks), so the server's shell reads
-# "r" from the adapter it wrote and rounds it up, before exec'ing vLLM with the rendered args ("$@").
-VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
-_PICK_RANK = (
-    "import json, sys; r = json.load(open(sys.argv[1]))['r']; "
-    f"ok = [v for v in {VLLM_LORA_RANKS} if v >= r]; "
-    f"sys.exit(f'combined adapter rank {{r}} exceeds vLLM max_lora_rank {VLLM_LORA_RANKS[-1]} — use fewer or "
-    "lower-rank LoRA experts, or engine tgi') if not ok else print(ok[0])"
-)
-VLLM_LORA_SCRIPT = (
-    f'rank="$(python3 -c "{_PICK_RANK}" "${ADAPTER_CONFIG_ENV}")" && '
-    'exec python3 -m vllm.entrypoints.openai.api_server "$@" --max-lora-rank "$rank"'
-)
+
+
+def rank_wrapper(engine: str) -> str:
+    """The shell that starts a server which must know the adapter's rank at start (AdapterHosting.rank_flag).
+
+    Only the merge step knows the combined adapter's rank (Σ of the experts' ranks), so the server's shell
+    reads "r" from the adapter it wrote, rounds it up to a value the server accepts and execs the server's
+    command and arguments ("$@") with it; a rank above them all stops the pod naming the ways out.
+    """
+    hosting = ENGINES[engine].adapters
+    assert hosting is not None and hosting.rank_flag is not None and hosting.ranks
+    unlimited = [name for name, entry in ENGINES.items() if entry.adapters is not None and not entry.adapters.ranks]
+    alternatives = f", or engine {' or '.join(unlimited)}" if unlimited else ""
+    pick = (
+        "import json, sys; r = json.load(open(sys.argv[1]))['r']; "
+        f"ok = [v for v in {hosting.ranks} if v >= r]; "
+        f"sys.exit(f'combined adapter rank {{r}} exceeds the largest {hosting.rank_flag} of engine {engine} "
+        f"({hosting.ranks[-1]}) — use fewer or lower-rank LoRA experts{alternatives}') if not ok else print(ok[0])"
+    )
+    return f'rank="$(python3 -c "{pick}" "${ADAPTER_CONFIG_ENV}")" && exec "$@" {hosting.rank_flag} "$rank"'
+
+
 def host_resources(requirements: Any) -> dict[str, Any]:
     """`requirements` without extended resources (nvidia.com/gpu and the like): what a container that holds
     data for an accelerator, but does not use one, asks for."""
@@ -233,12 +241,14 @@ def _server(spec: MergeSearchSpec, settings: ClusterSettings, model_mounts: list
     env = [{"name": "HF_HOME", "value": hf_home}, *({"name": k, "value": v} for k, v in launch.env)]
     if swapping:
         env += [{"name": k, "value": v} for k, v in launch.swap_env]
-    if adapter and engine == "tgi":
-        env.append({"name": "LORA_ADAPTERS", "value": f"{ADAPTER_NAME}={CANDIDATE_DIR}"})
-    elif adapter:
-        command = ["/bin/sh", "-c", VLLM_LORA_SCRIPT, "vllm"]
-        args += ["--enable-lora", "--max-loras", "1", "--lora-modules", f"{ADAPTER_NAME}={CANDIDATE_DIR}"]
-        env.append({"name": ADAPTER_CONFIG_ENV, "value": f"{CANDIDATE_DIR}/adapter_config.json"})
+    hosting = ENGINES[engine].adapters
+    if adapter:
+        assert hosting is not None, "serves_adapter guarantees an engine that hosts adapters"
+        args += hosting.rendered_args(ADAPTER_NAME, CANDIDATE_DIR)
+        env += [{"name": k, "value": v} for k, v in hosting.rendered_env(ADAPTER_NAME, CANDIDATE_DIR)]
+        if hosting.rank_flag:
+            command = ["/bin/sh", "-c", rank_wrapper(engine), engine, *command]
+            env.append({"name": ADAPTER_CONFIG_ENV, "value": f"{CANDIDATE_DIR}/adapter_config.json"})
     env += [{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "HOME", "value": TMP_DIR}]
     period = 5
     health = f"http://127.0.0.1:{port}{launch.health}"

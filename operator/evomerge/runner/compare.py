@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..catalogue.methods import reference_method
 from ..evaluate.items import ItemScores, compare_items
 from ..evaluate.paired import PairedTest
 from ..merge.recipe import ExpertWeights, MergeRecipe
@@ -24,11 +25,11 @@ class Comparison:
 def reference_recipes(template: MergeRecipe) -> dict[str, MergeRecipe]:
     """Recipes that reproduce each expert alone and the uniform (1/N, untuned) merge of the template's inputs.
 
-    Task arithmetic with a one-hot weight is the expert itself (base + (θ − base)); without a base model,
-    a linear merge plays the same role.
+    A plain weighted sum with a one-hot weight is the expert itself (task arithmetic: base + (θ − base)); the
+    catalogue's reference method has one for merges with a base and one for those without.
     """
     names = [e.name for e in template.experts]
-    method = "task_arithmetic" if template.base_uri else "linear"
+    method = reference_method(with_base=bool(template.base_uri)).name
 
     def with_weights(weights: dict[str, float]) -> MergeRecipe:
         experts = tuple(ExpertWeights(e.name, e.uri, {"weight": {"all": weights[e.name]}}) for e in template.experts)

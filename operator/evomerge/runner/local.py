@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..catalogue.contracts import HISTORY_FILE, MERGED_DIR, SCORES_FILE, SPEC_FILE, SUMMARY_FILE
-from ..catalogue.engines import ENGINES
+from ..catalogue.engines import ENGINES, LOCAL_ENGINES
 from ..evaluate.cache import ScoreCache
 from ..evaluate.engines.resident import ResidentEngine
 from ..evaluate.engines.served import ServedEngine, VLLMWorker
@@ -91,10 +91,10 @@ def evaluation_worker(spec: MergeSearchSpec, log_dir: Path) -> Iterator[VLLMWork
     if not engine.served:
         yield None
         return
-    if engine.cpu_build is None or not engine.swaps_in_place:
+    if engine.name not in LOCAL_ENGINES:
         raise ValueError(
             f"spec.evaluation.engine: {engine.name} has no server a local run can start (it starts one server per "
-            "candidate in the cluster); set engine: vllm or transformers"
+            f"candidate in the cluster); set engine: {' or '.join(LOCAL_ENGINES)}"
         )
     if spec.merge.data_flow.enabled:
         log.info("data-flow candidates change the layer count, which %s cannot reload in place: scoring in-process",

@@ -11,8 +11,10 @@ from ..catalogue.algorithms import (
     ALGORITHM_NAMES, ALGORITHMS, ASYNC_ALGORITHMS, DEFAULT_ALGORITHM, MODES, ONE_LONG_ROUND, budget_defaults,
     mode_refusal, objectives_refusal,
 )
-from ..catalogue.engines import EngineName as Engine
-from ..catalogue.methods import BASELESS_METHODS, GENES, METHOD_NAMES, METHODS, MIXTURE_METHODS, Method, methods_with
+from ..catalogue.engines import DEFAULT_ENGINE, EngineName as Engine
+from ..catalogue.methods import (
+    BASELESS_METHODS, DEFAULT_METHOD, GENES, METHOD_NAMES, METHODS, MIXTURE_METHODS, Method, methods_with,
+)
 from .base import (
     GROUP_VERSION,
     Condition,
@@ -127,7 +129,7 @@ def one_expert_refusal(method: Method) -> str:
 
 
 class MergeSpec(SpecModel):
-    method: MergeMethod = "task_arithmetic"
+    method: MergeMethod = DEFAULT_METHOD
     """The merge method, computed with mergekit's formulas."""
     granularity: Granularity = "model"
     """model: one parameter set for the whole model; layerGroups: one per group of blocks; layers: one per block."""
@@ -355,7 +357,7 @@ class Objective(SpecModel):
 
 
 class EvaluationSpec(SpecModel):
-    engine: Engine = "transformers"
+    engine: Engine = DEFAULT_ENGINE
     """What scores candidates: transformers in the pod, or a vLLM / SGLang / TGI server beside it."""
     parallelism: int = Field(default=1, ge=1, le=1024)
     """Evaluation Jobs running at once."""

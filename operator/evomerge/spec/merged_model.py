@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from ..catalogue.engines import DEFAULT_SERVING_ENGINE, ServingEngineName
 from .base import GROUP_VERSION, Condition, Number, ObjectMeta, ResourceRequirements, SpecModel, conditions_field
 
 
@@ -29,7 +30,7 @@ class Scores(SpecModel):
 class ServingSpec(SpecModel):
     enabled: bool = False
     """Serve the exported version from a Deployment and Service."""
-    engine: Literal["tgi", "vllm"] = "tgi"
+    engine: ServingEngineName = DEFAULT_SERVING_ENGINE
     """The server that serves the exported version."""
     replicas: int = Field(default=1, ge=0, le=100)
     """Server pods."""

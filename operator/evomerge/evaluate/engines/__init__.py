@@ -13,11 +13,22 @@ from typing import TYPE_CHECKING, Any
 from ...catalogue.engines import ENGINES
 from .options import EngineOptions
 
-# Each served engine's protocol client (module, class), imported when a server is scored.
-BACKENDS = {"tgi": (".tgi", "TGIBackend"), "vllm": (".vllm", "VLLMBackend"), "sglang": (".sglang", "SGLangBackend")}
+# Each served engine's protocol client, registered by its module (the catalogue's `module`) when imported.
+BACKENDS: dict[str, Any] = {}
 
 if TYPE_CHECKING:
     from .server import ServerLM
+
+
+def register(name: str):
+    """Class decorator: the protocol client of the catalogue's served engine `name`."""
+
+    def wrap(cls):
+        cls.name = name
+        BACKENDS[name] = cls
+        return cls
+
+    return wrap
 
 
 def make_server_lm(options: EngineOptions, tokenizer: Any, greedy_tasks: frozenset[str] | None = None) -> "ServerLM":
@@ -29,6 +40,6 @@ def make_server_lm(options: EngineOptions, tokenizer: Any, greedy_tasks: frozens
 
     if not ENGINES[options.engine].served:
         raise ValueError(f"engine {options.engine!r} runs in-process; make_server_lm is for the served engines")
-    module, name = BACKENDS[options.engine]
-    backend = getattr(importlib.import_module(module, __name__), name)(options, tokenizer)
+    importlib.import_module(f"{__name__}.{ENGINES[options.engine].module}")  # registers its client
+    backend = BACKENDS[options.engine](options, tokenizer)
     return ServerLM(backend, tokenizer, options.concurrency, greedy_tasks)

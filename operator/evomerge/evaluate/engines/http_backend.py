@@ -1,4 +1,5 @@
-"""What the JSON-over-HTTP server clients (vLLM, SGLang) share: a session, the server's readiness, requests."""
+"""What the server clients share: the server's url, the retry policy, waiting until it is ready; and, for the
+JSON-over-HTTP ones (vLLM, SGLang), a requests session."""
 
 from __future__ import annotations
 
@@ -11,8 +12,12 @@ from .options import EngineOptions
 from .transport import wait_until_ready
 
 
-class JsonHttpBackend:
-    """A requests session to the server at options.url (with its API key, if any), ready once `/health` answers."""
+class HttpBackend:
+    """A client of the server at options.url, returned once the server is ready.
+
+    A subclass opens the client its requests go through in `_connect`, and `_probe` asks the server through
+    it whether it is ready (raising while not).
+    """
 
     def __init__(self, options: EngineOptions, tokenizer: Any, sleep: Callable[[float], None] = time.sleep):
         assert options.url is not None, "EngineOptions guarantees a url for server engines"
@@ -21,10 +26,23 @@ class JsonHttpBackend:
         self.retry = options.retry
         self.sleep = sleep
         self.timeout_s = options.timeout_s
+        self._connect(options)
+        wait_until_ready(self._probe, self.url, options.ready_timeout_s, options.ready_interval_s, sleep=sleep)
+
+    def _connect(self, options: EngineOptions) -> None:
+        raise NotImplementedError
+
+    def _probe(self) -> None:
+        raise NotImplementedError
+
+
+class JsonHttpBackend(HttpBackend):
+    """A requests session to the server (with its API key, if any), ready once `/health` answers."""
+
+    def _connect(self, options: EngineOptions) -> None:
         self.session = requests.Session()
         if options.api_key:
             self.session.headers["Authorization"] = f"Bearer {options.api_key}"
-        wait_until_ready(self._probe, self.url, options.ready_timeout_s, options.ready_interval_s, sleep=sleep)
 
     def close(self) -> None:
         self.session.close()

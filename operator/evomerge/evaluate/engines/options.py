@@ -6,7 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Literal, Mapping
 
-from ...catalogue.engines import ENGINES, EngineName
+from ...catalogue.engines import ADAPTER_ENGINES, DEFAULT_ENGINE, ENGINES, EngineName
 from .transport import RetryPolicy
 
 
@@ -14,7 +14,7 @@ from .transport import RetryPolicy
 class EngineOptions:
     """`engine`: transformers (in-process), tgi or vllm (a server at `url`); the rest tunes that engine."""
 
-    engine: EngineName = "transformers"
+    engine: EngineName = DEFAULT_ENGINE
     device: str = "auto"
     batch_size: int = 8
     url: str | None = None
@@ -42,7 +42,7 @@ class EngineOptions:
             raise ValueError("engine_options.logprobs: use prompt_logprobs (vLLM) or echo (OpenAI-style servers)")
         if self.adapter is not None and not ENGINES[self.engine].hosts_adapters:
             raise ValueError("engine_options.adapter: a LoRA adapter is selected on a server that hosts adapters — use "
-                             "engine " + " or ".join(name for name, entry in ENGINES.items() if entry.hosts_adapters))
+                             "engine " + " or ".join(ADAPTER_ENGINES))
         if self.adapter is not None and self.served_model is not None:
             raise ValueError("engine_options: set adapter or served_model, not both — vLLM serves the adapter as a model")
         if self.concurrency < 1 or self.batch_size < 1 or self.retry_attempts < 1:

@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import requests
 
+from . import register
 from .options import EngineOptions
 from .server import GenerateRequest, ScoreRequest
 from .http_backend import JsonHttpBackend
@@ -28,9 +29,8 @@ from .transport import ServerError, call_with_retries, describe
 DEFAULT_CONTEXT = 2048
 
 
+@register("sglang")
 class SGLangBackend(JsonHttpBackend):
-    name = "sglang"
-
     def __init__(self, options: EngineOptions, tokenizer: Any, sleep: Callable[[float], None] = time.sleep):
         super().__init__(options, tokenizer, sleep)
         info = call_with_retries(lambda: self._request("GET", "/get_server_info"), self.retry,

@@ -11,6 +11,8 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
+from . import register
+from .http_backend import HttpBackend
 from .options import EngineOptions
 from .server import GenerateRequest, ScoreRequest
 from .transport import (
@@ -21,7 +23,6 @@ from .transport import (
     call_with_retries,
     describe,
     status_of,
-    wait_until_ready,
 )
 
 PREFILL_HINT = (
@@ -30,23 +31,10 @@ PREFILL_HINT = (
 )
 
 
-class TGIBackend:
-    name = "tgi"
-
+@register("tgi")
+class TGIBackend(HttpBackend):
     def __init__(self, options: EngineOptions, tokenizer: Any, sleep: Callable[[float], None] = time.sleep):
-        from huggingface_hub import InferenceClient
-
-        assert options.url is not None, "EngineOptions guarantees a url for server engines"
-        self.url = options.url.rstrip("/")
-        self.tokenizer = tokenizer
-        self.retry = options.retry
-        self.sleep = sleep
-        # On /generate, an explicit None drops the Authorization header the hub client would otherwise fill
-        # from the user's Hugging Face login (a Hub token, not the server's); /health and /info go through
-        # the client's own helpers, which still attach a stored login when no api_key is given.
-        auth = f"Bearer {options.api_key}" if options.api_key else None
-        self.client = InferenceClient(provider="hf-inference", timeout=options.timeout_s, headers={"authorization": auth})
-        wait_until_ready(self._probe, self.url, options.ready_timeout_s, options.ready_interval_s, sleep=sleep)
+        super().__init__(options, tokenizer, sleep)
         info = call_with_retries(lambda: self.client.get_endpoint_info(model=self.url), self.retry,
                                  f"GET {self.url}/info", sleep)
         max_input = int(info.get("max_input_tokens") or info.get("max_input_length") or 0)
@@ -95,6 +83,15 @@ class TGIBackend:
 
     def close(self) -> None:
         self.client.close()
+
+    def _connect(self, options: EngineOptions) -> None:
+        from huggingface_hub import InferenceClient
+
+        # On /generate, an explicit None drops the Authorization header the hub client would otherwise fill
+        # from the user's Hugging Face login (a Hub token, not the server's); /health and /info go through
+        # the client's own helpers, which still attach a stored login when no api_key is given.
+        auth = f"Bearer {options.api_key}" if options.api_key else None
+        self.client = InferenceClient(provider="hf-inference", timeout=options.timeout_s, headers={"authorization": auth})
 
     # ---- internals ------------------------------------------------------------------------------------------
     def _is_greedy(self, request: ScoreRequest) -> bool:

@@ -13,6 +13,7 @@ from typing import Any, Callable
 
 import requests
 
+from . import register
 from .options import EngineOptions
 from .server import GenerateRequest, ScoreRequest
 from .http_backend import JsonHttpBackend
@@ -21,9 +22,8 @@ from .transport import ServerError, call_with_retries, describe, status_of
 DEFAULT_MAX_MODEL_LEN = 2048
 
 
+@register("vllm")
 class VLLMBackend(JsonHttpBackend):
-    name = "vllm"
-
     def __init__(self, options: EngineOptions, tokenizer: Any, sleep: Callable[[float], None] = time.sleep):
         super().__init__(options, tokenizer, sleep)
         self.mode = options.logprobs
