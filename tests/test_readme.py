@@ -4,6 +4,7 @@ is two commands."""
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 from evomerge.spec.reference import render_reference
@@ -108,3 +109,23 @@ def test_served_eval_block_is_the_benchmarks_output_with_every_engine_and_the_ta
                        "(c) one vLLM server, in-place swaps"]
     # Both targets are reported with a verdict, whichever it is (the numbers are measured, not asserted).
     assert re.search(r"target ≥ 3×: (met|MISSED)\); not scoring [\d.]+% of a candidate \(target < 5%: (met|MISSED)\)", measured)
+
+
+def test_the_cluster_quick_start_builds_pushes_and_installs_the_images_the_build_script_tags():
+    from tests.support.quick_start import QuickStart
+
+    quick = QuickStart.from_readme(README)
+    (build,) = [c for c in quick.commands if "make" in c]
+    assert build == ("EVOMERGE_BASE=official", "make", "images")
+    makefile = (REPO / "Makefile").read_text()
+    assert re.search(r"^images:\n\tbash hack/images/build\.sh operator worker$", makefile, re.M)
+    assert "EVOMERGE_BASE" in (REPO / "hack" / "images" / "build.sh").read_text()
+    built = subprocess.run(["bash", str(REPO / "hack" / "images" / "build.sh"), "--print", "operator", "worker"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    pushes = quick.starting("podman", "push")
+    assert [p[2] for p in pushes] == built  # what make images tagged is what is pushed
+    tag = built[0].rsplit(":", 1)[1]
+    overrides = quick.overrides
+    assert [p[3] for p in pushes] == [f'{overrides["image.repository"]}:{tag}', f'{overrides["workerImage.repository"]}:{tag}']
+    assert set(overrides) == {"image.repository", "workerImage.repository"}  # the tag stays the chart's appVersion
+    assert quick.example.exists() and quick.helm_install[2] == "charts/evomerge"

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-import yaml
 from kubernetes import client as k8s
 
 from evomerge.evaluate.engines.vllm_process import cpu_server_python
@@ -29,14 +28,17 @@ from evomerge.k8s.client import Kube
 from evomerge.k8s.settings import ClusterSettings
 from tests.k8s.conftest import api_client, control_plane, control_plane_bin_dir  # noqa: F401 - shared session fixtures
 from tests.support.node import Fault, Image, Node, PodRecord, dump, image_repository
+from tests.support.podman import BuiltImage, operator_image  # noqa: F401 - a session fixture
 from tests.support.ports import free_port
+from tests.support.quick_start import QuickStart
 from tests.support.zoo_tasks import write_fit_tasks
 
 from .helpers import eventually
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "evomerge"
-RELEASE, RELEASE_NAMESPACE = "evomerge", "evomerge-system"
+QUICK_START = QuickStart.from_readme()  # the chart is installed as the README's cluster quick start says
+RELEASE, RELEASE_NAMESPACE = QUICK_START.release, QUICK_START.namespace
 OUTPUT_CLAIM = "published"  # the PersistentVolumeClaim searches publish their merges to
 PYTHON_IMAGE = "harness.test/python"
 
@@ -67,16 +69,17 @@ def published(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def images() -> dict[str, Image]:
-    """The chart's images as the local venv: `evomerge` is their entrypoint, as in images/. The vLLM server
-    image is the real CPU build of the pinned release (hack/vllm/install.sh), with a small KV cache."""
-    values = yaml.safe_load((CHART / "values.yaml").read_text())
+def images(operator_image: BuiltImage) -> dict[str, Image]:
+    """The images the quick start's `helm install` names, as the local venv with the entrypoint of the operator image
+    as built (`evomerge`; tests/images checks the worker's Dockerfile names the same). The vLLM server image is the
+    real CPU build of the pinned release (hack/vllm/install.sh), with a small KV cache."""
     # PYTHONPATH: the pods run this checkout's code, not whichever checkout the venv was installed from
     sources = (("PYTHONPATH", str(REPO / "operator")),)
-    venv = Image(path=(Path(sys.executable).parent,), entrypoint=("evomerge",), env=sources)
+    venv = Image(path=(Path(sys.executable).parent,), entrypoint=operator_image.entrypoint, env=sources)
     python = Image(path=(Path(sys.executable).parent,), entrypoint=("python",), env=sources)  # for the node's own tests
     vllm = Image(path=(cpu_server_python().parent,), env=(("VLLM_CPU_KVCACHE_SPACE", "1"),))
-    return {values["image"]["repository"]: venv, values["workerImage"]["repository"]: venv, PYTHON_IMAGE: python,
+    overrides = QUICK_START.overrides
+    return {overrides["image.repository"]: venv, overrides["workerImage.repository"]: venv, PYTHON_IMAGE: python,
             image_repository(ClusterSettings().vllm_image): vllm}
 
 
@@ -142,10 +145,10 @@ class Release:
 
 @pytest.fixture(scope="session")
 def release(helm, control_plane, api_client, node) -> Release:  # noqa: F811
-    """`helm install` of the chart with its defaults, but free ports (the node shares this host's network, the
-    evaluation pods' servers included) and a short resync; the CRDs come from the chart's crds/."""
+    """`helm install` of the chart as the README's cluster quick start says, but free ports (the node shares this
+    host's network, the evaluation pods' servers included) and a short resync; the CRDs come from the chart's crds/."""
     metrics_port, health_port = free_port(), free_port()
-    installed = helm("install", RELEASE, str(CHART), "--namespace", RELEASE_NAMESPACE, "--create-namespace",
+    installed = helm(*QUICK_START.helm_install_of(CHART),
                      "--set", f"metrics.port={metrics_port}", "--set", f"health.port={health_port}",
                      "--set", f"servers.port={free_port()}",
                      "--set", "operator.resyncSeconds=5", "--set", "operator.logFormat=plain")
