@@ -27,7 +27,7 @@ def test_a_served_engine_has_a_pinned_image_and_an_in_process_one_has_none():
             assert ":" in server_image(name) and not server_image(name).endswith(":latest")
     with pytest.raises(ValueError, match="runs in-process"):
         server_image("transformers")
-    assert ClusterSettings().vllm_image == server_image("vllm") and ClusterSettings().tgi_image == server_image("tgi")
+    assert all(ClusterSettings().server_image(name) == server_image(name) for name in SERVED_ENGINES)
 
 
 def test_an_engine_that_cannot_swap_weights_serves_one_candidate_per_start():

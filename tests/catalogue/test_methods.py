@@ -51,3 +51,31 @@ def test_only_a_mixing_method_has_mixture_weights():
     """A GA's default simplex follows this fact: linear mixes models, the rest scale task vectors (sums above one)."""
     assert [name for name, m in METHODS.items() if m.mixture_weights] == ["linear"]
     assert METHODS["linear"].normalize_default  # its weights are normalised to a mixture unless a recipe says not
+
+
+def test_merge_bounds_has_one_field_per_declared_gene_with_its_default_box_and_meaning():
+    from evomerge.catalogue.methods import GENE_DECLARATIONS
+    from evomerge.spec.crd import render_crd
+    from evomerge.spec.merge_search import Bounds
+
+    assert tuple(Bounds.model_fields) == tuple(GENE_DECLARATIONS)
+    assert Bounds().by_gene() == {name: gene.bounds for name, gene in GENE_DECLARATIONS.items()}
+    crd = render_crd("MergeSearch")["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    boxes = crd["properties"]["merge"]["properties"]["bounds"]["properties"]
+    rules = {r["message"]: r["rule"] for r in crd["x-kubernetes-validations"]}
+    for name, gene in GENE_DECLARATIONS.items():
+        assert boxes[name]["description"] == gene.description
+        assert f"merge.bounds.{name}: the low bound must be below the high bound" in rules
+        if gene.domain is not None:
+            assert f"self.merge.bounds.{name}[1]) <= {gene.domain[1]!r}" in rules[gene.domain_refusal(f"merge.bounds.{name}")]
+
+
+@pytest.mark.parametrize("box", [["0", "0.5"], ["0.5", "1.5"]])
+def test_a_box_outside_its_genes_domain_is_refused_naming_the_field(box):
+    from pydantic import ValidationError
+
+    from evomerge.spec.merge_search import MergeSpec
+
+    with pytest.raises(ValidationError, match=r"bounds.density must lie within \(0, 1\]: density is the fraction of a task"):
+        MergeSpec.model_validate({"method": "ties", "evolve": ["weight", "density"], "bounds": {"density": box}})
+    assert MergeSpec.model_validate({"method": "ties", "bounds": {"density": ["0.05", "1"]}}).bounds.density == (0.05, 1.0)

@@ -186,7 +186,7 @@ def test_by_default_the_servers_are_the_images_the_engine_catalogue_pins(helm, t
     (deployment,) = by_kind(render(helm, tmp_path), "Deployment")
     env = {e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     settings = ClusterSettings.from_env(env)
-    assert (settings.tgi_image, settings.vllm_image) == (server_image("tgi"), server_image("vllm"))
+    assert (settings.server_image("tgi"), settings.server_image("vllm")) == (server_image("tgi"), server_image("vllm"))
 
 
 def test_custom_tgi_and_vllm_images_and_port_reach_the_operators_settings(helm, tmp_path):
@@ -198,4 +198,4 @@ def test_custom_tgi_and_vllm_images_and_port_reach_the_operators_settings(helm, 
     env = {e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert (env["EVOMERGE_TGI_IMAGE"], env["EVOMERGE_VLLM_IMAGE"]) == (tgi, vllm)
     settings = ClusterSettings.from_env(env)
-    assert (settings.tgi_image, settings.vllm_image, settings.server_port) == (tgi, vllm, 18080)
+    assert (settings.server_image("tgi"), settings.server_image("vllm"), settings.server_port) == (tgi, vllm, 18080)

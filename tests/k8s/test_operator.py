@@ -133,6 +133,8 @@ def controller_jobs(kube: Kube, namespace: str) -> list[dict]:
     ({"merge": {"method": "slerp", "evolve": ["weight"]}}, "merge.evolve: method slerp evolves t only"),
     ({"merge": {"method": "slerp"}}, "merge.evolve: method slerp evolves t only"),
     ({"merge": {"bounds": {"weight": ["0.9", "0.1"]}}}, "merge.bounds.weight: the low bound must be below the high bound"),
+    ({"merge": {"method": "ties", "bounds": {"density": ["0", "0.5"]}}},
+     "merge.bounds.density must lie within (0, 1]: density is the fraction of a task vector kept"),
     ({"merge": {"layerGroups": 4}}, "merge.layerGroups is only read with granularity layerGroups"),
     ({"search": {"algorithm": "nsga2"}}, "spec.objectives: Invalid value: objectives: search.algorithm nsga2 searches a "
      "Pareto front and needs at least 2 objectives"),

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from evomerge.catalogue.engines import ADAPTER_ENGINES, ENGINES, SERVED_ENGINES
+from evomerge.catalogue.engines import ADAPTER_ENGINES, ENGINES, SERVED_ENGINES, server_image
 from evomerge.k8s.render_eval import render_eval_job, render_recipes_configmap
 from evomerge.k8s.settings import ClusterSettings
 from evomerge.merge.recipe import ExpertWeights, MergeRecipe
@@ -15,7 +15,7 @@ from evomerge.spec.merge_search import MergeSearchSpec
 SEARCH = {"apiVersion": "evomerge.dev/v1alpha1", "kind": "MergeSearch",
           "metadata": {"name": "jp", "namespace": "ns", "uid": "uid-1"}}
 OWNER = {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "jp-controller-e1-abc", "uid": "job-uid"}}
-SETTINGS = ClusterSettings(worker_image="worker:1", tgi_image="tgi:3.3.7", vllm_image="vllm:x")
+SETTINGS = ClusterSettings(worker_image="worker:1", server_images={"tgi": "tgi:3.3.7", "vllm": "vllm:x"})
 
 
 def spec(engine: str = "transformers", **evaluation) -> MergeSearchSpec:
@@ -116,7 +116,7 @@ def test_sglang_serves_a_batch_on_the_loopback_with_its_own_launcher():
     job = render_eval_job(SEARCH, 1, "jp-e1-c000001-2", ["c000001", "c000002"], spec("sglang"), SETTINGS, OWNER)
 
     _merge, server = job["spec"]["template"]["spec"]["initContainers"]
-    assert server["image"] == ClusterSettings().sglang_image
+    assert server["image"] == server_image("sglang")
     assert server["command"] == ["python3", "-m", "sglang.launch_server"]
     args = server["args"]
     assert args[args.index("--model-path") + 1] == "/model/candidate" and args[args.index("--host") + 1] == "127.0.0.1"

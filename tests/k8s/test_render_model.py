@@ -24,7 +24,7 @@ from evomerge.spec.merged_model import MergedModel
 RECIPE = {"method": "task_arithmetic", "baseUri": "pvc://models/base", "groups": ["all"], "options": {},
           "experts": [{"name": "a", "uri": "pvc://models/a", "params": {"weight": {"all": 0.4}}},
                       {"name": "b", "uri": "hf://org/b", "params": {"weight": {"all": 0.6}}}]}
-SETTINGS = ClusterSettings(worker_image="worker:1", vllm_image="vllm:x", tgi_image="tgi:y")
+SETTINGS = ClusterSettings(worker_image="worker:1", server_images={"vllm": "vllm:x", "tgi": "tgi:y"})
 
 
 def model(version: int = 2, output: str = "pvc://merged/jp/v2", **serving) -> dict:

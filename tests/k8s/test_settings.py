@@ -28,3 +28,15 @@ def test_settings_round_trip_through_the_environment_passed_to_controllers():
 def test_a_bad_setting_names_the_variable(name, value, message):
     with pytest.raises(ValueError, match=f"{name}=.*{message}"):
         ClusterSettings.from_env({name: value})
+
+
+def test_each_served_engine_has_an_image_variable_and_an_unset_one_runs_the_catalogues_pin():
+    from evomerge.catalogue.engines import SERVED_ENGINES, server_image
+
+    settings = ClusterSettings.from_env({"EVOMERGE_VLLM_IMAGE": "registry/vllm:mine", "EVOMERGE_TGI_IMAGE": ""})
+
+    assert settings.server_image("vllm") == "registry/vllm:mine"
+    assert all(settings.server_image(name) == server_image(name) for name in SERVED_ENGINES if name != "vllm")
+    env = {e["name"]: e["value"] for e in settings.to_env()}
+    assert {f"EVOMERGE_{name.upper()}_IMAGE" for name in SERVED_ENGINES} <= set(env)
+    assert ClusterSettings.from_env(env) == settings

@@ -24,6 +24,44 @@ class Option:
     default: bool | float | None = None  # None: the method's own default (normalize, rescale)
 
 
+@dataclass(frozen=True)
+class Gene:
+    """A per-expert parameter a search can evolve: what it means, its default search box [low, high] and,
+    where not every number is a value it can take, its `domain` (low, high] that any box must lie within.
+
+    The spec's merge.bounds (one field per gene), its validators, CEL rules and reference docs derive from it.
+    """
+
+    name: str
+    meaning: str
+    bounds: tuple[float, float]
+    domain: tuple[float, float] | None = None
+
+    @property
+    def description(self) -> str:
+        return f"[low, high] of {self.meaning}{f'; within {self.domain_text}' if self.domain else ''}."
+
+    @property
+    def domain_text(self) -> str:
+        assert self.domain is not None
+        return f"({self.domain[0]:g}, {self.domain[1]:g}]"
+
+    def domain_refusal(self, path: str) -> str:
+        """Why a box at `path` outside the domain is refused."""
+        return f"{path} must lie within {self.domain_text}: {self.name} is {self.meaning}"
+
+
+GENE_DECLARATIONS: dict[str, Gene] = {
+    g.name: g
+    for g in (
+        Gene("weight", "each expert's weight", (0.0, 1.0)),
+        Gene("density", "the fraction of a task vector kept", (0.1, 1.0), domain=(0.0, 1.0)),
+        Gene("t", "slerp's interpolation factor from the base (0) to the expert (1)", (0.0, 1.0)),
+    )
+}
+GENES = tuple(GENE_DECLARATIONS)
+DEFAULT_BOUNDS: dict[str, tuple[float, float]] = {name: g.bounds for name, g in GENE_DECLARATIONS.items()}
+
 NORMALIZE = Option("normalize", bool)
 RESCALE = Option("rescale", bool)
 LAMBDA = Option("lambda", float, 1.0)
@@ -59,6 +97,9 @@ class Method:
     mergekit_name: str = ""
 
     def __post_init__(self) -> None:
+        undeclared = [g for g in self.genes if g not in GENE_DECLARATIONS]
+        if undeclared:
+            raise ValueError(f"method {self.name}: genes {undeclared} are not declared in GENE_DECLARATIONS")
         if not self.mergekit_name:
             object.__setattr__(self, "mergekit_name", self.name)
 
@@ -113,7 +154,6 @@ METHODS: dict[str, Method] = {
 }
 METHOD_NAMES = tuple(METHODS)
 DEFAULT_METHOD = "task_arithmetic"
-GENES = tuple(dict.fromkeys(g for m in METHODS.values() for g in m.genes))
 BASELESS_METHODS = tuple(name for name, m in METHODS.items() if not m.needs_base)
 LOW_RANK_METHODS = tuple(name for name, m in METHODS.items() if m.low_rank)
 MIXTURE_METHODS = tuple(name for name, m in METHODS.items() if m.mixture_weights and "weight" in m.genes)

@@ -7,21 +7,24 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from ..catalogue.engines import DEFAULT_ENGINE
+from ..catalogue.methods import reference_method
 from ..runner.compare import EVOLVED, Comparison
 from ..spec import MergeSearch
 from ..spec.merge_search import PromotionSpec
 
 
 def demo_search(zoo, algorithm: str, seed: int, generations: int, population: int,
-                engine: str = "transformers") -> MergeSearch:
-    """The demo's MergeSearch: every zoo expert (distractors included), one objective per skill."""
+                engine: str = DEFAULT_ENGINE) -> MergeSearch:
+    """The demo's MergeSearch: every zoo expert (distractors included), one objective per skill. It evolves the
+    weights of the comparison's reference method over the base, so its uniform-merge row is the same merge untuned."""
     experts = [{"name": name, "uri": str(path)} for name, path in sorted(zoo.experts.items())]
     return MergeSearch.model_validate({
         "metadata": {"name": f"demo-{algorithm}"},
         "spec": {
             "baseModel": {"uri": str(zoo.base)},
             "experts": experts,
-            "merge": {"method": "task_arithmetic", "granularity": "layerGroups", "layerGroups": 2,
+            "merge": {"method": reference_method(with_base=True).name, "granularity": "layerGroups", "layerGroups": 2,
                       "bounds": {"weight": ["0", "1.5"]}},
             "search": {"algorithm": algorithm, "populationSize": population, "maxGenerations": generations, "rounds": 1,
                        "seed": seed},
@@ -65,7 +68,7 @@ def _mean(scores: dict[str, float], objectives) -> float:
 
 
 def run_demo(size: str, seed: int, algorithm: str, generations: int, population: int, run_dir: Path,
-             console: Console, quiet: bool = False, engine: str = "transformers") -> tuple[MergeSearch, list[Comparison]]:
+             console: Console, quiet: bool = False, engine: str = DEFAULT_ENGINE) -> tuple[MergeSearch, list[Comparison]]:
     from ..merge.recipe import MergeRecipe
     from ..report.render import write_report
     from ..report.run_data import write_comparison

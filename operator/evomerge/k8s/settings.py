@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from ..catalogue.engines import server_image
+from ..catalogue.engines import SERVED_ENGINES, server_image
 
 PREFIX = "EVOMERGE_"
 
@@ -21,9 +21,8 @@ PREFIX = "EVOMERGE_"
 class ClusterSettings:
     worker_image: str = "ghcr.io/evomerge/evomerge-worker:0.1.0"
     image_pull_policy: str = "IfNotPresent"
-    tgi_image: str = server_image("tgi")
-    vllm_image: str = server_image("vllm")
-    sglang_image: str = server_image("sglang")
+    # Each served engine's server image (EVOMERGE_<ENGINE>_IMAGE); an engine not given runs the catalogue's pin.
+    server_images: dict[str, str] = field(default_factory=dict)
     controller_service_account: str = "evomerge-controller"
     controller_cluster_role: str = "evomerge-controller"
     evaluation_service_account: str = "evomerge-evaluation"
@@ -44,16 +43,23 @@ class ClusterSettings:
     server_port: int = 8080  # of an evaluation pod's server, on the pod's own network
     queue_name: str = ""  # the Kueue LocalQueue of searches that name none ("": no queueing)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "server_images", {name: self.server_images.get(name) or server_image(name)
+                                                   for name in SERVED_ENGINES})
+
     def server_image(self, engine: str) -> str:
-        """The image of a served engine's server: its `<engine>_image` setting."""
-        return str(getattr(self, f"{engine}_image"))
+        """The image of a served engine's server."""
+        return self.server_images[engine]
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "ClusterSettings":
         """Settings from EVOMERGE_* variables (EVOMERGE_WORKER_IMAGE, …); JSON for the resource maps."""
         env = os.environ if env is None else env
-        values: dict[str, Any] = {}
+        images = {engine: env[_image_variable(engine)] for engine in SERVED_ENGINES if env.get(_image_variable(engine))}
+        values: dict[str, Any] = {"server_images": images} if images else {}
         for f in dataclasses.fields(cls):
+            if f.name == "server_images":
+                continue
             raw = env.get(PREFIX + f.name.upper())
             if raw is None or raw == "":
                 continue
@@ -67,10 +73,17 @@ class ClusterSettings:
         """The same settings as container env entries, for the pods that render further children."""
         out = []
         for f in dataclasses.fields(self):
+            if f.name == "server_images":
+                out += [{"name": _image_variable(engine), "value": self.server_image(engine)} for engine in SERVED_ENGINES]
+                continue
             value = getattr(self, f.name)
             text = json.dumps(value, sort_keys=True) if isinstance(value, dict) else str(value)
             out.append({"name": PREFIX + f.name.upper(), "value": text})
         return out
+
+
+def _image_variable(engine: str) -> str:
+    return f"{PREFIX}{engine.upper()}_IMAGE"
 
 
 def _parse(kind: Any, raw: str) -> Any:

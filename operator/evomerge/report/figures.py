@@ -13,7 +13,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Normalize, TwoSlopeNorm
 from matplotlib.figure import Figure
 
-from ..spec.merge_search import DEFAULT_BOUNDS, Objective
+from ..catalogue.methods import DEFAULT_BOUNDS
+from ..spec.merge_search import Objective
 from .run_data import RunData
 
 BEST, MEAN, SO_FAR, HELD_OUT, OTHERS = "#1f6feb", "#8c959f", "#2da44e", "#cf222e", "#d0d7de"

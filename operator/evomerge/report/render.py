@@ -70,8 +70,7 @@ def build_report(run: RunData) -> Report:
         ))
     recipe = run.best_recipe
     if recipe is not None:
-        bounds = {g: tuple(getattr(run.spec.merge.bounds, g)) for g in ("weight", "density", "t")}
-        heatmap = coefficients_figure(recipe, bounds)  # type: ignore[arg-type]
+        heatmap = coefficients_figure(recipe, run.spec.merge.bounds.by_gene())
         if heatmap is not None:
             sections.append(Section(
                 "Evolved coefficients",

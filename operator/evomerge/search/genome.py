@@ -289,7 +289,7 @@ def genome_for(spec: MergeSearchSpec, num_layers: int, path_layers: Mapping[str,
         experts=[(e.name, e.uri) for e in spec.experts],
         groups=groups,
         evolve=list(merge.evolve),
-        bounds={"weight": merge.bounds.weight, "density": merge.bounds.density, "t": merge.bounds.t},
+        bounds=merge.bounds.by_gene(),
         options={k: v for k, v in options.items() if v is not None},
     )
 

@@ -9,7 +9,7 @@ from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel
 
 from ..catalogue.algorithms import ALGORITHMS, MODES, mode_refusal, objectives_refusal
-from ..catalogue.methods import BASELESS_METHODS, GENES, METHODS
+from ..catalogue.methods import BASELESS_METHODS, GENE_DECLARATIONS, GENES, METHODS, Gene
 from .base import API_GROUP, API_VERSION, NAME_MAX_LENGTH, NAME_PATTERN, format_number
 from .expert import Expert, ExpertSpec, ExpertStatus
 from .merge_search import (
@@ -31,6 +31,17 @@ def _bounds_rule(gene: str) -> dict[str, str]:
     return {
         "rule": f"!has(self.merge) || !has(self.merge.bounds) || !has({bounds}) || double({bounds}[0]) < double({bounds}[1])",
         "message": f"merge.bounds.{gene}: the low bound must be below the high bound",
+    }
+
+
+def _domain_rule(gene: Gene) -> dict[str, str]:
+    bounds = f"self.merge.bounds.{gene.name}"
+    assert gene.domain is not None
+    low, high = gene.domain
+    return {
+        "rule": f"!has(self.merge) || !has(self.merge.bounds) || !has({bounds}) || "
+        f"(double({bounds}[0]) > {low!r} && double({bounds}[1]) <= {high!r})",
+        "message": gene.domain_refusal(f"merge.bounds.{gene.name}"),
     }
 
 
@@ -109,11 +120,7 @@ MERGE_SEARCH_RULES = [
         "fieldPath": ".search.evogm.generatorReinit",
     },
     *(_bounds_rule(gene) for gene in GENES),
-    {
-        "rule": "!has(self.merge) || !has(self.merge.bounds) || !has(self.merge.bounds.density) || "
-        "(double(self.merge.bounds.density[0]) > 0.0 && double(self.merge.bounds.density[1]) <= 1.0)",
-        "message": "merge.bounds.density must lie within (0, 1]: density is the fraction of a task vector kept",
-    },
+    *(_domain_rule(gene) for gene in GENE_DECLARATIONS.values() if gene.domain is not None),
     {
         "rule": "!has(self.storage) || !has(self.storage.output) || !has(self.storage.output.exporter) || "
         "self.storage.output.exporter != 'mergekit' || !has(self.experts) || "

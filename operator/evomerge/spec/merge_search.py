@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, create_model, model_validator
 from pydantic.alias_generators import to_snake
 
 from ..catalogue.algorithms import (
@@ -13,7 +13,8 @@ from ..catalogue.algorithms import (
 )
 from ..catalogue.engines import DEFAULT_ENGINE, EngineName as Engine
 from ..catalogue.methods import (
-    BASELESS_METHODS, DEFAULT_METHOD, GENES, METHOD_NAMES, METHODS, MIXTURE_METHODS, Method, methods_with,
+    BASELESS_METHODS, DEFAULT_METHOD, GENE_DECLARATIONS, GENES, METHOD_NAMES, METHODS, MIXTURE_METHODS, Method,
+    methods_with,
 )
 from .base import (
     GROUP_VERSION,
@@ -38,9 +39,6 @@ Algorithm = Literal[ALGORITHM_NAMES]  # type: ignore[valid-type]  # the catalogu
 SearchMode = Literal[MODES]  # type: ignore[valid-type]
 Phase = Literal["Pending", "Queued", "Running", "Succeeded", "Failed", "Suspended"]
 
-DEFAULT_BOUNDS: dict[str, tuple[float, float]] = {"weight": (0.0, 1.0), "density": (0.1, 1.0), "t": (0.0, 1.0)}
-
-
 class ModelSource(SpecModel):
     """Where a checkpoint lives: hf://org/name, file:///abs/path (or a plain path), pvc://claim/path, s3://bucket/key."""
 
@@ -60,25 +58,32 @@ class ExpertSource(ModelSource):
     """full: fine-tuned weights; lora: a PEFT adapter, merged as a task vector over baseModel."""
 
 
-class Bounds(SpecModel):
-    """Search box per evolved parameter, as [low, high]."""
-
-    weight: tuple[Number, Number] = DEFAULT_BOUNDS["weight"]
-    """[low, high] of each expert's weight."""
-    density: tuple[Number, Number] = DEFAULT_BOUNDS["density"]
-    """[low, high] of the fraction of a task vector kept; within (0, 1]."""
-    t: tuple[Number, Number] = DEFAULT_BOUNDS["t"]
-    """[low, high] of slerp's interpolation factor from the base (0) to the expert (1)."""
+class _GeneBoxes(SpecModel):
+    """What every merge.bounds shares: each gene's box is ordered and lies within the gene's domain."""
 
     @model_validator(mode="after")
-    def _ordered(self) -> "Bounds":
-        for gene in ("weight", "density", "t"):
-            low, high = getattr(self, gene)
+    def _ordered(self) -> "_GeneBoxes":
+        for name, gene in GENE_DECLARATIONS.items():
+            low, high = getattr(self, name)
             if not low < high:
-                raise ValueError(f"bounds.{gene}: low ({low}) must be below high ({high})")
-        if self.density[0] <= 0 or self.density[1] > 1:
-            raise ValueError("bounds.density must lie within (0, 1]: density is the fraction of a task vector kept")
+                raise ValueError(f"bounds.{name}: low ({low}) must be below high ({high})")
+            if gene.domain is not None and not (gene.domain[0] < low and high <= gene.domain[1]):
+                raise ValueError(gene.domain_refusal(f"bounds.{name}"))
         return self
+
+    def by_gene(self) -> dict[str, tuple[float, float]]:
+        return {name: tuple(getattr(self, name)) for name in GENE_DECLARATIONS}  # type: ignore[misc]
+
+
+# One field per gene of the catalogue, so a manifest writes merge.bounds.density: [0.2, 0.9].
+Bounds = create_model(
+    "Bounds",
+    __base__=_GeneBoxes,
+    __doc__="Search box per evolved parameter, as [low, high].",
+    __module__=__name__,
+    **{name: (tuple[Number, Number], Field(default=gene.bounds, description=gene.description))
+       for name, gene in GENE_DECLARATIONS.items()},
+)
 
 
 MODEL_A = "modelA"  # the path's name for dataFlow.modelA
@@ -136,9 +141,9 @@ class MergeSpec(SpecModel):
     layer_groups: int = Field(default=1, ge=1, le=1024, description="Contiguous block groups when granularity is layerGroups.")
     split_modules: bool = Field(default=False, description="Separate parameters for attention and MLP tensors.")
     evolve: list[Gene] = Field(
-        default_factory=lambda: ["weight"], min_length=1, max_length=3, json_schema_extra={"x-kubernetes-list-type": "set"}
+        default_factory=lambda: ["weight"], min_length=1, max_length=len(GENES), json_schema_extra={"x-kubernetes-list-type": "set"},
+        description=f"The method's parameters the search evolves ({', '.join(GENES)}); the rest keep the method's defaults.",
     )
-    """The method's parameters the search evolves (weight, density, t); the rest keep the method's defaults."""
     bounds: Bounds = Field(default_factory=Bounds)
     """[low, high] of each evolved parameter."""
     normalize: bool | None = Field(default=None, description="Divide by the sum of weights; unset means the method's mergekit default.")
@@ -153,7 +158,7 @@ class MergeSpec(SpecModel):
     @model_validator(mode="after")
     def _genes_fit_method(self) -> "MergeSpec":
         if len(set(self.evolve)) != len(self.evolve):
-            raise ValueError("merge.evolve lists a parameter twice; list each of weight, density, t at most once")
+            raise ValueError(f"merge.evolve lists a parameter twice; list each of {', '.join(GENES)} at most once")
         if self.data_flow.enabled:  # a path search reads neither the method nor its genes
             return self
         if any(gene not in METHODS[self.method].genes for gene in self.evolve):
