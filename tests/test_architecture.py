@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import configparser
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -21,3 +23,28 @@ def test_no_module_is_named_operator():
     package = REPO / "operator" / "evomerge"
     offenders = [p for p in package.rglob("operator.py")] + [p for p in package.rglob("operator") if p.is_dir()]
     assert not offenders, f"'operator' is a stdlib module name: {offenders}"
+
+
+def _contracts() -> configparser.ConfigParser:
+    parser = configparser.ConfigParser()
+    parser.read(REPO / ".importlinter")
+    return parser
+
+
+def _linted_layers() -> list[tuple[str, ...]]:
+    lines = _contracts()["importlinter:contract:layers"]["layers"].split("\n")
+    return [tuple(part.strip().removeprefix("evomerge.") for part in line.split("|")) for line in lines if line.strip()]
+
+
+def test_the_readmes_architecture_draws_the_layers_the_contract_checks():
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("## Architecture", 1)[1].split("```", 2)[1]
+    drawn = [tuple(match.group(1).split(" | ")) for line in block.splitlines()
+             if (match := re.match(r"^([a-z0-9]+(?: \| [a-z0-9]+)*)\s{2,}", line))]
+    assert drawn == _linted_layers()
+
+
+def test_nothing_below_k8s_may_import_the_cluster_libraries():
+    below = [name for layer in _linted_layers()[2:] for name in layer]
+    sources = _contracts()["importlinter:contract:no-cluster-below-k8s"]["source_modules"].split()
+    assert _linted_layers()[1] == ("k8s",) and sorted(s.removeprefix("evomerge.") for s in sources) == sorted(below)

@@ -26,11 +26,11 @@ from ..evaluate.placement import candidates_per_pod, serves_adapter, swaps_in_po
 from ..merge.recipe import MergeRecipe
 from ..models.uris import parse_uri
 from ..spec.merge_search import MergeSearchSpec
-from .naming import CANDIDATES_ANNOTATION, EVALUATION, epoch_configmap_name, owner_reference, search_labels
+from .naming import CANDIDATES_ANNOTATION, EVALUATION, epoch_configmap_name, search_labels
 from .render_pods import (
     CANDIDATE_DIR, JOB_DIR, RECIPES_FILE, RECIPE_FILE, SCRATCH_DIR, SHM_DIR, SPEC_DIR, SPEC_FILE, TMP_DIR,
-    container_security_context, input_uris, model_cache_claim, model_volumes, owned_job, placement, pod_path,
-    pod_security_context, queue_name, resources, tmp_volume, worker_env,
+    container_security_context, input_uris, model_cache_claim, model_volumes, owned_configmap, owned_job, placement,
+    pod_path, pod_security_context, queue_name, resources, tmp_volume, worker_env,
 )
 from .render_search import SPEC_KEY
 from .settings import ClusterSettings
@@ -73,17 +73,7 @@ def render_recipes_configmap(job: dict[str, Any], candidates: Sequence[tuple[str
     meta = job["metadata"]
     items = [{"id": cid, "recipe": recipe.to_dict()} for cid, recipe in candidates]
     data = {"recipes.json": json.dumps(items, sort_keys=True), "recipe.json": json.dumps(items[0]["recipe"], sort_keys=True)}
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": meta["name"],
-            "namespace": meta["namespace"],
-            "labels": dict(meta["labels"]),
-            "ownerReferences": [owner_reference(job)],
-        },
-        "data": data,
-    }
+    return owned_configmap(meta["name"], meta["namespace"], job, dict(meta["labels"]), data)
 
 
 def render_eval_job(
@@ -168,8 +158,14 @@ def _scorer(spec: MergeSearchSpec, settings: ClusterSettings, mounts: list[dict]
         command += ["--model-dir", CANDIDATE_DIR, "--server-url", f"http://127.0.0.1:{settings.server_port}"]
         if serves_adapter(spec):
             command += ["--adapter", ADAPTER_NAME]
+    return _worker_step("score", command, spec, settings, mounts, limits)
+
+
+def _worker_step(name: str, command: list[str], spec: MergeSearchSpec, settings: ClusterSettings, mounts: list[dict],
+                 limits: dict[str, Any]) -> dict[str, Any]:
+    """A container of the worker image (the `merge` step or the scorer), on a read-only root."""
     return {
-        "name": "score",
+        "name": name,
         "image": spec.evaluation.image or settings.worker_image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": command,
@@ -188,19 +184,8 @@ def _merge(spec: MergeSearchSpec, settings: ClusterSettings, mounts: list[dict])
         command.append("--allow-pickle")
     if serves_adapter(spec):
         command.append("--adapter")
-    return {
-        "name": "merge",
-        "image": spec.evaluation.image or settings.worker_image,
-        "imagePullPolicy": settings.image_pull_policy,
-        "command": command,
-        "env": worker_env(settings, model_cache_claim(spec)),
-        # Devices of a finished init container are handed on to the server: one GPU serves both steps.
-        "resources": resources(spec.evaluation.resources),
-        "securityContext": container_security_context(),
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-        "volumeMounts": mounts,
-        "workingDir": TMP_DIR,
-    }
+    # Devices of a finished init container are handed on to the server: one GPU serves both steps.
+    return _worker_step("merge", command, spec, settings, mounts, resources(spec.evaluation.resources))
 
 
 def _served_base(spec: MergeSearchSpec, settings: ClusterSettings) -> tuple[list[str], str]:

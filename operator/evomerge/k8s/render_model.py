@@ -28,7 +28,7 @@ from .naming import (
 )
 from .render_pods import (
     JOB_DIR, SHM_DIR, TMP_DIR, container_security_context, kept_output_path, model_cache_claim, model_volumes,
-    owned_job, placement, pod_path, pod_security_context, queue_name, resources, tmp_volume, worker_env,
+    owned_configmap, owned_job, placement, pod_path, pod_security_context, queue_name, resources, tmp_volume, worker_env,
 )
 from .render_search import spec_document
 from .settings import ClusterSettings
@@ -64,22 +64,13 @@ def _model_labels(component: str, model: str) -> dict[str, str]:
 
 def render_export_configmap(model: dict[str, Any], search_spec: MergeSearchSpec) -> dict[str, Any]:
     meta, spec = model["metadata"], MergedModelSpec.model_validate(model["spec"])
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": export_job_name(meta["name"], spec.version),
-            "namespace": meta["namespace"],
-            "labels": _model_labels(EXPORT, meta["name"]),
-            "ownerReferences": [owner_reference(model)],
-        },
-        "data": {
-            "recipe.json": json.dumps(spec.recipe, sort_keys=True),
-            "spec.json": json.dumps(spec_document(spec.search, search_spec), sort_keys=True),
-            "model.json": json.dumps({"apiVersion": GROUP_VERSION, "kind": "MergedModel", "metadata": {"name": meta["name"]},
-                                      "spec": spec.to_wire()}, sort_keys=True),
-        },
-    }
+    return owned_configmap(export_job_name(meta["name"], spec.version), meta["namespace"], model,
+                           _model_labels(EXPORT, meta["name"]), {
+        "recipe.json": json.dumps(spec.recipe, sort_keys=True),
+        "spec.json": json.dumps(spec_document(spec.search, search_spec), sort_keys=True),
+        "model.json": json.dumps({"apiVersion": GROUP_VERSION, "kind": "MergedModel", "metadata": {"name": meta["name"]},
+                                  "spec": spec.to_wire()}, sort_keys=True),
+    })
 
 
 def render_export_job(model: dict[str, Any], search_spec: MergeSearchSpec, settings: ClusterSettings,

@@ -159,6 +159,17 @@ def queue_name(spec: MergeSearchSpec, settings: ClusterSettings) -> str | None:
     return spec.evaluation.queue_name or settings.queue_name or None
 
 
+def owned_configmap(name: str, namespace: str, owner: dict[str, Any], labels: dict[str, str],
+                    data: dict[str, str]) -> dict[str, Any]:
+    """A ConfigMap owned by `owner`, so it goes when its owner goes."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": namespace, "labels": labels, "ownerReferences": [owner_reference(owner)]},
+        "data": data,
+    }
+
+
 def owned_job(name: str, namespace: str, owner: dict[str, Any], labels: dict[str, str], pod: dict[str, Any], container: str,
               permanent_exits: Iterable[int], annotations: dict[str, str] | None = None, queue: str | None = None,
               **job_spec: Any) -> dict[str, Any]:

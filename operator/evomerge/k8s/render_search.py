@@ -21,11 +21,10 @@ from .naming import (
     child_name,
     epoch_configmap_name,
     labels,
-    owner_reference,
     search_labels,
 )
 from .render_pods import (
-    TMP_DIR, container_security_context, input_uris, model_cache_claim, model_volumes, owned_job,
+    TMP_DIR, container_security_context, input_uris, model_cache_claim, model_volumes, owned_configmap, owned_job,
     pod_security_context, queue_name, resources, tmp_volume, worker_env,
 )
 from .settings import ClusterSettings
@@ -76,22 +75,13 @@ def controller_job_name(search_name: str, epoch: Epoch) -> str:
 
 def render_epoch_configmap(search: dict[str, Any], epoch: Epoch) -> dict[str, Any]:
     meta = search["metadata"]
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": epoch_configmap_name(meta["name"], epoch.number),
-            "namespace": meta["namespace"],
-            "labels": search_labels(EPOCH, meta["name"], meta["uid"], epoch.number),
-            "ownerReferences": [owner_reference(search)],
-        },
-        "data": {
-            SPEC_KEY: json.dumps(spec_document(meta["name"], epoch.spec), sort_keys=True),
-            SEEDS_KEY: json.dumps(epoch.seeds, sort_keys=True),
-            OFFSETS_KEY: json.dumps(epoch.offsets, sort_keys=True),
-            DIGEST_KEY: input_digest(epoch.spec),
-        },
-    }
+    return owned_configmap(epoch_configmap_name(meta["name"], epoch.number), meta["namespace"], search,
+                           search_labels(EPOCH, meta["name"], meta["uid"], epoch.number), {
+        SPEC_KEY: json.dumps(spec_document(meta["name"], epoch.spec), sort_keys=True),
+        SEEDS_KEY: json.dumps(epoch.seeds, sort_keys=True),
+        OFFSETS_KEY: json.dumps(epoch.offsets, sort_keys=True),
+        DIGEST_KEY: input_digest(epoch.spec),
+    })
 
 
 def read_epoch_configmap(configmap: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, int]]:

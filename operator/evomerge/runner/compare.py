@@ -7,19 +7,17 @@ from dataclasses import dataclass, field
 
 from ..catalogue.methods import reference_method
 from ..evaluate.items import ItemScores, compare_items
-from ..evaluate.paired import PairedTest
 from ..merge.recipe import ExpertWeights, MergeRecipe
+from ..report.run_data import ComparisonRow
 
 EVOLVED = "evolved merge"  # the row of the searched merge beside the references
 
 
 @dataclass(frozen=True)
-class Comparison:
-    name: str
-    search: dict[str, float]
-    held_out: dict[str, float]
-    evolved_test: PairedTest | None = None  # the evolved merge against this row, on the held-out items
-    items: ItemScores = field(default_factory=dict)  # this row's held-out per-item results
+class Comparison(ComparisonRow):
+    """A row of the comparison with its held-out per-item results, which the paired tests read and the run keeps."""
+
+    items: ItemScores = field(default_factory=dict)
 
 
 def reference_recipes(template: MergeRecipe) -> dict[str, MergeRecipe]:

@@ -271,9 +271,15 @@ class SearchRunner:
         s = self.spec.search
         if self.asked and not set(self.asked[-1]) <= self.told:
             return None  # an interrupted generation is always completed first
+        return self._limit_reached(len(self.summaries) >= s.max_generations * s.rounds)
+
+    def _limit_reached(self, generations_done: bool) -> str | None:
+        """The first limit the search has reached: its evaluations, its generations (`generations_done`, as its
+        mode counts them), early stopping, or an optimizer with nothing left to propose."""
+        s = self.spec.search
         if s.max_evaluations is not None and len(self.candidates) >= s.max_evaluations:
             return "maxEvaluations reached"
-        if len(self.summaries) >= s.max_generations * s.rounds:
+        if generations_done:
             return "maxGenerations reached"
         if s.early_stopping and self._stale_generations >= s.early_stopping.patience:
             return self._early_stop_message()
@@ -345,15 +351,7 @@ class SearchRunner:
     def _async_stop_reason(self) -> str | None:
         """Why no further candidate may be asked (what is in flight still finishes and is told)."""
         s = self.spec.search
-        if s.max_evaluations is not None and len(self.candidates) >= s.max_evaluations:
-            return "maxEvaluations reached"
-        if len(self.candidates) >= s.population_size * s.max_generations * s.rounds:
-            return "maxGenerations reached"
-        if s.early_stopping and self._stale_generations >= s.early_stopping.patience:
-            return self._early_stop_message()
-        if getattr(self.optimizer, "finished", False):
-            return "optimizer finished"
-        return None
+        return self._limit_reached(len(self.candidates) >= s.population_size * s.max_generations * s.rounds)
 
     def _pareto(self, scored: Sequence[Candidate]) -> list[Candidate]:
         if len(self.spec.objectives) < 2:

@@ -12,7 +12,7 @@ from .transport import RetryPolicy
 
 @dataclass(frozen=True)
 class EngineOptions:
-    """`engine`: transformers (in-process), tgi or vllm (a server at `url`); the rest tunes that engine."""
+    """`engine`: a catalogue engine, in-process or served (a server at `url`); the rest tunes that engine."""
 
     engine: EngineName = DEFAULT_ENGINE
     device: str = "auto"
