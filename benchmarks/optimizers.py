@@ -1,65 +1,80 @@
-"""Sample efficiency of the optimizers on synthetic merge landscapes with a known optimum.
+"""EvoGM against CMA-ES, the GA and random search on synthetic merge landscapes with a known optimum (issue #22).
 
 Each problem scores task-arithmetic coefficients in [-1, 1]^d (EvoGM's search space) and peaks at 0 at a hidden
-optimum x* ∈ [0, 0.6]^d — positive coefficients of about 0.3, like the task-arithmetic optima of merges. Every
-optimizer runs through the real SearchRunner (score cache and budget included) at the spec defaults (populationSize
-20; the GA's weights a box, its default for task arithmetic, whose optima leave the simplex); EvoGM uses the paper's rounds
-of 1 + 3 iterations, so its first 160 evaluations are exactly the paper's R = 2, T = 3 run. "evogm+jitter" is
-EvoGM with `evogm.jitter: 0.15` (the GA's mutation size relative to the range), the mitigation of reference
-§9.13 for proposals that collapse onto the winners' mean. Random search gets 10× the budget; the report shows
-the evaluations each optimizer needs to reach random search's best, the gap to the optimum at equal budgets,
-and per generation the spread of the proposals against the best's distance to the optimum (the why).
+optimum x* ∈ [0, 0.6]^d — positive coefficients of about 0.3, like the task-arithmetic optima of merges;
+`smooth+noise` is the smooth problem with Gaussian noise (sd 0.25) on every score, where the best candidate is
+the one the optimizer *saw* scoring highest and its gap is read on the noise-free score. Every optimizer runs
+through the real SearchRunner (score cache and budget included) at its spec defaults, populationSize 20: EvoGM's
+default variant (cmaHosted) and the released algorithm (`evogm.variant: paper`) in rounds of 1 + 3 iterations,
+so EvoGM's first 160 evaluations are the paper's R = 2, T = 3 run and a longer run only appends rounds; CMA-ES
+gets EvoGM's first rows (the uniform mix, its start, then each expert alone) and runs with each initial step
+size of {1/10, 1/6, 1/4}, and the comparison takes the one with the best mean gap on each problem and budget,
+measured on the reported seeds (a choice in CMA-ES's favour). Random search runs 10× the smallest budget.
 
-    .venv/bin/python benchmarks/optimizers.py               # 5 seeds, about 2–3 minutes of CPU
-    .venv/bin/python benchmarks/optimizers.py --markdown-out benchmarks/results/optimizers.md
-    .venv/bin/python benchmarks/optimizers.py --seeds 2 --cap 320
+Every run's prefix is its shorter budget (no optimizer here reads the total), so one run at the largest budget
+gives the gaps at each. The report: gaps per budget, paired per seed against EvoGM (wins / ties / losses, the
+median difference and a two-sided Wilcoxon signed-rank p-value), evaluations to reach random search's best, and
+per generation the spread of the proposals and the step sizes (σ of CMA-ES and of EvoGM's host CMA-ES). Seeds
+0, 1, … are reported; the knobs of the cmaHosted variant were chosen on seeds from 1000 on (other landscapes).
+Each finished run is appended to --runs (JSON lines), so an interrupted benchmark resumes and a report can be
+written from the seeds done so far (--report-only).
+
+    nice -n 19 .venv/bin/python benchmarks/optimizers.py --seeds 30 --markdown-out benchmarks/results/optimizers.md
+    .venv/bin/python benchmarks/optimizers.py --seeds 2 --budgets 160
 """
 
 from __future__ import annotations
 
 import argparse
-import math
+import json
 import shlex
 import sys
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
+from scipy.stats import wilcoxon
 
 from evomerge.executors.base import EvalResult
 from evomerge.runner.loop import SearchRunner
-from evomerge.search.evogm import generator
 from evomerge.search.genome import Genome
 from evomerge.search.optimizer import make_optimizer
-from evomerge.spec.merge_search import EvoGMOptions, MergeSearchSpec
+from evomerge.spec.merge_search import MergeSearchSpec
 
 POPULATION = 20
 ITERATIONS = 3  # EvoGM iterations per round (paper default), so maxGenerations = 4
 RANDOM_FACTOR = 10
-JITTER = 0.15
-TARGET_SHARE = 10.0  # issue #5: EvoGM reaches random search's best with ≤ 10 % of random's evaluations
+TARGET_SHARE = 10.0  # EvoGM reaches random search's best with ≤ 10 % of random's evaluations
+NOISE = 0.25
+CMA_SIGMAS = {"cmaes σ0=1/10": 0.1, "cmaes": 1 / 6, "cmaes σ0=1/4": 0.25}
 VARIANTS = {  # row name → (algorithm, search-spec overrides)
     "evogm": ("evogm", {}),
-    "evogm+jitter": ("evogm", {"evogm": {"jitter": JITTER}}),
-    "cmaes": ("cmaes", {}),
+    "evogm-paper": ("evogm", {"evogm": {"variant": "paper"}}),
+    **{name: ("cmaes", {"cmaes": {"sigma0": sigma}}) for name, sigma in CMA_SIGMAS.items()},
     "ga": ("ga", {}),
     "random": ("random", {}),
 }
-DIAGNOSED = ("evogm", "evogm+jitter", "cmaes")
+SEEDED = tuple(CMA_SIGMAS)  # get EvoGM's first rows as seeds
+PEERS = ("cmaes*", "ga", "evogm-paper", "random")  # what EvoGM is compared with; cmaes* = CMA-ES at its best σ0
+TRACED = ("evogm", "evogm-paper", "cmaes")
 
 
 @dataclass(frozen=True)
 class Landscape:
-    """A score to maximise and where it peaks; callable as the score (benchmarks/async_eval.py uses it so)."""
+    """A score to maximise and where it peaks; callable as the score (benchmarks/async_eval.py uses it so).
+    `truth` is the noise-free score where `score` is noisy."""
 
     score: Callable[[np.ndarray], float]
-    optimum: np.ndarray  # x*, where the score is 0 (its maximum)
+    optimum: np.ndarray  # x*, where the true score is 0 (its maximum)
+    truth: Callable[[np.ndarray], float] | None = None
 
     def __call__(self, x: np.ndarray) -> float:
         return self.score(x)
+
+    def true(self, x: np.ndarray) -> float:
+        return (self.truth or self.score)(x)
 
 
 @dataclass(frozen=True)
@@ -109,7 +124,16 @@ def interacting(rng: np.random.Generator, d: int, groups: int = 4) -> Landscape:
     )
 
 
-PROBLEMS = (Problem("smooth", 10, 1, smooth), Problem("rugged", 10, 1, rugged), Problem("interacting", 4, 4, interacting))
+def noisy_smooth(rng: np.random.Generator, d: int) -> Landscape:
+    """The smooth problem scored with noise, as a small dev set scores a merge: each score one draw (the runner's
+    cache scores a candidate once), in the order asked."""
+    clean = smooth(rng, d)
+    noise = np.random.default_rng(rng.integers(2**62))
+    return Landscape(lambda x: clean.score(x) + float(noise.normal(0.0, NOISE)), clean.optimum, clean.score)
+
+
+PROBLEMS = (Problem("smooth", 10, 1, smooth), Problem("rugged", 10, 1, rugged), Problem("interacting", 4, 4, interacting),
+            Problem("smooth+noise", 10, 1, noisy_smooth))
 
 
 def genome_for(problem: Problem) -> Genome:
@@ -118,6 +142,16 @@ def genome_for(problem: Problem) -> Genome:
         "task_arithmetic", "file:///base", [(f"e{i}", f"file:///e{i}") for i in range(problem.experts)],
         groups, ["weight"], {"weight": (-1.0, 1.0)}, {},
     )
+
+
+def first_rows(genome: Genome) -> np.ndarray:
+    """EvoGM's first rows in genome units: the uniform mix (first: CMA-ES starts at its first seed), each expert alone."""
+    index = genome.param_index("weight")
+    rows = np.zeros((index.shape[1] + 1, genome.dim))
+    rows[0, index] = 1.0 / index.shape[1]
+    for k in range(index.shape[1]):
+        rows[k + 1, index[:, k]] = 1.0
+    return genome.clip(rows)
 
 
 def search_spec(
@@ -170,139 +204,47 @@ class InstantExecutor:
         self._done.clear()
 
 
-@dataclass
-class Run:
-    """Every candidate of one search, in ask order."""
-
-    vectors: np.ndarray  # (evaluations, d)
-    scores: np.ndarray
-    generations: np.ndarray
-    rounds: np.ndarray
-    optimum: np.ndarray
-
-    @property
-    def best(self) -> np.ndarray:
-        """Best score after each evaluation."""
-        return np.maximum.accumulate(self.scores)
+def step_size(optimizer) -> float | None:
+    """The σ an optimizer samples with now (CMA-ES, or the CMA-ES hosting EvoGM); None for the others."""
+    if hasattr(optimizer, "step_sizes"):
+        return float(optimizer.step_sizes[-1])
+    cma = getattr(optimizer, "cma", None)
+    return None if cma is None else float(cma._sigma)  # cmaes keeps σ private
 
 
-def run(problem: Problem, variant: str, budget: int, seed: int) -> Run:
-    """One search through the real runner."""
+def run(problem: Problem, variant: str, budget: int, seed: int) -> dict:
+    """One search through the real runner: per evaluation the true gap of the best seen so far, per generation the
+    spread of its candidates and the step size after it was told."""
     algorithm, overrides = VARIANTS[variant]
     genome = genome_for(problem)
     landscape = problem.build(np.random.default_rng([seed, 12345]), problem.dim)
     spec = search_spec(algorithm, budget, seed, overrides)
-    executor = InstantExecutor(genome, landscape.score)
-    runner = SearchRunner(spec, genome, lambda: make_optimizer(genome, spec.search), executor, MemoryHistory())
+    seeds = first_rows(genome) if variant in SEEDED else None
+    optimizers, steps = [], []
+
+    def build():
+        opt = make_optimizer(genome, spec.search, 1, seeds)
+        tell = opt.tell
+
+        def traced(vectors, fitness):
+            tell(vectors, fitness)
+            steps.append(step_size(opt))
+
+        opt.tell = traced
+        optimizers.append(opt)
+        return opt
+
+    runner = SearchRunner(spec, genome, build, InstantExecutor(genome, landscape), MemoryHistory())
     candidates = sorted(runner.run().candidates, key=lambda c: c.id)
-    return Run(
-        np.array([c.vector for c in candidates]),
-        np.array([c.fitness if c.fitness is not None else -np.inf for c in candidates]),
-        np.array([c.generation for c in candidates]),
-        np.array([c.round for c in candidates]),
-        landscape.optimum,
-    )
-
-
-def evaluations_to_reach(trace: np.ndarray, target: float) -> float:
-    hits = np.flatnonzero(trace >= target)
-    return float(hits[0] + 1) if len(hits) else np.inf
-
-
-def _rms(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Root-mean-square distance per coefficient, so problems of different d read alike."""
-    return np.sqrt(np.mean((a - b) ** 2, axis=-1))
-
-
-@dataclass
-class Diagnostics:
-    """Per generation: how widely an optimizer proposes versus how far its best still is from the optimum."""
-
-    spread: np.ndarray  # mean per-coefficient sd of the generation's candidates
-    to_optimum: np.ndarray  # RMS distance of the best so far (after the generation) to x*
-    to_mean: np.ndarray  # RMS distance of the offspring to the round's winners' mean μ⁺ (nan: a round's first generation)
-    winners_to_mean: np.ndarray  # RMS distance of those winners to μ⁺, the scale the offspring collapse below
-    gain: np.ndarray  # offspring sd / sd of the population they were proposed from (EvoGM: how much G₊ contracts)
-
-
-def diagnose(r: Run, generations: int) -> Diagnostics:
-    """EvoGM's winners are the top ρ of the round's history (reference §2.1); μ⁺ is their mean in genome units,
-    the image of the per-round mean under the linear basis, so the distances are comparable across rounds."""
-    portion = EvoGMOptions().winner_portion
-    spread, to_optimum, to_mean, winners_to_mean, gain = (np.full(generations, np.nan) for _ in range(5))
-    for g in range(generations):
-        now = r.generations == g
-        spread[g] = float(np.std(r.vectors[now], axis=0).mean())
-        seen = np.flatnonzero(r.generations <= g)
-        to_optimum[g] = float(_rms(r.vectors[seen[np.argmax(r.scores[seen])]], r.optimum))
-        history = np.flatnonzero((r.rounds == r.rounds[now][0]) & (r.generations < g))
-        if len(history) == 0:
-            continue
-        ranked = history[np.argsort(-r.scores[history], kind="stable")]
-        winners = r.vectors[ranked[: max(1, math.floor(portion * len(ranked)))]]
-        mean = winners.mean(axis=0)
-        to_mean[g] = float(_rms(r.vectors[now], mean).mean())
-        winners_to_mean[g] = float(_rms(winners, mean).mean())
-        parents = r.vectors[ranked[:POPULATION]]  # the round's elitist population when generation g was asked
-        gain[g] = spread[g] / float(np.std(parents, axis=0).mean())
-    return Diagnostics(spread, to_optimum, to_mean, winners_to_mean, gain)
-
-
-def untrained_gain(dim: int, seed: int = 0) -> float:
-    """sd of a freshly initialised G₊'s outputs / sd of its inputs U(-1, 1)^dim: EvoGM's proposal map before training."""
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.manual_seed(seed)
-        net = generator(dim, EvoGMOptions().hidden_dims)
-        x = torch.rand(POPULATION, dim) * 2.0 - 1.0
-        return float(net(x).std(dim=0).mean() / x.std(dim=0).mean())
-
-
-@dataclass
-class Row:
-    """One optimizer on one problem, over the seeds."""
-
-    reach: list[float]  # evaluations to reach random's best, per seed (inf: never)
-    gaps: np.ndarray  # optimum − best score after the equal budget, per seed
-    tail: np.ndarray  # the same after the longest run of the others
-    diagnostics: Diagnostics | None  # mean over seeds
-
-    @property
-    def median(self) -> float:
-        return float(np.median(self.reach))
-
-    def share(self, random_budget: int) -> float:
-        return 100.0 * self.median / random_budget
-
-    @property
-    def reached(self) -> int:
-        return int(sum(np.isfinite(self.reach)))
-
-
-@dataclass
-class Outcome:
-    problem: Problem
-    random_gap: np.ndarray  # random search's gap after its long run, per seed
-    rows: dict[str, Row]
-
-
-def measure(problem: Problem, seeds: int, budget: int, cap: int) -> Outcome:
-    long = RANDOM_FACTOR * budget
-    runs = {v: [run(problem, v, long if v == "random" else cap, seed) for seed in range(seeds)] for v in VARIANTS}
-    targets = [r.best[-1] for r in runs["random"]]
-    generations = budget // POPULATION
-    rows = {}
-    for variant, results in runs.items():
-        diagnostics = None
-        if variant in DIAGNOSED:
-            each = [diagnose(r, generations) for r in results]
-            diagnostics = Diagnostics(*(np.mean([getattr(d, f.name) for d in each], axis=0) for f in fields(Diagnostics)))
-        rows[variant] = Row(
-            [evaluations_to_reach(r.best, t) for r, t in zip(results, targets)],
-            -np.array([r.best[budget - 1] for r in results]),
-            -np.array([r.best[min(cap, len(r.best)) - 1] for r in results]),
-            diagnostics,
-        )
-    return Outcome(problem, -np.array(targets), rows)
+    seen = np.array([c.fitness if c.fitness is not None else -np.inf for c in candidates])
+    true = np.array([landscape.true(np.asarray(c.vector)) for c in candidates])
+    leader = np.array([int(np.argmax(seen[: i + 1])) for i in range(len(seen))])
+    generations = np.array([c.generation for c in candidates])
+    spread = [float(np.std([c.vector for c in candidates if c.generation == g], axis=0).mean())
+              for g in range(int(generations.max()) + 1)]
+    return {"problem": problem.name, "variant": variant, "seed": seed, "budget": budget,
+            "gap": (-true[leader]).tolist(), "seen": np.maximum.accumulate(seen).tolist(), "spread": spread,
+            "steps": [s for s in steps if s is not None]}
 
 
 # ---- the report ---------------------------------------------------------------------------------------
@@ -312,218 +254,125 @@ def _pm(values: np.ndarray) -> str:
     return f"{values.mean():.3f} ± {values.std():.3f}"
 
 
-def _cells(values: np.ndarray) -> list[str]:
-    return ["—" if np.isnan(v) else f"{v:.2f}" for v in values]
+def paired(ours: np.ndarray, theirs: np.ndarray) -> tuple[int, int, int, float, float]:
+    """(wins, ties, losses, median difference, two-sided Wilcoxon p) of gaps, lower is better; ties within 1e-9."""
+    diff = theirs - ours  # > 0: ours is nearer the optimum
+    wins, losses = int((diff > 1e-9).sum()), int((diff < -1e-9).sum())
+    p = float(wilcoxon(ours, theirs).pvalue) if wins + losses else 1.0
+    return wins, len(diff) - wins - losses, losses, float(np.median(diff)), p
 
 
-def results_table(o: Outcome, budget: int, cap: int) -> list[str]:
-    long = RANDOM_FACTOR * budget
-    head = f"| optimizer | evaluations to reach random's best (median) | seeds reaching it | % of random's {long} | of those, in the first population | gap at {budget} |"
-    rule = "|---|---:|---:|---:|---:|---:|"
-    if cap > budget:
-        head, rule = head + f" gap at {cap} |", rule + "---:|"
-    lines = [head, rule]
-    for variant, row in o.rows.items():
-        finite = np.isfinite(row.median)
-        shown = f"{row.median:g}" if finite else f"> {cap if variant != 'random' else long}"
-        first = sum(e <= POPULATION for e in row.reach)
-        line = (f"| {variant} | {shown} | {row.reached}/{len(row.reach)} | {f'{row.share(long):.1f} %' if finite else '—'} "
-                f"| {first}/{row.reached} | {_pm(row.gaps)} |")
-        lines.append(line + (f" {_pm(row.tail)} |" if cap > budget else ""))
-    return lines
+def evaluations_to_reach(trace: np.ndarray, target: float) -> float:
+    hits = np.flatnonzero(trace >= target)
+    return float(hits[0] + 1) if len(hits) else np.inf
 
 
-def beats(o: Outcome, variant: str) -> bool:
-    return bool(o.rows[variant].gaps.mean() < o.rows["cmaes"].gaps.mean())
-
-
-def reaches_target(o: Outcome, budget: int) -> bool:
-    """Issue #5's first target: every seed reaches random's best, the median within TARGET_SHARE of its budget."""
-    evogm = o.rows["evogm"]
-    return evogm.reached == len(evogm.reach) and evogm.share(RANDOM_FACTOR * budget) <= TARGET_SHARE
-
-
-def targets_table(outcomes: list[Outcome], budget: int) -> list[str]:
-    long = RANDOM_FACTOR * budget
+def report(runs: list[dict], seeds: int, budgets: list[int], command: str, cpu: float) -> str:
+    by = {(r["problem"], r["variant"], r["seed"]): r for r in runs}
+    long = RANDOM_FACTOR * budgets[0]
     lines = [
-        f"| problem | EvoGM reaches random's best with ≤ {TARGET_SHARE:.0f} % of its evaluations "
-        f"| EvoGM beats CMA-ES at {budget} (gap) | evogm+jitter beats CMA-ES at {budget} (gap) |",
-        "|---|:-:|:-:|:-:|",
-    ]
-    for o in outcomes:
-        evogm = o.rows["evogm"]
-        met = reaches_target(o, budget)
-        share = f"{evogm.share(long):.1f} %" if np.isfinite(evogm.median) else "never"
-        verdicts = [
-            f"{'✅' if beats(o, v) else '❌'} {o.rows[v].gaps.mean():.3f} vs {o.rows['cmaes'].gaps.mean():.3f}"
-            for v in ("evogm", "evogm+jitter")
-        ]
-        lines.append(f"| {o.problem.name} | {'✅' if met else '❌'} {share} ({evogm.reached}/{len(evogm.reach)} seeds) "
-                     f"| {verdicts[0]} | {verdicts[1]} |")
-    return lines
-
-
-def diagnostics_table(outcomes: list[Outcome], budget: int) -> list[str]:
-    generations = budget // POPULATION
-    per_round = ITERATIONS + 1
-    labels = [f"r{g // per_round + 1}·g{g % per_round}" for g in range(generations)]
-    lines = ["| problem | optimizer | measure | " + " | ".join(labels) + " |", "|---|---|---|" + "---:|" * generations]
-    for o in outcomes:
-        for variant in DIAGNOSED:
-            d = o.rows[variant].diagnostics
-            assert d is not None
-            measures = [("spread", d.spread), ("best → x*", d.to_optimum)]
-            if variant.startswith("evogm"):
-                measures.insert(1, ("offspring → μ⁺", d.to_mean))
-                measures.insert(2, ("winners → μ⁺", d.winners_to_mean))
-            if variant == "evogm":
-                measures.insert(1, ("gain", d.gain))
-            for name, values in measures:
-                lines.append(f"| {o.problem.name} | {variant} | {name} | " + " | ".join(_cells(values)) + " |")
-    return lines
-
-
-def _round_ends(budget: int) -> list[int]:
-    per_round = ITERATIONS + 1
-    return [g for g in range(budget // POPULATION) if g % per_round == per_round - 1]
-
-
-def why(outcomes: list[Outcome], budget: int) -> list[str]:
-    """The explanation, worded from the measured numbers."""
-    long = RANDOM_FACTOR * budget
-    last = budget // POPULATION - 1
-    ends = _round_ends(budget)
-    lines = []
-    early, late = [], []
-    for o in outcomes:
-        evogm = o.rows["evogm"]
-        first = sum(e <= POPULATION for e in evogm.reach)
-        uniform = sum(e == o.problem.experts + 1 for e in evogm.reach)  # after the N experts alone (reference §4)
-        if first > len(evogm.reach) / 2:
-            early.append(f"{o.problem.name} ({first} of {len(evogm.reach)} seeds in the first population, {uniform} of them "
-                         f"with the uniform mix, candidate {o.problem.experts + 1})")
-        else:
-            late.append(f"{o.problem.name} (median {evogm.median:.0f} evaluations)")
-    if early:
-        lines.append(
-            f"*Reaching random's best.* Random search over [-1, 1]^d is weak, and EvoGM's first population (each expert "
-            f"alone, the uniform mix 1/N, random mixes; reference §4) already matches its best of {long} on "
-            f"{', '.join(early)}: there the ≤ {TARGET_SHARE:.0f} % target measures the paper's initialisation more than the "
-            "generators" + (f"; on {', '.join(late)} the generators' offspring reach it." if late else ".")
-        )
-    for o in outcomes:
-        evogm, cma, jit = (o.rows[v] for v in ("evogm", "cmaes", "evogm+jitter"))
-        d, c, j = evogm.diagnostics, cma.diagnostics, jit.diagnostics
-        assert d is not None and c is not None and j is not None
-        first_end = ends[0] if ends else last
-        shrink = d.spread[0] / d.spread[first_end]
-        per_iteration = shrink ** (1.0 / max(1, first_end))
-        collapse = d.to_mean[first_end] / d.winners_to_mean[first_end]
-        evo_ratio, cma_ratio = d.spread[last] / d.to_optimum[last], c.spread[last] / c.to_optimum[last]
-        verdict = "beats" if beats(o, "evogm") else "loses to"
-        text = (
-            f"*{o.problem.name}* (d = {o.problem.dim}): EvoGM {verdict} CMA-ES at {budget} evaluations "
-            f"(gap {evogm.gaps.mean():.3f} vs {cma.gaps.mean():.3f}). Within round 1 its proposals contract "
-            f"{shrink:.1f}× (spread {d.spread[0]:.2f} → {d.spread[first_end]:.2f}, {per_iteration:.1f}× per iteration); its "
-            f"last offspring sit {d.to_mean[first_end]:.2f} from the winners' mean μ⁺, {collapse:.2f}× the winners' own "
-            "distance to it"
-        )
-        text += (": G₊ pulls the population onto μ⁺, the target of its L_opt loss, not past it. "
-                 if collapse < 1 else
-                 ": G₊ maps the population into the winners' cloud, those offspring become the next winners, and the "
-                 "cloud shrinks each iteration. ")
-        gains = d.gain[1 : first_end + 1]
-        text += (f"G₊ is a contraction: its offspring vary {np.nanmean(gains):.2f}× as much as the population they come "
-                 f"from (gain, round 1); a freshly initialised G₊ has gain {untrained_gain(o.problem.dim):.3f}, and "
-                 "the paper's 200 Adam steps at lr 1e-4 per iteration do not raise it above 1 in round 1. "
-                 if np.nanmax(gains) < 1 else
-                 f"G₊'s gain (offspring sd / parents' sd) reaches {np.nanmax(gains):.2f} in round 1. ")
-        text += (f"After the last generation EvoGM proposes at {evo_ratio:.2f}× its best's distance to the optimum "
-                 f"({d.spread[last]:.2f} vs {d.to_optimum[last]:.2f}); CMA-ES, whose spread stays within "
-                 f"{np.min(c.spread):.2f}–{np.max(c.spread):.2f}, at {cma_ratio:.2f}× ({c.spread[last]:.2f} vs "
-                 f"{c.to_optimum[last]:.2f}). Over the run EvoGM's best moves {d.to_optimum[0]:.2f} → "
-                 f"{d.to_optimum[last]:.2f} from the optimum, CMA-ES's {c.to_optimum[0]:.2f} → {c.to_optimum[last]:.2f}. ")
-        nearer = d.to_optimum[last] < c.to_optimum[last]
-        if not beats(o, "evogm"):
-            if evo_ratio < cma_ratio:
-                text += ("EvoGM loses here because its search contracts faster than it closes in: its proposal scale "
-                         "is set by G₊'s contraction, not by how far the optimum still is, and widens only when a new "
-                         "round recombines the elites; CMA-ES keeps proposing on the scale of the remaining distance.")
-            else:
-                text += "Its spread is not the smaller one here, so the contraction alone does not explain the loss."
-            if nearer:
-                text += (" Its best is nearer x* in RMS distance yet scores lower: this landscape weights directions "
-                         "unequally, so plain distance understates how far CMA-ES's best has come along the steep ones.")
-        else:
-            text += ("EvoGM wins despite contracting" + (": its best also ends nearer x*, CMA-ES's wider proposals have "
-                                                         "not closed in further here." if nearer else
-                                                         ", though CMA-ES's best is nearer x*: closer in distance is "
-                                                         "not higher in score on this shape."))
-        text += (f" With `evogm.jitter: {JITTER}` the round-1 spread ends at {j.spread[first_end]:.2f} and the gap is "
-                 f"{jit.gaps.mean():.3f} ({'ahead of' if beats(o, 'evogm+jitter') else 'behind'} CMA-ES).")
-        lines.append(text)
-    jitter_wins = sum(beats(o, "evogm+jitter") for o in outcomes)
-    default_wins = sum(beats(o, "evogm") for o in outcomes)
-    lines.append(
-        f"*In sum:* EvoGM reaches random's best with ≤ {TARGET_SHARE:.0f} % of its evaluations on "
-        f"{sum(reaches_target(o, budget) for o in outcomes)} of {len(outcomes)} problems; "
-        f"with the paper's defaults it beats CMA-ES on {default_wins} of {len(outcomes)}, "
-        f"with jitter on {jitter_wins} of {len(outcomes)}. Jitter is off by default because the released code has "
-        "none; it is an option (reference §9.13), not a fix of a deviation from the paper."
-    )
-    return lines
-
-
-def report(outcomes: list[Outcome], seeds: int, budget: int, cap: int, command: str, cpu: float) -> str:
-    long = RANDOM_FACTOR * budget
-    lines = [
-        f"### Optimizers: sample efficiency ({seeds} seeds, populationSize {POPULATION})",
+        f"### EvoGM against CMA-ES, the GA and random search ({seeds} paired seeds, populationSize {POPULATION})",
         "",
-        f"`{command}` ({cpu:.0f} s of CPU). Synthetic landscapes over task-arithmetic coefficients in [-1, 1]^d with a "
-        f"hidden optimum x* ∈ [0, 0.6]^d; *gap* = optimum − best score found (0 is the optimum; lower is better), mean ± sd "
-        f"over seeds. Random search runs {long} evaluations, the others {cap}; EvoGM runs rounds of 1 + {ITERATIONS} "
-        f"iterations of {POPULATION}, so its first {POPULATION * (ITERATIONS + 1) * 2} evaluations are the paper's R = 2, "
-        f"T = {ITERATIONS} run.",
+        f"`{command}` ({cpu / 60:.0f} min of CPU). *gap* = optimum − the true score of the best candidate seen (0 is "
+        "the optimum; lower is better), mean ± sd over seeds. *W/T/L*: seeds on which the default EvoGM's gap is lower / "
+        "equal / higher than the peer's; *Δ*: the median of the peer's gap minus EvoGM's (> 0: EvoGM ahead); *p*: "
+        f"two-sided Wilcoxon signed-rank test over the paired seeds. *cmaes\\**: CMA-ES at the initial step size of "
+        f"{{1/10, 1/6, 1/4}} with the best mean gap on that problem and budget. Random search runs {long} evaluations.",
         "",
     ]
-    for o in outcomes:
-        lines += [
-            f"**{o.problem.name}** — d = {o.problem.dim} ({o.problem.experts} experts × {o.problem.groups} layer groups); "
-            f"random search's best after {long}: gap {_pm(o.random_gap)}",
-            "",
-            *results_table(o, budget, cap),
-            "",
-        ]
-    lines += ["**Targets (issue #5)**", "", *targets_table(outcomes, budget), ""]
-    lines += [
-        "**Why** — per generation (r = round, g = generation within it), mean over seeds: *spread* = mean per-coefficient "
-        "sd of the generation's 20 candidates; *best → x\\** = RMS per-coefficient distance of the best so far to the "
-        "optimum; *offspring → μ⁺* = RMS distance of EvoGM's offspring to the mean of its round's winners (the top 30 % "
-        "so far), *winners → μ⁺* the winners' own; *gain* = spread / sd of the population the generation was proposed "
-        "from (how much EvoGM's G₊ contracts).",
-        "",
-        *diagnostics_table(outcomes, budget),
-        "",
-    ]
-    for paragraph in why(outcomes, budget):
-        lines += [paragraph, ""]
+    verdicts = []
+    for problem in PROBLEMS:
+        have = [s for s in range(seeds) if all((problem.name, v, s) in by for v in VARIANTS)]
+        if not have:
+            continue
+        gaps = {v: {b: np.array([by[problem.name, v, s]["gap"][b - 1] for s in have]) for b in budgets
+                    if all(len(by[problem.name, v, s]["gap"]) >= b for s in have)} for v in VARIANTS}
+        targets = [by[problem.name, "random", s]["seen"][-1] for s in have]
+        lines += [f"**{problem.name}** — d = {problem.dim}, {len(have)} seeds; random search's best of {long}: gap "
+                  f"{_pm(np.array([by[problem.name, 'random', s]['gap'][-1] for s in have]))}", ""]
+        head = "| optimizer | " + " | ".join(f"gap at {b}" for b in budgets) + f" | evaluations to random's best of {long} (median; seeds reaching it) |"
+        lines += [head, "|---|" + "---:|" * (len(budgets) + 1)]
+        for v in VARIANTS:
+            reach = np.array([evaluations_to_reach(np.array(by[problem.name, v, s]["seen"]), t) for s, t in zip(have, targets)])
+            median = float(np.median(reach))
+            cells = [(_pm(gaps[v][b]) if b in gaps[v] else "—") for b in budgets]
+            shown = f"{median:g} ({100 * median / long:.1f} %)" if np.isfinite(median) else "never"
+            lines.append(f"| {v} | " + " | ".join(cells) + f" | {shown}; {int(np.isfinite(reach).sum())}/{len(have)} |")
+        lines += ["", "| default EvoGM vs | budget | W/T/L | Δ (median) | p |", "|---|---:|---:|---:|---:|"]
+        for b in budgets:
+            if b not in gaps["evogm"]:
+                continue
+            best_cma = min(CMA_SIGMAS, key=lambda v: gaps[v][b].mean() if b in gaps[v] else np.inf)
+            for peer in PEERS:
+                name = best_cma if peer == "cmaes*" else peer
+                if b not in gaps[name]:
+                    continue
+                w, t, l, delta, p = paired(gaps["evogm"][b], gaps[name][b])
+                label = f"cmaes* ({name.removeprefix('cmaes').strip() or 'σ0=1/6'})" if peer == "cmaes*" else peer
+                lines.append(f"| {label} | {b} | {w}/{t}/{l} | {delta:+.3f} | {p:.2g} |")
+                if peer in ("cmaes*", "ga"):
+                    verdicts.append((problem.name, b, peer, w, l, delta, p))
+        lines.append("")
+    lines += ["**Traces** (mean over seeds, first problem budget): *spread* = mean per-coefficient sd of each "
+              "generation's candidates; *σ* = the step size after each generation was told (EvoGM: of its host CMA-ES, "
+              "in the first round's coordinates; CMA-ES: in the unit box, half the width of [-1, 1]).", ""]
+    generations = budgets[0] // POPULATION
+    lines += ["| problem | optimizer | measure | " + " | ".join(f"g{g}" for g in range(generations)) + " |",
+              "|---|---|---|" + "---:|" * generations]
+    for problem in PROBLEMS:
+        have = [s for s in range(seeds) if all((problem.name, v, s) in by for v in VARIANTS)]
+        for v in TRACED if have else ():
+            for measure in ("spread", "steps"):
+                series = [by[problem.name, v, s][measure][:generations] for s in have]
+                if not series or min(map(len, series)) < generations:
+                    continue
+                mean = np.mean(series, axis=0)
+                lines.append(f"| {problem.name} | {v} | {'σ' if measure == 'steps' else measure} | "
+                             + " | ".join(f"{x:.2f}" for x in mean) + " |")
+    lines += ["", f"**Targets** (the default EvoGM beats CMA-ES at its best σ0 and the GA at {budgets[0]} evaluations, p < 0.05):", ""]
+    for problem, b, peer, w, l, delta, p in verdicts:
+        if b == budgets[0]:
+            met = delta > 0 and p < 0.05
+            lines.append(f"- {problem}, vs {peer}: {'✅' if met else '❌'} {w} wins / {l} losses, Δ {delta:+.3f}, p = {p:.2g}")
     return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--budget", type=int, default=160, help="Equal budget of the comparison (random runs 10×).")
-    parser.add_argument("--cap", type=int, default=160, help="Longest run of the others, to count evaluations to reach random's best.")
+    parser.add_argument("--seeds", type=int, default=30)
+    parser.add_argument("--first-seed", type=int, default=0, help="Run seeds from here (split a long run over processes).")
+    parser.add_argument("--budgets", type=int, nargs="+", default=[160, 320, 640],
+                        help="Equal budgets compared; each run spends the largest (random search 10× the smallest).")
+    parser.add_argument("--runs", type=Path, default=Path("/tmp/evomerge-optimizers.jsonl"),
+                        help="Finished runs, one JSON line each; kept so an interrupted benchmark resumes.")
+    parser.add_argument("--report-only", action="store_true", help="Write the report from the runs done so far.")
     parser.add_argument("--markdown-out", type=Path, help="Also write the report here (benchmarks/results/optimizers.md feeds docs/benchmarks.md).")
     args = parser.parse_args()
-    if args.budget % POPULATION:
-        parser.error(f"--budget must be a multiple of populationSize {POPULATION}, got {args.budget}")
-    cap = max(args.cap, args.budget)
-    cpu = time.process_time()
-    outcomes = [measure(problem, args.seeds, args.budget, cap) for problem in PROBLEMS]
+    budgets = sorted(args.budgets)
+    if any(b % POPULATION for b in budgets):
+        parser.error(f"--budgets must be multiples of populationSize {POPULATION}, got {budgets}")
+    done = [json.loads(line) for line in args.runs.read_text().splitlines()] if args.runs.exists() else []
+    keys = {(r["problem"], r["variant"], r["seed"], r["budget"]) for r in done}
+    cpu = sum(r.get("cpu", 0.0) for r in done)
+    for seed in range(args.first_seed, args.first_seed if args.report_only else args.seeds):
+        for problem in PROBLEMS:
+            for variant in VARIANTS:
+                budget = RANDOM_FACTOR * budgets[0] if variant == "random" else budgets[-1]
+                if (problem.name, variant, seed, budget) in keys:
+                    continue
+                start = time.process_time()
+                result = run(problem, variant, budget, seed)
+                result["cpu"] = time.process_time() - start
+                cpu += result["cpu"]
+                done.append(result)
+                with args.runs.open("a") as out:
+                    out.write(json.dumps(result) + "\n")
+                print(f"{problem.name} {variant} seed {seed}: gap {result['gap'][budgets[0] - 1]:.3f} at {budgets[0]} "
+                      f"({result['cpu']:.0f} s)", file=sys.stderr, flush=True)
+    runs = [r for r in done if r["budget"] == (RANDOM_FACTOR * budgets[0] if r["variant"] == "random" else budgets[-1])]
+    seeds = 1 + max((r["seed"] for r in runs), default=-1)
     command = shlex.join([".venv/bin/python", "benchmarks/optimizers.py", *sys.argv[1:]])
-    text = report(outcomes, args.seeds, args.budget, cap, command, time.process_time() - cpu)
+    text = report(runs, seeds, budgets, command, cpu)
     print(text, end="")
     if args.markdown_out:
         args.markdown_out.write_text(text)

@@ -36,7 +36,12 @@ import numpy as np
 
 _optimizers = runpy.run_path(str(Path(__file__).with_name("optimizers.py")))  # by path: see async_eval._sibling
 VARIANTS, search_spec, evaluations_to_reach = _optimizers["VARIANTS"], _optimizers["search_spec"], _optimizers["evaluations_to_reach"]
-POPULATION, TARGET_SHARE = _optimizers["POPULATION"], _optimizers["TARGET_SHARE"]
+POPULATION, TARGET_SHARE, paired = _optimizers["POPULATION"], _optimizers["TARGET_SHARE"], _optimizers["paired"]
+ZOO_VARIANTS = ("evogm", "cmaes", "ga", "evogm-paper", "random")  # per seed in this order: random, 10× the cost, last
+OBJECTIVE_SETS = {  # name → the skills scored (the zoo's other experts are distractors)
+    "skills": ("add", "rev", "spell"),  # `evomerge demo`'s: `upper` is the distractor
+    "upper": ("add", "rev", "upper"),  # issue #22's: spelling digits is the distractor
+}
 
 
 @dataclass(frozen=True)
@@ -48,12 +53,14 @@ class Job:
     zoo_seed: int
     limit: int
     work: Path
+    objectives: str = "skills"
 
 
 @dataclass(frozen=True)
 class Result:
     variant: str
     seed: int
+    objectives: str
     fitness: np.ndarray  # every evaluation's fitness (mean over skills, search subsample), in ask order
     vectors: np.ndarray  # every candidate's genes, in ask order
     generations: np.ndarray  # each candidate's generation (numbered on across rounds)
@@ -71,11 +78,12 @@ def search_for(job: Job):
     zoo = build_zoo(job.size, seed=job.zoo_seed)
     algorithm, overrides = VARIANTS[job.variant]
     data = demo_search(zoo, algorithm, job.seed, 1, POPULATION).model_dump(mode="json", by_alias=True, exclude_none=True)
-    data["metadata"]["name"] = f"zoo-{job.variant.replace('+', '-')}-{job.seed}"
+    data["metadata"]["name"] = f"zoo-{job.objectives}-{job.variant}-{job.seed}"
     data["spec"]["search"] = search_spec(algorithm, job.budget, job.seed, overrides).search.model_dump(
         mode="json", by_alias=True, exclude_none=True)
-    for objective in data["spec"]["objectives"]:
-        objective["limit"] = job.limit
+    skills = OBJECTIVE_SETS[job.objectives]
+    data["spec"]["objectives"] = [{"task": zoo.search_tasks[s], "metric": zoo.metric, "limit": job.limit} for s in skills]
+    data["spec"]["heldOut"] = [{"task": zoo.heldout_tasks[s], "metric": zoo.metric} for s in skills]
     return MergeSearch.model_validate(data)
 
 
@@ -84,14 +92,14 @@ def run_one(job: Job) -> Result:
     from evomerge.runner.local import run_local
 
     start = time.perf_counter()
-    result = run_local(search_for(job), job.work / f"{job.variant}-s{job.seed}", export=False)
+    result = run_local(search_for(job), job.work / f"{job.objectives}-{job.variant}-s{job.seed}", export=False)
     candidates = sorted(result.outcome.candidates, key=lambda c: c.id)
     fitness = np.array([c.fitness if c.fitness is not None else -np.inf for c in candidates])
     held_out = float(np.mean(list(result.held_out.values()))) if result.held_out else float("nan")
     vectors = np.array([c.vector for c in candidates])
     generations = np.array([c.generation for c in candidates])
     evaluating = sum(c.seconds for c in candidates)
-    return Result(job.variant, job.seed, fitness, vectors, generations, held_out, time.perf_counter() - start, evaluating)
+    return Result(job.variant, job.seed, job.objectives, fitness, vectors, generations, held_out, time.perf_counter() - start, evaluating)
 
 
 def spread(result: Result, generations: int) -> np.ndarray:
@@ -103,65 +111,81 @@ def _pm(values: np.ndarray) -> str:
     return f"{values.mean():.3f} ± {values.std():.3f}"
 
 
-def report(results: list[Result], seeds: int, budget: int, long: int, limit: int, command: str) -> str:
-    by = {(r.variant, r.seed): r for r in results}
-    targets = {s: by["random", s].fitness.max() for s in range(seeds)}
+def report(results: list[Result], variants: list[str], budget: int, long: int, limit: int, command: str) -> str:
+    """Per objective set: the seeds every optimizer finished, their scores at equal budget, paired tests of the default
+    EvoGM against each peer (search and held-out), evaluations to random search's best, and the spread per generation."""
+    by = {(r.objectives, r.variant, r.seed): r for r in results}
     lines = [
-        f"### Optimizers on the expert zoo ({seeds} seeds, populationSize {POPULATION})",
+        f"### Optimizers on the expert zoo (populationSize {POPULATION})",
         "",
         f"`{command}` ({sum(len(r.fitness) for r in results)} evaluations, {sum(r.evaluating for r in results) / 60:.0f} "
-        "min of merging and scoring on one core each). `evomerge demo`'s search over the small zoo (d = 16) through the local "
-        f"runner; *search* = mean exact match over the three skills on {limit} seeded items each of the search split "
-        f"(the objective), *held-out* = the run's best merge on the whole held-out split. Random search runs {long} "
-        f"evaluations, the others {budget}; mean ± sd over seeds, higher is better.",
+        "min of merging and scoring on one core each). `evomerge demo`'s search over the small zoo (task arithmetic over "
+        "all four experts, two layer groups plus embeddings and head: d = 16, weights in [0, 1.5]) through the local "
+        f"runner, each optimizer at its defaults (CMA-ES: σ0 = 1/6, no seed rows); *search* = mean exact match over the "
+        f"objective set's three skills on {limit} seeded items each of the search split (the objective), *held-out* = the "
+        f"run's best merge on the whole held-out split. Random search runs {long} evaluations, the others {budget}; mean ± "
+        "sd over seeds, higher is better. *W/T/L*: seeds on which the default EvoGM scores higher / the same / lower than "
+        "the peer; *Δ*: median of EvoGM's score minus the peer's; *p*: two-sided Wilcoxon signed-rank test.",
         "",
-        f"| optimizer | evaluations to reach random's best (median) | seeds reaching it | % of random's {long} "
-        f"| best search score at {budget} | held-out of the best |",
-        "|---|---:|---:|---:|---:|---:|",
     ]
-    rows = {}
-    for variant in VARIANTS:
-        runs = [by[variant, s] for s in range(seeds)]
-        reach = np.array([evaluations_to_reach(np.maximum.accumulate(r.fitness), targets[r.seed]) for r in runs])
-        at_budget = np.array([r.fitness[:budget].max() for r in runs])
-        held = np.array([r.held_out for r in runs])
-        median = float(np.median(reach))
-        rows[variant] = (median, at_budget)
-        shown = f"{median:g}" if np.isfinite(median) else f"> {budget if variant != 'random' else long}"
-        share = f"{100 * median / long:.1f} %" if np.isfinite(median) else "—"
-        lines.append(f"| {variant} | {shown} | {int(np.isfinite(reach).sum())}/{seeds} | {share} | {_pm(at_budget)} "
-                     f"| {_pm(held)} |")
-    generations = budget // POPULATION
-    lines += ["", "Spread of the proposals (mean per-gene sd of each generation's candidates, genes in [0, 1.5]; mean over "
-              "seeds) — what the synthetic benchmark measures as EvoGM's contraction:", "",
-              "| optimizer | " + " | ".join(f"g{g}" for g in range(generations)) + " |", "|---|" + "---:|" * generations]
-    for variant in ("evogm", "evogm+jitter", "cmaes", "ga"):
-        mean = np.mean([spread(by[variant, s], generations) for s in range(seeds)], axis=0)
-        lines.append(f"| {variant} | " + " | ".join(f"{v:.2f}" for v in mean) + " |")
-    evogm, cmaes = rows["evogm"], rows["cmaes"]
-    met = np.isfinite(evogm[0]) and 100 * evogm[0] / long <= TARGET_SHARE
-    lines += [
-        "",
-        f"EvoGM reaches random search's best with ≤ {TARGET_SHARE:.0f} % of its evaluations: "
-        f"{'✅' if met else '❌'} ({f'{100 * evogm[0] / long:.1f} %' if np.isfinite(evogm[0]) else 'never'}); "
-        f"EvoGM beats CMA-ES at {budget} evaluations: {'✅' if evogm[1].mean() > cmaes[1].mean() else '❌'} "
-        f"({evogm[1].mean():.3f} vs {cmaes[1].mean():.3f}).",
-    ]
-    return "\n".join(lines) + "\n"
+    for name, skills in OBJECTIVE_SETS.items():
+        seeds = sorted({r.seed for r in results if r.objectives == name})
+        have = [s for s in seeds if all((name, v, s) in by for v in variants if v != "random")]
+        if not have:
+            continue
+        with_random = [s for s in have if (name, "random", s) in by]
+        lines += [f"**{name}** — objectives {', '.join(skills)}; {len(have)} seeds ({len(with_random)} with random "
+                  f"search's {long})", "",
+                  f"| optimizer | best search score at {budget} | held-out of the best | evaluations to reach random's best "
+                  f"(median; seeds reaching it) |", "|---|---:|---:|---:|"]
+        for variant in variants:
+            runs = [by[name, variant, s] for s in (with_random if variant == "random" else have) if (name, variant, s) in by]
+            if not runs:
+                continue
+            at_budget = np.array([r.fitness[:budget].max() for r in runs])
+            held = np.array([r.held_out for r in runs])
+            reach = np.array([evaluations_to_reach(np.maximum.accumulate(by[name, variant, s].fitness),
+                                                   by[name, "random", s].fitness.max()) for s in with_random])
+            median = float(np.median(reach)) if len(reach) else np.nan
+            shown = ("—" if not len(reach) else f"{median:g} ({100 * median / long:.1f} %)" if np.isfinite(median)
+                     else "never") + f"; {int(np.isfinite(reach).sum())}/{len(reach)}"
+            lines.append(f"| {variant} | {_pm(at_budget)} | {_pm(held)} | {shown} |")
+        lines += ["", "| default EvoGM vs | on | W/T/L | Δ (median) | p |", "|---|---|---:|---:|---:|"]
+        for peer in [v for v in ("cmaes", "ga", "evogm-paper") if v in variants]:
+            for what, read in (("search", lambda r: r.fitness[:budget].max()), ("held-out", lambda r: r.held_out)):
+                ours = np.array([read(by[name, "evogm", s]) for s in have])
+                theirs = np.array([read(by[name, peer, s]) for s in have])
+                w, t, l, delta, p = paired(-ours, -theirs)  # paired() compares gaps, lower better
+                lines.append(f"| {peer} | {what} | {w}/{t}/{l} | {delta:+.3f} | {p:.2g} |")
+        generations = budget // POPULATION
+        lines += ["", "Spread of the proposals (mean per-gene sd of each generation's candidates, genes in [0, 1.5]; mean "
+                  "over seeds):", "", "| optimizer | " + " | ".join(f"g{g}" for g in range(generations)) + " |",
+                  "|---|" + "---:|" * generations]
+        for variant in [v for v in ("evogm", "evogm-paper", "cmaes", "ga") if v in variants]:
+            mean = np.mean([spread(by[name, variant, s], generations) for s in have], axis=0)
+            lines.append(f"| {variant} | " + " | ".join(f"{v:.2f}" for v in mean) + " |")
+        lines.append("")
+    return "\n".join(lines).rstrip("\n") + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", default="small", choices=("nano", "small"))
     parser.add_argument("--zoo-seed", type=int, default=0, help="Which zoo to search (built and cached on first use).")
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--seeds", type=int, default=10)
+    parser.add_argument("--objectives", nargs="+", default=list(OBJECTIVE_SETS), choices=tuple(OBJECTIVE_SETS))
+    parser.add_argument("--variants", nargs="+", default=list(ZOO_VARIANTS), choices=ZOO_VARIANTS,
+                        help="Optimizers run, per seed in this order (evogm first: the others are compared with it).")
     parser.add_argument("--budget", type=int, default=160, help="Equal budget of the comparison.")
     parser.add_argument("--random-factor", type=int, default=10, help="Random search runs this many times the budget.")
     parser.add_argument("--limit", type=int, default=60, help="Items per skill of the search split each objective scores.")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="Searches run at once (one core each).")
     parser.add_argument("--work", type=Path, default=Path("/tmp/evomerge-optimizers-zoo"),
-                        help="Run directories, kept so an interrupted benchmark resumes; --fresh empties it.")
+                        help="Run directories, kept so an interrupted benchmark resumes (a finished run replays in "
+                        "seconds, so rerunning with the same arguments writes the report); --fresh empties it.")
     parser.add_argument("--fresh", action="store_true")
+    parser.add_argument("--finished-only", action="store_true",
+                        help="Report only the runs already finished under --work; start none.")
     parser.add_argument("--markdown-out", type=Path)
     args = parser.parse_args()
     if args.budget % POPULATION:
@@ -172,19 +196,28 @@ def main() -> None:
 
     build_zoo(args.size, seed=args.zoo_seed, progress=lambda line: print(f"zoo: {line}", flush=True))
     long = args.random_factor * args.budget
-    jobs = [Job(v, s, long if v == "random" else args.budget, args.size, args.zoo_seed, args.limit, args.work)
-            for s in range(args.seeds) for v in VARIANTS]
+    jobs = [Job(v, s, long if v == "random" else args.budget, args.size, args.zoo_seed, args.limit, args.work, o)
+            for s in range(args.seeds) for o in args.objectives for v in args.variants]
+    if args.finished_only:
+        jobs = [j for j in jobs if _finished(j)]
     results = []
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         for result in pool.map(run_one, jobs):
             results.append(result)
-            print(f"[{len(results)}/{len(jobs)}] {result.variant} seed {result.seed}: best {result.fitness.max():.3f} "
-                  f"after {len(result.fitness)}, held-out {result.held_out:.3f} ({result.seconds:.0f} s)", flush=True)
+            print(f"[{len(results)}/{len(jobs)}] {result.objectives} {result.variant} seed {result.seed}: best "
+                  f"{result.fitness.max():.3f} after {len(result.fitness)}, held-out {result.held_out:.3f} "
+                  f"({result.seconds:.0f} s)", flush=True)
     command = shlex.join([".venv/bin/python", "-P", "benchmarks/optimizers_zoo.py", *sys.argv[1:]])
-    text = report(results, args.seeds, args.budget, long, args.limit, command)
+    text = report(results, args.variants, args.budget, long, args.limit, command)
     print(text, end="")
     if args.markdown_out:
         args.markdown_out.write_text(text)
+
+
+def _finished(job: Job) -> bool:
+    """Whether the job's run directory holds a finished search (its history ends the search)."""
+    from evomerge.catalogue.contracts import SUMMARY_FILE
+    return (job.work / f"{job.objectives}-{job.variant}-s{job.seed}" / SUMMARY_FILE).exists()
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from evomerge.search.evogm import EvoGM, Member, RoundCoordinates, generator
+from evomerge.search.evogm import CMAHostedEvoGM, EvoGM, Member, RoundCoordinates, generator
 
 from .problems import (
     asked,
@@ -18,6 +18,11 @@ from .problems import (
     run_failure_checks,
     sphere,
 )
+
+
+def paper(*args, **fields) -> EvoGM:
+    """The released algorithm (`evogm.variant: paper`), with the test's other EvoGM fields."""
+    return optimizer("evogm", *args, evogm={"variant": "paper", **fields.pop("evogm", {})}, **fields)
 
 
 def test_generators_have_the_released_shape():
@@ -95,7 +100,7 @@ def test_seeds_join_the_first_population():
 
 def test_offspring_come_from_the_loser_to_winner_generator_and_survivors_are_elitist():
     g = genome(experts=4)
-    opt = optimizer("evogm", g, populationSize=8, maxGenerations=3)
+    opt = paper(g, populationSize=8, maxGenerations=3)
     objective = sphere(np.array([0.3, 0.1, 0.2, 0.0]))
     initial = opt.ask(8)
     opt.tell(initial, [objective(v) for v in initial])
@@ -112,7 +117,7 @@ def test_offspring_come_from_the_loser_to_winner_generator_and_survivors_are_eli
 
 def test_next_round_experts_are_the_elites_composed_back_to_the_originals():
     g = genome(experts=3, groups=("embed", "blocks0", "head"), weight=(-1.0, 1.0))
-    opt = optimizer("evogm", g, populationSize=6, maxGenerations=2, rounds=2, evogm={"topK": 2})
+    opt = paper(g, populationSize=6, maxGenerations=2, rounds=2, evogm={"topK": 2})
     log = drive(opt, sphere(np.linspace(-0.4, 0.6, g.dim)), 2)
     assert opt.round == 1
     fitness = [f for _, fs in log for f in fs]
@@ -132,7 +137,7 @@ def test_next_round_experts_are_the_elites_composed_back_to_the_originals():
 
 def test_elites_are_deduplicated_and_independent():
     g = genome(experts=3)
-    opt = optimizer("evogm", g, populationSize=6, maxGenerations=1, rounds=2)
+    opt = paper(g, populationSize=6, maxGenerations=1, rounds=2)
     vectors = np.array([[0.5, 0.5, 0.0], [0.5, 0.5, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.2, 0.1, 0.0], [0.3, 0.3, 0.3]])
     opt.history = [Member(opt.coordinates.from_genes(v), v, 5.0 - i, i) for i, v in enumerate(vectors)]
     # the duplicate (1) and the multiple of the best (2) would make the next basis degenerate
@@ -141,7 +146,7 @@ def test_elites_are_deduplicated_and_independent():
 
 def test_density_genes_stay_per_original_expert_across_rounds():
     g = genome(experts=3, evolve=("weight", "density"), method="ties", weight=(0.0, 1.0))
-    opt = optimizer("evogm", g, populationSize=6, maxGenerations=2, rounds=3)
+    opt = paper(g, populationSize=6, maxGenerations=2, rounds=3)
     log = drive(opt, sphere(np.array([0.4, 0.2, 0.3, 0.5, 0.6, 0.7])), 6)
     everything = asked(log)
     assert np.all(everything >= g.lower) and np.all(everything <= g.upper)
@@ -153,14 +158,14 @@ def test_makes_progress_and_beats_random_search_at_equal_budget():
     g = genome(experts=6)
     objective = sphere(np.array([0.3, -0.2, 0.5, 0.1, 0.0, 0.25]))
     random = best(drive(optimizer("random", g, populationSize=12), objective, 8))
-    released = drive(optimizer("evogm", g, populationSize=12, maxGenerations=4, rounds=2), objective, 8)
-    jittered = drive(optimizer("evogm", g, populationSize=12, maxGenerations=4, rounds=2, evogm={"jitter": 0.15}), objective, 8)
+    released = drive(paper(g, populationSize=12, maxGenerations=4, rounds=2), objective, 8)
+    jittered = drive(paper(g, populationSize=12, maxGenerations=4, rounds=2, evogm={"jitter": 0.15}), objective, 8)
     assert best(released) > max(released[0][1]) and best(released) > random
     assert best(jittered) > best(released) + 0.1  # jitter keeps the offspring from collapsing onto one point
 
 
 def test_async_waits_for_results_and_for_the_round_to_finish():
-    opt = optimizer("evogm", populationSize=4, maxGenerations=2, rounds=2, mode="async")
+    opt = paper(populationSize=4, maxGenerations=2, rounds=2, mode="async")
     objective = sphere(np.full(4, 0.2))
     initial = np.concatenate([opt.ask(1) for _ in range(4)])
     assert opt.ask(1).shape[0] == 0  # nothing told yet: no offspring can be proposed
@@ -177,8 +182,8 @@ def test_async_waits_for_results_and_for_the_round_to_finish():
 
 
 def test_per_iteration_reinit_trains_fresh_generators():
-    a = drive(optimizer("evogm", evogm={"generatorReinit": "perIteration"}), sphere(np.zeros(4)), 3)
-    b = drive(optimizer("evogm"), sphere(np.zeros(4)), 3)
+    a = drive(paper(evogm={"generatorReinit": "perIteration"}), sphere(np.zeros(4)), 3)
+    b = drive(paper(), sphere(np.zeros(4)), 3)
     assert np.array_equal(a[0][0], b[0][0]) and np.array_equal(a[1][0], b[1][0])  # same first training
     assert not np.array_equal(a[2][0], b[2][0])  # then fresh weights versus warm ones
 
@@ -201,7 +206,7 @@ def _count_adam_steps(monkeypatch: pytest.MonkeyPatch) -> list[None]:
 
 def test_generators_train_training_steps_per_iteration_and_start_afresh_each_round(monkeypatch: pytest.MonkeyPatch):
     steps = _count_adam_steps(monkeypatch)
-    opt = optimizer("evogm", populationSize=8, maxGenerations=3, rounds=2, evogm={"trainingSteps": 7})
+    opt = paper(populationSize=8, maxGenerations=3, rounds=2, evogm={"trainingSteps": 7})
     objective = sphere(np.full(4, 0.2))
     before_each_tell, generators = [], []
     for _ in range(6):
@@ -217,7 +222,7 @@ def test_generators_train_training_steps_per_iteration_and_start_afresh_each_rou
 
 def test_async_training_keeps_pace_with_results_not_with_asks(monkeypatch: pytest.MonkeyPatch):
     steps = _count_adam_steps(monkeypatch)
-    opt = optimizer("evogm", populationSize=4, maxGenerations=3, rounds=1, mode="async", evogm={"trainingSteps": 8})
+    opt = paper(populationSize=4, maxGenerations=3, rounds=1, mode="async", evogm={"trainingSteps": 8})
     objective = sphere(np.full(4, 0.2))
     initial = np.concatenate([opt.ask(1) for _ in range(4)])
     opt.tell(initial[:2], [objective(v) for v in initial[:2]])
@@ -267,3 +272,95 @@ def test_single_mode_trains_the_loser_to_winner_generator_alone():
     assert single.win2lose is None and single.lose2win is not None
     dual, _ = _trained_once()
     assert not all(torch.equal(a, b) for a, b in zip(single.lose2win.state_dict().values(), dual.lose2win.state_dict().values()))
+
+
+# ---- the default variant: EvoGM hosted by CMA-ES ------------------------------------------------------------
+
+
+def test_the_default_variant_is_cma_hosted_and_paper_is_the_released_algorithm():
+    assert type(optimizer("evogm")) is CMAHostedEvoGM
+    assert type(paper()) is EvoGM
+    run_behaviour_checks("evogm", rounds=2, evogm={"variant": "paper"})
+    run_failure_checks("evogm", rounds=2, evogm={"variant": "paper"})
+
+
+def test_first_generation_is_the_papers_and_cma_es_starts_at_the_uniform_mix():
+    g = genome(experts=4, weight=(0.0, 1.5))
+    hosted, released = optimizer("evogm", g), paper(g)
+    assert np.array_equal(hosted.ask(8), released.ask(8))
+    assert np.allclose(hosted.cma.mean, hosted.home.from_genes(np.full(4, 0.25)))
+    assert hosted.step_sizes == [pytest.approx(1 / 3)]
+
+
+def test_injected_points_are_clipped_in_mahalanobis_norm_before_cma_es_learns_from_them():
+    opt = optimizer("evogm", genome(experts=6))
+    mean, sigma, limit = opt.cma.mean, opt.step_sizes[0], np.sqrt(6) + 2 * 6 / 8
+    near = mean + sigma * np.full(6, 0.5)
+    assert np.array_equal(opt._injected(near), near)  # within reach of CMA-ES's own samples: told as it is
+    far = mean + sigma * np.array([10.0, 0, 0, 0, 0, 0])
+    told = opt._injected(far)
+    assert np.isclose(np.linalg.norm(told - mean) / sigma, limit)  # C = I at the start: plain distance
+    assert np.allclose((told - mean) / np.linalg.norm(told - mean), [1, 0, 0, 0, 0, 0])
+
+
+def test_a_share_of_each_generation_comes_from_the_winner_generator():
+    g = genome(experts=4)
+    objective = sphere(np.array([0.3, 0.1, 0.2, 0.0]))
+    rows = {}
+    for share in (0.0, 0.5):
+        opt = optimizer("evogm", g, populationSize=8, evogm={"injection": share})
+        drive(opt, objective, 1)
+        rows[share] = opt.ask(8)
+        with torch.no_grad():
+            proposed = opt.lose2win(torch.tensor(np.stack([m.y for m in opt.history]), dtype=torch.float32)) if opt.lose2win else None
+    # the same CMA-ES samples (same seed, same first generation) except where G₊ rewrote them: the first half
+    assert np.array_equal(rows[0.0][4:], rows[0.5][4:])
+    assert not np.any(np.all(rows[0.0][:4] == rows[0.5][:4], axis=1))
+    assert proposed is not None  # the generators were trained before proposing
+
+
+def test_step_size_follows_the_remaining_distance_and_offspring_do_not_collapse():
+    g = genome(experts=6)
+    objective = sphere(np.array([0.3, -0.2, 0.5, 0.1, 0.0, 0.25]))
+    hosted = optimizer("evogm", g, populationSize=12, maxGenerations=4, rounds=2)
+    released = paper(g, populationSize=12, maxGenerations=4, rounds=2)
+    a, b = drive(hosted, objective, 8), drive(released, objective, 8)
+    assert best(a) > best(b)
+    spread = lambda log, i: float(log[i][0].std(axis=0).mean())  # noqa: E731
+    assert spread(a, 3) > 2 * spread(b, 3)  # the paper's G₊ contracts within a round; CMA-ES's step does not collapse
+    assert len(hosted.step_sizes) == 1 + 8 and hosted.step_sizes[-1] < hosted.step_sizes[0]  # σ shrinks as it closes in
+
+
+def test_later_rounds_start_from_the_elites_without_evaluating_them_again():
+    g = genome(experts=3, groups=("embed", "blocks0", "head"), weight=(-1.0, 1.0))
+    opt = optimizer("evogm", g, populationSize=6, maxGenerations=2, rounds=2, evogm={"topK": 2})
+    log = drive(opt, sphere(np.linspace(-0.4, 0.6, g.dim)), 2)
+    assert opt.round == 1
+    elites = [m.x for m in opt.promoted]
+    index = g.param_index("weight")
+    assert all(np.array_equal(opt.coordinates.basis[:, k, :], elites[k][index]) for k in range(2))
+    assert [m.fitness for m in opt.history] == [m.fitness for m in opt.promoted]  # the round's first history
+    generation = opt.cma.generation
+    second = opt.ask(6)
+    assert not any(np.array_equal(row, e) for row in second for e in elites)  # the paper asks them again
+    assert opt.cma.generation == generation  # CMA-ES carries on across rounds unless restartSigma is set
+    restarted = optimizer("evogm", g, populationSize=6, maxGenerations=2, rounds=2, evogm={"topK": 2, "restartSigma": 0.1})
+    drive(restarted, sphere(np.linspace(-0.4, 0.6, g.dim)), 2)
+    assert restarted.cma.generation == 0 and restarted.step_sizes[-1] == 0.1
+    assert np.allclose(restarted.cma.mean, restarted.home.from_genes(restarted.best.x))
+
+
+def test_cma_hosted_async_never_waits_for_a_generation_and_injects_late_results():
+    opt = optimizer("evogm", populationSize=4, maxGenerations=3, rounds=2, mode="async")
+    objective = sphere(np.full(4, 0.2))
+    first = opt.ask(6)
+    assert len(first) == 6  # the first population and two samples more, before any result
+    opt.tell(first[:5], [objective(v) for v in first[:5]])
+    assert opt.cma.generation == 1  # every populationSize results are one CMA generation
+    late = opt._slots[5]
+    assert late[0] == 0  # sampled before that update: told as an injected point
+    opt.tell(first[5:], [objective(v) for v in first[5:]])
+    rest = opt.ask(20)
+    assert len(rest) == 12 - 6  # then the round's budget: a round ends only when all its results are back
+    opt.tell(rest, [objective(v) for v in rest])
+    assert opt.round == 1 and opt.ask(1).shape[0] == 1

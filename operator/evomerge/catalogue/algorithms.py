@@ -60,7 +60,8 @@ ALGORITHMS: dict[str, Algorithm] = {
     a.name: a
     for a in (
         # the paper's P = 20, T = 3 iterations (maxGenerations 1 + T) and R = 2 rounds (reference/evogm.md §5)
-        Algorithm("evogm", "evogm", "learned generators of winners and losers, over rounds of re-merged elites",
+        Algorithm("evogm", "evogm", "learned generators of winners and losers, hosted by CMA-ES (evogm.variant), over "
+                  "rounds of re-merged elites",
                   modes=("generational", "async"), budget=Budget(population_size=20, max_generations=4, rounds=2)),
         Algorithm("cmaes", "cmaes", "CMA-ES (the cmaes package)"),
         Algorithm("ga", "ga", "a genetic algorithm", modes=("generational", "async")),

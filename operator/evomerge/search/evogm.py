@@ -41,6 +41,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 import torch
+from cmaes import CMA
 from torch import nn
 
 from ..spec.merge_search import SearchSpec
@@ -49,7 +50,7 @@ from .optimizer import Fitness, Optimizer, PendingRows, failed_last_key, registe
 
 log = logging.getLogger(__name__)
 
-PURPOSE_INIT, PURPOSE_NETS, PURPOSE_TRAIN, PURPOSE_FALLBACK, PURPOSE_JITTER = 1, 2, 3, 4, 5
+PURPOSE_INIT, PURPOSE_NETS, PURPOSE_TRAIN, PURPOSE_FALLBACK, PURPOSE_JITTER, PURPOSE_CMA = 1, 2, 3, 4, 5, 6
 
 
 @dataclass
@@ -136,6 +137,20 @@ class RoundCoordinates:
         parts = [self.weight_y(x[self.weights])] if self.weights is not None else []
         return np.concatenate(parts + [self.other_y(x)])
 
+    def to_round(self, x: np.ndarray) -> np.ndarray:
+        """Coordinates over this round's experts of a genome vector: per group the least-squares λ with λ·B = the
+        weights (exact when the elites span the group), unclipped; non-weight genes as in from_genes."""
+        parts = []
+        if self.weights is not None:
+            lam = np.stack([x[row] @ np.linalg.pinv(b) for row, b in zip(self.weights, self.basis)])
+            parts.append(lam.ravel() / self.scale)
+        return np.concatenate(parts + [self.other_y(x)])
+
+    def box(self) -> np.ndarray:
+        """(dim, 2) bounds of the coordinates that reach the genome's box, with the identity basis."""
+        weight_box = [[self.low / self.scale, self.high / self.scale]] * self.n_weight if self.weights is not None else []
+        return np.array(weight_box + [[-1.0, 1.0]] * len(self.others), dtype=np.float64).reshape(self.dim, 2)
+
 
 @contextlib.contextmanager
 def _one_thread() -> Iterator[None]:
@@ -150,6 +165,12 @@ def _one_thread() -> Iterator[None]:
 
 @register("evogm")
 class EvoGM(Optimizer):
+    """The released algorithm (`evogm.variant: paper`); constructing it with another variant gives that variant."""
+
+    def __new__(cls, genome: Genome, search: SearchSpec, *args: object, **kwargs: object) -> "EvoGM":
+        chosen = VARIANTS[search.evogm.variant] if cls is EvoGM else cls
+        return super().__new__(chosen)
+
     def __init__(self, genome: Genome, search: SearchSpec, n_objectives: int = 1, seeds: np.ndarray | None = None):
         super().__init__(genome, search, n_objectives, seeds)
         self.options = search.evogm
@@ -163,6 +184,7 @@ class EvoGM(Optimizer):
         # the non-weight genes each one-hot member starts from: the box centre before any elite exists
         self._elite_others = np.zeros((n_experts if weights is not None else 0, n_other))
         self.best: Member | None = None  # across rounds, as the effective vector evaluated
+        self.promoted: list[Member] = []  # the elites that became this round's experts
         self._start_round(basis)
 
     # ---- ask ------------------------------------------------------------------------------------
@@ -191,7 +213,11 @@ class EvoGM(Optimizer):
         self._train()
         parent = self.population[self._offspring % len(self.population)]
         self._offspring += 1
-        child = self._propose(parent.y)
+        return self._offspring_of(parent.y)
+
+    def _offspring_of(self, parent: np.ndarray) -> np.ndarray:
+        """G₊(parent), with `jitter` noise when asked for."""
+        child = self._propose(parent)
         if self.options.jitter > 0:
             noise = self.rng(PURPOSE_JITTER, self.round, self._asked).normal(0.0, float(self.options.jitter), child.shape)
             child = np.clip(child + noise, -1.0, 1.0)
@@ -200,20 +226,28 @@ class EvoGM(Optimizer):
     def _initial_population(self) -> list[np.ndarray]:
         """Each current expert alone, their uniform mix, then seeds (round 0) and random rows (reference §4, §6)."""
         c = self.coordinates
-        rows = []
-        for k in range(len(self._elite_others)):
-            lam = np.zeros((c.weights.shape[0], c.k)) if c.weights is not None else None
-            if lam is not None:
-                lam[:, k] = 1.0
-            rows.append(self._row(lam, self._elite_others[k]))
-        uniform = np.full((c.weights.shape[0], c.k), 1.0 / c.k) if c.weights is not None else None
-        others = self._elite_others.mean(axis=0) if len(self._elite_others) else np.zeros(len(c.others))
-        rows.append(self._row(uniform, others))
+        rows = [self._one_hot(k) for k in range(len(self._elite_others))]
+        rows.append(self._uniform())
         if self.round == 0:
             rows.extend(c.from_genes(s) for s in self.seeds)
         randoms = self.rng(PURPOSE_INIT, self.round).uniform(-1.0, 1.0, (self.population_size, c.dim))
         rows.extend(randoms[: max(0, self.population_size - len(rows))])
         return rows[: self.population_size]
+
+    def _one_hot(self, k: int) -> np.ndarray:
+        """Current expert k alone (the k-th elite after a basis shift), with its own non-weight genes."""
+        c = self.coordinates
+        lam = np.zeros((c.weights.shape[0], c.k)) if c.weights is not None else None
+        if lam is not None:
+            lam[:, k] = 1.0
+        return self._row(lam, self._elite_others[k])
+
+    def _uniform(self) -> np.ndarray:
+        """The current experts' uniform mix, with the mean of their non-weight genes."""
+        c = self.coordinates
+        uniform = np.full((c.weights.shape[0], c.k), 1.0 / c.k) if c.weights is not None else None
+        others = self._elite_others.mean(axis=0) if len(self._elite_others) else np.zeros(len(c.others))
+        return self._row(uniform, others)
 
     def _row(self, lam: np.ndarray | None, others: np.ndarray) -> np.ndarray:
         weights = [] if lam is None else [self.coordinates.weight_y(lam)]
@@ -239,10 +273,13 @@ class EvoGM(Optimizer):
         self._adam = torch.optim.Adam(params, lr=float(self.options.learning_rate), fused=True)
         self._net_iteration = iteration
 
+    def _training_target(self) -> int:
+        """Adam steps the generators should have taken by now: trainingSteps per populationSize results."""
+        return self.options.training_steps * self._told // self.population_size
+
     def _train(self) -> None:
-        """Bring the generators up to trainingSteps × |H| / P steps (exactly trainingSteps per iteration)."""
-        told = len(self.history)
-        iteration = told // self.population_size
+        """Bring the generators up to the training target (exactly trainingSteps per iteration)."""
+        iteration = self._told // self.population_size
         fresh = self.lose2win is None or (
             self.options.generator_reinit == "perIteration" and iteration != self._net_iteration
         )
@@ -251,7 +288,7 @@ class EvoGM(Optimizer):
         if self.options.generator_reinit == "perIteration":
             steps = self.options.training_steps if fresh else 0
         else:
-            steps = self.options.training_steps * told // self.population_size - self._steps
+            steps = self._training_target() - self._steps
         winners, losers = self.split()
         if steps <= 0 or not winners or not losers:
             return
@@ -286,11 +323,16 @@ class EvoGM(Optimizer):
             value = None if f is None or not math.isfinite(float(f)) else float(f)  # type: ignore[arg-type]
             member = Member(y, x.copy(), value, order)
             self.history.append(member)
+            self._told += 1
             self.population = sorted(self.population + [member], key=lambda m: m.key)[: self.population_size]
             if value is not None and (self.best is None or value > self.best.fitness):  # type: ignore[operator]
                 self.best = member
-            if len(self.history) == self.round_budget:
+            self._told_member(member)
+            if self._told == self.round_budget:
                 self._end_round()
+
+    def _told_member(self, member: Member) -> None:
+        """What a variant learns from one result beyond the round's history (the paper: nothing)."""
 
     def _end_round(self) -> None:
         if self.coordinates.clipped:
@@ -301,6 +343,7 @@ class EvoGM(Optimizer):
             return
         basis = self.coordinates.basis
         elites = self.elites()
+        self.promoted = elites
         if elites:
             c = self.coordinates
             if c.weights is not None:
@@ -337,9 +380,125 @@ class EvoGM(Optimizer):
         self.population: list[Member] = []  # the best populationSize of H, best first
         self._pending = PendingRows()
         self._asked = 0
+        self._told = 0
         self._offspring = 0
         self._steps = 0
         self._net_iteration = -1
         self.lose2win: nn.Sequential | None = None
         self.win2lose: nn.Sequential | None = None
         self._initial = self._initial_population()
+
+
+class CMAHostedEvoGM(EvoGM):
+    """EvoGM hosted by CMA-ES (`evogm.variant: cmaHosted`): the paper's generators, losses, winner/loser split and
+    rounds of elites, with CMA-ES owning the proposal distribution.
+
+    Why: the released G₊ is a contraction (its offspring vary about half as much as its parents), so within a
+    round the proposals collapse onto the winners' mean whatever the distance to the optimum
+    (benchmarks/optimizers.py measures it). Here CMA-ES's step size and covariance set the proposal scale, which
+    follows the remaining distance; G₊ rewrites a share (`injection`) of each CMA generation from CMA's own
+    samples, and those injected points are told to CMA clipped in Mahalanobis norm (Hansen, "Injecting external
+    solutions into CMA-ES", arXiv 1110.4181), so a contracting G₊ can pull the mean but cannot shrink the step
+    size. The paper's initial population is the first generation (all of it injected), CMA-ES starting at the
+    uniform mix (or the first seed) with step `sigma0`.
+
+    CMA-ES works in the first round's coordinates (weights / s, the genome's box), where a step means the same
+    in every round; the generators work in each round's elite coordinates as in the paper. At a round's end the
+    elites become the next round's experts and its first history (they are evaluated already, so unlike the
+    paper they are not evaluated again), G₊ and G₋ start afresh, and CMA-ES restarts at the best elite with step
+    `restartSigma` and a fresh covariance.
+
+    Async mode is steady state: a candidate is sampled from CMA-ES's distribution of the moment, every
+    populationSize results are told as one CMA generation, and a result sampled before the last update is told
+    as an injected point (clipped as G₊'s are), so no generation waits for its stragglers.
+    """
+
+    def __init__(self, genome: Genome, search: SearchSpec, n_objectives: int = 1, seeds: np.ndarray | None = None):
+        self.step_sizes: list[float] = []  # CMA-ES's σ at each (re)start and after each update, all rounds
+        super().__init__(genome, search, n_objectives, seeds)
+
+    def _start_round(self, basis: np.ndarray | None) -> None:
+        super()._start_round(basis)
+        if self.round == 0:
+            self.home = self.coordinates  # the identity basis: CMA-ES's coordinates in every round
+            start = self.home.from_genes(self.seeds[0]) if len(self.seeds) else self._uniform()
+            self._restart(start, float(self.options.sigma0))
+            return
+        if self.promoted:  # (all of a round failing leaves none: then the round starts as the paper's)
+            self._initial = []
+            self.history = [Member(self._one_hot(k), m.x, m.fitness, k - len(self.promoted))
+                            for k, m in enumerate(self.promoted)]
+            self.population = list(self.history)
+        if self.options.restart_sigma is not None:
+            best = self.best.x if self.best is not None else self.home.effective(self._uniform())
+            self._restart(self.home.from_genes(best), float(self.options.restart_sigma))
+        # else CMA-ES carries on: a round ends with all its results told, so no CMA generation is half full
+
+    def _restart(self, mean: np.ndarray, sigma: float) -> None:
+        bounds = self.home.box()
+        self.cma = CMA(mean=np.clip(mean, bounds[:, 0], bounds[:, 1]), sigma=sigma, bounds=bounds,
+                       seed=int(self.rng(PURPOSE_CMA, self.round).integers(2**31 - 1)), population_size=self.population_size)
+        self._generation: list[tuple[int, np.ndarray, float | None]] = []  # (order, point told to CMA, fitness)
+        self._slots: dict[int, tuple[int, bool]] = {}  # ask order → (CMA generation sampled from, rewritten by G₊)
+        self.step_sizes.append(sigma)
+
+    def ask(self, n: int) -> np.ndarray:
+        rows = []
+        while len(rows) < n and not self.finished and self._asked < self.round_budget:
+            rewritten = True  # the paper's first population is not CMA-ES's sample either
+            if self._asked < len(self._initial):
+                y = self._initial[self._asked]
+                x = self.coordinates.effective(y)
+            else:
+                x = self.home.effective(self.cma.ask())
+                y = self.coordinates.to_round(x)
+                slot = self._asked % self.population_size
+                rewritten = slot < round(float(self.options.injection) * self.population_size) and self._can_propose()
+                if rewritten:
+                    self._train()
+                    y = self._offspring_of(y)
+                    x = self.coordinates.effective(y)
+            self._slots[self._asked] = (self.cma.generation, rewritten)
+            self._pending.add(x, (y, self._asked))
+            self._asked += 1
+            rows.append(x)
+        return np.array(rows, dtype=np.float64).reshape(len(rows), self.genome.dim)
+
+    def _can_propose(self) -> bool:
+        winners, losers = self.split()
+        return bool(winners) and bool(losers)
+
+    def _injected(self, u: np.ndarray) -> np.ndarray:
+        """u as CMA-ES may learn from it: its step from the mean clipped to Mahalanobis norm √d + 2d/(d + 2)."""
+        d = len(u)
+        B, D = self.cma._eigen_decomposition()  # cmaes keeps C's eigenbasis and σ private; 0.13.1 is pinned
+        sigma = float(self.cma._sigma)
+        step = (u - self.cma.mean) / sigma
+        norm = float(np.linalg.norm((B.T @ step) / D))
+        limit = math.sqrt(d) + 2.0 * d / (d + 2.0)
+        return self.cma.mean + sigma * step * min(1.0, limit / norm) if norm > 0 else u.copy()
+
+    def _training_target(self) -> int:
+        """trainingSteps per populationSize members of the round's history, before the first proposal of each."""
+        return self.options.training_steps * -(-len(self.history) // self.population_size)
+
+    def _told_member(self, member: Member) -> None:
+        generation, rewritten = self._slots.pop(member.order)
+        u = self.home.from_genes(member.x)
+        own = generation == self.cma.generation and not rewritten  # sampled from the distribution CMA-ES has now
+        self._generation.append((member.order, u if own else self._injected(u), member.fitness))
+        if len(self._generation) == self.population_size:
+            self._update()
+
+    def _update(self) -> None:
+        """Tell CMA-ES the generation; failures rank below every success (CMA-ES only reads ranks)."""
+        results, self._generation = sorted(self._generation, key=lambda r: r[0]), []
+        successes = [f for _, _, f in results if f is not None]
+        if not successes:
+            return  # nothing learnt; sample the same distribution again
+        worst = -min(successes)
+        self.cma.tell([(told, -f if f is not None else worst + 1.0 + rank) for rank, (_, told, f) in enumerate(results)])
+        self.step_sizes.append(float(self.cma._sigma))
+
+
+VARIANTS: dict[str, type[EvoGM]] = {"paper": EvoGM, "cmaHosted": CMAHostedEvoGM}

@@ -175,12 +175,21 @@ class EarlyStopping(SpecModel):
 
 
 class EvoGMOptions(SpecModel):
-    """EvoGM hyper-parameters; defaults are the released code's (shared/reference/evogm.md §5).
+    """EvoGM hyper-parameters; the generators' defaults are the released code's (shared/reference/evogm.md §5).
 
     A round is populationSize initial candidates (each current expert alone, their uniform mix, random mixes)
-    then maxGenerations − 1 iterations of populationSize offspring; search.rounds rounds in all.
+    then maxGenerations − 1 iterations of populationSize offspring; search.rounds rounds in all. The default
+    variant, cmaHosted, lets CMA-ES propose and G+ rewrite a share of each generation (benchmarks/optimizers.py
+    compares it with the released algorithm, variant paper); its later rounds start from the elites instead of
+    evaluating them again, so they have maxGenerations generations of CMA-ES.
     """
 
+    variant: Literal["cmaHosted", "paper"] = Field(
+        default="cmaHosted",
+        description="cmaHosted: CMA-ES owns the proposal distribution (mean, step size, covariance) and G+ rewrites a share "
+        "of each generation, so the proposal scale follows the remaining distance; paper: the released algorithm, "
+        "G+(population) alone, whose proposals contract onto the winners within a round.",
+    )
     winner_portion: Number = Field(default=0.3, gt=0, lt=1, description="Fraction ρ of the round's results that are winners (the rest are losers).")
     hidden_dims: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [128, 256, 256, 256, 128], min_length=1, description="Hidden layer widths of both generator MLPs.")
     learning_rate: Number = Field(default=1e-4, gt=0, description="Adam learning rate of the generators.")
@@ -191,6 +200,21 @@ class EvoGMOptions(SpecModel):
     generator_mode: Literal["dual", "single"] = Field(default="dual", description="dual: G+ and G- with the cycle loss; single: G+ alone (ablation).")
     generator_reinit: Literal["perRound", "perIteration"] = Field(
         default="perRound", description="When the generators restart from fresh weights; perIteration needs mode generational."
+    )
+    injection: Number = Field(
+        default=0.3, ge=0, le=1,
+        description="cmaHosted: share of each CMA-ES generation that G+ rewrites (its offspring of CMA-ES's samples, told "
+        "to CMA-ES clipped in Mahalanobis norm).",
+    )
+    sigma0: Number = Field(
+        default=1 / 3, gt=0, le=1,
+        description="cmaHosted: CMA-ES's first step size, in the round coordinates [-1, 1] (1/3: a sixth of their width, "
+        "the cmaes algorithm's default).",
+    )
+    restart_sigma: Number | None = Field(
+        default=None, gt=0, le=1,
+        description="cmaHosted: restart CMA-ES at the best elite with this step size (in the first round's coordinates) "
+        "at each later round; unset: CMA-ES carries on across rounds and only the generators restart.",
     )
     jitter: Number = Field(
         default=0.0, ge=0, le=1,
