@@ -22,9 +22,10 @@ CHART = REPO / "charts" / "evomerge"
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"  # where the kubelet mounts a pod's token
 
 
-def restricted_run(image: BuiltImage, *args: str, user: str | None = None) -> list[str]:
-    """`podman run` as a restricted PodSecurity pod runs: read-only root, no capabilities, no privilege escalation."""
-    return ["run", "--rm", "--read-only", "--cap-drop=ALL", "--security-opt=no-new-privileges",
+def restricted_run(image: BuiltImage, *args: str, user: str | None = None, network: str = "none") -> list[str]:
+    """`podman run` as a restricted PodSecurity pod runs: read-only root, no capabilities, no privilege escalation
+    (and no network unless asked: podman's bridge would need iptables on the machine)."""
+    return ["run", "--rm", "--read-only", "--cap-drop=ALL", "--security-opt=no-new-privileges", f"--network={network}",
             *(["--user", user] if user else []), *args]
 
 
@@ -93,10 +94,10 @@ def test_the_image_runs_the_charts_operator_against_the_control_plane(operator_i
     secrets = _in_cluster_files(control_plane, api_client, release_namespace, pod["serviceAccountName"], tmp_path / "sa")
     name = f"evomerge-operator-{uuid.uuid4().hex[:8]}"
     user = f'{pod["securityContext"]["runAsUser"]}:{pod["securityContext"]["runAsGroup"]}'
-    started = podman(*restricted_run(operator_image, "--detach", "--name", name, "--network=host", "--tmpfs=/tmp",
+    started = podman(*restricted_run(operator_image, "--detach", "--name", name, "--tmpfs=/tmp",
                                      f"--volume={secrets}:{SERVICE_ACCOUNT_DIR}:ro",
                                      f"--env=KUBERNETES_SERVICE_HOST={host}", f"--env=KUBERNETES_SERVICE_PORT={port}",
-                                     *(f"--env={e}" for e in env), container["image"], *args, user=user))
+                                     *(f"--env={e}" for e in env), container["image"], *args, user=user, network="host"))
     try:
         assert started.returncode == 0
         admin.create(search_body("imaged", namespace))
