@@ -12,7 +12,7 @@ Candidates are the same seeded random task_arithmetic recipes over all experts f
   (a) in-process   ResidentEngine: experts resident, the live transformers model re-merged in place.
   (b) cold vLLM    today's cluster design for served engines: per candidate, merge, write the checkpoint,
                    start a vLLM server on it (hand-over = write + start to /health), score, stop the server.
-  (c) one vLLM     VLLMWorker: one server start per worker; per candidate, merge, write the weights to
+  (c) one vLLM     SwappingWorker: one server start per worker; per candidate, merge, write the weights to
                    /dev/shm and swap them in place (collective_rpc reload_weights + reset_prefix_cache), score.
 
 Per engine: mean seconds per candidate in each part, the non-scoring share, candidates per minute, and for (c)
@@ -40,7 +40,7 @@ from evomerge.catalogue.engines import VLLM
 from evomerge.evaluate.engines import make_server_lm
 from evomerge.evaluate.engines.options import EngineOptions
 from evomerge.evaluate.engines.resident import ResidentEngine
-from evomerge.evaluate.engines.served import VLLMWorker
+from evomerge.evaluate.engines.served import SwappingWorker
 from evomerge.evaluate.engines.vllm_process import VLLMServerProcess, cpu_server_python
 from evomerge.evaluate.tasks import TaskSuite
 from evomerge.merge.recipe import ExpertWeights, MergeRecipe
@@ -132,7 +132,7 @@ def timed_in_process(engine: ResidentEngine, recipes: list[MergeRecipe]) -> Part
     return parts
 
 
-def timed_one_server(worker: VLLMWorker, suite_objectives, include_paths, recipes, seed) -> Parts:
+def timed_one_server(worker: SwappingWorker, suite_objectives, include_paths, recipes, seed) -> Parts:
     engine = worker.engine(suite_objectives, include_paths, seed=seed)
     parts = Parts()
     for recipe in recipes:
@@ -145,7 +145,7 @@ def timed_one_server(worker: VLLMWorker, suite_objectives, include_paths, recipe
     return parts
 
 
-def timed_cold(worker: VLLMWorker, suite: TaskSuite, recipes: list[MergeRecipe], scratch: Path,
+def timed_cold(worker: SwappingWorker, suite: TaskSuite, recipes: list[MergeRecipe], scratch: Path,
                start: Callable[[Path, Path], VLLMServerProcess]) -> Parts:
     """Per candidate: merge, write a whole checkpoint, start a server on it, score, stop it (today's cluster design)."""
     from safetensors.torch import save_file
@@ -153,6 +153,7 @@ def timed_cold(worker: VLLMWorker, suite: TaskSuite, recipes: list[MergeRecipe],
 
     tokenizer = AutoTokenizer.from_pretrained(worker.served_dir)
     parts = Parts()
+    worker.load_experts()
     for index, recipe in enumerate(recipes):
         started = time.perf_counter()
         worker.merger.merge_into(recipe, worker.target)
@@ -229,7 +230,7 @@ def main() -> None:
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
 
-    with VLLMWorker(base, experts, work / "logs", start_server=start) as worker:
+    with SwappingWorker.local(base, experts, work / "logs", start_server=start) as worker:
         # (c) one server: its start is timed once; the warm-up candidate pays it.
         first = time.perf_counter()
         timed_one_server(worker, objectives, include_paths, recipes[:1], args.seed)

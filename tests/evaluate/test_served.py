@@ -1,5 +1,6 @@
-"""A batch scored through a server with in-place swaps (evaluate/served.py), as an evaluation pod scores it:
-the server started on the batch's first candidate, the later ones are merged here and swapped in.
+"""A batch scored through a server with in-place swaps (evaluate/batch.py over engines/served.SwappingWorker with
+the pod's sidecar as its server), as an evaluation pod scores it: the server started on the batch's first
+candidate, the later ones are merged here and swapped in.
 
 vLLM is the real server, the test session's (tests/support/vllm.py), serving the nano zoo's base; the
 batch's first candidate is a merge equal to the base, so the server starts on "the merge step's output" as
@@ -68,7 +69,7 @@ def test_one_server_scores_a_batch_as_the_in_process_engine_does(vllm_server, na
     assert [item.get("error") for item in served] == [None, None, None]
     assert [item["scores"] for item in served] == [pytest.approx(e, rel=1e-5) for e in expected]
     assert len({e[FIT_KEY] for e in expected}) == 3  # the candidates differ, so equal numbers mean the swaps took
-    assert sorted(p.name for p in served_dir.parent.iterdir()) == ["candidate", "candidate-2"]  # the previous swap's folder is gone
+    assert sorted(p.name for p in served_dir.parent.iterdir()) == ["candidate"]  # every swap's folder is gone with the batch
 
 
 def test_an_sglang_batch_swaps_through_update_weights_from_disk(tiny_family, task_dir, tmp_path):

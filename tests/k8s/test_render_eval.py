@@ -270,3 +270,17 @@ def test_an_engine_without_adapter_hosting_serves_lora_candidates_as_a_merged_ch
     merge, server, _ = _containers(render_eval_job(SEARCH, 1, "jp-e1-c000001-1", ["c000001"], lora_spec(engine), SETTINGS, OWNER))
     assert "--adapter" not in merge["command"]
     assert server["args"][server["args"].index(ENGINES[engine].launch.model_flag) + 1] == "/model/candidate"
+
+
+def test_a_pod_that_asks_for_work_names_itself_and_the_endpoint_and_has_no_deadline_of_its_own():
+    job = render_eval_job(SEARCH, 1, "jp-e1-c000004-1", ["c000004"], spec("vllm"), SETTINGS, OWNER,
+                          work_url="http://10.0.0.5:8070")
+
+    assert "activeDeadlineSeconds" not in job["spec"]  # it lives for the epoch; the controller ends it
+    pod = job["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    (score,) = pod["containers"]
+    assert score["command"][-2:] == ["--work-url", "http://10.0.0.5:8070"]
+    assert {"name": "EVOMERGE_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in score["env"]
+    batch = render_eval_job(SEARCH, 1, "jp-e1-c000004-1", ["c000004"], spec("vllm"), SETTINGS, OWNER)
+    assert batch["spec"]["activeDeadlineSeconds"] == 1200 and "--work-url" not in batch["spec"]["template"]["spec"]["containers"][0]["command"]

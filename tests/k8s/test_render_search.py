@@ -147,3 +147,15 @@ def test_child_names_stay_within_63_characters_and_distinct():
 
     assert all(len(n) <= 63 for n in names) and len(names) == 2
     assert child_name("short", "e2") == "short-e2"
+
+
+def test_an_async_search_whose_pods_ask_for_work_gives_its_controller_its_own_ip_and_the_work_port():
+    asking = render_controller_job(SEARCH, Epoch(1, spec(search={"mode": "async"}, evaluation={"engine": "vllm"})),
+                                   ClusterSettings(work_port=9000))
+    (container,) = asking["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["EVOMERGE_POD_IP"] == {"name": "EVOMERGE_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
+    assert env["EVOMERGE_WORK_PORT"]["value"] == "9000" and container["ports"] == [{"name": "work", "containerPort": 9000}]
+    for other in (spec(evaluation={"engine": "vllm"}), spec(search={"mode": "async"}, evaluation={"engine": "tgi"})):
+        (container,) = render_controller_job(SEARCH, Epoch(1, other), ClusterSettings())["spec"]["template"]["spec"]["containers"]
+        assert "ports" not in container and "EVOMERGE_POD_IP" not in {e["name"] for e in container["env"]}

@@ -1008,6 +1008,8 @@ class _PodRun(threading.Thread):
             "conditions": list(self.conditions.values()),
             "startTime": self.start_time,
             "hostIP": "127.0.0.1",
+            "podIP": "127.0.0.1",  # every pod shares the host's network here
+            "podIPs": [{"ip": "127.0.0.1"}],
             "containerStatuses": [public(n) for n in main],
         }
         if init:

@@ -84,12 +84,15 @@ def evaluate_batch(
     adapter: Optional[str] = typer.Option(
         None, "--adapter", help=f"The sidecar serves the candidate as this LoRA adapter over the base ({'/'.join(ADAPTER_ENGINES)})."
     ),
+    work_url: Optional[str] = typer.Option(
+        None, "--work-url", help="An async search's controller: results go there, and the pod asks it for more work."
+    ),
 ) -> None:
     """Score a batch of candidates; compact JSON scores go to stdout and the termination log."""
     from ..evaluate.worker import InputError, evaluate_batch as score, report
 
     try:
-        message = score(spec, recipes, model_dir, server_url, held_out, adapter)
+        message = score(spec, recipes, model_dir, server_url, held_out, adapter, work_url)
     except (InputError, ValueError) as error:
         report(f"InputError: {error}")
         raise typer.Exit(SCORER_INPUT_ERROR)

@@ -22,7 +22,7 @@ from ..catalogue.engines import DEFAULT_ENGINE, ENGINES, LOCAL_ENGINES, SERVED_E
 from .errors import console, fail
 
 if TYPE_CHECKING:
-    from ..evaluate.engines.served import VLLMWorker
+    from ..evaluate.engines.served import SwappingWorker
     from ..merge.recipe import MergeRecipe
 
 app = typer.Typer(
@@ -296,7 +296,7 @@ def _run_and_report(search: MergeSearch, run_dir: Path, quiet: bool, as_json: bo
 
 
 def _write_comparison(search: MergeSearch, run_dir: Path, best: dict, quiet: bool,
-                      worker: "VLLMWorker | None" = None) -> None:
+                      worker: "SwappingWorker | None" = None) -> None:
     """Each expert alone and the uniform merge beside the evolved one, on both splits: the report's proof
     that the search paid off. A layer path has no uniform merge to compare with."""
     from ..merge.recipe import MergeRecipe

@@ -3,7 +3,7 @@
 Engine `transformers`: one process holds the experts resident and merges + scores every recipe of the
 batch. Served engines: the pod's init container already merged the first candidate and the sidecar serves
 it; an engine whose server swaps weights in place (catalogue/engines.py) takes the batch's later
-candidates from this process (served.py), one server start for the whole batch, and any other serves
+candidates from this process (engines/served.py), one server start for the whole batch, and any other serves
 exactly one. Output is one JSON list, one entry per recipe, in order:
 {"id": ..., "scores": {"task/metric": value}} or {"id": ..., "error": "one line"} — small enough for a
 container termination message, so pods need no API token to report. The pod runs it through
@@ -23,7 +23,7 @@ from ..models.uris import local_path
 from ..spec.merge_search import MergeSearchSpec
 from .cache import ScoreCache
 from .engines.options import EngineOptions
-from .placement import candidates_per_pod
+from .placement import candidates_per_pod, swaps_in_pod
 
 SERVER_URL_ENV = "EVOMERGE_SERVER_URL"
 
@@ -38,13 +38,16 @@ def score_batch(
     cache: ScoreCache | None = None,
     adapter: str | None = None,
     on_result: Callable[[dict[str, Any]], None] | None = None,
+    more: Callable[[], dict[str, Any] | None] | None = None,
 ) -> list[dict[str, Any]]:
     """Per recipe {"id", "scores"} or {"id", "error"}; items are {"id": str, "recipe": MergeRecipe.to_dict()}.
 
     `held_out` scores spec.heldOut instead of spec.objectives; `model_dir` and `server_url` are the merged
     checkpoint (for its tokenizer) and the server for served engines; `adapter` names the LoRA adapter the
     server hosts the candidate as (then `model_dir` is that adapter, with the base's tokenizer).
-    `on_result` is called with each entry as soon as it is known, in order.
+    `on_result` is called with each entry as soon as it is known, in order. `more` gives further items, one at
+    a time, until it returns None: an async search's pod that asks its controller for work (served engines that
+    swap in place only).
     """
     objectives = spec.held_out if held_out else spec.objectives
     if not objectives:
@@ -59,7 +62,9 @@ def score_batch(
 
     try:
         if ENGINES[spec.evaluation.engine].served:
-            _score_served(parsed, spec, objectives, model_dir, server_url, adapter, record)
+            _score_served(parsed, spec, objectives, model_dir, server_url, adapter, record, more)
+        elif more is not None:
+            raise ValueError(f"engine {spec.evaluation.engine} scores in-process: it asks for no further work")
         else:
             _score_resident(parsed, spec, objectives, cache, record)
     except Exception as error:  # a broken setup fails every candidate not scored yet, with the reason in each entry
@@ -85,9 +90,12 @@ def _score_resident(parsed: list[tuple[str, MergeRecipe | str]], spec: MergeSear
 
 def _score_served(parsed: list[tuple[str, MergeRecipe | str]], spec: MergeSearchSpec, objectives: Sequence[Any],
                   model_dir: Path | None, server_url: str | None, adapter: str | None,
-                  record: Callable[[dict[str, Any]], None]) -> None:
-    """The first candidate is the one the pod's merge step wrote into `model_dir`; later ones are swapped in."""
-    from .served import ServedBatch
+                  record: Callable[[dict[str, Any]], None], more: Callable[[], dict[str, Any] | None] | None) -> None:
+    """The first candidate is the one the pod's merge step wrote into `model_dir`; later ones (the batch's, then
+    those `more` gives) are swapped in through the pod's server (engines/served.py), their weights written next
+    to `model_dir`."""
+    from .engines.served import SidecarServer, SwappingWorker
+    from .tasks import TaskSuite
 
     engine = spec.evaluation.engine
     if len(parsed) > candidates_per_pod(spec):
@@ -96,14 +104,23 @@ def _score_served(parsed: list[tuple[str, MergeRecipe | str]], spec: MergeSearch
     url = server_url or os.environ.get(SERVER_URL_ENV)
     if not url or model_dir is None:
         raise ValueError(f"engine {engine} needs --server-url (or ${SERVER_URL_ENV}) and --model-dir (the merged checkpoint)")
-    options = EngineOptions(engine=engine, url=url, batch_size=spec.evaluation.batch_size,
+    if more is not None and not swaps_in_pod(spec):
+        raise ValueError(f"engine {engine} serves one candidate per server start here: it cannot ask for more work")
+    options = EngineOptions(engine=engine, url=url, batch_size=spec.evaluation.batch_size, device=spec.evaluation.device,
                             timeout_s=float(spec.evaluation.timeout_seconds), adapter=adapter)
-    batch = ServedBatch(spec, objectives, model_dir, options)
+    model_dir = Path(model_dir)
+    worker = SwappingWorker(SidecarServer(model_dir, url), options, *input_dirs(spec), spec.allow_pickle,
+                            scratch=model_dir.parent)
+    suite = TaskSuite.build(objectives, spec.evaluation.include_paths, spec.search.seed)
     try:
+        worker.connect(suite)
         for index, (cid, recipe) in enumerate(parsed):
-            record(_scored(cid, recipe, lambda r: batch.score(r, first=index == 0)))
+            record(_scored(cid, recipe, lambda r: worker.score(r, suite, served=index == 0)))
+        while more is not None and (item := more()) is not None:
+            cid, recipe = _parse(item, len(parsed))
+            record(_scored(cid, recipe, lambda r: worker.score(r, suite)))
     finally:
-        batch.close()
+        worker.close()
 
 
 def _scored(cid: str, recipe: MergeRecipe | str, score: Callable[[MergeRecipe], dict[str, float]]) -> dict[str, Any]:

@@ -26,6 +26,12 @@ def swaps_in_pod(spec: MergeSearchSpec) -> bool:
     return entry.served and entry.swaps_in_place and not serves_adapter(spec) and not spec.merge.data_flow.enabled
 
 
+def asks_for_work(spec: MergeSearchSpec) -> bool:
+    """Whether the search's evaluation pods live for the whole epoch, asking the controller for candidate after
+    candidate: async mode, where one server start can serve any number of candidates (swaps_in_pod)."""
+    return spec.search.mode == "async" and swaps_in_pod(spec)
+
+
 def candidates_per_pod(spec: MergeSearchSpec) -> int:
     """The most candidates one evaluation pod scores: evaluation.candidatesPerJob where one process (transformers)
     or one server start (swaps_in_pod) takes them all, else one."""

@@ -67,11 +67,13 @@ def objective_keys(spec: MergeSearchSpec, held_out: bool = False) -> list[str]:
 
 
 def evaluate_batch(spec_path: Path, recipes_path: Path, model_dir: Path | None, server_url: str | None, held_out: bool,
-                   adapter: str | None = None) -> str:
+                   adapter: str | None = None, work_url: str | None = None) -> str:
     """Score every recipe of the batch; the compact message for the termination log (one entry per recipe).
 
     After each candidate the message so far is written to the termination log (without echo): what the
-    executor reads if the pod dies before the end.
+    executor reads if the pod dies before the end. With `work_url` (an async search's controller, see
+    work_client.py) each result goes there instead, and the pod then asks it for candidate after candidate
+    until it answers stop; the message is then a one-line count.
     """
     spec = read_spec(spec_path)
     items = read_json(recipes_path, "--recipes")
@@ -81,13 +83,37 @@ def evaluate_batch(spec_path: Path, recipes_path: Path, model_dir: Path | None, 
 
     keys = objective_keys(spec, held_out)
     done: list[dict[str, Any]] = []
+    client = _work_client(work_url)
 
     def progress(item: dict[str, Any]) -> None:
         done.append(item)
-        report(encode_scores(done, keys), echo=False)
+        if client is not None:
+            client.report(item)
+        else:
+            report(encode_scores(done, keys), echo=False)
         outcome = "scored" if "scores" in item else f"failed: {item.get('error')}"
-        print(f"candidate {item['id']} ({len(done)}/{len(items)}) {outcome}", file=sys.stderr, flush=True)
+        count = f"{len(done)}" if client is not None else f"{len(done)}/{len(items)}"
+        print(f"candidate {item['id']} ({count}) {outcome}", file=sys.stderr, flush=True)
 
-    results = score_batch(items, spec, held_out=held_out, model_dir=model_dir, server_url=server_url, adapter=adapter,
-                          on_result=progress)
+    try:
+        results = score_batch(items, spec, held_out=held_out, model_dir=model_dir, server_url=server_url,
+                              adapter=adapter, on_result=progress, more=client.next if client is not None else None)
+    finally:
+        if client is not None:
+            client.close()
+    if client is not None:
+        failed = sum(1 for item in results if "scores" not in item)
+        return f"scored {len(results)} candidates for {work_url} ({failed} failed); the controller said stop"
     return encode_scores(results, keys)
+
+
+def _work_client(work_url: str | None) -> Any:
+    if work_url is None:
+        return None
+    from .work_client import POD_NAME_ENV, WorkClient
+
+    pod = os.environ.get(POD_NAME_ENV)
+    if not pod:
+        raise InputError(f"--work-url needs ${POD_NAME_ENV}, the pod's own name (downward API metadata.name), which "
+                         "the controller checks")
+    return WorkClient(work_url, pod)

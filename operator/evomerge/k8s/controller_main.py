@@ -10,12 +10,14 @@ and continues with nothing lost. With storage.output set, it keeps the run repor
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from ..evaluate.placement import candidates_per_pod
+from ..evaluate.placement import asks_for_work, candidates_per_pod
+from ..executors.kubernetes import KubernetesExecutor
 from ..merge.recipe import MergeRecipe
 from ..search.genome import Genome
 from ..spec.loading import validate_document
@@ -24,9 +26,10 @@ from .client import Kube
 from .conditions import HISTORY_LOST
 from .controller_events import ControllerEvents
 from .evaluation_jobs import evaluation_executor
+from .evaluation_workers import WorkerPool
 from .history_configmap import ConfigMapHistory
 from .naming import epoch_configmap_name
-from .render_search import read_epoch_configmap
+from .render_search import POD_IP_ENV, read_epoch_configmap
 from .search_compare import compare_in_cluster
 from .search_report import SearchReport, earlier_epochs
 from .settings import ClusterSettings
@@ -111,6 +114,20 @@ def say_if_lost(kube: Kube, search: dict[str, Any], epoch: int, offsets: dict[st
         kube.patch_status("MergeSearch", meta["namespace"], meta["name"], {"historyLost": history.lost})
 
 
+def _executor(kube: Kube, search: dict[str, Any], epoch: int, spec: MergeSearchSpec, settings: ClusterSettings,
+              owner: dict[str, Any]) -> tuple[KubernetesExecutor | WorkerPool, int]:
+    """The epoch's executor and how many candidates async mode keeps in flight: one per pod for pods that ask for
+    work (they live for the epoch), else enough to fill every pod's batch (one server start per batch)."""
+    if asks_for_work(spec):
+        pod_ip = os.environ.get(POD_IP_ENV)
+        if not pod_ip:
+            raise ControllerError(f"${POD_IP_ENV} is not set: the controller Job renders it from the downward API "
+                                  "(status.podIP) for async searches whose pods ask it for work")
+        return WorkerPool(kube, search, epoch, spec, settings, owner, pod_ip), spec.evaluation.parallelism
+    return (evaluation_executor(kube, search, epoch, spec, settings, owner),
+            spec.evaluation.parallelism * candidates_per_pod(spec))
+
+
 def run_controller(kube: Kube, namespace: str, name: str, epoch: int, settings: ClusterSettings,
                    controller_job: str | None = None) -> ControllerResult:
     """Run the epoch to its end. `controller_job` (the pod's own Job) owns the evaluation Jobs when given."""
@@ -136,7 +153,7 @@ def run_controller(kube: Kube, namespace: str, name: str, epoch: int, settings: 
         log.warning(note)
     vectors = _stacked(elites, prepared.seed_recipes)  # the elites first: CMA-ES starts at the first
     _count_start(kube, search, controller_job)
-    executor = evaluation_executor(kube, search, epoch, spec, settings, owner)
+    executor, in_flight = _executor(kube, search, epoch, spec, settings, owner)
     history = ConfigMapHistory(kube, search, epoch)
     say_if_lost(kube, search, epoch, offsets, history)
     report = None
@@ -145,10 +162,9 @@ def run_controller(kube: Kube, namespace: str, name: str, epoch: int, settings: 
                               offsets, earlier_epochs(kube, search, epoch))
     shown = spec.objectives[0].key if len(spec.objectives) == 1 else None  # BEST in that objective's own direction
     sink = SearchStatusSink(kube, search, offsets, report=report, shown_objective=shown)
-    # Async mode fills every evaluation pod: one pod start (and one server start) per batch, not per candidate.
     runner = SearchRunner(
         spec, genome, lambda: make_optimizer(genome, spec.search, len(spec.objectives), vectors), executor,
-        history, sink, in_flight=spec.evaluation.parallelism * candidates_per_pod(spec),
+        history, sink, in_flight=in_flight,
     )
     sink.bind(runner)
     try:

@@ -53,11 +53,12 @@ class StaleJob(RuntimeError):
 
 class EvaluationJobs:
     def __init__(self, kube: Kube, search: dict[str, Any], epoch: int, spec: MergeSearchSpec,
-                 settings: ClusterSettings, owner: dict[str, Any], component: str = EVALUATION, held_out: bool = False):
+                 settings: ClusterSettings, owner: dict[str, Any], component: str = EVALUATION, held_out: bool = False,
+                 work_url: str | None = None):
         meta = search["metadata"]
         self.kube = kube
         self.search, self.epoch, self.spec, self.settings, self.owner = search, epoch, spec, settings, owner
-        self.component, self.held_out = component, held_out
+        self.component, self.held_out, self.work_url = component, held_out, work_url
         self.namespace, self.name, self.uid = meta["namespace"], meta["name"], meta["uid"]
         self.selector = selector(search_labels(component, self.name, self.uid, epoch))
         self._jobs: dict[str, dict[str, Any] | None] = {}  # None: deleted before it finished
@@ -82,7 +83,7 @@ class EvaluationJobs:
     def create(self, name: str, candidates: Sequence[tuple[str, MergeRecipe]]) -> None:
         ids = [cid for cid, _ in candidates]
         job = render_eval_job(self.search, self.epoch, name, ids, self.spec, self.settings, self.owner,
-                              self.component, self.held_out)
+                              self.component, self.held_out, self.work_url)
         try:
             created = self.kube.create(job)
         except Conflict:

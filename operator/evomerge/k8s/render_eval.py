@@ -5,7 +5,7 @@ container `merge` writes the batch's first candidate into an emptyDir, a native 
 (startupProbe on its health route), and the `score` container scores through it. An engine whose server
 swaps weights in place (catalogue/engines.py: vLLM) serves the whole batch from that one start: the scorer
 holds the experts resident, writes each later candidate next to the first on the memory-backed emptyDir
-and has the server reload it (evaluate/served.py); that server listens on the pod's loopback only, since
+and has the server reload it (evaluate/engines/served.py); that server listens on the pod's loopback only, since
 its reload routes must not be reachable from other pods. Engines that cannot reload (TGI) serve one
 candidate per pod, as do LoRA-adapter and data-flow searches. Either way the scores leave the pod as the
 scorer's termination message, so evaluation pods carry no API token.
@@ -23,6 +23,7 @@ from typing import Any, Sequence
 from ..catalogue.contracts import SCORER_PERMANENT_EXITS
 from ..catalogue.engines import ENGINES
 from ..evaluate.placement import candidates_per_pod, serves_adapter, swaps_in_pod
+from ..evaluate.work_client import POD_NAME_ENV
 from ..merge.recipe import MergeRecipe
 from ..models.uris import parse_uri
 from ..spec.merge_search import MergeSearchSpec
@@ -86,11 +87,14 @@ def render_eval_job(
     owner: dict[str, Any],
     component: str = EVALUATION,
     held_out: bool = False,
+    work_url: str | None = None,
 ) -> dict[str, Any]:
     """One evaluation Job for `candidate_ids` (up to candidates_per_pod of them).
 
     The search's own Jobs are component `evaluation`; the report's reference scores (search_compare.py) are
-    component `comparison`, on spec.objectives or, with `held_out`, on spec.heldOut.
+    component `comparison`, on spec.objectives or, with `held_out`, on spec.heldOut. With `work_url` (the
+    controller's work endpoint, async searches that swap in place) the pod starts on its one candidate and
+    then asks there for the next, for the epoch's whole life (evaluation_workers.py): no deadline of its own.
     """
     meta = search["metadata"]
     engine = spec.evaluation.engine
@@ -117,11 +121,12 @@ def render_eval_job(
         scorer_mounts = [*mounts, scratch if swaps_in_pod(spec) else {**scratch, "readOnly": True}]
         # A swapping pod's scorer holds the experts: the evaluation's host resources, without its accelerators.
         limits = host_resources(spec.evaluation.resources) if swaps_in_pod(spec) else resources(settings.scorer_resources)
-        pod["containers"] = [_scorer(spec, settings, scorer_mounts, limits, True, held_out)]
+        pod["containers"] = [_scorer(spec, settings, scorer_mounts, limits, True, held_out, work_url)]
+    deadline = {} if work_url else {"activeDeadlineSeconds": spec.evaluation.timeout_seconds}
     return owned_job(name, meta["namespace"], owner, labels, pod, "score", list(SCORER_PERMANENT_EXITS),
                      annotations={CANDIDATES_ANNOTATION: ",".join(candidate_ids)},
                      queue=queue_name(spec, settings), backoffLimit=settings.evaluation_backoff_limit,
-                     activeDeadlineSeconds=spec.evaluation.timeout_seconds, ttlSecondsAfterFinished=settings.evaluation_ttl_seconds)
+                     ttlSecondsAfterFinished=settings.evaluation_ttl_seconds, **deadline)
 
 
 def _volumes(search: str, job: str, epoch: int, spec: MergeSearchSpec,
@@ -150,7 +155,7 @@ def _volumes(search: str, job: str, epoch: int, spec: MergeSearchSpec,
 
 
 def _scorer(spec: MergeSearchSpec, settings: ClusterSettings, mounts: list[dict], limits: dict, served: bool,
-            held_out: bool) -> dict[str, Any]:
+            held_out: bool, work_url: str | None = None) -> dict[str, Any]:
     command = ["evomerge", "evaluate-batch", "--spec", SPEC_FILE, "--recipes", RECIPES_FILE]
     if held_out:
         command.append("--held-out")
@@ -158,18 +163,23 @@ def _scorer(spec: MergeSearchSpec, settings: ClusterSettings, mounts: list[dict]
         command += ["--model-dir", CANDIDATE_DIR, "--server-url", f"http://127.0.0.1:{settings.server_port}"]
         if serves_adapter(spec):
             command += ["--adapter", ADAPTER_NAME]
-    return _worker_step("score", command, spec, settings, mounts, limits)
+    env: list[dict[str, Any]] = []
+    if work_url:
+        command += ["--work-url", work_url]
+        env.append({"name": POD_NAME_ENV, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
+    return _worker_step("score", command, spec, settings, mounts, limits, env)
 
 
 def _worker_step(name: str, command: list[str], spec: MergeSearchSpec, settings: ClusterSettings, mounts: list[dict],
-                 limits: dict[str, Any]) -> dict[str, Any]:
-    """A container of the worker image (the `merge` step or the scorer), on a read-only root."""
+                 limits: dict[str, Any], env: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """A container of the worker image (the `merge` step or the scorer), on a read-only root; `env` is added to
+    the worker's own."""
     return {
         "name": name,
         "image": spec.evaluation.image or settings.worker_image,
         "imagePullPolicy": settings.image_pull_policy,
         "command": command,
-        "env": worker_env(settings, model_cache_claim(spec)),
+        "env": worker_env(settings, model_cache_claim(spec)) + list(env),
         "resources": limits,
         "securityContext": container_security_context(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -208,7 +218,7 @@ def _served_base(spec: MergeSearchSpec, settings: ClusterSettings) -> tuple[list
 
 def _server(spec: MergeSearchSpec, settings: ClusterSettings, model_mounts: list[dict]) -> dict[str, Any]:
     """The native sidecar (restartPolicy Always): started before `score`, stopped after it; the kubelet restarts
-    it if it dies, and the scorer hands a restarted server its candidate again (evaluate/served.py).
+    it if it dies, and the scorer hands a restarted server its candidate again (evaluate/engines/served.py).
 
     It serves the merged checkpoint the `merge` step wrote, or (serves_adapter) the base with that step's
     combined adapter hosted as ADAPTER_NAME. A swapping server listens on the pod's loopback only and is

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..catalogue.contracts import CONTROLLER_PERMANENT_EXITS
+from ..evaluate.placement import asks_for_work
 from ..spec.base import GROUP_VERSION
 from ..spec.merge_search import MergeSearchSpec
 from .naming import (
@@ -34,6 +35,7 @@ SEEDS_KEY = "seeds.json"
 OFFSETS_KEY = "offsets.json"
 DIGEST_KEY = "input-digest"
 CONTROLLER_JOB_ENV = "EVOMERGE_CONTROLLER_JOB"
+POD_IP_ENV = "EVOMERGE_POD_IP"  # the controller pod's own IP (downward API): where its evaluation pods reach it
 # Fields that do not change what is searched: editing them reconfigures the running epoch.
 OPERATIONAL_FIELDS = ("evaluation", "storage", "held_out", "allow_pickle", "suspend")
 
@@ -124,6 +126,10 @@ def render_controller_job(search: dict[str, Any], epoch: Epoch, settings: Cluste
     env = settings.to_env() + worker_env(settings, cache) + [
         {"name": CONTROLLER_JOB_ENV, "value": name},
     ]
+    ports = []
+    if asks_for_work(epoch.spec):  # its evaluation pods ask its work endpoint, at its own IP, for candidates
+        env.append({"name": POD_IP_ENV, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
+        ports = [{"name": "work", "containerPort": settings.work_port}]
     container = {
         "name": CONTROLLER,
         "image": settings.worker_image,
@@ -135,6 +141,7 @@ def render_controller_job(search: dict[str, Any], epoch: Epoch, settings: Cluste
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "volumeMounts": [tmp_mount, *mounts],
         "workingDir": TMP_DIR,
+        **({"ports": ports} if ports else {}),
     }
     pod = {
         "restartPolicy": "Never",

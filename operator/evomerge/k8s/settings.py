@@ -41,6 +41,7 @@ class ClusterSettings:
     pvc_root: str = "/mnt/pvc"
     cache_mount: str = "/models"
     server_port: int = 8080  # of an evaluation pod's server, on the pod's own network
+    work_port: int = 8070  # of a controller's work endpoint, where an async search's evaluation pods ask for work
     queue_name: str = ""  # the Kueue LocalQueue of searches that name none ("": no queueing)
 
     def __post_init__(self) -> None:

@@ -13,7 +13,7 @@ from ..catalogue.contracts import HISTORY_FILE, MERGED_DIR, SCORES_FILE, SPEC_FI
 from ..catalogue.engines import ENGINES, LOCAL_ENGINES
 from ..evaluate.cache import ScoreCache
 from ..evaluate.engines.resident import ResidentEngine
-from ..evaluate.engines.served import ServedEngine, VLLMWorker
+from ..evaluate.engines.served import ServedEngine, SwappingWorker
 from ..executors.local import LocalExecutor
 from ..merge.export import export_merge
 from ..merge.recipe import MergeRecipe
@@ -39,7 +39,7 @@ class LocalRun:
 
 
 def run_local(search: MergeSearch, run_dir: Path, sink: StatusSink | None = None, export: bool = True,
-              worker: VLLMWorker | None = None) -> LocalRun:
+              worker: SwappingWorker | None = None) -> LocalRun:
     """The search, its held-out scores and the exported best merge. With engine vllm, one server (`worker`, else
     one started here) scores every candidate and is stopped when the run ends, fails or is interrupted."""
     with ExitStack() as stack:
@@ -49,7 +49,7 @@ def run_local(search: MergeSearch, run_dir: Path, sink: StatusSink | None = None
 
 
 def _run_local(search: MergeSearch, run_dir: Path, sink: StatusSink | None, export: bool,
-               worker: VLLMWorker | None) -> LocalRun:
+               worker: SwappingWorker | None) -> LocalRun:
     spec = search.spec
     run_dir.mkdir(parents=True, exist_ok=True)
     _pin_spec(run_dir, search)
@@ -81,7 +81,7 @@ def _run_local(search: MergeSearch, run_dir: Path, sink: StatusSink | None, expo
 
 
 @contextmanager
-def evaluation_worker(spec: MergeSearchSpec, log_dir: Path) -> Iterator[VLLMWorker | None]:
+def evaluation_worker(spec: MergeSearchSpec, log_dir: Path) -> Iterator[SwappingWorker | None]:
     """The one server a local run scores through, stopped on the way out; None where candidates score in-process.
 
     A served engine needs a local build of its server (the catalogue's cpu_build, or $EVOMERGE_VLLM_PYTHON);
@@ -103,7 +103,7 @@ def evaluation_worker(spec: MergeSearchSpec, log_dir: Path) -> Iterator[VLLMWork
         return
     base_dir = resolve("spec.baseModel.uri", spec.base_model.uri) if spec.base_model else None
     expert_dirs = {e.name: resolve(f"spec.experts[{i}].uri", e.uri) for i, e in enumerate(spec.experts)}
-    worker = VLLMWorker(base_dir, expert_dirs, log_dir, spec.allow_pickle)
+    worker = SwappingWorker.local(base_dir, expert_dirs, log_dir, spec.allow_pickle)
     try:
         yield worker
     finally:
@@ -111,7 +111,7 @@ def evaluation_worker(spec: MergeSearchSpec, log_dir: Path) -> Iterator[VLLMWork
 
 
 def make_engine(spec: MergeSearchSpec, objectives, cache: ScoreCache | None = None,
-                worker: VLLMWorker | None = None) -> ResidentEngine | ServedEngine:
+                worker: SwappingWorker | None = None) -> ResidentEngine | ServedEngine:
     """The engine for a spec's models, scoring the given objectives (subsample from spec.search.seed): through the
     worker's server when one is given (engine vllm), else in-process."""
     if worker is not None:

@@ -1,6 +1,7 @@
 """One vLLM server per worker: candidates merged here, swapped into the real server in place, scored through it.
 
-The worker starts its own real server (it is killed in one test, so it cannot be the session's).
+The worker starts its own real server (it is killed in one test, so it cannot be the session's). The same
+SwappingWorker scores an evaluation pod's batch through the pod's sidecar: tests/evaluate/test_served.py.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from evomerge.evaluate.engines.resident import ResidentEngine
-from evomerge.evaluate.engines.served import VLLMWorker
+from evomerge.evaluate.engines.served import SwappingWorker, WrongShapes
 from evomerge.merge.recipe import ExpertWeights, MergeRecipe
 from evomerge.spec.merge_search import Objective
 from tests.support.vllm import ANSWER_TASK, MAX_MODEL_LEN, write_answer_task
@@ -40,7 +41,7 @@ def experts(nano_zoo) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def worker(nano_zoo, experts, tmp_path_factory):
-    with VLLMWorker(nano_zoo.base, experts, tmp_path_factory.mktemp("server-logs")) as served:
+    with SwappingWorker.local(nano_zoo.base, experts, tmp_path_factory.mktemp("server-logs")) as served:
         yield served
 
 
@@ -67,9 +68,35 @@ def test_candidates_score_as_in_process_through_one_server_start(worker, residen
         assert got == pytest.approx(resident.score(recipe), rel=1e-5)
         scored.append(got)
     assert scored[0] != scored[2]
-    assert worker.timings.server_starts == 1 and worker.max_model_len == MAX_MODEL_LEN
+    assert worker.timings.server_starts == 1 and worker.handle.max_model_len == MAX_MODEL_LEN
     assert worker.timings.candidates == 3 and worker.timings.handover_s > 0
-    assert [p.name for p in worker.scratch.iterdir()] == ["model.safetensors"]
+    # Only the folder the server serves is left, holding nothing but the weights.
+    assert [(p.name, [f.name for f in p.iterdir()]) for p in worker.scratch.iterdir()] == [("base-3", ["model.safetensors"])]
+    assert worker.serving == worker.scratch / "base-3"
+
+
+def test_weights_of_other_shapes_are_refused_before_the_server_gets_them(worker, resident, nano_zoo, experts,
+                                                                         objectives, include_paths, tmp_path):
+    """vLLM's engine dies on an in-place reload of other shapes while /health still answers: the worker compares
+    the folder's safetensors headers with the served checkpoint's and refuses it, and the server serves on."""
+    from safetensors.torch import load_file, save_file
+
+    engine = worker.engine(objectives, include_paths)
+    engine.score(_recipe(nano_zoo, experts, (0.4, 0.4)))
+    serving, starts = worker.serving, worker.timings.server_starts
+    tensors = load_file(str(nano_zoo.base / "model.safetensors"))
+    name = next(n for n in sorted(tensors) if n.endswith("embed_tokens.weight"))
+    tensors[name] = tensors[name][:-1].clone()  # one token fewer: another vocabulary
+    (tmp_path / "other").mkdir()
+    save_file(tensors, str(tmp_path / "other" / "model.safetensors"))
+
+    with pytest.raises(WrongShapes, match=rf"{name} is \[\d+, \d+\], served \[\d+, \d+\].*architecture and shapes"):
+        worker.hand_over(tmp_path / "other")
+
+    assert worker.serving == serving and worker.server.alive
+    recipe = _recipe(nano_zoo, experts, (0.7, 0.2))
+    assert engine.score(recipe) == pytest.approx(resident.score(recipe), rel=1e-5)
+    assert worker.timings.server_starts == starts  # no restart: the server never saw the wrong shapes
 
 
 def test_a_server_killed_mid_candidate_costs_only_a_retry_of_that_candidate(worker, resident, nano_zoo, experts,

@@ -15,6 +15,8 @@ class EngineOptions:
     """`engine`: a catalogue engine, in-process or served (a server at `url`); the rest tunes that engine."""
 
     engine: EngineName = DEFAULT_ENGINE
+    # Where the model runs: the in-process engine places it there; for vLLM, "cpu" says the server is its CPU
+    # build, whose LoRA scoring must run one request at a time (engines/vllm.py).
     device: str = "auto"
     batch_size: int = 8
     url: str | None = None

@@ -7,7 +7,9 @@ come from vLLM's `prompt_logprobs` (each prompt token's log-probability and rank
 
 from __future__ import annotations
 
+import threading
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Callable
 
@@ -43,6 +45,10 @@ class VLLMBackend(JsonHttpBackend):
         entry = entries[self.model]
         parent = entries.get(entry.get("parent") or "", {})
         self._max_length = int(entry.get("max_model_len") or parent.get("max_model_len") or DEFAULT_MAX_MODEL_LEN) - 2
+        # vLLM's CPU build crashes its engine when two prompt_logprobs / echo requests run at once on a server
+        # that hosts LoRA adapters (vLLM issues #16668, #29955): there, requests go one at a time.
+        hosts_lora = any(e.get("parent") for e in entries.values())
+        self.one_at_a_time = threading.Lock() if hosts_lora and options.device == "cpu" else None
 
     @property
     def max_length(self) -> int:
@@ -113,7 +119,9 @@ class VLLMBackend(JsonHttpBackend):
     def _complete(self, body: dict[str, Any]) -> dict[str, Any]:
         what = f"POST {self.url}/v1/completions"
         try:
-            answer = call_with_retries(lambda: self._request("POST", "/v1/completions", body), self.retry, what, self.sleep)
+            with self.one_at_a_time or nullcontext():
+                answer = call_with_retries(lambda: self._request("POST", "/v1/completions", body), self.retry, what,
+                                           self.sleep)
         except ServerError:
             raise
         except requests.HTTPError as error:
