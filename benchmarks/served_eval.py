@@ -12,8 +12,9 @@ Candidates are the same seeded random task_arithmetic recipes over all experts f
   (a) in-process   ResidentEngine: experts resident, the live transformers model re-merged in place.
   (b) cold vLLM    today's cluster design for served engines: per candidate, merge, write the checkpoint,
                    start a vLLM server on it (hand-over = write + start to /health), score, stop the server.
-  (c) one vLLM     SwappingWorker: one server start per worker; per candidate, merge, write the weights to
-                   /dev/shm and swap them in place (collective_rpc reload_weights + reset_prefix_cache), score.
+  (c) one vLLM     SwappingWorker: one server start per worker; per candidate, swap its weights in place
+                   (collective_rpc reload_weights + reset_prefix_cache) and score, while the next candidate
+                   is merged and written to /dev/shm (as a local run and an evaluation pod's batch do).
 
 Per engine: mean seconds per candidate in each part, the non-scoring share, candidates per minute, and for (c)
 the one server start amortised over the candidates timed. The scores of (c) are checked against (a)'s.
@@ -132,16 +133,21 @@ def timed_in_process(engine: ResidentEngine, recipes: list[MergeRecipe]) -> Part
     return parts
 
 
-def timed_one_server(worker: SwappingWorker, suite_objectives, include_paths, recipes, seed) -> Parts:
+def timed_one_server(worker: SwappingWorker, suite_objectives, include_paths, recipes, seed,
+                     following: MergeRecipe | None = None) -> Parts:
+    """Per candidate, as a run scores it: told the next candidate, which is merged and written while this one is
+    scored. "merge" is what the candidate still waited for its weights (merge + write not hidden), "hand-over" the
+    in-place reload; the wall time is the candidate's whole time on the critical path."""
     engine = worker.engine(suite_objectives, include_paths, seed=seed)
     parts = Parts()
-    for recipe in recipes:
+    upcoming = [*recipes[1:], following]
+    for recipe, then in zip(recipes, upcoming):
         t = worker.timings
-        merge0, hand0, score0 = t.merge_s, t.handover_s, t.score_s
+        ready0, swap0, score0 = t.ready_s, t.swap_s, t.score_s
         started = time.perf_counter()
-        scores = engine.score(recipe)
+        scores = engine.score(recipe, then=then)
         wall = time.perf_counter() - started
-        parts.add(t.merge_s - merge0, t.handover_s - hand0, t.score_s - score0, wall, scores)
+        parts.add(t.ready_s - ready0, t.swap_s - swap0, t.score_s - score0, wall, scores)
     return parts
 
 
@@ -233,10 +239,12 @@ def main() -> None:
     with SwappingWorker.local(base, experts, work / "logs", start_server=start) as worker:
         # (c) one server: its start is timed once; the warm-up candidate pays it.
         first = time.perf_counter()
-        timed_one_server(worker, objectives, include_paths, recipes[:1], args.seed)
+        timed_one_server(worker, objectives, include_paths, recipes[:1], args.seed, following=recipes[1])
         first_s = time.perf_counter() - first
         start_s = worker.timings.start_s
+        merges0, merge0, write0 = worker.timings.merges, worker.timings.merge_s, worker.timings.write_s
         one_server = timed_one_server(worker, objectives, include_paths, recipes[1:], args.seed)
+        hidden_s = (worker.timings.merge_s - merge0 + worker.timings.write_s - write0) / max(1, worker.timings.merges - merges0)
         swap_ms = statistics.median(one_server.handover) * 1000
         worker.stop_server()
         # (b) a cold server per candidate, on the first of the same recipes.
@@ -264,8 +272,10 @@ def main() -> None:
         row("(c) one vLLM server, in-place swaps", one_server,
             f"+ one start {start_s:.1f} s per worker: {60 / amortised:.1f}/min amortised over {len(one_server.wall)}"),
         "",
-        f"- (c) swap (write to /dev/shm + reload_weights + reset_prefix_cache): median {swap_ms:.0f} ms; "
-        f"server start to /health {start_s:.1f} s (first candidate with the start: {first_s:.1f} s).",
+        f"- (c) hand-over (reload_weights + reset_prefix_cache): median {swap_ms:.0f} ms; the next candidate's merge and "
+        f"write to /dev/shm ({hidden_s * 1000:.0f} ms per candidate) run while the current one is scored, so its "
+        f"merge column is only what was not hidden; server start to /health {start_s:.1f} s (first candidate with "
+        f"the start: {first_s:.1f} s).",
         f"- (c) against (a): {speedup:.2f}× the candidates per minute (target ≥ {TARGET_SPEEDUP:g}×: "
         f"{'met' if speedup_ok else 'MISSED'}); not scoring {one_server.non_scoring * 100:.1f}% of a candidate "
         f"(target < {TARGET_NON_SCORING * 100:g}%: {'met' if non_scoring_ok else 'MISSED'}).",

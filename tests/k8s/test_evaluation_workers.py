@@ -79,9 +79,24 @@ def test_one_pod_takes_candidate_after_candidate_and_stops_when_told(pool, kube,
     with ThreadPoolExecutor(1) as ask:
         stop = ask.submit(client.next)
         eventually(lambda: pool.endpoint.asking == 1, "the pod's next ask")
-        pool.close()
-        assert stop.result(timeout=60) is None  # 410: the pod ends
-    assert kube.get("Job", namespace, job) is None or kube.get("Job", namespace, job)["metadata"].get("deletionTimestamp")
+        pool.close()  # returns once the pod was told
+        assert stop.result(timeout=60) is None  # 410: the pod ends, and its Job completes
+    assert pool.endpoint.asking == 0
+
+
+def test_a_restarted_controller_names_its_jobs_apart_from_its_predecessors(pool, kube, namespace):
+    """A predecessor's pods ask an address that is gone and end by themselves (the controller may not delete
+    Jobs); the new controller's Jobs must not collide with theirs, even for the same first candidate."""
+    pool.submit("c0", recipe(0.1))
+    search = kube.get("MergeSearch", namespace, "jp")
+    successor = WorkerPool(kube, search, 1, MergeSearchSpec.model_validate(search["spec"]),
+                           ClusterSettings(work_port=free_port()), search, "127.0.0.1")
+    try:
+        successor.submit("c0", recipe(0.1))
+        assert [n.rsplit("-", 1)[1] for n in (*pool.workers, *successor.workers)] == ["w1", "w2"]
+        assert all(kube.get("Job", namespace, n) for n in (*pool.workers, *successor.workers))
+    finally:
+        successor.close()
 
 
 def test_only_the_searchs_own_evaluation_pods_at_their_own_address_are_served(pool, kube, namespace):

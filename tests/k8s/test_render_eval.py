@@ -42,7 +42,7 @@ def test_transformers_job_scores_the_batch_in_one_tokenless_restricted_container
     assert "app.kubernetes.io/instance" not in job["metadata"]["labels"]
     body = job["spec"]
     assert (body["backoffLimit"], body["activeDeadlineSeconds"], body["ttlSecondsAfterFinished"]) == (1, 1200, 3600)
-    assert body["podFailurePolicy"]["rules"][0]["onExitCodes"] == {"containerName": "score", "operator": "In", "values": [3]}
+    assert body["podFailurePolicy"]["rules"][0]["onExitCodes"] == {"containerName": "score", "operator": "In", "values": [3, 4]}
     pod = body["template"]["spec"]
     assert pod["automountServiceAccountToken"] is False and pod["restartPolicy"] == "Never"
     assert pod["securityContext"]["runAsNonRoot"] is True

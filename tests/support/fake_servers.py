@@ -12,10 +12,9 @@ resident engine uses, so engines are exercised over real HTTP with real numbers.
 They stand in only where the real server cannot run or cannot be made to fail on cue. The real vLLM
 server runs in the suite (`tests/support/vllm.py`, the CPU build `hack/vllm/install.sh` installs), and
 tests that a real server can answer use it. FakeVLLM is for the faults a real server does not show on
-demand (`Behaviour`: 503 while loading, a flaky 500, no prompt_logprobs, a context shorter than it said),
-for LoRA adapters scored concurrently, which crash vLLM's CPU build (vLLM issues #16668, #29955), and for
-test_server.py's parity suite over the tiny word-level family (the real server's parity runs on the zoo, in
-test_vllm_real.py and test_served.py).
+demand (`Behaviour`: 503 while loading, a flaky 500, no prompt_logprobs, a context shorter than it said) and
+for what a request carries (test_vllm.py counts the model names sent); the parity suites run on the real
+server (test_server.py, test_vllm_real.py, test_served.py), LoRA adapters included.
 FakeTGI stands in for TGI, which has no CPU build to install and whose project is archived.
 Decoding is always greedy.
 

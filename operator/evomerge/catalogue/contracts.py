@@ -15,10 +15,11 @@ OK = 0
 SEARCH_FAILED = 1  # the search ran but failed (too many failed evaluations)
 INVALID_INPUT = 2  # bad flags, an invalid spec, unreadable models (typer uses 2 for usage errors too)
 SCORER_INPUT_ERROR = 3  # `evomerge evaluate-batch`: a bad candidate or spec, which no retry can fix
+SCORER_ORPHANED = 4  # an evaluation pod that asks for work, whose controller is gone: a retry asks the same address
 INTERRUPTED = 130  # Ctrl-C; the run directory can be resumed
 # Exits no retry can fix: the Job fails at once instead of burning its backoff (on a GPU, for the scorer).
 CONTROLLER_PERMANENT_EXITS = (SEARCH_FAILED, INVALID_INPUT)
-SCORER_PERMANENT_EXITS = (SCORER_INPUT_ERROR,)
+SCORER_PERMANENT_EXITS = (SCORER_INPUT_ERROR, SCORER_ORPHANED)
 
 # ---- run directory (`evomerge run`; read by `evomerge report` and `--resume`) --------------------------
 SPEC_FILE = "spec.json"  # the spec the run was started with, pinned

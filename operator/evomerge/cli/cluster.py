@@ -15,7 +15,7 @@ import typer
 
 from ..spec.merge_search import Exporter
 from ..catalogue.engines import ADAPTER_ENGINES
-from ..catalogue.contracts import INVALID_INPUT, SCORER_INPUT_ERROR, SEARCH_FAILED
+from ..catalogue.contracts import INVALID_INPUT, SCORER_INPUT_ERROR, SCORER_ORPHANED, SEARCH_FAILED
 from .errors import fail
 
 
@@ -89,6 +89,7 @@ def evaluate_batch(
     ),
 ) -> None:
     """Score a batch of candidates; compact JSON scores go to stdout and the termination log."""
+    from ..evaluate.work_client import WorkEndpointGone
     from ..evaluate.worker import InputError, evaluate_batch as score, report
 
     try:
@@ -96,6 +97,9 @@ def evaluate_batch(
     except (InputError, ValueError) as error:
         report(f"InputError: {error}")
         raise typer.Exit(SCORER_INPUT_ERROR)
+    except WorkEndpointGone as error:
+        report(f"WorkEndpointGone: {error}")
+        raise typer.Exit(SCORER_ORPHANED)
     report(message)
 
 

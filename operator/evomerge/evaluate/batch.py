@@ -115,7 +115,8 @@ def _score_served(parsed: list[tuple[str, MergeRecipe | str]], spec: MergeSearch
     try:
         worker.connect(suite)
         for index, (cid, recipe) in enumerate(parsed):
-            record(_scored(cid, recipe, lambda r: worker.score(r, suite, served=index == 0)))
+            following = next((r for _, r in parsed[index + 1:index + 2] if isinstance(r, MergeRecipe)), None)
+            record(_scored(cid, recipe, lambda r: worker.score(r, suite, served=index == 0, then=following)))
         while more is not None and (item := more()) is not None:
             cid, recipe = _parse(item, len(parsed))
             record(_scored(cid, recipe, lambda r: worker.score(r, suite)))

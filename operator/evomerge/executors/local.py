@@ -1,4 +1,8 @@
-"""The local executor: evaluations run one at a time in this process, the engine built on first use."""
+"""The local executor: evaluations run one at a time in this process, the engine built on first use.
+
+With `lookahead`, the scorer is also told which candidate comes next (`then`), so an engine whose scoring runs
+elsewhere (a server) can merge and write that one while the current one is scored.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +18,9 @@ Scorer = Callable[[MergeRecipe], dict[str, float]]
 
 
 class LocalExecutor:
-    def __init__(self, make_scorer: Callable[[], Scorer]):
+    def __init__(self, make_scorer: Callable[[], Scorer], lookahead: bool = False):
         self._make_scorer = make_scorer
+        self._lookahead = lookahead
         self._scorer: Scorer | None = None
         self._queue: deque[tuple[str, MergeRecipe]] = deque()
 
@@ -34,7 +39,10 @@ class LocalExecutor:
         candidate, recipe = self._queue.popleft()
         start = time.perf_counter()
         try:
-            scores = self._scorer(recipe)
+            if self._lookahead:
+                scores = self._scorer(recipe, then=self._queue[0][1] if self._queue else None)  # type: ignore[call-arg]
+            else:
+                scores = self._scorer(recipe)
         except Exception as exc:  # one broken candidate must not end the search
             detail = traceback.format_exception_only(type(exc), exc)[-1].strip()
             return [EvalResult(candidate, None, detail, time.perf_counter() - start)]

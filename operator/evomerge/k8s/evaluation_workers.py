@@ -9,9 +9,11 @@ asks takes it; while fewer than `parallelism` worker Jobs run, a new Job is star
 
 A worker Job that ends holding a candidate fails that candidate with the Job's reason (its pods were
 retried first: a replacement pod gets the candidate again). When the runner is done, `close` answers the
-pods' next ask with 410 (they exit) and deletes the Jobs still running. A restarted controller cannot be
-reached by the pods of its predecessor (the endpoint lives at the controller pod's IP): it deletes them, and
-the runner's replay submits their candidates again.
+pods' asks with 410 (they exit 0, their Jobs complete) for up to CLOSE_GRACE_SECONDS. A restarted controller
+cannot be reached by the pods of its predecessor (the endpoint lives at the controller pod's IP) and may not
+delete Jobs (least privilege): those pods give up after work_client.UNREACHABLE_SECONDS with a permanent exit
+(their Jobs fail without retries), the runner's replay submits their candidates again, and the new Jobs get
+names of their own (naming.worker_job_name's incarnation).
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ from ..merge.recipe import MergeRecipe
 from ..spec.merge_search import MergeSearchSpec
 from .client import Kube
 from .evaluation_jobs import EvaluationJobs
+from .naming import worker_job_name
 from .settings import ClusterSettings
 from .work_endpoint import WorkEndpoint
 
 log = logging.getLogger(__name__)
 CHECK_SECONDS = 1.0
+CLOSE_GRACE_SECONDS = 30.0
 
 
 class WorkerPool:
@@ -46,9 +50,13 @@ class WorkerPool:
         self.endpoint = WorkEndpoint(lookup, meta["uid"], "0.0.0.0", settings.work_port)
         self.jobs = EvaluationJobs(kube, search, epoch, spec, settings, owner,
                                    work_url=f"http://{pod_ip}:{settings.work_port}")
-        for name in self.jobs.existing():  # a predecessor's pods: they ask an address that is gone
-            log.info("deleting evaluation Job %s of the previous controller; its candidates are submitted again", name)
-            kube.delete("Job", self.namespace, name)
+        self.search_name, self.epoch = meta["name"], epoch
+        stale = set(self.jobs.existing())  # a predecessor's pods: they ask an address that is gone, and end
+        if stale:
+            log.info("evaluation Jobs %s belong to the previous controller; their candidates are submitted again",
+                     ", ".join(sorted(stale)))
+        self._incarnation = 1 + max((int(n.rsplit("-w", 1)[1]) for n in stale if n.rsplit("-w", 1)[-1].isdigit()),
+                                    default=0)
         self._running: set[str] = set()
         self._waiting: set[str] = set()
 
@@ -83,9 +91,9 @@ class WorkerPool:
         return []
 
     def close(self) -> None:
-        self.endpoint.close()
-        for name in self._running:
-            self.kube.delete("Job", self.namespace, name)
+        """Tell the pods to stop (410 to their next ask) and stop serving once each running Job was told, or after
+        CLOSE_GRACE_SECONDS."""
+        self.endpoint.close(told=self._running, grace_s=CLOSE_GRACE_SECONDS)
 
     def _launch(self) -> None:
         """A new worker Job on the oldest queued candidate, while fewer than `parallelism` run."""
@@ -93,7 +101,7 @@ class WorkerPool:
             first = self.endpoint.withdraw()
             if first is None:
                 return
-            name = self.jobs.job_name([first[0]])
+            name = worker_job_name(self.search_name, self.epoch, first[0], self._incarnation)
             self.endpoint.assign(name, *first)
             self.jobs.create(name, [first])
             self._running.add(name)

@@ -55,6 +55,12 @@ def evaluation_job_name(search: str, epoch: int, first_candidate: str, count: in
     return child_name(search, f"e{epoch}-{first_candidate}-{count}")
 
 
+def worker_job_name(search: str, epoch: int, first_candidate: str, incarnation: int) -> str:
+    """An evaluation Job that asks for work (evaluation_workers.py); `incarnation` keeps a restarted controller's
+    names apart from its predecessor's Jobs, which it cannot delete and which end by themselves."""
+    return child_name(search, f"e{epoch}-{first_candidate}-w{incarnation}")
+
+
 def export_job_name(model: str, version: int) -> str:
     return child_name(model, f"export-v{version}")
 

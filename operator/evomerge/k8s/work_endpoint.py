@@ -22,7 +22,7 @@ import threading
 from collections import deque
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from ..executors.base import EvalResult
 from ..merge.recipe import MergeRecipe
@@ -46,6 +46,7 @@ class WorkEndpoint:
         self._assigned: dict[str, tuple[str, MergeRecipe]] = {}  # job name → the candidate it holds
         self._results: deque[EvalResult] = deque()
         self._closing = False
+        self._stopped: set[str] = set()  # Jobs told to stop
         self.asking = 0  # pods waiting in /next now
         self._server = ThreadingHTTPServer((host, port), _handler(self))
         self._server.daemon_threads = True
@@ -96,11 +97,12 @@ class WorkEndpoint:
             self._results.clear()
             return out
 
-    def close(self) -> None:
-        """Answer 410 from now on (pods end), then stop serving."""
+    def close(self, told: Iterable[str] = (), grace_s: float = 0.0) -> None:
+        """Answer 410 from now on (pods end); stop serving once every Job in `told` was answered so, or after `grace_s`."""
         with self._lock:
             self._closing = True
             self._lock.notify_all()
+            self._lock.wait_for(lambda: set(told) <= self._stopped, grace_s)
         self._server.shutdown()
         self._server.server_close()
 
@@ -129,6 +131,8 @@ class WorkEndpoint:
             finally:
                 self.asking -= 1
             if self._closing:
+                self._stopped.add(job)
+                self._lock.notify_all()
                 return False
             if not self._queue:
                 return None

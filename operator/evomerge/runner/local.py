@@ -56,7 +56,7 @@ def _run_local(search: MergeSearch, run_dir: Path, sink: StatusSink | None, expo
     prepared = prepare(spec)
     genome = prepared.genome
     cache = ScoreCache(run_dir / SCORES_FILE)
-    executor = LocalExecutor(lambda: make_engine(spec, spec.objectives, cache, worker).score)
+    executor = LocalExecutor(lambda: make_engine(spec, spec.objectives, cache, worker).score, lookahead=worker is not None)
     runner = SearchRunner(spec, genome,
                           lambda: make_optimizer(genome, spec.search, len(spec.objectives), prepared.seed_recipes),
                           executor, JsonlHistory(run_dir / HISTORY_FILE), sink)

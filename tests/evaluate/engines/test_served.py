@@ -61,15 +61,17 @@ def _recipe(nano_zoo, experts, weights: tuple[float, float]) -> MergeRecipe:
 def test_candidates_score_as_in_process_through_one_server_start(worker, resident, nano_zoo, experts, objectives,
                                                                  include_paths):
     engine = worker.engine(objectives, include_paths)
+    recipes = [_recipe(nano_zoo, experts, weights) for weights in ((1.0, 0.0), (0.3, 0.9), (0.0, 1.0))]
     scored = []
-    for weights in ((1.0, 0.0), (0.3, 0.9), (0.0, 1.0)):
-        recipe = _recipe(nano_zoo, experts, weights)
-        got = engine.score(recipe)
+    for index, recipe in enumerate(recipes):
+        following = recipes[index + 1] if index + 1 < len(recipes) else None  # merged while this one is scored
+        got = engine.score(recipe, then=following)
         assert got == pytest.approx(resident.score(recipe), rel=1e-5)
         scored.append(got)
+    assert (worker.timings.merges, worker.timings.merges_ahead) == (3, 2)  # each merged once, two of them ahead
     assert scored[0] != scored[2]
     assert worker.timings.server_starts == 1 and worker.handle.max_model_len == MAX_MODEL_LEN
-    assert worker.timings.candidates == 3 and worker.timings.handover_s > 0
+    assert worker.timings.candidates == 3 and worker.timings.swap_s > 0
     # Only the folder the server serves is left, holding nothing but the weights.
     assert [(p.name, [f.name for f in p.iterdir()]) for p in worker.scratch.iterdir()] == [("base-3", ["model.safetensors"])]
     assert worker.serving == worker.scratch / "base-3"

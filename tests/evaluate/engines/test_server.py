@@ -1,12 +1,18 @@
 """Server engines score exactly what the resident engine scores: same tokens, same numbers, every task type.
 
-The fake servers compute with the same tiny model as lm-eval's HFLM here, so any difference comes from
-tokenisation boundaries, request shapes or response parsing — the things the engines own.
+vLLM is the real server (its CPU build, hack/vllm/install.sh) on the tiny word-level family, hosting a
+combined LoRA adapter as evaluation pods do — so its LoRA scoring runs one request at a time, the guard
+against the CPU build's crash on concurrent prompt_logprobs (engines/vllm.py). TGI and SGLang have no build
+that runs here (TGI is archived, SGLang has no CPU build): their look-alikes (tests/support/fake_servers.py)
+compute with the same tiny model as lm-eval's HFLM, so any difference comes from tokenisation boundaries,
+request shapes or response parsing — the things the engines own.
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import torch
@@ -16,14 +22,15 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from evomerge.evaluate.engines import make_server_lm
 from evomerge.evaluate.engines.options import EngineOptions
 from evomerge.evaluate.engines.resident import load_hflm
+from evomerge.evaluate.engines.vllm_process import VLLMServerProcess
 from evomerge.evaluate.model import evaluate_model
 from evomerge.merge.adapter import recipe_adapter
 from evomerge.merge.export import export_merge
 from evomerge.merge.inputs import open_recipe_inputs
 from evomerge.merge.recipe import ExpertWeights, MergeRecipe
 from tests.evaluate.support import ALL_TYPES, FAST
-from tests.support.fake_servers import FakeSGLang, FakeTGI, FakeVLLM
-from tests.support.tiny_models import build_lora_adapter
+from tests.support.fake_servers import FakeSGLang, FakeTGI
+from tests.support.tiny_models import build_family, build_lora_adapter
 
 PAIRS = [
     ("the sky is", " blue"),
@@ -32,7 +39,8 @@ PAIRS = [
     ("the grass is ", "green"),  # trailing space moves to the continuation
     ("a b a b", " a"),
 ]
-SERVERS = {"tgi": FakeTGI, "vllm": FakeVLLM, "sglang": FakeSGLang}
+LOOK_ALIKES = {"tgi": FakeTGI, "sglang": FakeSGLang}
+MAX_MODEL_LEN = 64  # the family's max_position_embeddings
 
 
 def _requests(kind: str, args: list[tuple], task: str = "t") -> list[Instance]:
@@ -40,10 +48,46 @@ def _requests(kind: str, args: list[tuple], task: str = "t") -> list[Instance]:
 
 
 @pytest.fixture(scope="module")
-def resident(tiny_family):
-    tokenizer = AutoTokenizer.from_pretrained(tiny_family["base"])
-    model = AutoModelForCausalLM.from_pretrained(tiny_family["base"]).eval()
+def family(tmp_path_factory) -> dict[str, Path]:
+    """The tiny word-level family at width 128: vLLM's CPU attention takes its head size (32), not the default 8."""
+    return build_family(tmp_path_factory.mktemp("family"), hidden=128)
+
+
+@pytest.fixture(scope="module")
+def resident(family):
+    tokenizer = AutoTokenizer.from_pretrained(family["base"])
+    model = AutoModelForCausalLM.from_pretrained(family["base"]).eval()
     return load_hflm(model, tokenizer, 4, "cpu"), tokenizer
+
+
+@pytest.fixture(scope="module")
+def real_vllm(family, lora_candidate, tmp_path_factory) -> Iterator[VLLMServerProcess]:
+    """The real vLLM server on the family's base, hosting the LoRA candidate's combined adapter as "candidate"."""
+    args = ("--enable-lora", "--max-loras", "1", "--max-lora-rank", "8",
+            "--lora-modules", f"candidate={lora_candidate['adapter']}")
+    with VLLMServerProcess.start(family["base"], tmp_path_factory.mktemp("vllm") / "vllm.log",
+                                 max_model_len=MAX_MODEL_LEN, extra_args=args) as server:
+        yield server
+
+
+@pytest.fixture
+def serving(request, family):
+    """engine → a context manager serving `family`'s base: the real vLLM server (which hosts the LoRA candidate's
+    adapter from its start), or a look-alike started here with the given adapters."""
+    @contextmanager
+    def serve(engine: str, **kwargs) -> Iterator[str]:
+        if engine == "vllm":
+            yield request.getfixturevalue("real_vllm").url
+            return
+        with LOOK_ALIKES[engine](family["base"], **kwargs) as server:
+            yield server.url
+
+    return serve
+
+
+def options(engine: str, url: str, **extra) -> EngineOptions:
+    """The real vLLM server is the CPU build: device cpu, as evaluation pods on CPU nodes say."""
+    return EngineOptions(engine=engine, url=url, **({"device": "cpu"} if engine == "vllm" else {}), **FAST, **extra)
 
 
 def _with_greedy_pair(hflm, tokenizer) -> list[tuple[str, str]]:
@@ -64,13 +108,13 @@ def _with_greedy_pair(hflm, tokenizer) -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("engine", ["tgi", "vllm", "sglang"])
-def test_loglikelihood_per_request_matches_resident(engine, resident, tiny_family):
+def test_loglikelihood_per_request_matches_resident(engine, resident, serving):
     hflm, tokenizer = resident
     pairs = _with_greedy_pair(hflm, tokenizer)
     expected = hflm.loglikelihood(_requests("loglikelihood", pairs))
     assert any(greedy for _, greedy in expected) and not all(greedy for _, greedy in expected)
-    with SERVERS[engine](tiny_family["base"]) as server:
-        lm = make_server_lm(EngineOptions(engine=engine, url=server.url, **FAST), tokenizer)
+    with serving(engine) as url:
+        lm = make_server_lm(options(engine, url), tokenizer)
         got = lm.loglikelihood(_requests("loglikelihood", pairs))
         lm.close()
     for (pair, (want_lp, want_greedy), (got_lp, got_greedy)) in zip(pairs, expected, got, strict=True):
@@ -79,12 +123,12 @@ def test_loglikelihood_per_request_matches_resident(engine, resident, tiny_famil
 
 
 @pytest.mark.parametrize("engine", ["tgi", "vllm", "sglang"])
-def test_rolling_and_generation_match_resident(engine, resident, tiny_family):
+def test_rolling_and_generation_match_resident(engine, resident, serving):
     hflm, tokenizer = resident
     texts = [("the sky is blue and the grass is green",), ("a b a b a b a b",)]
     prompts = [("the sky is", {"until": ["?"], "max_gen_toks": 4}), ("is the", {"until": ["green"], "max_gen_toks": 5})]
-    with SERVERS[engine](tiny_family["base"]) as server:
-        lm = make_server_lm(EngineOptions(engine=engine, url=server.url, **FAST), tokenizer)
+    with serving(engine) as url:
+        lm = make_server_lm(options(engine, url), tokenizer)
         rolling = lm.loglikelihood_rolling(_requests("loglikelihood_rolling", texts))
         generated = lm.generate_until(_requests("generate_until", prompts))
         lm.close()
@@ -93,20 +137,19 @@ def test_rolling_and_generation_match_resident(engine, resident, tiny_family):
 
 
 @pytest.mark.parametrize("engine", ["tgi", "vllm", "sglang"])
-def test_every_task_type_scores_like_the_resident_engine(engine, tiny_family, task_dir):
-    expected = evaluate_model(tiny_family["expert1"], ALL_TYPES, [str(task_dir)])
-    with SERVERS[engine](tiny_family["expert1"]) as server:
-        got = evaluate_model(tiny_family["expert1"], ALL_TYPES, [str(task_dir)], {"engine": engine, "url": server.url, **FAST})
+def test_every_task_type_scores_like_the_resident_engine(engine, family, task_dir, serving):
+    expected = evaluate_model(family["base"], ALL_TYPES, [str(task_dir)])
+    with serving(engine) as url:
+        got = evaluate_model(family["base"], ALL_TYPES, [str(task_dir)], options(engine, url))
     assert got.keys() == expected.keys()
     for key in expected:
         assert got[key] == pytest.approx(expected[key], rel=1e-5), key
 
 
-def test_vllm_echo_mode_matches_prompt_logprobs(resident, vllm):
+def test_vllm_echo_mode_matches_prompt_logprobs(resident, real_vllm):
     hflm, tokenizer = resident
     pairs = _with_greedy_pair(hflm, tokenizer)
-    lms = [make_server_lm(EngineOptions(engine="vllm", url=vllm.url, logprobs=mode, **FAST), tokenizer)
-           for mode in ("prompt_logprobs", "echo")]
+    lms = [make_server_lm(options("vllm", real_vllm.url, logprobs=mode), tokenizer) for mode in ("prompt_logprobs", "echo")]
     by_prompt_logprobs, by_echo = (lm.loglikelihood(_requests("loglikelihood", pairs)) for lm in lms)
     for lm in lms:
         lm.close()
@@ -127,15 +170,15 @@ def test_tgi_checks_greedy_only_for_tasks_that_read_it(resident, tgi):
 
 
 @pytest.fixture(scope="module")
-def lora_candidate(tiny_family, tmp_path_factory) -> dict[str, Path]:
+def lora_candidate(family, tmp_path_factory) -> dict[str, Path]:
     """A task-arithmetic candidate over two LoRA experts: its merged checkpoint and its combined adapter."""
     root = tmp_path_factory.mktemp("lora_candidate")
     experts = {
-        "lora0": build_lora_adapter(tiny_family["base"], root / "lora0", rank=4, seed=1, std=0.6),
-        "lora1": build_lora_adapter(tiny_family["base"], root / "lora1", rank=2, alpha=4.0, seed=2, std=0.6,
+        "lora0": build_lora_adapter(family["base"], root / "lora0", rank=4, seed=1, std=0.6),
+        "lora1": build_lora_adapter(family["base"], root / "lora1", rank=2, alpha=4.0, seed=2, std=0.6,
                                     targets=("q_proj", "o_proj", "up_proj")),
     }
-    recipe = MergeRecipe("task_arithmetic", str(tiny_family["base"]), (
+    recipe = MergeRecipe("task_arithmetic", str(family["base"]), (
         ExpertWeights("lora0", str(experts["lora0"]), {"weight": {"all": 0.9}}),
         ExpertWeights("lora1", str(experts["lora1"]), {"weight": {"all": 0.7}}),
     ), options={"lambda": 1.2})
@@ -145,13 +188,15 @@ def lora_candidate(tiny_family, tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.mark.parametrize("engine", ["tgi", "vllm"])
-def test_a_combined_adapter_over_the_base_scores_like_the_merged_checkpoint(engine, tiny_family, task_dir, lora_candidate):
+def test_a_combined_adapter_over_the_base_scores_like_the_merged_checkpoint(engine, task_dir, lora_candidate, serving):
+    """On the real vLLM server (CPU build) the adapter's scoring goes one request at a time, eight threads asking:
+    concurrent prompt_logprobs requests on a server hosting LoRA adapters crash the CPU build's engine."""
     expected = evaluate_model(lora_candidate["merged"], ALL_TYPES, [str(task_dir)])
-    with SERVERS[engine](tiny_family["base"], adapters={"candidate": lora_candidate["adapter"]}) as server:
-        options = {"engine": engine, "url": server.url, **FAST}
+    with serving(engine, adapters={"candidate": lora_candidate["adapter"]}) as url:
         # The adapter directory carries the base's tokenizer, so the scorer reads it like a checkpoint.
-        got = evaluate_model(lora_candidate["adapter"], ALL_TYPES, [str(task_dir)], {**options, "adapter": "candidate"})
-        base = evaluate_model(lora_candidate["adapter"], ALL_TYPES, [str(task_dir)], options)
+        got = evaluate_model(lora_candidate["adapter"], ALL_TYPES, [str(task_dir)],
+                             options(engine, url, concurrency=8, adapter="candidate"))
+        base = evaluate_model(lora_candidate["adapter"], ALL_TYPES, [str(task_dir)], options(engine, url, concurrency=8))
     assert got.keys() == expected.keys()
     for key in expected:
         assert got[key] == pytest.approx(expected[key], rel=1e-4), key

@@ -12,6 +12,10 @@ server. Where the server comes from, and what its death means, is a `ServerHandl
 - `SidecarServer` (evaluation pods): the pod's native sidecar, started on the batch's first candidate (the
   pod's merge step wrote it); the kubelet restarts a dead one, and the worker waits until it answers.
 
+Given the candidate that comes next (`then`), the worker merges and writes it while the server scores the
+current one: the host copy is free once a candidate's folder is written, and the server reads the folder,
+so only the in-place reload stays between two scorings.
+
 Either way a server that dies mid-candidate costs that candidate one more try on a server serving its
 start folder again: the worker swaps the candidate back in and scores it again; the candidates before keep
 their scores, and only a second failure of the same candidate fails it. `ServedEngine` is the worker seen
@@ -30,6 +34,7 @@ import logging
 import shutil
 import tempfile
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence, TypeVar
@@ -65,15 +70,24 @@ class WrongShapes(ValueError):
 
 @dataclass
 class WorkerTimings:
-    """Where the worker's time went, summed over the candidates it scored (read by benchmarks/served_eval.py)."""
+    """Where the worker's time went, summed over the candidates it scored (read by benchmarks/served_eval.py).
+
+    `merge_s` and `write_s` count every merge and weights write, also those done ahead while the previous
+    candidate was scored; `ready_s` is what the candidates waited for their weights folder (merge and write
+    not hidden behind a scoring), `swap_s` the in-place reloads.
+    """
 
     server_starts: int = 0
     start_s: float = 0.0
     candidates: int = 0
     cache_hits: int = 0
     retried: int = 0
+    merges: int = 0
+    merges_ahead: int = 0
     merge_s: float = 0.0
-    handover_s: float = 0.0
+    write_s: float = 0.0
+    ready_s: float = 0.0
+    swap_s: float = 0.0
     score_s: float = 0.0
 
 
@@ -179,6 +193,8 @@ class SwappingWorker:
         self.serving: Path | None = None  # the folder the connected server took last
         self.tokenizer: Any = None
         self._swaps = 0
+        self._ahead: tuple[str, Path, Future[None]] | None = None  # (recipe digest, its folder, its merge) while scoring
+        self._background: ThreadPoolExecutor | None = None
 
     @classmethod
     def local(cls, base_dir: Path | None, expert_dirs: dict[str, Path], log_dir: Path, allow_pickle: bool = False,
@@ -193,17 +209,25 @@ class SwappingWorker:
 
     # ---- one candidate -------------------------------------------------------------------------------------
     def score(self, recipe: MergeRecipe, suite: TaskSuite, run: Callable[[TaskSuite, ServerLM], T] = TaskSuite.run,
-              *, served: bool = False) -> T:
+              *, served: bool = False, then: MergeRecipe | None = None) -> T:
         """Merge, hand over and score one candidate (`run`: the suite's aggregates, or with `TaskSuite.run_items` its
         per-item results too). `served`: the server already serves this candidate (a pod's first, written by
-        its merge step). On a dead server, a server serving the start folder gets the candidate once more."""
-        wanted = self.served_dir if served else self._merged(recipe)
+        its merge step); `then`: the candidate scored next, merged and written while this one is scored. On a
+        dead server, a server serving the start folder gets the candidate once more."""
+        started = time.perf_counter()
+        wanted = self.served_dir if served else self._folder_of(recipe)
+        self.timings.ready_s += time.perf_counter() - started
         try:
             for attempt in range(ATTEMPTS_PER_CANDIDATE):
                 try:
                     lm = self.connect(suite)
                     if self.serving != wanted:
                         self.hand_over(wanted)
+                    if then is not None and then.layer_path is None and self._ahead is None:
+                        self._background = self._background or ThreadPoolExecutor(1, thread_name_prefix="evomerge-merge")
+                        folder = self._new_folder()
+                        self._ahead = (then.digest(), folder, self._background.submit(self._merge_into, then, folder))
+                        self.timings.merges_ahead += 1
                     started = time.perf_counter()
                     result = run(suite, lm)
                     self.timings.score_s += time.perf_counter() - started
@@ -220,6 +244,24 @@ class SwappingWorker:
         finally:
             self._drop_folders(keep=self.serving)
 
+    def _folder_of(self, recipe: MergeRecipe) -> Path:
+        """The candidate's weights folder: the one merged ahead for it, else merged now (after any merge ahead for
+        another candidate ends: both write the one host copy)."""
+        if self._ahead is not None:
+            digest, folder, merge = self._ahead
+            self._ahead = None
+            if digest == recipe.digest():
+                merge.result()
+                return folder
+            try:
+                merge.result()
+            except Exception:  # noqa: BLE001 - that candidate was not asked for after all; its error is moot
+                pass
+            shutil.rmtree(folder, ignore_errors=True)
+        folder = self._new_folder()
+        self._merge_into(recipe, folder)
+        return folder
+
     def hand_over(self, folder: Path) -> None:
         """Have the server serve the checkpoint in `folder` from now on, without a restart; a folder of other
         shapes is refused before it is sent (it would kill vLLM's engine while /health still answers)."""
@@ -228,12 +270,16 @@ class SwappingWorker:
             self._check_shapes(folder)
         started = time.perf_counter()
         self.lm.backend.swap_weights(folder)  # type: ignore[attr-defined]
-        self.timings.handover_s += time.perf_counter() - started
+        self.timings.swap_s += time.perf_counter() - started
         self.serving = folder
 
     # ---- parts ---------------------------------------------------------------------------------------------
-    def _merged(self, recipe: MergeRecipe) -> Path:
-        """The candidate merged into the live copy and written to a fresh weights folder."""
+    def _new_folder(self) -> Path:
+        self._swaps += 1
+        return self.scratch / f"{self.served_dir.name}-{self._swaps}"
+
+    def _merge_into(self, recipe: MergeRecipe, folder: Path) -> None:
+        """The candidate merged into the host copy and written to `folder`."""
         from safetensors.torch import save_file
 
         if recipe.layer_path is not None:
@@ -242,14 +288,12 @@ class SwappingWorker:
         started = time.perf_counter()
         self.load_experts()
         self.merger.merge_into(recipe, self.target)
+        self.timings.merges += 1
         merged = time.perf_counter()
         self.timings.merge_s += merged - started
-        self._swaps += 1
-        folder = self.scratch / f"{self.served_dir.name}-{self._swaps}"
         folder.mkdir(exist_ok=True)
         save_file(self.target, str(folder / WEIGHTS_FILE))
-        self.timings.handover_s += time.perf_counter() - merged
-        return folder
+        self.timings.write_s += time.perf_counter() - merged
 
     def load_experts(self) -> None:
         """The experts, and a host copy of the served checkpoint's tensors (names and dtypes) to merge into."""
@@ -303,9 +347,11 @@ class SwappingWorker:
             self.serving = None
 
     def _drop_folders(self, keep: Path | None) -> None:
-        """Every weights folder but the one the server serves (its start folder is never one of them)."""
+        """Every weights folder but the one the server serves and the one being merged ahead (the server's
+        start folder is never one of them)."""
+        ahead = self._ahead[1] if self._ahead is not None else None
         for folder in self.scratch.glob(f"{self.served_dir.name}-*"):
-            if folder != keep and folder != self.served_dir:
+            if folder not in (keep, ahead, self.served_dir):
                 shutil.rmtree(folder, ignore_errors=True)
 
     # ---- lifetime ------------------------------------------------------------------------------------------
@@ -327,6 +373,9 @@ class SwappingWorker:
 
     def close(self) -> None:
         """Stop an owned server and remove the weights folders; idempotent."""
+        if self._background is not None:
+            self._background.shutdown(wait=True)  # a merge ahead writes into the scratch folder
+            self._background, self._ahead = None, None
         self._disconnect()
         self.handle.close()
         if self.owns_scratch:
@@ -375,8 +424,9 @@ class ServedEngine:
     def timings(self) -> WorkerTimings:
         return self.worker.timings
 
-    def score(self, recipe: MergeRecipe) -> dict[str, float]:
-        """The objectives' metrics for `recipe`: from the cache when scored before, else merged, swapped in and scored."""
+    def score(self, recipe: MergeRecipe, then: MergeRecipe | None = None) -> dict[str, float]:
+        """The objectives' metrics for `recipe`: from the cache when scored before, else merged, swapped in and
+        scored (while `then`, the candidate scored next, is merged)."""
         self.worker.timings.candidates += 1
         digest = recipe.digest()
         key = score_key(digest, self.context)
@@ -385,7 +435,7 @@ class ServedEngine:
             if cached is not None:
                 self.worker.timings.cache_hits += 1
                 return cached
-        scores = self.worker.score(recipe, self.suite)
+        scores = self.worker.score(recipe, self.suite, then=then)
         if self.cache is not None:
             self.cache.put(key, scores, digest, self.context)
         return scores
