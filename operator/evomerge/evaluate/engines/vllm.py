@@ -68,11 +68,15 @@ class VLLMBackend(JsonHttpBackend):
         return self._from_echo(choice, ids, scored)
 
     def generate(self, request: GenerateRequest) -> str:
+        """The continuation decoded here from the generated token ids, as lm-eval's HFLM decodes its own: vLLM's
+        incremental detokenizer spaces the tokens of a word-level tokenizer differently (" blue " for "blue")."""
         body = {
             "model": self.model, "prompt": list(request.context_ids), "max_tokens": request.max_new_tokens,
-            "temperature": request.temperature, "stop": list(request.until),
+            "temperature": request.temperature, "stop": list(request.until), "return_token_ids": True,
         }
-        return str(self._complete(body)["text"])
+        choice = self._complete(body)
+        ids = choice.get("token_ids")
+        return str(choice["text"]) if ids is None else str(self.tokenizer.decode(ids, skip_special_tokens=True))
 
     def swap_weights(self, weights_dir: Path) -> None:
         """Serve the checkpoint in `weights_dir` from now on, without a restart: the server rereads it in place.
