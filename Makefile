@@ -18,12 +18,13 @@ setup: $(STAMP)
 demo: setup
 	$(VENV)/bin/evomerge demo
 
-# The real Kubernetes control plane (kube-apiserver, kube-controller-manager, etcd, helm) and kstatus (the status
-# reader of Flux and helm --wait) are built from their Go modules once and cached; building them here keeps the
-# build out of pytest's per-test timeout.
+# The real Kubernetes control plane (kube-apiserver, kube-controller-manager, etcd, helm), kstatus (the status
+# reader of Flux and helm --wait) and Kueue's controller are built from their Go modules once and cached; building
+# them here keeps the build out of pytest's per-test timeout.
 controlplane:
 	bash hack/controlplane/build.sh
 	bash hack/kstatus/build.sh
+	bash hack/kueue/build.sh
 
 # The real vLLM server (its CPU build, in its own cached virtual environment) that the engine tests and
 # `evomerge run` with engine vllm start; a second run is a no-op.

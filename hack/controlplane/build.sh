@@ -32,6 +32,8 @@ bin_dir=$cache_root/controlplane/kubernetes-$KUBERNETES_VERSION-etcd-$ETCD_VERSI
 
 log() { printf '[controlplane build %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
+# shellcheck source=../lib/go_build.sh
+source "$here/../lib/go_build.sh"
 
 if [[ ${1-} == --print-bin-dir ]]; then
   echo "$bin_dir"
@@ -53,44 +55,10 @@ if all_built; then
   exit 0
 fi
 
-# One build at a time per cache: a second caller waits, then finds the binaries cached.
-mkdir -p "$cache_root/controlplane"
-exec 9>"$cache_root/controlplane/.build.lock"
-if ! flock -n 9; then
-  log "another build is running; waiting for it"
-  flock 9
-fi
-if all_built; then
-  log "cached: $bin_dir"
-  echo "$bin_dir"
-  exit 0
-fi
+serialise_build "$cache_root/controlplane/.build.lock" all_built "$bin_dir"
+find_go 26  # Kubernetes $KUBERNETES_VERSION needs go >= 1.26
 
-# --- toolchain ----------------------------------------------------------------------------------------
-go_bin=$(command -v go || true)
-if [[ -z $go_bin && -x /usr/local/go/bin/go ]]; then
-  go_bin=/usr/local/go/bin/go
-fi
-[[ -n $go_bin ]] || die "no Go toolchain found (need go >= 1.26 on PATH or at /usr/local/go/bin/go)"
-export GOTOOLCHAIN=local   # never fetch another toolchain behind our back
-go_version=$("$go_bin" env GOVERSION)
-go_minor=$(sed -E 's/^go1\.([0-9]+).*/\1/' <<<"$go_version")
-[[ $go_minor =~ ^[0-9]+$ && $go_minor -ge 26 ]] \
-  || die "$go_bin is $go_version; Kubernetes $KUBERNETES_VERSION needs go >= 1.26"
-
-export CGO_ENABLED=0
-export GOFLAGS="-mod=readonly -buildvcs=false -p=${GO_BUILD_PARALLELISM:-$(nproc)}"
-
-check_pin() {  # module dir, module path, expected version
-  local got
-  got=$(cd "$here/$1" && "$go_bin" list -m -f '{{.Version}}' "$2") \
-    || die "cannot read the version of $2 from $here/$1/go.mod"
-  [[ $got == "$3" ]] || die "$here/$1/go.mod pins $2 $got but build.sh says $3; update one of them"
-}
-
-staging=$(mktemp -d "$cache_root/controlplane/.build.XXXXXX")
-chmod 755 "$staging"
-trap 'rm -rf "$staging"' EXIT
+new_staging "$cache_root/controlplane"
 
 started=$SECONDS
 log "building into $bin_dir with $go_version ($GOFLAGS)"

@@ -26,7 +26,7 @@ from kubernetes import client as k8s
 from evomerge.evaluate.engines.vllm_process import cpu_server_python
 from evomerge.k8s.client import Kube
 from evomerge.k8s.settings import ClusterSettings
-from tests.k8s.conftest import api_client, control_plane, control_plane_bin_dir  # noqa: F401 - shared session fixtures
+from tests.k8s.conftest import api_client, cluster_queue, control_plane, control_plane_bin_dir, kueue  # noqa: F401 - shared fixtures
 from tests.support.node import Fault, Image, Node, PodRecord, dump, image_repository
 from tests.support.podman import BuiltImage, operator_image  # noqa: F401 - a session fixture
 from tests.support.ports import free_port

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from kubernetes import client as k8s
 
+from tests.support import kueue as kueue_process
 from tests.support.controlplane import ControlPlane
 from tests.support.setup_scripts import run_setup_script
 
@@ -41,6 +42,29 @@ def control_plane(control_plane_bin_dir, tmp_path_factory):
         pytest.fail(f"the test control plane did not start: {error}", pytrace=False)
     yield plane
     plane.stop()
+
+
+@pytest.fixture(scope="session")
+def kueue(control_plane, tmp_path_factory):
+    """Kueue's own controller (built from its Go module by hack/kueue/build.sh, which `make controlplane` runs) on the
+    session's control plane; see tests/support/kueue.py for how it is run. Missing or broken, it fails the tests."""
+    try:
+        build = kueue_process.build()
+        running = kueue_process.Kueue.start(build, control_plane, tmp_path_factory.mktemp("kueue"))
+    except Exception as error:
+        pytest.fail(f"Kueue's controller did not start: {error}", pytrace=False)
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def cluster_queue(kueue, namespace):
+    """The name of a ClusterQueue of this test's own (its quota closed until the test opens it), with a LocalQueue of
+    the same name in the test's namespace; deleted afterwards."""
+    kueue.quota(namespace, cpu="0", memory="0")
+    kueue.local_queue(namespace, namespace)
+    yield namespace
+    kueue.delete_cluster_queue(namespace)
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ import pytest
 
 from evomerge.k8s import evaluation_jobs
 from evomerge.k8s.evaluation_jobs import EvaluationJobs, JobRefused
+from evomerge.k8s.jobs import ACTIVE, job_state
 from evomerge.k8s.render_search import render_namespace_accounts
 from evomerge.k8s.settings import ClusterSettings
 from evomerge.merge.recipe import ExpertWeights, MergeRecipe
@@ -92,3 +93,39 @@ def test_a_job_the_api_server_refuses_is_one_line_naming_the_pod_field_and_the_s
     assert message.startswith(f"the API server refused evaluation Job {namespace}/jp-e1-c000000-1: spec.template.spec.containers[0]"
                               ".resources.requests: Invalid value: \"2\": must be less than or equal to cpu limit")
     assert message.endswith("— fix spec.evaluation.resources")
+
+
+def test_queued_evaluation_jobs_are_counted_in_status_and_their_deadline_starts_at_kueues_admission(kube, namespace, cluster_queue,
+                                                                                                  kueue):
+    """Kueue's own controller admits one of two Jobs at a time (the quota holds one CPU, each asks for one). The
+    admitted Job's deadline (10 s) runs out while its pod never starts (no node here); the queued Job, created at the same
+    moment, outlives that deadline untouched, and is started, with its own 10 s, only once Kueue admits it into the
+    quota the first one freed."""
+    kueue.quota(cluster_queue, cpu="1", memory="4Gi")
+    jobs = backend(kube, namespace, timeout_seconds=10, queueName=cluster_queue, resources={"requests": {"cpu": "1", "memory": "1Gi"}})
+    names = {"jp-e1-c000000-1", "jp-e1-c000001-1"}
+    for name in sorted(names):
+        jobs.create(name, [(name.split("-")[2], RECIPE)])
+    outcomes = []
+
+    def queued() -> int | None:
+        outcomes.extend(jobs.wait(names, 1))
+        return (kube.get("MergeSearch", namespace, "jp").get("status") or {}).get("queuedEvaluations")
+
+    eventually(lambda: queued() == 1, "status.queuedEvaluations to count the Job Kueue cannot admit yet")
+    first, second = sorted((kube.get("Job", namespace, n) for n in names), key=lambda j: bool(j["spec"].get("suspend")))
+    assert first["spec"]["suspend"] is False and second["spec"]["suspend"] is True
+    assert not (second.get("status") or {}).get("startTime")
+    assert any(second["metadata"]["name"] in e["message"] and "timeoutSeconds counts from it" in e["message"]
+               for e in kube.list("Event", namespace) if e["reason"] == "Queued")
+
+    eventually(lambda: queued() is not None and outcomes, "the admitted Job's deadline to run out", timeout=60)
+    assert (outcomes[0].name, outcomes[0].succeeded, outcomes[0].reason) == (first["metadata"]["name"], False, "DeadlineExceeded")
+    waited = kube.get("Job", namespace, second["metadata"]["name"])
+    assert waited["spec"]["suspend"] is True and job_state(waited).phase == ACTIVE  # as old as the first, and not failed
+
+    eventually(lambda: queued() == 0, "Kueue to admit the second Job into the freed quota")
+    started = kube.get("Job", namespace, second["metadata"]["name"])
+    failed = kube.get("Job", namespace, first["metadata"]["name"])
+    failed_at = next(c["lastTransitionTime"] for c in failed["status"]["conditions"] if c["type"] == "Failed")
+    assert started["status"]["startTime"] >= failed_at > started["metadata"]["creationTimestamp"]

@@ -150,6 +150,29 @@ def test_a_controller_whose_pod_is_gone_reads_restarting_not_running():
     assert find(running.status["conditions"], "Ready")["message"] == f"controller Job {name} is running"
 
 
+def test_evaluation_jobs_waiting_for_kueue_are_named_in_the_running_message_until_admitted():
+    body, observed = started(search(evaluation={"queueName": "team-a"}))
+    name = body["status"]["controllerJob"]
+    observed.controller_jobs[0]["spec"]["suspend"] = False  # Kueue admitted the controller
+    body["status"]["queuedEvaluations"] = 2  # the controller's count of its suspended evaluation Jobs
+
+    waiting = plan_search(body, observed, SETTINGS, NOW)
+    message = f"controller Job {name} is running; 2 evaluation Jobs wait in Kueue LocalQueue team-a for admission"
+    assert waiting.status["phase"] == "Running" and condition(waiting.status, "Progressing") == ("True", "Searching")
+    assert [find(waiting.status["conditions"], t)["message"] for t in ("Ready", "Progressing")] == [message, message]
+    body["status"]["queuedEvaluations"] = 1
+    one = plan_search(applied(body, waiting), observed, SETTINGS, NOW)
+    assert find(one.status["conditions"], "Ready")["message"].endswith("; 1 evaluation Job waits in Kueue LocalQueue team-a for admission")
+    body["status"]["queuedEvaluations"] = 0
+    admitted = plan_search(applied(body, one), observed, SETTINGS, NOW)
+    assert find(admitted.status["conditions"], "Ready")["message"] == f"controller Job {name} is running"
+
+    edited = applied(body, waiting)
+    edited["metadata"]["generation"] = 2
+    edited["spec"]["objectives"] = [{"task": "t2"}]
+    assert plan_search(edited, observed, SETTINGS, NOW).status["queuedEvaluations"] is None  # the next epoch counts anew
+
+
 def test_a_lost_history_degrades_the_running_and_finished_epoch_and_the_next_epoch_clears_it():
     body, observed = started(search())
     lost = "history chunk 1 of epoch 1 is missing: replay keeps the first 3 events and the search evaluates again from there"

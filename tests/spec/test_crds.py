@@ -48,13 +48,14 @@ def test_merge_search_has_printer_columns_short_name_and_status():
     version = crd["spec"]["versions"][0]
     assert crd["spec"]["names"]["shortNames"] == ["ms"]
     columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
-    assert list(columns) == ["Phase", "Epoch", "Round", "Generation", "Evaluations", "Best", "Reason", "Age", "Message"]
+    assert list(columns) == ["Phase", "Epoch", "Round", "Generation", "Evaluations", "Queued", "Best", "Reason", "Age", "Message"]
     # within the current epoch: a one-round search reads ROUND 1 however often its spec was edited
     assert (columns["Round"]["jsonPath"], columns["Generation"]["jsonPath"]) == (".status.epochRound", ".status.epochGeneration")
     assert columns["Epoch"]["jsonPath"] == ".status.epoch"
     assert columns["Best"]["jsonPath"] == ".status.best.value"  # in the objective's own direction, not the fitness
     assert columns["Reason"]["jsonPath"] == '.status.conditions[?(@.type=="Ready")].reason'
     assert columns["Message"]["priority"] == 1  # kubectl get -o wide
+    assert (columns["Queued"]["jsonPath"], columns["Queued"]["priority"]) == (".status.queuedEvaluations", 1)  # waiting for Kueue
     assert version["subresources"] == {"status": {}}
     spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
     assert spec["properties"]["merge"]["properties"]["method"]["enum"][:2] == ["linear", "task_arithmetic"]

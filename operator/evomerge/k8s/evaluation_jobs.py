@@ -13,6 +13,7 @@ autoscaler), so its Job runs on, and the scheduler's message is kept for the fai
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, Sequence
 
@@ -32,6 +33,7 @@ from .settings import ClusterSettings
 STUCK_CHECK_SECONDS = 30.0
 STUCK_GRACE_SECONDS = 120.0
 UNSCHEDULABLE = "Unschedulable"
+log = logging.getLogger(__name__)
 
 
 class JobRefused(ValueError):
@@ -66,6 +68,7 @@ class EvaluationJobs:
         self._version = ""
         self._stuck: dict[str, tuple[str, str]] = {}  # job → why its pod cannot start, as last seen
         self._checked = -float("inf")
+        self._queued = int((search.get("status") or {}).get("queuedEvaluations") or 0)  # as status last said it
         self.events = ControllerEvents(kube, search)  # the next stuck Job most likely has the same cause
 
     def existing(self) -> dict[str, list[str]]:
@@ -103,6 +106,7 @@ class EvaluationJobs:
 
     def wait(self, names: set[str], timeout: float) -> list[JobOutcome]:
         deadline = time.monotonic() + timeout
+        self._count_queued(names)
         outcomes = self._collect(names) or self._fail_stuck(names)
         while not outcomes and time.monotonic() < deadline:
             left = max(1, int(min(deadline - time.monotonic(), self._check_every())))
@@ -112,6 +116,7 @@ class EvaluationJobs:
                     if kind == "BOOKMARK":
                         continue
                     self._jobs[job["metadata"]["name"]] = None if kind == "DELETED" else job
+                    self._count_queued(names)
                     outcomes = self._collect(names)
                     if outcomes:
                         break
@@ -144,6 +149,19 @@ class EvaluationJobs:
                 outcomes.append(JobOutcome(name, state.phase == SUCCEEDED, message, state.reason, job_seconds(job)))
             self._reported.add(name)
         return outcomes
+
+    def _count_queued(self, names: set[str]) -> None:
+        """status.queuedEvaluations: how many of the Jobs waited on Kueue has not admitted yet (they are suspended
+        until it does), written when the count changes. Not written is not fatal: the next change writes it."""
+        queued = sum(1 for n in names - self._reported if ((self._jobs.get(n) or {}).get("spec") or {}).get("suspend"))
+        if queued == self._queued:
+            return
+        try:
+            self.kube.patch_status("MergeSearch", self.namespace, self.name, {"queuedEvaluations": queued})
+        except ApiError as error:
+            log.warning("status.queuedEvaluations not written: %s", error)
+            return
+        self._queued = queued
 
     def _fail_stuck(self, names: set[str]) -> list[JobOutcome]:
         """Outcomes for Jobs whose pods cannot start (see the module's docstring); at most one pod list per check."""

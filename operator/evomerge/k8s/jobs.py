@@ -39,11 +39,12 @@ def job_seconds(job: dict[str, Any]) -> float:
 
 
 def job_age(job: dict[str, Any]) -> float:
-    """Seconds since the Job was created (0 when the API server has not stamped it)."""
-    created = job["metadata"].get("creationTimestamp")
-    if not created:
+    """Seconds since the Job started (status.startTime: its admission, for a Job Kueue held suspended), else since it
+    was created (0 when the API server has not stamped it): time spent queued never makes a Job look stuck."""
+    since = (job.get("status") or {}).get("startTime") or job["metadata"].get("creationTimestamp")
+    if not since:
         return 0.0
-    return (datetime.datetime.now(datetime.timezone.utc) - _parse_time(created)).total_seconds()
+    return (datetime.datetime.now(datetime.timezone.utc) - _parse_time(since)).total_seconds()
 
 
 def _parse_time(text: str) -> datetime.datetime:

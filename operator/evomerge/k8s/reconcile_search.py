@@ -178,7 +178,7 @@ def plan_search(search: dict[str, Any], observed: SearchObservation, settings: C
         # its pod ended (deleted, evicted, crashed) and the next has not started: the search is not running now
         _running(plan, status, generation, now, name, f"restarting ({starts}): the next pod resumes from the history")
     elif state.phase == ACTIVE:
-        _running(plan, status, generation, now, name, "running")
+        _running(plan, status, generation, now, name, "running" + _queued_evaluations(status, job))
     elif state.phase == SUCCEEDED:
         status = {**status, "completionTime": status.get("completionTime") or now}
         message = _success_message(status)
@@ -240,7 +240,7 @@ def _new_epoch(search, status, spec, effective, observed, settings, now) -> Plan
         why = f"{_what_changed(observed.epoch_configmap, effective)}: epoch {number} starts over {experts}{seeded}"
     extra = {"epoch": number, "inputDigest": input_digest(effective), "startTime": now, "completionTime": None,
              "stopReason": None, "controllerJob": name, "controllerStarts": None, "historyLost": None,
-             "epochRound": None, "epochGeneration": None}
+             "epochRound": None, "epochGeneration": None, "queuedEvaluations": None}
     if spec.suspend:
         plan.status = _status(status, meta.get("generation"), now, phase="Suspended",
                               ready=(False, "Suspended", "spec.suspend is true"),
@@ -306,6 +306,17 @@ def _queued(plan: Plan, status, generation, now, name: str, queue: str) -> None:
                           progressing=(True, "Queued", message), extra={"controllerJob": name})
     if status.get("phase") != "Queued":
         plan.events.append(Event("Normal", "Queued", message))
+
+
+def _queued_evaluations(status: dict[str, Any], job: dict[str, Any]) -> str:
+    """What the Running message adds while evaluation Jobs wait for Kueue's admission (the controller counts them in
+    status.queuedEvaluations): a search that waits for quota says so rather than look slow."""
+    queued = int(status.get("queuedEvaluations") or 0)
+    if not queued:
+        return ""
+    queue = (job["metadata"].get("labels") or {}).get(KUEUE_QUEUE_LABEL) or "?"
+    jobs = "1 evaluation Job waits" if queued == 1 else f"{queued} evaluation Jobs wait"
+    return f"; {jobs} in Kueue LocalQueue {queue} for admission"
 
 
 def _stuck(plan: Plan, status, generation, now, name: str, reason: str, message: str) -> None:

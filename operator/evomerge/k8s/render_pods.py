@@ -176,12 +176,15 @@ def owned_job(name: str, namespace: str, owner: dict[str, Any], labels: dict[str
     """A Job owned by `owner` (deleted with it) whose pod is replaced only once it has failed; an exit of
     `container` with a permanent code (bad input: a retry cannot help) fails the Job at once, and a node
     disruption or a deleted pod (SIGTERM) costs no retry. With a Kueue `queue` it is created suspended in that
-    LocalQueue: Kueue unsuspends it on admission, and its activeDeadlineSeconds counts from then (status.startTime)."""
+    LocalQueue: Kueue unsuspends it on admission, and its activeDeadlineSeconds counts from then (status.startTime).
+    An owning Job (an evaluation Job's controller Job) is an owner but not the controller: Kueue takes a Job whose
+    controller is a queued Job for a part of that Job's workload, which it never admits on its own (it stays
+    suspended), while garbage collection follows any ownerReference."""
     if queue:
         labels = {**labels, KUEUE_QUEUE_LABEL: queue}
         job_spec = {**job_spec, "suspend": True}
     metadata: dict[str, Any] = {"name": name, "namespace": namespace, "labels": labels,
-                                "ownerReferences": [owner_reference(owner)]}
+                                "ownerReferences": [owner_reference(owner, controller=owner["kind"] != "Job")]}
     if annotations:
         metadata["annotations"] = annotations
     return {

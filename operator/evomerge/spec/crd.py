@@ -195,6 +195,7 @@ KINDS: dict[str, dict[str, Any]] = {
             ("Round", "integer", ".status.epochRound", "The round the current epoch runs (at most spec.search.rounds)."),
             ("Generation", "integer", ".status.epochGeneration", "Generations the current epoch has run."),
             ("Evaluations", "integer", ".status.evaluations"),
+            ("Queued", "integer", ".status.queuedEvaluations", "Evaluation Jobs waiting for Kueue to admit them.", 1),
             ("Best", "string", ".status.best.value", "The best score in its objective's own direction."),
             ("Reason", "string", _READY_REASON),
             ("Age", "date", ".metadata.creationTimestamp"),

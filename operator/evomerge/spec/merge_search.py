@@ -654,6 +654,9 @@ class MergeSearchStatus(SpecModel):
                                          "(kubectl's GENERATION).")
     evaluations: int = 0
     failed_evaluations: int = 0
+    queued_evaluations: int | None = Field(
+        default=None, description="Evaluation Jobs waiting for Kueue to admit them (created suspended in their "
+        "LocalQueue), as the controller last saw them; evaluation.timeoutSeconds of each starts at its admission.")
     best: ScoredCandidate | None = None
     generations: list[GenerationSummary] = Field(default_factory=list, description="The most recent summaries only.")
     pareto_front: list[ScoredCandidate] = Field(default_factory=list)
