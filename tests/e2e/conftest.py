@@ -80,7 +80,7 @@ def images(operator_image: BuiltImage) -> dict[str, Image]:
     vllm = Image(path=(cpu_server_python().parent,), env=(("VLLM_CPU_KVCACHE_SPACE", "1"),))
     overrides = QUICK_START.overrides
     return {overrides["image.repository"]: venv, overrides["workerImage.repository"]: venv, PYTHON_IMAGE: python,
-            image_repository(ClusterSettings().vllm_image): vllm}
+            image_repository(ClusterSettings().server_image("vllm")): vllm}
 
 
 @pytest.fixture(scope="session")
