@@ -31,9 +31,6 @@ ELSEWHERE: dict[tuple[str, str], str] = {
     ("merge/resident.py", "random"): "the random Sparsifier (catalogue Method.sparsifier), not the algorithm",
     ("merge/task_arithmetic.py", "random"): "the random Sparsifier, in the sparsifiers' own implementation",
     ("report/model_card.py", "random"): "the random Sparsifier: DARE's masks are evomerge's own draws",
-    ("spec/merge_search.py", "ga"): "a rule of the GA's own options block, search.ga",
-    ("spec/crd.py", "ga"): "the CEL form of that rule of search.ga",
-    ("spec/merge_search.py", "evogm"): "a rule of EvoGM's own options block, search.evogm",
     ("evaluate/engines/served.py", "vllm"): "VLLMWorker, the local run's vLLM server (issue 17 folds it)",
 }
 

@@ -144,6 +144,10 @@ def controller_jobs(kube: Kube, namespace: str) -> list[dict]:
     ({"search": {"mode": "async", "evogm": {"generatorReinit": "perIteration"}}},
      "spec.search.evogm.generatorReinit: Invalid value: search.evogm.generatorReinit: perIteration needs search.mode: "
      "generational"),
+    ({"search": {"evogm": {"restartSigma": "2"}}},  # an optional Number keeps its bounds
+     "spec.search.evogm.restartSigma: Invalid value: \"2\": must be greater than 0 and at most 1"),
+    ({"search": {"algorithm": "ga", "ga": {"tournamentSize": 21}}},  # over the GA's default populationSize
+     "spec.search.ga.tournamentSize: Invalid value: search.ga.tournamentSize: at most populationSize"),
     ({"objectives": [{"task": "a"}, {"task": "a"}]}, "Duplicate value"),
     ({"experts": [{"name": "e0", "uri": "x"}, {"name": "e0", "uri": "y"}]}, "Duplicate value"),
     ({"evaluation": {"engine": "triton"}}, "Unsupported value"),

@@ -1,59 +1,19 @@
-"""Building blocks shared by every resource type.
-
-Floats are written as strings in resource specs (Kubernetes API conventions avoid floats because
-clients round-trip them differently); locally a plain YAML number is accepted too.
-"""
+"""Building blocks shared by every resource type; how a field is written on the wire (camelCase, numbers as
+strings) is the catalogue's `wire`, whose SpecModel and Number the resource types read from here."""
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, WithJsonSchema
-from pydantic.alias_generators import to_camel
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 
 from ..catalogue.uris import URI_FIX, URI_PATTERN
+from ..catalogue.wire import Number, SpecModel, format_number  # noqa: F401  (re-exported to the spec's types)
 
 API_GROUP = "evomerge.dev"
 API_VERSION = "v1alpha1"
 GROUP_VERSION = f"{API_GROUP}/{API_VERSION}"
-
-# At most 15 integer digits and a two-digit exponent: every number the pattern admits is a finite double,
-# so the API server's CEL rules can read it (double("1e309") is a CEL type error, not a refusal).
-NUMBER_PATTERN = r"^[-+]?([0-9]{1,15}(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]{1,2})?$"
-
-
-def _parse_number(value: Any) -> float:
-    if isinstance(value, bool):
-        raise ValueError("expected a number written as a string such as \"0.5\", got a boolean")
-    if isinstance(value, (int, float)):
-        result = float(value)
-    elif isinstance(value, str):
-        try:
-            result = float(value.strip())
-        except ValueError:
-            raise ValueError(f"{value!r} is not a number; write a decimal such as \"0.5\"") from None
-    else:
-        raise ValueError(f"expected a number written as a string such as \"0.5\", got {type(value).__name__}")
-    if not math.isfinite(result):
-        raise ValueError(f"{value!r} is not a finite number")
-    return result
-
-
-def format_number(value: float) -> str:
-    """Shortest decimal that reads back to the same float ("1" rather than "1.0")."""
-    if value.is_integer() and abs(value) < 1e15:
-        return str(int(value))
-    return repr(value)
-
-
-Number = Annotated[
-    float,
-    BeforeValidator(_parse_number),
-    PlainSerializer(format_number, return_type=str, when_used="json"),
-    WithJsonSchema({"type": "string", "pattern": NUMBER_PATTERN}),
-]
 
 # A resource's name is a DNS label: it goes into its children's names and label values (63 characters at
 # most, no dots); the CRDs check it at admission from these two facts.
@@ -70,22 +30,6 @@ def uri_field(**kwargs: Any) -> Any:
     """A model URI: its scheme is checked at admission (the operator reads no other); the rest only a pod can."""
     return Field(min_length=1, max_length=2048, json_schema_extra={"x-kubernetes-validations": [
         {"rule": f"self.matches(r'{URI_PATTERN}')", "message": f"unknown URI scheme — {URI_FIX}"}]}, **kwargs)
-
-
-class SpecModel(BaseModel):
-    """camelCase on the wire, snake_case in Python, and unknown fields are errors (typos must not pass)."""
-
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        validate_default=True,
-        use_attribute_docstrings=True,  # a docstring under a field is its description (kubectl explain, the README)
-    )
-
-    def to_wire(self) -> dict[str, Any]:
-        """The resource as it is written to YAML or to the Kubernetes API."""
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 class ObjectMeta(BaseModel):

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import types
-from typing import Any, Union, get_args, get_origin
+from typing import Annotated, Any, Union, get_args, get_origin
 
 from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel
 
-from ..catalogue.algorithms import ALGORITHMS, MODES, mode_refusal, objectives_refusal
+from ..catalogue.algorithms import ALGORITHMS, DEFAULT_ALGORITHM, MODES, Algorithm, mode_refusal, objectives_refusal
 from ..catalogue.methods import BASELESS_METHODS, GENE_DECLARATIONS, GENES, METHODS, Gene
 from .base import API_GROUP, API_VERSION, NAME_MAX_LENGTH, NAME_PATTERN, format_number
 from .expert import Expert, ExpertSpec, ExpertStatus
 from .merge_search import (
-    EVOGM_REINIT_ASYNC, GUARDED_NEEDS_GATE, GUARDED_NOT_HELD_OUT, KEPT_OUTPUT_FIX, KEPT_OUTPUT_PATTERN, MERGEKIT_NO_LORA,
+    GUARDED_NEEDS_GATE, GUARDED_NOT_HELD_OUT, KEPT_OUTPUT_FIX, KEPT_OUTPUT_PATTERN, MERGEKIT_NO_LORA,
     PROMOTION_NEEDS_HELD_OUT, MergeSearch,
-    MergeSearchSpec, MergeSearchStatus, MergeSpec, evolve_refusal, one_expert_refusal,
+    MergeSearchSpec, MergeSearchStatus, MergeSpec, SearchSpec, evolve_refusal, one_expert_refusal,
 )
 from .merged_model import MergedModel, MergedModelSpec, MergedModelStatus
 
@@ -43,6 +43,23 @@ def _domain_rule(gene: Gene) -> dict[str, str]:
         f"(double({bounds}[0]) > {low!r} && double({bounds}[1]) <= {high!r})",
         "message": gene.domain_refusal(f"merge.bounds.{gene.name}"),
     }
+
+
+def _options_rules(algorithm: Algorithm) -> list[dict[str, str]]:
+    """The rules of `algorithm`'s options block (search.<name>), checked when that algorithm runs and the block is set."""
+    assert algorithm.options is not None
+    search, name = "self.search", algorithm.name
+    other = (f"(has({search}.algorithm) && {search}.algorithm != '{name}')" if name == DEFAULT_ALGORITHM
+             else f"!has({search}.algorithm) || {search}.algorithm != '{name}'")
+    values = {
+        "options": f"{search}.{name}",
+        "mode": f"(has({search}.mode) ? {search}.mode : '{SearchSpec.model_fields['mode'].default}')",
+        "population_size": f"(has({search}.populationSize) ? {search}.populationSize : "
+                           f"{algorithm.budget.population_size})",
+    }
+    return [{"rule": f"!has({search}) || {other} || !has({search}.{name}) || {rule.cel.format(**values)}",
+             "message": rule.message, "fieldPath": f".search.{name}.{rule.field}"}
+            for rule in algorithm.options.rules]
 
 
 # A path search (dataFlow.enabled) reads no method: the method's own rules do not apply to it.
@@ -112,13 +129,7 @@ MERGE_SEARCH_RULES = [
         for a in ALGORITHMS.values()
         if a.min_objectives > 1
     ),
-    {
-        "rule": "!has(self.search) || !has(self.search.mode) || self.search.mode != 'async' || "
-        "(has(self.search.algorithm) && self.search.algorithm != 'evogm') || !has(self.search.evogm) || "
-        "!has(self.search.evogm.generatorReinit) || self.search.evogm.generatorReinit != 'perIteration'",
-        "message": EVOGM_REINIT_ASYNC,
-        "fieldPath": ".search.evogm.generatorReinit",
-    },
+    *(rule for a in ALGORITHMS.values() if a.options for rule in _options_rules(a)),
     *(_bounds_rule(gene) for gene in GENES),
     *(_domain_rule(gene) for gene in GENE_DECLARATIONS.values() if gene.domain is not None),
     {
@@ -134,15 +145,6 @@ MERGE_SEARCH_RULES = [
         "fieldPath": ".merge.dataFlow.scaleBounds",
         "message": "merge.dataFlow.scaleBounds: [low, high] must be positive and ordered (0 < low < high) — a hop scale "
         "multiplies the residual stream, and norms are invariant only to positive factors",
-    },
-    {
-        # tournamentSize only counts in a GA tournament; an unset populationSize is the GA's default
-        "rule": "!has(self.search) || !has(self.search.algorithm) || self.search.algorithm != 'ga' || !has(self.search.ga) || "
-        "!has(self.search.ga.tournamentSize) || (has(self.search.ga.selection) && self.search.ga.selection != 'tournament') || "
-        "self.search.ga.tournamentSize <= (has(self.search.populationSize) ? self.search.populationSize : "
-        f"{ALGORITHMS['ga'].budget.population_size})",
-        "fieldPath": ".search.ga.tournamentSize",
-        "message": "search.ga.tournamentSize: at most populationSize — a larger tournament picks the same best every time",
     },
     {
         "rule": f"!has(self.storage) || !has(self.storage.output) || self.storage.output.uri.matches('{KEPT_OUTPUT_PATTERN}')",
@@ -239,7 +241,9 @@ KINDS: dict[str, dict[str, Any]] = {
     },
 }
 
-_DROPPED_KEYS = {"title", "$defs"}
+# pydantic writes a bound of a Number inside an optional (Number | None) as gt/ge/lt/le, which are not OpenAPI
+# keywords (the API server refuses them); _number_rules checks such bounds with CEL instead.
+_DROPPED_KEYS = {"title", "$defs", "gt", "ge", "lt", "le"}
 
 
 def _structural(node: Any, defs: dict[str, Any]) -> Any:
@@ -322,9 +326,11 @@ def _number_rules(model: type[BaseModel], schema: dict[str, Any]) -> None:
 
 
 def _members(annotation: Any) -> list[Any]:
-    """The types an annotation is made of: X | None gives X, list[X] gives X."""
+    """The types an annotation is made of: X | None gives X, list[X] gives X, Annotated[X, ...] gives X."""
     if get_origin(annotation) in (Union, types.UnionType, list):
         return [m for arg in get_args(annotation) for m in _members(arg)]
+    if get_origin(annotation) is Annotated:
+        return _members(get_args(annotation)[0])
     return [annotation]
 
 

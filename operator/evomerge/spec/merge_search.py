@@ -8,12 +8,12 @@ from pydantic import Field, create_model, model_validator
 from pydantic.alias_generators import to_snake
 
 from ..catalogue.algorithms import (
-    ALGORITHM_NAMES, ALGORITHMS, ASYNC_ALGORITHMS, DEFAULT_ALGORITHM, MODES, ONE_LONG_ROUND, budget_defaults,
+    ALGORITHM_NAMES, ALGORITHMS, ASYNC_ALGORITHMS, DEFAULT_ALGORITHM, MODES, ONE_LONG_ROUND, OPTIONS, budget_defaults,
     mode_refusal, objectives_refusal,
 )
 from ..catalogue.engines import DEFAULT_ENGINE, EngineName as Engine
 from ..catalogue.methods import (
-    BASELESS_METHODS, DEFAULT_METHOD, GENE_DECLARATIONS, GENES, METHOD_NAMES, METHODS, MIXTURE_METHODS, Method,
+    BASELESS_METHODS, DEFAULT_METHOD, GENE_DECLARATIONS, GENES, METHOD_NAMES, METHODS, Method,
     methods_with,
 )
 from .base import (
@@ -174,86 +174,6 @@ class EarlyStopping(SpecModel):
     """The least rise of the best fitness that counts as an improvement; at least 0."""
 
 
-class EvoGMOptions(SpecModel):
-    """EvoGM hyper-parameters; the generators' defaults are the released code's (shared/reference/evogm.md §5).
-
-    A round is populationSize initial candidates (each current expert alone, their uniform mix, random mixes)
-    then maxGenerations − 1 iterations of populationSize offspring; search.rounds rounds in all. The default
-    variant, cmaHosted, lets CMA-ES propose and G+ rewrite a share of each generation (benchmarks/optimizers.py
-    compares it with the released algorithm, variant paper); its later rounds start from the elites instead of
-    evaluating them again, so they have maxGenerations generations of CMA-ES.
-    """
-
-    variant: Literal["cmaHosted", "paper"] = Field(
-        default="cmaHosted",
-        description="cmaHosted: CMA-ES owns the proposal distribution (mean, step size, covariance) and G+ rewrites a share "
-        "of each generation, so the proposal scale follows the remaining distance; paper: the released algorithm, "
-        "G+(population) alone, whose proposals contract onto the winners within a round.",
-    )
-    winner_portion: Number = Field(default=0.3, gt=0, lt=1, description="Fraction ρ of the round's results that are winners (the rest are losers).")
-    hidden_dims: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [128, 256, 256, 256, 128], min_length=1, description="Hidden layer widths of both generator MLPs.")
-    learning_rate: Number = Field(default=1e-4, gt=0, description="Adam learning rate of the generators.")
-    training_steps: int = Field(default=200, ge=1, description="Adam steps per iteration (per populationSize results in async mode).")
-    cycle_scale: Number = Field(default=100.0, ge=0, description="Weight of the cycle-consistency loss.")
-    opt_scale: Number = Field(default=1.0, ge=0, description="Weight of the loss pulling G+(losers) towards the winners' mean.")
-    top_k: int | None = Field(default=None, ge=1, description="Elites promoted to experts of the next round; unset: the number of experts.")
-    generator_mode: Literal["dual", "single"] = Field(default="dual", description="dual: G+ and G- with the cycle loss; single: G+ alone (ablation).")
-    generator_reinit: Literal["perRound", "perIteration"] = Field(
-        default="perRound", description="When the generators restart from fresh weights; perIteration needs mode generational."
-    )
-    injection: Number = Field(
-        default=0.3, ge=0, le=1,
-        description="cmaHosted: share of each CMA-ES generation that G+ rewrites (its offspring of CMA-ES's samples, told "
-        "to CMA-ES clipped in Mahalanobis norm).",
-    )
-    sigma0: Number = Field(
-        default=1 / 3, gt=0, le=1,
-        description="cmaHosted: CMA-ES's first step size, in the round coordinates [-1, 1] (1/3: a sixth of their width, "
-        "the cmaes algorithm's default).",
-    )
-    restart_sigma: Number | None = Field(
-        default=None, gt=0, le=1,
-        description="cmaHosted: restart CMA-ES at the best elite with this step size (in the first round's coordinates) "
-        "at each later round; unset: CMA-ES carries on across rounds and only the generators restart.",
-    )
-    jitter: Number = Field(
-        default=0.0, ge=0, le=1,
-        description="σ of Gaussian noise added to each offspring, in the per-round coordinates [-1, 1] (0: the released code). "
-        "Counters the offspring collapsing onto the winners' mean; 0.15 is the GA's mutation size relative to the range.",
-    )
-
-
-class CMAESOptions(SpecModel):
-    """CMA-ES (the `cmaes` package) in the unit cube mapped onto each gene's bounds; Sakana's start by default."""
-
-    sigma0: Number = Field(default=1 / 6, gt=0, description="Initial step size, as a fraction of each gene's bounds.")
-    mean0: Number = Field(default=0.5, ge=0, le=1, description="Start of the search, as a fraction of each gene's bounds.")
-
-
-class GAOptions(SpecModel):
-    """The GA recipe (shared/reference/evogm.md §10)."""
-
-    selection: Literal["tournament", "rank"] = Field(default="tournament", description="How parents are drawn from the parent pool.")
-    survivor_fraction: Number = Field(default=0.25, gt=0, le=1, description="Top fraction of the population kept as the parent pool.")
-    elitism: int = Field(default=1, ge=0, description="Best members carried unchanged into the next generation.")
-    crossover: Literal["uniform", "blend"] = Field(default="uniform", description="uniform: each gene from either parent; blend: BLX-0.5.")
-    crossover_rate: Number = Field(default=0.9, ge=0, le=1, description="Probability that a child is a crossover of two parents.")
-    mutation_sigma: Number = Field(default=0.07, ge=0, description="Gaussian mutation σ, in logits (softmax weights) or fractions of a gene's bounds.")
-    mutation_rate: Number = Field(default=1.0, ge=0, le=1, description="Probability that each gene of a child is mutated.")
-    tournament_size: int = Field(default=3, ge=2)
-    """Members drawn per tournament; at most populationSize."""
-    softmax_weights: bool | None = Field(
-        default=None,
-        description="Normalise weights per layer group with a softmax (positive, summing to one); false: a box over "
-        f"merge.bounds.weight. Unset: true for {', '.join(MIXTURE_METHODS)} (weights that mix the models), false for "
-        "the others (weights that scale task vectors, whose best merges sum above one).",
-    )
-
-    def softmax_for(self, method: str) -> bool:
-        """softmaxWeights as set, else the method's: a simplex only where the weights are a mixture."""
-        return METHODS[method].mixture_weights if self.softmax_weights is None else self.softmax_weights
-
-
 class SeedRecipe(SpecModel):
     """A known merge that joins the first population: a mergekit config inline, or where its YAML lies."""
 
@@ -279,10 +199,6 @@ class SeedRecipe(SpecModel):
         return self
 
 
-EVOGM_REINIT_ASYNC = ("search.evogm.generatorReinit: perIteration needs search.mode: generational — the async mode "
-                      "trains warm-started generators continuously; use perRound")
-
-
 def _budget_defaults(field: str) -> str:
     """'20 for evogm, 8 for the others', from the catalogue's budgets."""
     special, others = budget_defaults(field)
@@ -296,7 +212,7 @@ def _unset_in_crd(schema: dict[str, Any]) -> None:
     schema.pop("default", None)
 
 
-class SearchSpec(SpecModel):
+class _SearchCore(SpecModel):  # search's own fields; SearchSpec adds every algorithm's options block after them
     algorithm: Algorithm = Field(
         default=DEFAULT_ALGORITHM, description="; ".join(f"{a.name}: {a.summary}" for a in ALGORITHMS.values()) + "."
     )
@@ -324,22 +240,23 @@ class SearchSpec(SpecModel):
     early_stopping: EarlyStopping | None = None
     """Stop when the best fitness stops improving."""
     max_evaluations: int | None = Field(default=None, ge=1, description="Hard cap on candidates (cache hits included); the search also stops after populationSize × maxGenerations × rounds.")
-    evogm: EvoGMOptions = Field(default_factory=EvoGMOptions)
-    """EvoGM's hyper-parameters (read when algorithm is evogm)."""
-    cmaes: CMAESOptions = Field(default_factory=CMAESOptions)
-    """CMA-ES's hyper-parameters (read when algorithm is cmaes)."""
-    ga: GAOptions = Field(default_factory=GAOptions)
-    """The GA's hyper-parameters (read when algorithm is ga)."""
+
+
+# search.<algorithm>: each algorithm's own options block, as its catalogue entry declares it
+_SearchOptions = create_model(
+    "_SearchOptions",
+    __base__=_SearchCore,
+    __module__=__name__,
+    **{name: (options, Field(default_factory=options,
+                             description=f"{ALGORITHMS[name].title}'s hyper-parameters (read when algorithm is {name})."))
+       for name, options in OPTIONS.items()},
+)
+
+
+class SearchSpec(_SearchOptions):  # type: ignore[misc,valid-type]
     seeds: list[SeedRecipe] = Field(
         default_factory=list, description="mergekit recipes encoded into the genome; they join the first population."
     )
-
-    @model_validator(mode="after")
-    def _tournament_fits(self) -> "SearchSpec":
-        if self.algorithm == "ga" and self.ga.selection == "tournament" and self.ga.tournament_size > self.population_size:
-            raise ValueError(f"search.ga.tournamentSize: {self.ga.tournament_size} is more than populationSize "
-                             f"({self.population_size}) — every tournament would pick the same best; lower it")
-        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -360,8 +277,8 @@ class SearchSpec(SpecModel):
     def _runs_in_its_mode(self) -> "SearchSpec":
         if self.mode not in ALGORITHMS[self.algorithm].modes:
             raise ValueError(mode_refusal(ALGORITHMS[self.algorithm], self.mode))
-        if self.algorithm == "evogm" and self.mode == "async" and self.evogm.generator_reinit == "perIteration":
-            raise ValueError(EVOGM_REINIT_ASYNC)
+        if self.algorithm in OPTIONS and (refusal := getattr(self, self.algorithm).refusal(self)):
+            raise ValueError(refusal)
         return self
 
 
