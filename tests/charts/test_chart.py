@@ -12,7 +12,7 @@ import pytest
 import yaml
 from prometheus_client import generate_latest
 
-from evomerge.catalogue.engines import server_image
+from evomerge.catalogue.engines import SERVED_ENGINES, server_image
 from evomerge.k8s.metrics import OperatorMetrics
 from evomerge.k8s.settings import ClusterSettings
 
@@ -183,19 +183,37 @@ def _to_lua(lua, value):
 
 
 def test_by_default_the_servers_are_the_images_the_engine_catalogue_pins(helm, tmp_path):
-    (deployment,) = by_kind(render(helm, tmp_path), "Deployment")
-    env = {e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
-    settings = ClusterSettings.from_env(env)
-    assert (settings.server_image("tgi"), settings.server_image("vllm")) == (server_image("tgi"), server_image("vllm"))
+    settings = ClusterSettings.from_env(operator_env(render(helm, tmp_path)))
+    assert all(settings.server_image(engine) == server_image(engine) for engine in SERVED_ENGINES)
 
 
-def test_custom_tgi_and_vllm_images_and_port_reach_the_operators_settings(helm, tmp_path):
-    tgi, vllm = "registry.example/tgi:pinned", "registry.example/vllm@sha256:" + "ab" * 32
-    objects = render(helm, tmp_path, "--set", f"servers.tgiImage={tgi}", "--set", f"servers.vllmImage={vllm}",
-                     "--set", "servers.port=18080")
-
+def operator_env(objects: list[dict]) -> dict[str, str]:
     (deployment,) = by_kind(objects, "Deployment")
-    env = {e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
-    assert (env["EVOMERGE_TGI_IMAGE"], env["EVOMERGE_VLLM_IMAGE"]) == (tgi, vllm)
-    settings = ClusterSettings.from_env(env)
-    assert (settings.server_image("tgi"), settings.server_image("vllm"), settings.server_port) == (tgi, vllm, 18080)
+    return {e["name"]: e["value"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+
+
+def test_every_served_engines_image_and_the_port_reach_the_operators_settings(helm, tmp_path):
+    images = {engine: f"registry.example/{engine}@sha256:" + "ab" * 32 for engine in SERVED_ENGINES}
+    sets = [arg for engine, image in images.items() for arg in ("--set", f"servers.images.{engine}={image}")]
+
+    settings = ClusterSettings.from_env(operator_env(render(helm, tmp_path, *sets, "--set", "servers.port=18080")))
+
+    assert {engine: settings.server_image(engine) for engine in SERVED_ENGINES} == images
+    assert settings.server_port == 18080
+
+
+def test_the_chart_names_no_engine_an_engine_it_has_never_seen_gets_its_variable(helm, tmp_path):
+    env = operator_env(render(helm, tmp_path, "--set", "servers.images.newengine=registry.example/new:1"))
+
+    assert env["EVOMERGE_NEWENGINE_IMAGE"] == "registry.example/new:1"  # what ClusterSettings reads for engine newengine
+    assert not [name for name in env if name.endswith("_IMAGE") and name != "EVOMERGE_WORKER_IMAGE"
+                and name != "EVOMERGE_NEWENGINE_IMAGE"]  # unset engines: no variable, the catalogue's pins
+
+
+def test_the_per_engine_keys_of_old_are_refused_with_the_key_that_replaced_them(helm, tmp_path):
+    env = {**os.environ, "HELM_CACHE_HOME": str(tmp_path / "c"), "HELM_CONFIG_HOME": str(tmp_path / "f")}
+    result = subprocess.run([str(helm), "template", "evo", str(CHART), "--set", "servers.vllmImage=registry.example/vllm:1"],
+                            capture_output=True, text=True, env=env)
+
+    assert result.returncode != 0
+    assert "servers.vllmImage: write servers.images.vllm instead" in result.stderr

@@ -40,3 +40,11 @@ def test_each_served_engine_has_an_image_variable_and_an_unset_one_runs_the_cata
     env = {e["name"]: e["value"] for e in settings.to_env()}
     assert {f"EVOMERGE_{name.upper()}_IMAGE" for name in SERVED_ENGINES} <= set(env)
     assert ClusterSettings.from_env(env) == settings
+
+
+def test_an_image_for_no_served_engine_is_refused_naming_the_engines_there_are():
+    from evomerge.catalogue.engines import SERVED_ENGINES
+
+    with pytest.raises(ValueError, match="EVOMERGE_VLM_IMAGE: no served engine is named 'vlm' — servers.images .* takes "
+                       + ", ".join(SERVED_ENGINES)):
+        ClusterSettings.from_env({"EVOMERGE_VLM_IMAGE": "registry/vllm:mine"})

@@ -56,6 +56,7 @@ class ClusterSettings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> "ClusterSettings":
         """Settings from EVOMERGE_* variables (EVOMERGE_WORKER_IMAGE, …); JSON for the resource maps."""
         env = os.environ if env is None else env
+        _refuse_unknown_engine_images(env)
         images = {engine: env[_image_variable(engine)] for engine in SERVED_ENGINES if env.get(_image_variable(engine))}
         values: dict[str, Any] = {"server_images": images} if images else {}
         for f in dataclasses.fields(cls):
@@ -85,6 +86,18 @@ class ClusterSettings:
 
 def _image_variable(engine: str) -> str:
     return f"{PREFIX}{engine.upper()}_IMAGE"
+
+
+def _refuse_unknown_engine_images(env: Mapping[str, str]) -> None:
+    """An EVOMERGE_<X>_IMAGE for no served engine is a typo in the chart's servers.images (or an engine without a
+    server): refused, since ignoring it would run the catalogue's pin where the user asked for their image."""
+    known = {_image_variable(engine) for engine in SERVED_ENGINES} | {PREFIX + f.name.upper()
+                                                                      for f in dataclasses.fields(ClusterSettings)}
+    for name in env:
+        if name.startswith(PREFIX) and name.endswith("_IMAGE") and name not in known:
+            engine = name.removeprefix(PREFIX).removesuffix("_IMAGE").lower()
+            raise ValueError(f"{name}: no served engine is named {engine!r} — servers.images (the chart) takes "
+                             f"{', '.join(SERVED_ENGINES)}")
 
 
 def _parse(kind: Any, raw: str) -> Any:
