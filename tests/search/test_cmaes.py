@@ -20,14 +20,14 @@ def test_failed_evaluations_rank_last():
 def test_starts_at_the_centre_with_a_sixth_of_the_range():
     g = genome(experts=4, weight=(0.0, 2.0))
     opt = optimizer("cmaes", g, populationSize=400)
-    first = opt.ask(400)
+    first = opt.ask(400)[4:]  # after the four task-biased members: CMA's own samples
     assert np.allclose(first.mean(axis=0), 1.0, atol=0.05)  # mean0 0.5 of [0, 2]
     assert np.allclose(first.std(axis=0), 2.0 / 6, rtol=0.1)  # σ₀ = 1/6 of the range
 
 
 def test_options_move_the_start():
     g = genome(experts=4, weight=(0.0, 2.0))
-    first = optimizer("cmaes", g, populationSize=200, cmaes={"mean0": "0.25", "sigma0": "0.05"}).ask(200)
+    first = optimizer("cmaes", g, populationSize=200, cmaes={"mean0": "0.25", "sigma0": "0.05"}).ask(200)[4:]
     assert np.allclose(first.mean(axis=0), 0.5, atol=0.03) and np.allclose(first.std(axis=0), 0.1, rtol=0.15)
 
 
@@ -56,12 +56,13 @@ def mean_gap(opt: CMAES, target: np.ndarray) -> float:
     return float(np.linalg.norm(opt.cma.mean - opt.transform.encode(target)))
 
 
-def test_seeds_are_the_first_candidates_and_the_first_is_the_mean():
+def test_each_expert_alone_then_the_seeds_are_the_first_candidates_and_the_first_seed_is_the_mean():
     g = genome(experts=4)
     seeds = np.array([[0.5, -0.5, 0.25, 0.0], [-0.75, 0.75, 0.0, 0.5]])
     opt = optimizer("cmaes", g, seeds=seeds)
     first = opt.ask(8)
-    assert np.array_equal(first[:2], seeds) and not any(np.array_equal(v, s) for v in first[2:] for s in seeds)
+    assert np.array_equal(first[:4], np.eye(4))  # task-biased: each expert alone
+    assert np.array_equal(first[4:6], seeds) and not any(np.array_equal(v, s) for v in first[6:] for s in seeds)
     assert np.allclose(opt.transform.decode(opt.cma.mean), seeds[0])  # Sakana-style: CMA starts at the first seed
 
 
@@ -71,7 +72,7 @@ def test_both_seeds_are_told_with_their_generation_and_move_the_mean():
     objective = sphere(good)
     seeded = optimizer("cmaes", g, seeds=np.array([np.zeros(4), good]))
     log = drive(seeded, objective, 1)
-    assert np.array_equal(log[0][0][1], good) and log[0][1][1] == 0.0  # evaluated: the best score there is
+    assert np.array_equal(log[0][0][5], good) and log[0][1][5] == 0.0  # evaluated: the best score there is
     assert seeded.cma.generation == 1
     alone = optimizer("cmaes", g, seeds=np.zeros((1, 4)))
     drive(alone, objective, 1)
@@ -95,3 +96,18 @@ def test_failed_seeds_are_not_asked_again():
     drive(opt, lambda x: None, 1)
     again = opt.ask(8)
     assert not any(np.array_equal(v, s) for v in again for s in seeds)
+
+
+def test_a_far_injected_member_is_told_clipped_to_hansens_length_and_a_near_one_as_it_is():
+    """Each expert alone lies ~9.5 σ₀ from the centre of a [0, 1]^10 box: told as it is, the best of them would drag
+    the mean and the covariance towards one corner in one update."""
+    g = genome(experts=10, weight=(0.0, 1.0))
+    opt = optimizer("cmaes", g, populationSize=20)
+    far = opt.transform.encode(np.eye(10)[0])
+    told = opt._clipped(far)
+    limit = np.sqrt(10) + 20 / 12
+    assert np.isclose(np.linalg.norm(told - opt.cma.mean) * 6, limit)  # in σ₀ = 1/6 units
+    along = float((told - opt.cma.mean) @ (far - opt.cma.mean)) / float(np.sum((far - opt.cma.mean) ** 2))
+    assert 0 < along < 1 and np.allclose(opt.cma.mean + along * (far - opt.cma.mean), told)  # on the way to it
+    near = opt.cma.mean + 0.05
+    assert np.array_equal(opt._clipped(near), near)

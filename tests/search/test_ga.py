@@ -31,7 +31,9 @@ def test_softmax_weights_are_positive_and_sum_to_one_per_group():
     index = g.param_index("weight")
     weights = asked(log)[:, index]  # (candidates, groups, experts)
     assert np.all(weights > 0) and np.allclose(weights.sum(axis=-1), 1.0)
-    assert np.allclose(log[0][0][0], 1 / 3)  # the first member is the uniform merge
+    first = log[0][0][:, index]
+    assert np.all(first[np.arange(3), :, np.arange(3)] > 0.999)  # member k: expert k dominant in every group
+    assert np.allclose(first[3], 1 / 3)  # then the uniform merge
 
 
 def test_task_vector_weights_default_to_a_box_that_reaches_sums_above_one():

@@ -45,6 +45,13 @@ def test_finds_a_spread_pareto_front():
     off_segment = lambda xs: np.linalg.norm(xs - xs.mean(axis=1, keepdims=True), axis=1).mean()  # noqa: E731
     assert off_segment(front) < 0.3 * off_segment(log[0][0])
     assert front.mean(axis=1).min() < -0.3 and front.mean(axis=1).max() > 0.3
-    first = np.array([trade_off(x) for x in log[0][0]])
-    assert points.sum(axis=1).max() > first.sum(axis=1).max()
+    drawn = np.array([trade_off(x) for x in log[0][0][4:]])  # after each expert alone and the uniform merge (x = 0,
+    assert points.sum(axis=1).max() > drawn.sum(axis=1).max()  # already the sum's optimum): the random draws
     assert len(asked(log)) == 300
+
+
+def test_the_first_population_holds_each_expert_alone_and_the_uniform_merge_then_the_seeds():
+    g = genome(experts=3, weight=(0.0, 1.0))
+    seed = np.array([[0.1, 0.2, 0.3]])
+    first = optimizer("nsga2", g, n_objectives=2, seeds=seed).ask(8)
+    assert np.array_equal(first[:5], np.vstack([np.eye(3), np.full((1, 3), 0.5), seed]))

@@ -1,9 +1,12 @@
 """CMA-ES from the `cmaes` package, in the unit cube mapped onto the genome's bounds.
 
 Sakana's evolutionary model merge started at the centre of the box with σ₀ = 1/6 of its width; both are
-spec.search.cmaes options. One CMA generation is `populationSize` candidates. Seeds (known merges) are the
-first candidates of the first generation, told to CMA with the samples drawn around them; the first seed is
-also the starting mean.
+spec.search.cmaes options. One CMA generation is `populationSize` candidates. Known members — each expert
+dominant in turn (search/initial.py), then the seed recipes — are the first candidates of the first generation,
+told to CMA with the samples drawn around them; the first seed is also the starting mean. An injected point far
+from the mean would drag the mean and inflate the covariance in one update, so it is told clipped to the
+Mahalanobis length √n + 2n/(n+2) from the mean, its own fitness kept (Hansen, "Injecting external solutions into
+CMA-ES", arXiv 1110.4181); in the first generation C = I, so that length is in units of σ₀.
 
 A failed evaluation ranks below every success of its generation (as an infeasible point would): CMA-ES only
 uses ranks, so no made-up score leaks into the update. A generation in which every evaluation failed is
@@ -20,6 +23,7 @@ from cmaes import CMA
 
 from ..spec.merge_search import SearchSpec
 from .genome import BoxTransform, Genome
+from .initial import first_members
 from .optimizer import Fitness, Optimizer, PendingRows, register
 
 PURPOSE_CMA = 1
@@ -40,7 +44,9 @@ class CMAES(Optimizer):
             seed=int(self.rng(PURPOSE_CMA).integers(2**31 - 1)),
             population_size=self.popsize,
         )
-        self._first = self.seeds[: self.popsize]  # as GA, NSGA-II and EvoGM: no more seeds than the generation holds
+        # as GA, NSGA-II and EvoGM: no more known members than the generation holds; the mean is CMA's uniform merge
+        self._first = first_members(genome, self.seeds, self.popsize, None)
+        self._start = self.cma.mean.copy()
         self._pending = PendingRows()
         self._results: list[tuple[int, np.ndarray, float | None]] = []  # (order, unit point, fitness) this generation
         self._asked = 0  # candidates asked from the current distribution
@@ -77,9 +83,19 @@ class CMAES(Optimizer):
             return  # nothing learnt; the next asks sample the same distribution again
         worst = -min(successes)  # cmaes minimises
         solutions = []
-        for rank, (_, unit, value) in enumerate(results):
-            solutions.append((unit, -value if value is not None else worst + 1.0 + rank))
+        for rank, (order, unit, value) in enumerate(results):
+            injected = self.cma.generation == 0 and order < len(self._first)
+            told = self._clipped(unit) if injected else unit
+            solutions.append((told, -value if value is not None else worst + 1.0 + rank))
         self.cma.tell(solutions)
         self._asked = 0
         if self.cma.should_stop():
             self.finished = True
+
+    def _clipped(self, unit: np.ndarray) -> np.ndarray:
+        """An injected point pulled towards the first mean to at most Hansen's length √n + 2n/(n+2), in σ₀ units."""
+        n = self.genome.dim
+        step = unit - self._start
+        length = float(np.linalg.norm(step)) / float(self.search.cmaes.sigma0)
+        limit = math.sqrt(n) + 2.0 * n / (n + 2.0)
+        return self._start + step * min(1.0, limit / length) if length > 0 else unit

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..spec.merge_search import SearchSpec
 from .genome import BoxTransform, Genome, SoftmaxTransform
+from .initial import first_members
 from .optimizer import Fitness, Optimizer, PendingRows, failed_last_key, register
 
 PURPOSE_INIT, PURPOSE_CHILD, PURPOSE_FALLBACK = 1, 2, 3
@@ -102,10 +103,12 @@ class GeneticAlgorithm(Optimizer):
         return successes[:size]
 
     def _initial_population(self) -> list[np.ndarray]:
+        """Each expert dominant in turn, the uniform merge, the seeds (search/initial.py), then random members."""
         centre = np.full(self.genome.dim, 0.5)
         if isinstance(self.transform, SoftmaxTransform):
             centre[self.transform.weights] = 0.0  # equal logits: equal weights in every group
-        rows = [centre] + [self.transform.encode(s) for s in self.seeds]
+        known = first_members(self.genome, self.seeds, self.population_size, self.transform.decode(centre))
+        rows = [self.transform.encode(x) for x in known]
         randoms = self._random(self.rng(PURPOSE_INIT), self.population_size)
         rows.extend(randoms[: max(0, self.population_size - len(rows))])
         return [self.transform.repair(r) for r in rows[: self.population_size]]

@@ -3,7 +3,9 @@
 pymoo minimises; fitness tuples arrive maximised, so they are negated. A failed evaluation becomes an
 infeasible point (one inequality constraint, violated): NSGA-II's constrained domination ranks it below every
 feasible point without inventing objective values for it. pymoo keeps its own numpy Generator seeded from
-(search seed, purpose), so its proposals do not depend on anything else drawing random numbers.
+(search seed, purpose), so its proposals do not depend on anything else drawing random numbers. Its first
+population starts with the known members of search/initial.py (each expert alone — the extremes of a front of
+per-skill objectives —, the uniform merge, the seed recipes), then uniform draws from the box.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pymoo.problems.static import StaticProblem
 
 from ..spec.merge_search import SearchSpec
 from .genome import Genome
+from .initial import centre, first_members
 from .optimizer import Fitness, Optimizer, PendingRows, register
 
 PURPOSE_PYMOO, PURPOSE_INIT = 1, 2
@@ -33,7 +36,8 @@ class NSGA2(Optimizer):
         self.problem = Problem(n_var=genome.dim, n_obj=n_objectives, n_ieq_constr=1, xl=genome.lower, xu=genome.upper)
         size = search.population_size
         initial = self.rng(PURPOSE_INIT).uniform(genome.lower, genome.upper, (size, genome.dim))
-        initial[: min(size, len(self.seeds))] = self.seeds[:size]
+        known = first_members(genome, self.seeds, size, centre(genome))  # each expert alone: the front's extremes
+        initial[: len(known)] = known
         self.algorithm = PymooNSGA2(pop_size=size, n_offsprings=size, sampling=initial, eliminate_duplicates=True)
         self.algorithm.setup(self.problem, termination=NoTermination(), seed=int(self.rng(PURPOSE_PYMOO).integers(2**31 - 1)))
         self._batch: Population | None = None  # pymoo's open infill
