@@ -22,6 +22,12 @@ def test_every_event_round_trips_through_json():
     assert parse_events(wire) == events
 
 
+def test_a_refinement_ask_is_marked_on_the_wire_and_a_search_ask_keeps_its_old_form():
+    refine = Ask(0, 2, ("c000004",), ((0.5, 0.5),), refine=True)
+    assert parse_event(json.loads(json.dumps(event_wire(refine)))) == refine
+    assert "refine" not in event_wire(Ask(0, 1, ("c000000",)))  # histories written before search.refine read the same
+
+
 def test_a_result_written_without_its_optional_fields_reads_with_their_defaults():
     assert parse_event({"type": "result", "id": "a", "scores": {"t/acc": 1.0}}) == Result("a", {"t/acc": 1.0})
 

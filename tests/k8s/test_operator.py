@@ -154,6 +154,12 @@ def controller_jobs(kube: Kube, namespace: str) -> list[dict]:
     ({"evaluation": {"parallelism": 0}}, "should be greater than or equal to 1"),
     ({"evaluation": {"gpuMemory": "80GB"}}, "spec.evaluation.gpuMemory"),
     ({"search": {"populationSize": "8"}}, "must be of type integer"),
+    ({"search": {"algorithm": "ga", "refine": {"evaluations": 160}}}, "spec.search.refine.evaluations: Invalid value: "
+     "search.refine.evaluations: the refinement's evaluations come out of the search's budget"),
+    ({"search": {"maxEvaluations": 30, "refine": {"evaluations": 30}}}, "search.refine.evaluations: the refinement's"),
+    ({"search": {"algorithm": "nsga2", "refine": {"evaluations": 2}}, "objectives": [{"task": "a"}, {"task": "b"}]},
+     "spec.search.refine: Invalid value: search.refine: search.algorithm nsga2 searches a Pareto front"),
+    ({"search": {"refine": {"evaluations": 0}}}, "should be greater than or equal to 1"),
     ({"storage": {"output": {"uri": "pvc://o/x", "promotion": {"policy": "gated"}}}},
      "storage.output.promotion.policy: gated compares versions on heldOut items"),
     ({"storage": {"output": {"uri": "pvc://o/x", "promotion": {"guarded": [{"task": "h"}]}}}},
@@ -173,6 +179,17 @@ def test_the_api_server_refuses_what_the_schema_can_say(kube, namespace, change,
         kube.create(body)
 
     assert message in str(refused.value)
+
+
+@pytest.mark.parametrize("search", [
+    {"refine": {"evaluations": 159}},  # evogm's default budget, 20 × 4 × 2, left unset
+    {"algorithm": "cmaes", "populationSize": 10, "refine": {"evaluations": 79}},
+], ids=["evogm-defaults", "cmaes-population-set"])
+def test_the_api_server_admits_a_refinement_inside_the_budget_the_defaults_make(kube, namespace, search):
+    body = search_body("refined", namespace)
+    body["spec"]["search"] = search
+
+    assert kube.create(body)["spec"]["search"]["refine"]["evaluations"] == search["refine"]["evaluations"]
 
 
 @pytest.mark.parametrize("change", [

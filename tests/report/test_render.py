@@ -121,3 +121,25 @@ def test_a_run_without_any_generation_says_so(tmp_path):
     (root / "spec.json").write_text(__import__("json").dumps(runs.spec()))
     files = write_report(root)
     assert "No generation has finished yet." in files.html.read_text() and files.images == ()
+
+
+def test_a_refined_run_shows_what_the_local_refinement_gained():
+    from evomerge.report.run_data import RunData
+
+    spec = {**runs.spec(), "search": {**runs.spec()["search"], "refine": {"evaluations": 2}}}
+    a = {"tiny_a/acc": 0.5, "tiny_b/acc": 0.5}
+    better = {"tiny_a/acc": 0.9, "tiny_b/acc": 0.5}  # fitness 0.5 → 0.6
+    events = [
+        {"type": "ask", "round": 0, "generation": 0, "ids": ["c000000", "c000001"], "vectors": []},
+        {"type": "result", "id": "c000000", "scores": a}, {"type": "result", "id": "c000001", "scores": None, "error": "x"},
+        {"type": "tell", "ids": ["c000000", "c000001"]},
+        {"type": "ask", "round": 0, "generation": 1, "ids": ["c000002", "c000003"], "vectors": [], "refine": True},
+        {"type": "result", "id": "c000002", "scores": better}, {"type": "result", "id": "c000003", "scores": a},
+    ]
+    report = build_report(RunData.from_parts("refined", spec, events))
+    section = next(s for s in report.sections if s.title == "Local refinement")
+    assert section.text == ("2 evaluations of small steps around the search's best, c000000 at fitness 0.5: it found "
+                            "c000002 at 0.6 (+0.1).")
+    assert "the last 2 for the local refinement" in dict(report.facts.rows)["budget"]
+    unrefined = build_report(RunData.from_parts("plain", runs.spec(), events[:4]))
+    assert all(s.title != "Local refinement" for s in unrefined.sections)

@@ -79,3 +79,18 @@ def test_an_algorithm_with_too_few_objectives_is_refused():
     with pytest.raises(ValidationError, match="objectives: search.algorithm nsga2 searches a Pareto front and needs at least 2"):
         MergeSearchSpec.model_validate(spec)
     MergeSearchSpec.model_validate({**spec, "objectives": [{"task": "t"}, {"task": "u"}]})
+
+
+@pytest.mark.parametrize("search, message", [
+    ({"algorithm": "ga", "refine": {"evaluations": 160}}, r"refine.evaluations is 160, the budget 160"),
+    ({"maxEvaluations": 40, "refine": {"evaluations": 45}}, r"refine.evaluations is 45, the budget 40"),
+    ({"algorithm": "nsga2", "refine": {"evaluations": 2}}, r"search.refine: search.algorithm nsga2 searches a Pareto front"),
+])
+def test_a_refinement_must_leave_the_search_a_budget_and_have_one_fitness(search, message):
+    with pytest.raises(ValueError, match=message):
+        SearchSpec.model_validate(search)
+
+
+def test_a_refinement_inside_the_budget_is_admitted_with_a_small_first_step():
+    refine = SearchSpec.model_validate({"algorithm": "cmaes", "refine": {"evaluations": 20}}).refine
+    assert refine is not None and refine.evaluations == 20 and refine.step_size == 0.05

@@ -244,3 +244,8 @@ def mode_refusal(algorithm: Algorithm, mode: str) -> str:
 def objectives_refusal(algorithm: Algorithm) -> str:
     front = "searches a Pareto front and " if algorithm.multi_objective else ""
     return f"objectives: search.algorithm {algorithm.name} {front}needs at least {algorithm.min_objectives} objectives"
+
+
+def refine_refusal(algorithm: Algorithm) -> str:
+    return (f"search.refine: search.algorithm {algorithm.name} searches a Pareto front, and a refinement improves one "
+            "fitness around one best merge — remove refine, or pick a single-objective algorithm")

@@ -39,13 +39,15 @@ class HistoryEventError(ValueError):
 
 @dataclass(frozen=True)
 class Ask:
-    """The optimizer proposed these candidates (vectors in the genome's units) in this round and generation."""
+    """The optimizer proposed these candidates (vectors in the genome's units) in this round and generation;
+    `refine`: the local refinement after the search proper (search.refine) proposed them (on the wire only when true)."""
 
     TYPE: ClassVar[str] = "ask"
     round: int
     generation: int
     ids: tuple[str, ...]
     vectors: tuple[tuple[float, ...], ...] = ()
+    refine: bool = False
 
 
 @dataclass(frozen=True)
@@ -89,7 +91,7 @@ def parse_event(raw: dict[str, Any], index: int | None = None) -> HistoryEvent:
     try:
         if kind == "ask":
             return Ask(int(raw["round"]), int(raw["generation"]), tuple(raw["ids"]),
-                       tuple(tuple(float(x) for x in v) for v in raw.get("vectors") or ()))
+                       tuple(tuple(float(x) for x in v) for v in raw.get("vectors") or ()), bool(raw.get("refine", False)))
         if kind == "result":
             return Result(str(raw["id"]), raw.get("scores"), raw.get("error"), float(raw.get("seconds") or 0.0),
                           bool(raw.get("cached", False)))
@@ -107,5 +109,5 @@ def parse_events(raw: Iterable[dict[str, Any]]) -> list[HistoryEvent]:
 def event_wire(event: HistoryEvent) -> dict[str, Any]:
     """The JSON object a history store keeps (lists where the record holds tuples)."""
     body = {k: [list(v) for v in value] if k == "vectors" else list(value) if isinstance(value, tuple) else value
-            for k, value in asdict(event).items()}
+            for k, value in asdict(event).items() if not (k == "refine" and not value)}  # histories before refine read on
     return {"type": event.TYPE, **body}

@@ -86,6 +86,9 @@ def build_report(run: RunData) -> Report:
                     "Layer path", f"Data-flow path over models {', '.join(path.get('models', []))}.",
                     png(figure), "layer_path.png", "the evolved layer path, hop by hop",
                 ))
+    refinement = _refinement_section(run)
+    if refinement is not None:
+        sections.append(refinement)
     if run.comparison:
         sections.append(Section(
             "Experts, uniform merge and evolved merge",
@@ -130,6 +133,8 @@ def _facts(run: RunData) -> Table:
     budget = f"{s.population_size} × {s.max_generations} generations × {s.rounds} round(s)"
     if s.max_evaluations:
         budget += f", at most {s.max_evaluations} evaluations"
+    if s.refine is not None:
+        budget += f"; the last {s.refine.evaluations} for the local refinement"
     merge = spec.merge
     grouping = merge.granularity + (f" ({merge.layer_groups})" if merge.granularity == "layerGroups" else "")
     rows = [
@@ -151,6 +156,17 @@ def _facts(run: RunData) -> Table:
     if summary.get("mergedModel"):
         rows.append(("merged model", str(summary["mergedModel"])))
     return Table(("", ""), tuple(rows))
+
+
+def _refinement_section(run: RunData) -> Section | None:
+    refinement = run.refinement
+    if refinement is None:
+        return None
+    start, best = refinement.start, refinement.best
+    outcome = (f"it found {best.id} at {_num(best.fitness)} (+{_num(refinement.gain)})" if best is not start
+               else "none of its steps improved on it")
+    return Section("Local refinement", f"{refinement.evaluations} evaluations of small steps around the search's best, "
+                   f"{start.id} at fitness {_num(start.fitness)}: {outcome}.")
 
 
 def _scores_section(run: RunData) -> Section:

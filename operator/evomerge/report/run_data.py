@@ -35,6 +35,20 @@ class CandidateRecord:
     error: str | None
     fitness: float | None
     cached: bool = False
+    refine: bool = False  # proposed by the local refinement after the search proper (search.refine)
+
+
+@dataclass(frozen=True)
+class Refinement:
+    """What search.refine did: its evaluations, the best of the search proper it started from, the best after it."""
+
+    evaluations: int
+    start: CandidateRecord
+    best: CandidateRecord  # `start` when no step found anything better
+
+    @property
+    def gain(self) -> float:
+        return float(self.best.fitness) - float(self.start.fitness)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)
@@ -67,7 +81,7 @@ class RunData:
     ) -> "RunData":
         """A run from its spec, its history events (ask/result/tell/generation) and its summary, if any."""
         spec = spec if isinstance(spec, MergeSearchSpec) else MergeSearchSpec.model_validate(spec)
-        where: dict[str, tuple[int, int]] = {}
+        where: dict[str, tuple[int, int, bool]] = {}
         results: dict[str, Result] = {}
         generations: list[GenerationSummary] = []
         try:
@@ -77,18 +91,18 @@ class RunData:
         for event in parsed:
             if isinstance(event, Ask):
                 for cid in event.ids:
-                    where[cid] = (event.round, event.generation)
+                    where[cid] = (event.round, event.generation, event.refine)
             elif isinstance(event, Result):
                 results[event.id] = event
             elif isinstance(event, Generation):
                 generations.append(GenerationSummary.model_validate(event.summary))
         candidates = []
-        for cid, (round_, generation) in where.items():
+        for cid, (round_, generation, refine) in where.items():
             result = results.get(cid)
             scores = result.scores if result else None
             candidates.append(CandidateRecord(
                 cid, round_, generation, scores, result.error if result else None,
-                _fitness(spec.objectives, scores), result.cached if result else False,
+                _fitness(spec.objectives, scores), result.cached if result else False, refine,
             ))
         rows = tuple(
             ComparisonRow(str(r["name"]), dict(r.get("search", {})), dict(r.get("heldOut", r.get("held_out", {}))),
@@ -114,6 +128,17 @@ class RunData:
         if chosen in by_id:
             return by_id[chosen]
         return max(self.scored, key=lambda c: c.fitness, default=None)  # type: ignore[arg-type,return-value]
+
+    @property
+    def refinement(self) -> Refinement | None:
+        """The local refinement's outcome, once it has asked (None without search.refine or before it starts)."""
+        refined = [c for c in self.candidates if c.refine]
+        searched = [c for c in self.scored if not c.refine]
+        if not refined or not searched:
+            return None
+        start = max(searched, key=lambda c: c.fitness)  # type: ignore[arg-type,return-value]
+        best = max([start, *(c for c in refined if c.fitness is not None)], key=lambda c: c.fitness)  # type: ignore[arg-type,return-value]
+        return Refinement(len(refined), start, best)
 
     @property
     def best_recipe(self) -> dict[str, Any] | None:

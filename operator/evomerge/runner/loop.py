@@ -9,6 +9,11 @@ Two modes. Generational: ask a whole population, wait for every result, tell the
 as any finishes, telling each result on arrival — no GPU waits for the slowest candidate of a generation. Its
 "generation" (for summaries, maxGenerations and early stopping) is every populationSize results. Both modes
 record the same events, so both replay exactly.
+
+With `search.refine` the search proper stops `refine.evaluations` candidates short of the budget, and a local
+refinement (search/refine.py) spends them around the best merge, a step of evaluation.parallelism candidates at a
+time in either mode. Its asks are marked in the history (`Ask.refine`) and replayed into the refiner, so a search
+killed during its refinement resumes there too.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from ..evaluate.scoring import fitness_vector
 from ..executors.base import EvalResult, Executor
 from ..search.genome import Genome
 from ..search.optimizer import Fitness, Optimizer
+from ..search.refine import Refiner
 from ..spec.merge_search import GenerationSummary, MergeSearchSpec
 from .history import HistoryStore
 from .sink import NullSink, StatusSink
@@ -52,6 +58,7 @@ class Candidate:
     error: str | None = None
     seconds: float = 0.0
     cached: bool = False
+    refine: bool = False  # proposed by the local refinement after the search proper
 
 
 @dataclass
@@ -98,9 +105,11 @@ class SearchRunner:
         self.candidates: dict[str, Candidate] = {}
         self.by_digest: dict[str, Candidate] = {}
         self.summaries: list[GenerationSummary] = []
-        self.asked: list[list[str]] = []  # ids of each ask, in order
+        self.asked: list[list[str]] = []  # ids of each ask of the search proper, in order
+        self.refiner: Refiner | None = None  # made when the refinement asks first
+        self.refine_asked: list[list[str]] = []  # ids of each refinement step, in order
         self.told: set[str] = set()
-        self.told_order: list[str] = []  # ids in the order they were told
+        self.told_order: list[str] = []  # ids of the search proper in the order they were told (async generations)
         self._summary_clock = 0.0  # async mode: when the last summary was written
         self.generation = 0
         self._stale_generations = 0
@@ -108,15 +117,19 @@ class SearchRunner:
 
     # ---- public -------------------------------------------------------------------------------
     def run(self) -> SearchOutcome:
+        """The search proper to its stop (at once, when the history already holds it), then any refinement."""
         resumed = self._replay(self.history.events())
         self.sink.started(self._budget(), resumed)
         if self.asynchronous:
-            return self.outcome(self._run_async())
-        self._settle_generation()
-        reason = self._stop_reason()
-        while reason is None:
-            self._run_generation()
+            reason = self._run_async()
+        else:
+            self._settle_generation()
             reason = self._stop_reason()
+            while reason is None:
+                self._run_generation()
+                reason = self._stop_reason()
+        if self.spec.search.refine is not None:
+            self._refine()
         return self.outcome(reason)
 
     def outcome(self, reason: str) -> SearchOutcome:
@@ -128,13 +141,14 @@ class SearchRunner:
     def _replay(self, events: list[dict[str, Any]]) -> int:
         for event in parse_events(events):
             if isinstance(event, Ask):
-                vectors = self.optimizer.ask(len(event.ids))
+                proposer = self._started_refiner() if event.refine else self.optimizer
+                vectors = proposer.ask(len(event.ids))
                 if not np.array_equal(vectors, np.array(event.vectors, dtype=np.float64)):
                     raise HistoryMismatch(
-                        f"replaying ask #{len(self.asked)} gave different candidates than the history records — "
-                        "the spec or evomerge version changed; start a new run directory"
+                        f"replaying ask #{len(self.asked) + len(self.refine_asked)} gave different candidates than the "
+                        "history records — the spec or evomerge version changed; start a new run directory"
                     )
-                self._register_ask(list(event.ids), vectors, event.round, event.generation)
+                self._register_ask(list(event.ids), vectors, event.round, event.generation, event.refine)
             elif isinstance(event, Result):
                 self._record_result(EvalResult(event.id, event.scores, event.error, event.seconds), event.cached)
             elif isinstance(event, Tell):
@@ -163,23 +177,25 @@ class SearchRunner:
         self._tell(ids, record=True)
         self._summarise(ids, self.clock() - started)
 
-    def _ask(self, n: int) -> list[str]:
+    def _ask(self, n: int, refine: bool = False) -> list[str]:
         round_ = self.optimizer.round
-        vectors = self.optimizer.ask(n)
+        vectors = (self._started_refiner() if refine else self.optimizer).ask(n)
         if len(vectors) == 0:
             return []  # nothing to propose until results arrive (async); an empty ask changes no state
-        base = sum(len(a) for a in self.asked)
+        base = len(self.candidates)
         ids = [f"c{base + i:06d}" for i in range(len(vectors))]
-        self.history.append(event_wire(Ask(round_, self.generation, tuple(ids), tuple(map(tuple, vectors.tolist())))))
-        self._register_ask(ids, vectors, round_, self.generation)
+        vectors_wire = tuple(map(tuple, vectors.tolist()))
+        self.history.append(event_wire(Ask(round_, self.generation, tuple(ids), vectors_wire, refine)))
+        self._register_ask(ids, vectors, round_, self.generation, refine)
         return ids
 
-    def _register_ask(self, ids: list[str], vectors: np.ndarray, round_: int, generation: int) -> None:
-        self.asked.append(list(ids))
+    def _register_ask(self, ids: list[str], vectors: np.ndarray, round_: int, generation: int, refine: bool = False) -> None:
+        (self.refine_asked if refine else self.asked).append(list(ids))
         self.generation = generation
         for cid, vector in zip(ids, vectors):
             recipe = self.genome.decode(vector)
-            self.candidates[cid] = Candidate(cid, round_, generation, vector.tolist(), recipe.to_dict(), recipe.digest())
+            self.candidates[cid] = Candidate(cid, round_, generation, vector.tolist(), recipe.to_dict(), recipe.digest(),
+                                             refine=refine)
 
     def _evaluate_or_reuse(self, candidate: Candidate) -> None:
         known = self.by_digest.get(candidate.digest)
@@ -213,9 +229,12 @@ class SearchRunner:
 
     def _tell(self, ids: list[str], record: bool) -> None:
         vectors = np.array([self.candidates[c].vector for c in ids], dtype=np.float64)
-        self.optimizer.tell(vectors, [self._fitness_for_optimizer(self.candidates[c]) for c in ids])
+        if self.candidates[ids[0]].refine:  # a tell never mixes the two: each tells one ask's candidates
+            self._started_refiner().tell(vectors, [self.candidates[c].fitness for c in ids])
+        else:
+            self.optimizer.tell(vectors, [self._fitness_for_optimizer(self.candidates[c]) for c in ids])
+            self.told_order.extend(ids)
         self.told.update(ids)
-        self.told_order.extend(ids)
         if record:
             self.history.append(event_wire(Tell(tuple(ids))))
 
@@ -255,16 +274,61 @@ class SearchRunner:
             self.history.append(event_wire(Generation(summary.to_wire())))
             self.sink.generation(summary)
 
+    # ---- local refinement -------------------------------------------------------------------------
+    def _started_refiner(self) -> Refiner:
+        """The refiner, started at its first ask from the best of the search proper (every result of which is in)."""
+        if self.refiner is None:
+            if self.spec.search.refine is None:
+                raise HistoryMismatch("the history holds refinement steps, but this spec sets no search.refine — "
+                                      "start a new run directory")
+            best = self.outcome("").best
+            if best is None or best.fitness is None:
+                raise SearchFailed("search.refine: the search proper scored no candidate, so there is no best to refine")
+            self.refiner = Refiner(self.genome, self.spec.search, np.array(best.vector), best.fitness)
+        return self.refiner
+
+    def _refine(self) -> None:
+        """Steps of evaluation.parallelism candidates around the incumbent until refine.evaluations are spent."""
+        if self.outcome("").best is None:
+            return  # nothing scored: nothing to refine around (the search's own stop reason says why)
+        total = self.spec.search.refine.evaluations  # type: ignore[union-attr]
+        while True:
+            open_step = self.refine_asked[-1] if self.refine_asked and not set(self.refine_asked[-1]) <= self.told else None
+            spent = sum(len(ids) for ids in self.refine_asked)
+            if open_step is None and spent >= total:
+                return
+            ids = open_step or self._ask(min(self.spec.evaluation.parallelism, total - spent), refine=True)
+            for cid in ids:
+                if self._unfinished(cid):
+                    self._evaluate_or_reuse(self.candidates[cid])
+            while any(self._unfinished(cid) for cid in ids):
+                for result in self.executor.wait():
+                    self._record_result(result, cached=False, record=True)
+            self._tell(ids, record=True)
+
     # ---- stopping -------------------------------------------------------------------------------
     def _budget(self) -> int | None:
+        return self.spec.search.budget
+
+    def _search_budget(self) -> int:
+        """Candidates the search proper may ask: the budget less what search.refine keeps for itself."""
+        refine = self.spec.search.refine
+        return self.spec.search.budget - (refine.evaluations if refine else 0)
+
+    def _searched(self) -> int:
+        return sum(len(ids) for ids in self.asked)
+
+    def _budget_stop_reason(self) -> str | None:
+        """Why the search proper may ask no more candidates by count, if it may not."""
         s = self.spec.search
-        by_generations = s.population_size * s.max_generations * s.rounds
-        return min(by_generations, s.max_evaluations) if s.max_evaluations else by_generations
+        if s.refine is not None and self._searched() >= self._search_budget():
+            return f"search budget reached ({self._search_budget()} evaluations; {s.refine.evaluations} kept for search.refine)"
+        if s.max_evaluations is not None and self._searched() >= s.max_evaluations:
+            return "maxEvaluations reached"
+        return None
 
     def _next_batch_size(self) -> int:
-        used = len(self.candidates)
-        budget = self._budget()
-        left = self.spec.search.population_size if budget is None else budget - used
+        left = self._search_budget() - self._searched()
         return max(1, min(self.spec.search.population_size, left))
 
     def _stop_reason(self) -> str | None:
@@ -274,11 +338,12 @@ class SearchRunner:
         return self._limit_reached(len(self.summaries) >= s.max_generations * s.rounds)
 
     def _limit_reached(self, generations_done: bool) -> str | None:
-        """The first limit the search has reached: its evaluations, its generations (`generations_done`, as its
-        mode counts them), early stopping, or an optimizer with nothing left to propose."""
+        """The first limit the search proper has reached: its share of the budget, its generations
+        (`generations_done`, as its mode counts them), early stopping, or an optimizer with nothing left to propose."""
         s = self.spec.search
-        if s.max_evaluations is not None and len(self.candidates) >= s.max_evaluations:
-            return "maxEvaluations reached"
+        by_count = self._budget_stop_reason()
+        if by_count is not None:
+            return by_count
         if generations_done:
             return "maxGenerations reached"
         if s.early_stopping and self._stale_generations >= s.early_stopping.patience:
@@ -351,7 +416,7 @@ class SearchRunner:
     def _async_stop_reason(self) -> str | None:
         """Why no further candidate may be asked (what is in flight still finishes and is told)."""
         s = self.spec.search
-        return self._limit_reached(len(self.candidates) >= s.population_size * s.max_generations * s.rounds)
+        return self._limit_reached(self._searched() >= s.population_size * s.max_generations * s.rounds)
 
     def _pareto(self, scored: Sequence[Candidate]) -> list[Candidate]:
         if len(self.spec.objectives) < 2:

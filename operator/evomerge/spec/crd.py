@@ -8,12 +8,14 @@ from typing import Annotated, Any, Union, get_args, get_origin
 from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel
 
-from ..catalogue.algorithms import ALGORITHMS, DEFAULT_ALGORITHM, MODES, Algorithm, mode_refusal, objectives_refusal
+from ..catalogue.algorithms import (
+    ALGORITHMS, DEFAULT_ALGORITHM, MODES, Algorithm, budget_defaults, mode_refusal, objectives_refusal, refine_refusal,
+)
 from ..catalogue.methods import BASELESS_METHODS, GENE_DECLARATIONS, GENES, METHODS, Gene
 from .base import API_GROUP, API_VERSION, NAME_MAX_LENGTH, NAME_PATTERN, format_number
 from .expert import Expert, ExpertSpec, ExpertStatus
 from .merge_search import (
-    GUARDED_NEEDS_GATE, GUARDED_NOT_HELD_OUT, KEPT_OUTPUT_FIX, KEPT_OUTPUT_PATTERN, MERGEKIT_NO_LORA,
+    GUARDED_NEEDS_GATE, GUARDED_NOT_HELD_OUT, KEPT_OUTPUT_FIX, KEPT_OUTPUT_PATTERN, MERGEKIT_NO_LORA, REFINE_OVER_BUDGET,
     PROMOTION_NEEDS_HELD_OUT, MergeSearch,
     MergeSearchSpec, MergeSearchStatus, MergeSpec, SearchSpec, evolve_refusal, one_expert_refusal,
 )
@@ -22,6 +24,19 @@ from .merged_model import MergedModel, MergedModelSpec, MergedModelStatus
 
 def _cel_list(values) -> str:
     return "[" + ", ".join(f"'{v}'" for v in values) + "]"
+
+
+def _budget_field(field: str) -> str:
+    """A budget field as the search will read it: as set, else its algorithm's default (the CRD fills in none)."""
+    algorithm = f"(has(self.search.algorithm) ? self.search.algorithm : '{DEFAULT_ALGORITHM}')"
+    special, others = budget_defaults(field)
+    default = str(others)
+    for name, value in special:
+        default = f"({algorithm} == '{name}' ? {value} : {default})"
+    return f"(has(self.search.{field}) ? self.search.{field} : {default})"
+
+
+_REFINE_UNSET = "!has(self.search) || !has(self.search.refine)"
 
 
 # Admission rules the schema cannot express; the same rules live in the pydantic validators. Lists they
@@ -130,6 +145,22 @@ MERGE_SEARCH_RULES = [
         if a.min_objectives > 1
     ),
     *(rule for a in ALGORITHMS.values() if a.options for rule in _options_rules(a)),
+    {
+        "rule": f"{_REFINE_UNSET} || (self.search.refine.evaluations < "
+        f"{_budget_field('populationSize')} * {_budget_field('maxGenerations')} * {_budget_field('rounds')} && "
+        "(!has(self.search.maxEvaluations) || self.search.refine.evaluations < self.search.maxEvaluations))",
+        "message": REFINE_OVER_BUDGET,
+        "fieldPath": ".search.refine.evaluations",
+    },
+    *(
+        {
+            "rule": f"{_REFINE_UNSET} || !has(self.search.algorithm) || self.search.algorithm != '{a.name}'",
+            "message": refine_refusal(a),
+            "fieldPath": ".search.refine",
+        }
+        for a in ALGORITHMS.values()
+        if a.multi_objective
+    ),
     *(_bounds_rule(gene) for gene in GENES),
     *(_domain_rule(gene) for gene in GENE_DECLARATIONS.values() if gene.domain is not None),
     {

@@ -9,7 +9,7 @@ from pydantic.alias_generators import to_snake
 
 from ..catalogue.algorithms import (
     ALGORITHM_NAMES, ALGORITHMS, ASYNC_ALGORITHMS, DEFAULT_ALGORITHM, MODES, ONE_LONG_ROUND, OPTIONS, budget_defaults,
-    mode_refusal, objectives_refusal,
+    mode_refusal, objectives_refusal, refine_refusal,
 )
 from ..catalogue.engines import DEFAULT_ENGINE, EngineName as Engine
 from ..catalogue.methods import (
@@ -174,6 +174,21 @@ class EarlyStopping(SpecModel):
     """The least rise of the best fitness that counts as an improvement; at least 0."""
 
 
+class RefineSpec(SpecModel):
+    """A local search around the best merge once the search proper has stopped: small Gaussian steps (a (1+λ)-ES,
+    λ = evaluation.parallelism) whose step size follows the 1/5th success rule. Its evaluations come out of the
+    search's budget, and the report shows what it gained."""
+
+    evaluations: int = Field(
+        ge=1, le=100000,
+        description="Candidates the refinement evaluates, taken from the search's budget (maxEvaluations, else "
+        "populationSize × maxGenerations × rounds): the search proper stops that many earlier.",
+    )
+    step_size: Number = Field(
+        default=0.05, gt=0, le=0.5, description="The first step's σ, as a fraction of each gene's bounds."
+    )
+
+
 class SeedRecipe(SpecModel):
     """A known merge that joins the first population: a mergekit config inline, or where its YAML lies."""
 
@@ -197,6 +212,11 @@ class SeedRecipe(SpecModel):
                 "local path, or give it inline under mergekit"
             )
         return self
+
+
+REFINE_OVER_BUDGET = ("search.refine.evaluations: the refinement's evaluations come out of the search's budget "
+                      "(maxEvaluations, else populationSize × maxGenerations × rounds) and must leave some for the search "
+                      "itself — lower it, or raise the budget")
 
 
 def _budget_defaults(field: str) -> str:
@@ -240,6 +260,8 @@ class _SearchCore(SpecModel):  # search's own fields; SearchSpec adds every algo
     early_stopping: EarlyStopping | None = None
     """Stop when the best fitness stops improving."""
     max_evaluations: int | None = Field(default=None, ge=1, description="Hard cap on candidates (cache hits included); the search also stops after populationSize × maxGenerations × rounds.")
+    refine: RefineSpec | None = None
+    """A local search around the best merge at the end, counted in the budget; unset: none."""
 
 
 # search.<algorithm>: each algorithm's own options block, as its catalogue entry declares it
@@ -255,7 +277,9 @@ _SearchOptions = create_model(
 
 class SearchSpec(_SearchOptions):  # type: ignore[misc,valid-type]
     seeds: list[SeedRecipe] = Field(
-        default_factory=list, description="mergekit recipes encoded into the genome; they join the first population."
+        default_factory=list,
+        description="mergekit recipes encoded into the genome; they join the first population, beside each expert alone "
+        "and the uniform merge (every optimizer but random search starts from those).",
     )
 
     @model_validator(mode="before")
@@ -272,6 +296,23 @@ class SearchSpec(_SearchOptions):  # type: ignore[misc,valid-type]
             if camel not in filled and to_snake(camel) not in filled:
                 filled[camel] = value
         return filled
+
+    @property
+    def budget(self) -> int:
+        """Candidates the search may ask in all: maxEvaluations, or populationSize × maxGenerations × rounds if fewer."""
+        by_generations = self.population_size * self.max_generations * self.rounds
+        return min(by_generations, self.max_evaluations) if self.max_evaluations else by_generations
+
+    @model_validator(mode="after")
+    def _refine_fits(self) -> "SearchSpec":
+        if self.refine is None:
+            return self
+        if ALGORITHMS[self.algorithm].multi_objective:
+            raise ValueError(refine_refusal(ALGORITHMS[self.algorithm]))
+        if self.refine.evaluations >= self.budget:
+            raise ValueError(f"{REFINE_OVER_BUDGET} (refine.evaluations is {self.refine.evaluations}, the budget "
+                             f"{self.budget})")
+        return self
 
     @model_validator(mode="after")
     def _runs_in_its_mode(self) -> "SearchSpec":
