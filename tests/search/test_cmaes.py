@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from evomerge.search.cmaes import CMAES
+from evomerge.search.cmaes import CMAES, injected
 
 from .problems import asked, assert_same_log, best, drive, genome, optimizer, run_behaviour_checks, run_failure_checks, sphere
 
@@ -104,10 +104,10 @@ def test_a_far_injected_member_is_told_clipped_to_hansens_length_and_a_near_one_
     g = genome(experts=10, weight=(0.0, 1.0))
     opt = optimizer("cmaes", g, populationSize=20)
     far = opt.transform.encode(np.eye(10)[0])
-    told = opt._clipped(far)
+    told = injected(opt.cma, far)
     limit = np.sqrt(10) + 20 / 12
     assert np.isclose(np.linalg.norm(told - opt.cma.mean) * 6, limit)  # in σ₀ = 1/6 units
     along = float((told - opt.cma.mean) @ (far - opt.cma.mean)) / float(np.sum((far - opt.cma.mean) ** 2))
     assert 0 < along < 1 and np.allclose(opt.cma.mean + along * (far - opt.cma.mean), told)  # on the way to it
     near = opt.cma.mean + 0.05
-    assert np.array_equal(opt._clipped(near), near)
+    assert np.array_equal(injected(opt.cma, near), near)

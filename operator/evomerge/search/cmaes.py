@@ -6,7 +6,7 @@ dominant in turn (search/initial.py), then the seed recipes — are the first ca
 told to CMA with the samples drawn around them; the first seed is also the starting mean. An injected point far
 from the mean would drag the mean and inflate the covariance in one update, so it is told clipped to the
 Mahalanobis length √n + 2n/(n+2) from the mean, its own fitness kept (Hansen, "Injecting external solutions into
-CMA-ES", arXiv 1110.4181); in the first generation C = I, so that length is in units of σ₀.
+CMA-ES", arXiv 1110.4181; `injected`, which EvoGM's CMA-hosted variant needs too).
 
 A failed evaluation ranks below every success of its generation (as an infeasible point would): CMA-ES only
 uses ranks, so no made-up score leaks into the update. A generation in which every evaluation failed is
@@ -46,7 +46,6 @@ class CMAES(Optimizer):
         )
         # as GA, NSGA-II and EvoGM: no more known members than the generation holds; the mean is CMA's uniform merge
         self._first = first_members(genome, self.seeds, self.popsize, None)
-        self._start = self.cma.mean.copy()
         self._pending = PendingRows()
         self._results: list[tuple[int, np.ndarray, float | None]] = []  # (order, unit point, fitness) this generation
         self._asked = 0  # candidates asked from the current distribution
@@ -84,18 +83,23 @@ class CMAES(Optimizer):
         worst = -min(successes)  # cmaes minimises
         solutions = []
         for rank, (order, unit, value) in enumerate(results):
-            injected = self.cma.generation == 0 and order < len(self._first)
-            told = self._clipped(unit) if injected else unit
+            external = self.cma.generation == 0 and order < len(self._first)
+            told = injected(self.cma, unit) if external else unit
             solutions.append((told, -value if value is not None else worst + 1.0 + rank))
         self.cma.tell(solutions)
         self._asked = 0
         if self.cma.should_stop():
             self.finished = True
 
-    def _clipped(self, unit: np.ndarray) -> np.ndarray:
-        """An injected point pulled towards the first mean to at most Hansen's length √n + 2n/(n+2), in σ₀ units."""
-        n = self.genome.dim
-        step = unit - self._start
-        length = float(np.linalg.norm(step)) / float(self.search.cmaes.sigma0)
-        limit = math.sqrt(n) + 2.0 * n / (n + 2.0)
-        return self._start + step * min(1.0, limit / length) if length > 0 else unit
+
+def injected(cma: CMA, unit: np.ndarray) -> np.ndarray:
+    """A point CMA-ES did not sample, as it may learn from it: its step from the mean clipped to the Mahalanobis
+    length √n + 2n/(n+2) (Hansen, arXiv 1110.4181), so one far point cannot drag the mean and inflate the
+    covariance in one update; its fitness is kept. Reads cmaes's private eigenbasis and σ (0.13.1 is pinned)."""
+    n = len(unit)
+    B, D = cma._eigen_decomposition()
+    sigma = float(cma._sigma)
+    step = (unit - cma.mean) / sigma
+    length = float(np.linalg.norm((B.T @ step) / D))
+    limit = math.sqrt(n) + 2.0 * n / (n + 2.0)
+    return cma.mean + sigma * step * min(1.0, limit / length) if length > 0 else np.array(unit, dtype=np.float64)
