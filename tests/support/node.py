@@ -25,8 +25,8 @@ watches every pod (or those `plays` selects) and does with local processes what 
   containers end); then the main containers together, restarted in place as the pod's restartPolicy says.
   The termination message is the file at terminationMessagePath (4096 bytes at most), or with
   FallbackToLogsOnError and a failure, the log tail.
-- status is written through the pods/status subresource as the kubelet writes it: phase, conditions,
-  initContainerStatuses and containerStatuses with waiting/running/terminated states, exit codes, reasons
+- status is written through the pods/status subresource as the kubelet writes it: phase, conditions, podIP
+  (127.0.0.1: the host's network), initContainerStatuses and containerStatuses with waiting/running/terminated states, exit codes, reasons
   and messages — so kube-controller-manager's Job controller sees pods succeed or fail, retries them, and
   enforces activeDeadlineSeconds (it deletes the pod; the node then stops its processes).
 
