@@ -1,4 +1,7 @@
-from evomerge.k8s.jobs import cause, stuck_reason
+import datetime
+
+from evomerge.k8s.evaluation_jobs import STUCK_GRACE_SECONDS
+from evomerge.k8s.jobs import cause, job_age, stuck_reason
 
 
 def pod(conditions=(), containers=()) -> dict:
@@ -33,3 +36,12 @@ def test_a_traceback_becomes_its_last_line_and_any_message_one_line():
     assert cause(traceback) == 'evomerge.k8s.client.Invalid: 422 Invalid: Job.batch "x" is invalid: spec.template.spec.nodeSelector: Invalid value'
     assert cause("SearchFailed: 3 of 4\n evaluations failed") == "SearchFailed: 3 of 4 evaluations failed"
     assert cause(None) == ""
+
+
+def test_a_jobs_age_counts_from_its_start_so_time_queued_in_kueue_never_makes_it_look_stuck():
+    def stamp(seconds_ago: int) -> str:
+        return (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=seconds_ago)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    queued = {"metadata": {"creationTimestamp": stamp(3600)}, "spec": {"suspend": True}}
+    admitted = {"metadata": {"creationTimestamp": stamp(3600)}, "status": {"startTime": stamp(10)}}
+    assert job_age(queued) > STUCK_GRACE_SECONDS > job_age(admitted)  # an hour in the queue; admitted 10 s ago
