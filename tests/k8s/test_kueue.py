@@ -14,6 +14,7 @@ from tests.k8s.test_operator import (  # noqa: F401 (fixtures)
 
 def test_a_queued_search_waits_as_queued_and_runs_when_kueue_admits_it(kstatus, kube, operator, namespace, kueue,  # noqa: F811
                                                                         cluster_queue):
+    assert kueue.version().startswith("v0.19.")  # the release whose API (kueue.x-k8s.io/v1beta2) evomerge targets
     queue = cluster_queue
     kube.create(search_body("queued", namespace, evaluation={"parallelism": 2, "candidatesPerJob": 2, "queueName": queue}))
 
