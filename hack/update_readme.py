@@ -18,6 +18,7 @@ BENCHMARK_BLOCKS = (
     ("zoo-landscape", "zoo_landscape.md"),
     ("optimizers", "optimizers.md"),
     ("optimizers-zoo", "optimizers_zoo.md"),
+    ("refine", "refine.md"),
     ("async-eval", "async_eval.md"),
     ("operator-latency", "operator_latency.md"),
     ("served-eval", "served_eval.md"),

@@ -129,3 +129,14 @@ def test_the_cluster_quick_start_builds_pushes_and_installs_the_images_the_build
     assert [p[3] for p in pushes] == [f'{overrides["image.repository"]}:{tag}', f'{overrides["workerImage.repository"]}:{tag}']
     assert set(overrides) == {"image.repository", "workerImage.repository"}  # the tag stays the chart's appVersion
     assert quick.example.exists() and quick.helm_install[2] == "charts/evomerge"
+
+
+def test_refine_block_is_the_benchmarks_output_over_ten_paired_seeds_of_each_optimizer():
+    block = re.search(r"<!-- refine:start -->\n(.*?)<!-- refine:end -->", BENCHMARKS, re.S)
+    assert block, "docs/benchmarks.md lost its refine markers"
+    measured = (REPO / "benchmarks" / "results" / "refine.md").read_text()
+    assert block.group(1).rstrip("\n") == measured.rstrip("\n"), "run: python hack/update_readme.py"
+    assert int(re.search(r"\((\d+) paired seeds\)", measured).group(1)) >= 10  # type: ignore[union-attr]
+    rows = _table_after(measured, "(negative: the refinement helped).")
+    pairs = {(r[0], r[1]) for r in rows[1:]}
+    assert pairs >= {(p, o) for p in ("smooth", "rugged", "interacting") for o in ("ga", "cmaes")}
