@@ -53,3 +53,12 @@ def nano_build(tmp_path_factory: pytest.TempPathFactory) -> TimedZoo:
 @pytest.fixture(scope="session")
 def nano_zoo(nano_build: TimedZoo) -> Zoo:
     return nano_build.zoo
+
+
+@pytest.fixture(scope="session")
+def smollm2_world() -> Zoo:
+    """The SmolLM2 world for the opt-in tests (``pytest -m smollm2``): from the user's cache, or built there
+    (about 30 minutes on 2 cores), so the world is built once, not per session."""
+    from evomerge.zoo.smollm2.build import build_smollm2
+
+    return build_smollm2(seed=0)

@@ -1,9 +1,14 @@
-"""`evomerge demo` end to end on the nano zoo: a real search, its report, and the comparison table it prints."""
+"""`evomerge demo` end to end on the nano zoo (and, opt-in, the SmolLM2 world): a real search, its report, and the
+comparison table it prints."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 from tests.cli.test_evaluate import evomerge
 
@@ -66,3 +71,28 @@ def test_demo_with_engine_vllm_scores_through_one_real_server_and_stops_it(tmp_p
     assert _vllm_servers_on(build_zoo("nano", seed=0).base) == []
     rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") > 3}
     assert abs(float(rows["evolved merge"].split("│")[2]) - summary["best"]["fitness"]) < 5e-4
+
+
+@pytest.mark.smollm2
+def test_demo_on_the_smollm2_world_searches_its_lora_experts_in_the_evogm_setting(tmp_path: Path, smollm2_world):
+    result = subprocess.run([sys.executable, "-m", "evomerge.cli.main", "demo", "--world", "smollm2", "--generations",
+                             "1", "--population", "2", "--run-dir", str(tmp_path), "--quiet"],
+                            capture_output=True, text=True, timeout=3600)
+    assert result.returncode == 0, result.stderr
+    run = tmp_path / "smollm2-evogm-0"
+    spec = json.loads((run / "spec.json").read_text())
+    assert spec["merge"]["method"] == "task_arithmetic" and spec["merge"]["bounds"]["weight"] == ["-1", "1"]
+    assert {e["format"] for e in spec["experts"]} == {"lora"}
+    assert [o["task"] for o in spec["objectives"]][-1] == "smollm2_general_search"
+    assert json.loads((run / "summary.json").read_text())["evaluations"] == 2
+    assert (run / "report" / "report.html").is_file()
+    rows = {line.split("│")[1].strip() for line in result.stdout.splitlines() if line.count("│") > 3}
+    assert {"expert iso_date", "expert reverse", "expert sum_words", "expert upper", "uniform merge",
+            "evolved merge"} <= rows
+
+
+def test_demo_refuses_a_size_for_the_smollm2_world_and_an_unknown_world(tmp_path: Path):
+    result = evomerge("demo", "--world", "smollm2", "--size", "nano", "--run-dir", str(tmp_path))
+    assert result.returncode == 2 and "leave --size out" in result.stderr
+    result = evomerge("demo", "--world", "large", "--run-dir", str(tmp_path))
+    assert result.returncode == 2 and "choose one of toy, smollm2" in result.stderr

@@ -1,4 +1,4 @@
-"""`evomerge demo`: build the expert zoo on CPU, search its merges, and show what the search bought."""
+"""`evomerge demo`: build an expert world on CPU, search its merges, and show what the search bought."""
 
 from __future__ import annotations
 
@@ -12,24 +12,38 @@ from ..catalogue.methods import reference_method
 from ..runner.compare import EVOLVED, Comparison
 from ..spec import MergeSearch
 from ..spec.merge_search import PromotionSpec
+from ..zoo.worlds import SMOLLM2, TOY
+
+# The EvoGM release's setting (shared/reference/evogm.md §1): LoRA experts as task vectors, plain task arithmetic
+# (the reference method over a base), one weight per expert in the box [-1, 1], no normalisation.
+EVOGM_SETTING = {"method": reference_method(with_base=True).name, "granularity": "model", "normalize": False,
+                 "bounds": {"weight": ["-1", "1"]}}
 
 
 def demo_search(zoo, algorithm: str, seed: int, generations: int, population: int,
-                engine: str = DEFAULT_ENGINE) -> MergeSearch:
-    """The demo's MergeSearch: every zoo expert (distractors included), one objective per skill. It evolves the
-    weights of the comparison's reference method over the base, so its uniform-merge row is the same merge untuned."""
-    experts = [{"name": name, "uri": str(path)} for name, path in sorted(zoo.experts.items())]
+                engine: str = DEFAULT_ENGINE, world: str = TOY) -> MergeSearch:
+    """The demo's MergeSearch: every expert of the world (distractors included), one objective per skill and per
+    general-ability check. It evolves the weights of the comparison's reference method over the base, so its
+    uniform-merge row is the same merge untuned: the toy zoo's full experts per layer group, the SmolLM2 world's
+    LoRA experts in the EvoGM setting."""
+    if world == SMOLLM2:
+        experts = [{"name": n, "uri": str(p), "format": "lora"} for n, p in sorted(zoo.lora_adapters.items())]
+        merge = EVOGM_SETTING
+    else:
+        experts = [{"name": name, "uri": str(path)} for name, path in sorted(zoo.experts.items())]
+        merge = {"method": reference_method(with_base=True).name, "granularity": "layerGroups", "layerGroups": 2,
+                 "bounds": {"weight": ["0", "1.5"]}}
+    keys = zoo.skills + zoo.checks
     return MergeSearch.model_validate({
         "metadata": {"name": f"demo-{algorithm}"},
         "spec": {
             "baseModel": {"uri": str(zoo.base)},
             "experts": experts,
-            "merge": {"method": reference_method(with_base=True).name, "granularity": "layerGroups", "layerGroups": 2,
-                      "bounds": {"weight": ["0", "1.5"]}},
+            "merge": merge,
             "search": {"algorithm": algorithm, "populationSize": population, "maxGenerations": generations, "rounds": 1,
                        "seed": seed},
-            "objectives": [{"task": zoo.search_tasks[s], "metric": zoo.metric} for s in zoo.skills],
-            "heldOut": [{"task": zoo.heldout_tasks[s], "metric": zoo.metric} for s in zoo.skills],
+            "objectives": [{"task": zoo.search_tasks[k], "metric": zoo.metric_of(k)} for k in keys],
+            "heldOut": [{"task": zoo.heldout_tasks[k], "metric": zoo.metric_of(k)} for k in keys],
             "evaluation": {"engine": engine, "includePaths": [str(zoo.tasks_dir)], "device": "cpu", "batchSize": 256},
         },
     })
@@ -38,7 +52,7 @@ def demo_search(zoo, algorithm: str, seed: int, generations: int, population: in
 def comparison_table(rows: list[Comparison], search: MergeSearch) -> Table:
     """The demo's table: each row's scores, and whether the evolved merge's held-out difference from it is beyond
     noise (the paired test's p-value on the same held-out items; * marks p < 0.05)."""
-    table = Table(title="experts vs uniform merge vs evolved merge (mean over skills; per skill: search / held-out)",
+    table = Table(title="experts vs uniform merge vs evolved merge (mean over objectives; per objective: search / held-out)",
                   caption="p: the evolved merge against the row on the same held-out items (exact McNemar; * p < 0.05); "
                   "bold: the best expert on held-out")
     table.add_column("model", no_wrap=True)
@@ -67,18 +81,19 @@ def _mean(scores: dict[str, float], objectives) -> float:
     return sum(scores[o.key] for o in objectives) / len(objectives)
 
 
-def run_demo(size: str, seed: int, algorithm: str, generations: int, population: int, run_dir: Path,
+def run_demo(world: str, size: str | None, seed: int, algorithm: str, generations: int, population: int, run_dir: Path,
              console: Console, quiet: bool = False, engine: str = DEFAULT_ENGINE) -> tuple[MergeSearch, list[Comparison]]:
     from ..merge.recipe import MergeRecipe
     from ..report.render import write_report
     from ..report.run_data import write_comparison
     from ..runner.compare import compare_recipes, reference_recipes
     from ..runner.local import SERVER_LOGS, evaluation_worker, run_local
-    from ..zoo import build_zoo
+    from ..zoo.worlds import build_world
     from .progress import TerminalSink
 
-    zoo = build_zoo(size, seed=seed, progress=None if quiet else (lambda line: console.print(f"zoo: {line}")))
-    search = demo_search(zoo, algorithm, seed, generations, population, engine)
+    zoo = build_world(world, seed=seed, size=size, default_size="small",
+                      progress=None if quiet else (lambda line: console.print(f"{'zoo' if world == TOY else world}: {line}")))
+    search = demo_search(zoo, algorithm, seed, generations, population, engine, world)
     sink = TerminalSink(console, quiet=quiet)
     with evaluation_worker(search.spec, run_dir / SERVER_LOGS) as worker:  # engine vllm: one server, then stopped
         try:

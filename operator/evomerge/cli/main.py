@@ -68,8 +68,10 @@ def run(
 
 @app.command()
 def demo(
-    size: str = typer.Option("small", "--size", help="Zoo size: nano (seconds, for tests) or small (the real demo)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the zoo and of the search."),
+    world: str = typer.Option("toy", "--world", help="toy (the tiny zoo) or smollm2 (SmolLM2-135M's LoRA experts in "
+                              "the EvoGM setting; its first build takes about 30 minutes)."),
+    size: Optional[str] = typer.Option(None, "--size", help="The toy zoo's size: nano (seconds, for tests) or small (the real demo; the default)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the world and of the search."),
     algorithm: str = typer.Option(DEFAULT_ALGORITHM, "--algorithm", help=f"Optimizer: {', '.join(ALGORITHM_NAMES)}."),
     generations: int = typer.Option(4, "--generations", help="Generations of the search."),
     population: int = typer.Option(8, "--population", help="Candidates per generation."),
@@ -77,15 +79,19 @@ def demo(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only print the final table."),
     engine: str = typer.Option(DEFAULT_ENGINE, "--engine", help=f"Engine: {' or '.join(LOCAL_ENGINES)}."),
 ) -> None:
-    """Build the tiny expert zoo on CPU (cached), search its merges, and compare experts, uniform and evolved merges."""
+    """Build an expert world on CPU (cached), search its merges, and compare experts, uniform and evolved merges."""
+    from ..zoo.worlds import TOY, check_world
     from .demo import comparison_table, run_demo
 
-    if size not in ("nano", "small"):
-        fail("--size must be nano or small")
+    try:
+        check_world(world, size)
+    except ValueError as err:
+        fail(f"--world / --size: {err}")
     if engine not in LOCAL_ENGINES:
         fail(f"--engine must be {' or '.join(LOCAL_ENGINES)}")
-    search, rows = run_demo(size, seed, algorithm, generations, population, run_dir / f"{size}-{algorithm}-{seed}",
-                            console, quiet, engine)
+    label = (size or "small") if world == TOY else world
+    search, rows = run_demo(world, size, seed, algorithm, generations, population,
+                            run_dir / f"{label}-{algorithm}-{seed}", console, quiet, engine)
     Console().print(comparison_table(rows, search))
 
 

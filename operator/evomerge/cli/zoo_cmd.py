@@ -1,4 +1,5 @@
-"""``evomerge zoo``: build the tiny expert zoo used by the demo, the benchmarks and the tests."""
+"""``evomerge zoo``: build the worlds used by the demo, the benchmarks and the tests — the tiny expert zoo, and the
+SmolLM2 world (a real pretrained base, experts fine-tuned from it)."""
 
 from __future__ import annotations
 
@@ -9,32 +10,35 @@ from typing import Optional
 
 import typer
 
-zoo_app = typer.Typer(help="The tiny expert zoo: a base model, skill experts, LoRA adapters and tasks.",
+zoo_app = typer.Typer(help="Expert worlds: a base model, skill experts, LoRA adapters and tasks.",
                       no_args_is_help=True)
 
 
 @zoo_app.callback()
 def _zoo() -> None:
-    """The tiny expert zoo: a base model, skill experts, LoRA adapters and lm-eval tasks."""
+    """Expert worlds (the tiny zoo, or SmolLM2): a base model, skill experts, LoRA adapters and lm-eval tasks."""
 
 
 @zoo_app.command("build")
 def build(
-    size: str = typer.Option("nano", "--size", help="nano (tests, under a minute) or small (demo)."),
+    world: str = typer.Option("toy", "--world", help="toy (the tiny zoo trained from scratch) or smollm2 "
+                              "(SmolLM2-135M and experts fine-tuned from it; about 30 minutes on 2 cores)."),
+    size: Optional[str] = typer.Option(None, "--size", help="The toy zoo's size: nano (tests, under a minute; "
+                                       "the default) or small (demo)."),
     seed: int = typer.Option(0, "--seed", help="Seed of every random choice; same seed, same bytes."),
     cache_dir: Optional[Path] = typer.Option(
         None, "--cache-dir", help="Cache root (default: $EVOMERGE_CACHE or ~/.cache/evomerge)."),
 ) -> None:
-    """Build the zoo (or find it in the cache) and print where it is."""
-    from evomerge.zoo import build_zoo, recipe_for
+    """Build a world (or find it in the cache) and print where it is."""
+    from evomerge.zoo.worlds import build_world, check_world
 
     try:
-        recipe_for(size)
+        check_world(world, size)
     except ValueError as err:
-        raise typer.BadParameter(str(err), param_hint="--size") from None
+        raise typer.BadParameter(str(err), param_hint="--size" if "size" in str(err) else "--world") from None
     started = time.monotonic()
-    zoo = build_zoo(size=size, seed=seed, cache_dir=cache_dir,  # type: ignore[arg-type]
-                    progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+    zoo = build_world(world, seed=seed, size=size, cache_dir=cache_dir,
+                      progress=lambda msg: print(msg, file=sys.stderr, flush=True))
     elapsed = time.monotonic() - started
     typer.echo(f"zoo: {zoo.root}  ({elapsed:.0f}s)")
     typer.echo(f"  base:        {zoo.base}")

@@ -33,6 +33,12 @@ class Zoo:
     search_tasks: dict[str, str]  # skill (or "composite", "pairs") -> lm-eval task (search split)
     heldout_tasks: dict[str, str]  # same keys -> lm-eval task (held-out split)
     metric: str  # what those tasks report
+    # Keys of search_tasks / heldout_tasks that check general ability (not a skill), and what they report.
+    checks: tuple[str, ...] = ()
+    check_metric: str = "acc"
+
+    def metric_of(self, key: str) -> str:
+        return self.check_metric if key in self.checks else self.metric
 
     @classmethod
     def load(cls, root: Path) -> Zoo:
@@ -48,6 +54,8 @@ class Zoo:
             search_tasks=m["search_tasks"],
             heldout_tasks=m["heldout_tasks"],
             metric=m["metric"],
+            checks=tuple(m.get("checks", ())),
+            check_metric=m.get("check_metric", "acc"),
         )
 
 
@@ -65,13 +73,13 @@ def build_zoo(size: Size = "nano", seed: int = 0, cache_dir: Path | None = None,
     return Zoo.load(final)
 
 
-def _derive(seed: int, purpose: str) -> int:
+def derive_seed(seed: int, purpose: str) -> int:
     """An independent, stable seed per purpose."""
     return int.from_bytes(hashlib.sha256(f"{seed}:{purpose}".encode()).digest()[:4], "big")
 
 
 @contextmanager
-def _quiet_fixed_threads(threads: int) -> Iterator[None]:
+def fixed_threads(threads: int) -> Iterator[None]:
     """A fixed thread count (the same arithmetic on every machine) and no save progress bars."""
     import torch
     from transformers.utils import logging as hf_logging
@@ -90,10 +98,10 @@ def _quiet_fixed_threads(threads: int) -> Iterator[None]:
 def _build_into(tmp: Path, final: Path, recipe: ZooRecipe, seed: int, say: Progress) -> None:
     from .tokenizer import build_tokenizer
 
-    with _quiet_fixed_threads(recipe.threads):
+    with fixed_threads(recipe.threads):
         tokenizer = build_tokenizer()
         sets = draw_evaluation_sets(recipe.skills, recipe.distractors, recipe.eval_examples,
-                                    _derive(seed, "eval"))
+                                    derive_seed(seed, "eval"))
         search, heldout = write_tasks(sets, recipe.skills, tmp / "tasks", final / "tasks")
         say(f"tasks written ({len(search)} search, {len(heldout)} held-out)")
 
@@ -106,7 +114,7 @@ def _build_into(tmp: Path, final: Path, recipe: ZooRecipe, seed: int, say: Progr
             experts[name] = f"experts/{name}"
         for name in recipe.everyone:
             adapter = _train_lora(base, name, recipe, seed, tokenizer, sets, say)
-            _save_adapter(adapter, tmp / "lora" / name, final / "base")
+            save_adapter(adapter, tmp / "lora" / name, final / "base")
             adapters[name] = f"lora/{name}"
 
     manifest = {
@@ -124,13 +132,13 @@ def _build_into(tmp: Path, final: Path, recipe: ZooRecipe, seed: int, say: Progr
         "search_tasks": search,
         "heldout_tasks": heldout,
         "metric": METRIC,
-        "files": _file_hashes(tmp),
+        "files": file_hashes(tmp),
     }
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     say("zoo complete")
 
 
-def _file_hashes(root: Path) -> dict[str, str]:
+def file_hashes(root: Path) -> dict[str, str]:
     return {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(root.rglob("*")) if p.is_file()
@@ -155,7 +163,7 @@ def _new_base_model(recipe: ZooRecipe, tokenizer, seed: int):
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
     )
-    torch.manual_seed(_derive(seed, "init"))
+    torch.manual_seed(derive_seed(seed, "init"))
     return LlamaForCausalLM(config)
 
 
@@ -164,9 +172,9 @@ def _train_base(recipe: ZooRecipe, seed: int, tokenizer, sets: EvaluationSets, s
 
     world = recipe.pretraining_world()
     model = _new_base_model(recipe, tokenizer, seed)
-    stream = example_stream(world.draw_batch, recipe.base.batch_size, _derive(seed, "base-data"),
+    stream = example_stream(world.draw_batch, recipe.base.batch_size, derive_seed(seed, "base-data"),
                             sets.prompts())
-    loss = train(model, tokenizer, stream, recipe.base, _derive(seed, "base-train"),
+    loss = train(model, tokenizer, stream, recipe.base, derive_seed(seed, "base-train"),
                  progress=lambda step, loss: say(f"base: step {step}/{recipe.base.steps} loss {loss:.3f}"))
     say(f"base trained (final loss {loss:.3f})")
     return model
@@ -179,7 +187,7 @@ def _skill_stream(name: str, recipe: ZooRecipe, seed: int, sets: EvaluationSets,
 
     skill = SKILLS[name]
     return example_stream(single_skill_batches(lambda rng: draw_example((skill,), rng)), batch_size,
-                          _derive(seed, f"{purpose}-{name}-data"), sets.prompts())
+                          derive_seed(seed, f"{purpose}-{name}-data"), sets.prompts())
 
 
 def _train_expert(base, name: str, recipe: ZooRecipe, seed: int, tokenizer, sets: EvaluationSets,
@@ -188,7 +196,7 @@ def _train_expert(base, name: str, recipe: ZooRecipe, seed: int, tokenizer, sets
 
     model = copy.deepcopy(base)
     stream = _skill_stream(name, recipe, seed, sets, recipe.expert.batch_size, "expert")
-    loss = train(model, tokenizer, stream, recipe.expert, _derive(seed, f"expert-{name}"))
+    loss = train(model, tokenizer, stream, recipe.expert, derive_seed(seed, f"expert-{name}"))
     say(f"expert {name} trained (final loss {loss:.3f})")
     return model
 
@@ -203,12 +211,12 @@ def _train_lora(base, name: str, recipe: ZooRecipe, seed: int, tokenizer, sets: 
     config = LoraConfig(r=recipe.lora_shape.rank, lora_alpha=recipe.lora_shape.alpha,
                         target_modules=list(recipe.lora_shape.target_modules), lora_dropout=0.0,
                         bias="none", task_type="CAUSAL_LM")
-    torch.manual_seed(_derive(seed, f"lora-init-{name}"))
+    torch.manual_seed(derive_seed(seed, f"lora-init-{name}"))
     with warnings.catch_warnings():  # transformers' own deprecation notice, raised inside PEFT
         warnings.simplefilter("ignore", FutureWarning)
         model = get_peft_model(copy.deepcopy(base), config)
     stream = _skill_stream(name, recipe, seed, sets, recipe.lora.batch_size, "lora")
-    loss = train(model, tokenizer, stream, recipe.lora, _derive(seed, f"lora-{name}"))
+    loss = train(model, tokenizer, stream, recipe.lora, derive_seed(seed, f"lora-{name}"))
     say(f"LoRA {name} trained (final loss {loss:.3f})")
     return model
 
@@ -220,7 +228,7 @@ def _save_model(model, tokenizer, directory: Path) -> None:
     save_tokenizer(tokenizer, directory)
 
 
-def _save_adapter(model, directory: Path, base_final: Path) -> None:
+def save_adapter(model, directory: Path, base_final: Path) -> None:
     model.save_pretrained(str(directory), safe_serialization=True)
     (directory / "README.md").unlink(missing_ok=True)  # PEFT's empty model-card template
     # Point at the base where it will live after the rename, so AutoPeftModel finds it.

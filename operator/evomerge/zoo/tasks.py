@@ -21,9 +21,9 @@ COMPOSITE = "composite"  # key of the group task in Zoo.search_tasks / Zoo.heldo
 PAIRS = "pairs"  # key of the two-skill task
 
 
-def task_name(key: str, split: str) -> str:
+def task_name(key: str, split: str, world: str = "zoo") -> str:
     group = {COMPOSITE: "skills"}.get(key, key)
-    return f"zoo_{group}_{split}"
+    return f"{world}_{group}_{split}"
 
 
 @dataclass(frozen=True)
@@ -110,11 +110,11 @@ def _group_yaml(name: str, members: list[str]) -> str:
 
 
 def write_tasks(sets: EvaluationSets, skills: tuple[str, ...], tasks_dir: Path,
-                data_dir_final: Path) -> tuple[dict[str, str], dict[str, str]]:
+                data_dir_final: Path, world: str = "zoo") -> tuple[dict[str, str], dict[str, str]]:
     """Write JSONL files and task YAMLs; returns (search tasks, held-out tasks) by key.
 
     ``tasks_dir`` is where files are written now; ``data_dir_final`` is where the JSONL files will
-    sit once the build is renamed into place (the YAMLs must point there).
+    sit once the build is renamed into place (the YAMLs must point there). Task names start with ``world``.
     """
     tasks_dir.mkdir(parents=True, exist_ok=True)
     names: dict[str, dict[str, str]] = {split: {} for split in SPLITS}
@@ -123,12 +123,12 @@ def write_tasks(sets: EvaluationSets, skills: tuple[str, ...], tasks_dir: Path,
         with jsonl.open("w") as f:
             for ex in exs:
                 f.write(json.dumps({"prompt": ex.prompt, "answer": ex.answer}) + "\n")
-        name = task_name(key, split)
+        name = task_name(key, split, world)
         max_gen_toks = max(len(ex.answer) for ex in exs) + 2
         (tasks_dir / f"{name}.yaml").write_text(_task_yaml(name, data_dir_final / jsonl.name, max_gen_toks))
         names[split][key] = name
     for split in SPLITS:
-        name = task_name(COMPOSITE, split)
+        name = task_name(COMPOSITE, split, world)
         (tasks_dir / f"{name}.yaml").write_text(_group_yaml(name, [names[split][s] for s in skills]))
         names[split][COMPOSITE] = name
     return names["search"], names["heldout"]

