@@ -117,25 +117,37 @@ def _build_into(tmp: Path, final: Path, recipe: ZooRecipe, seed: int, say: Progr
             save_adapter(adapter, tmp / "lora" / name, final / "base")
             adapters[name] = f"lora/{name}"
 
+    write_manifest(tmp, code_version=CODE_VERSION, size=recipe.size, seed=seed, digest=recipe.digest(),
+                   hyper_parameters=asdict(recipe), experts=experts, adapters=adapters, skills=recipe.skills,
+                   distractors=recipe.distractors, search=search, heldout=heldout)
+    say("zoo complete")
+
+
+def write_manifest(tmp: Path, *, code_version: str, size: str, seed: int, digest: str, hyper_parameters: dict,
+                   experts: dict[str, str], adapters: dict[str, str], skills: tuple[str, ...],
+                   distractors: tuple[str, ...], search: dict[str, str], heldout: dict[str, str],
+                   checks: dict | None = None) -> None:
+    """The manifest ``Zoo.load`` reads (paths relative to the world's root), with every file's hash;
+    ``checks``: the general-ability check's keys and metric, for a world that has one."""
     manifest = {
-        "code_version": CODE_VERSION,
-        "size": recipe.size,
+        "code_version": code_version,
+        "size": size,
         "seed": seed,
-        "recipe": recipe.digest(),
-        "hyper_parameters": asdict(recipe),
+        "recipe": digest,
+        "hyper_parameters": hyper_parameters,
         "base": "base",
         "experts": experts,
         "lora_adapters": adapters,
         "tasks_dir": "tasks",
-        "skills": list(recipe.skills),
-        "distractors": list(recipe.distractors),
+        "skills": list(skills),
+        "distractors": list(distractors),
         "search_tasks": search,
         "heldout_tasks": heldout,
         "metric": METRIC,
+        **(checks or {}),
         "files": file_hashes(tmp),
     }
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    say("zoo complete")
 
 
 def file_hashes(root: Path) -> dict[str, str]:

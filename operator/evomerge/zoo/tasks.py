@@ -67,15 +67,22 @@ def draw_evaluation_sets(skills: tuple[str, ...], distractors: tuple[str, ...], 
     return EvaluationSets(examples)
 
 
-def _task_yaml(name: str, data_file: Path, max_gen_toks: int) -> str:
-    q = json.dumps  # a JSON string is a valid YAML scalar, and keeps "\n" readable
-    return "\n".join([
+def local_task_header(name: str, data_file: Path) -> list[str]:
+    """The YAML lines that make an lm-eval task of a local JSONL file."""
+    return [
         f"task: {name}",
         "dataset_path: json",
         "dataset_kwargs:",
         "  data_files:",
-        f"    test: {q(str(data_file))}",
+        f"    test: {json.dumps(str(data_file))}",
         "test_split: test",
+    ]
+
+
+def _task_yaml(name: str, data_file: Path, max_gen_toks: int) -> str:
+    q = json.dumps  # a JSON string is a valid YAML scalar, and keeps "\n" readable
+    return "\n".join([
+        *local_task_header(name, data_file),
         "output_type: generate_until",
         f"doc_to_text: {q('{{prompt}}')}",
         f"doc_to_target: {q('{{answer}}')}",

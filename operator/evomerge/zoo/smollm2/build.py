@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import copy
-import json
 import warnings
 from dataclasses import asdict
 from pathlib import Path
 
-from ..build import MANIFEST, Progress, Zoo, derive_seed, file_hashes, fixed_threads, save_adapter
+from ..build import MANIFEST, Progress, Zoo, derive_seed, fixed_threads, save_adapter, write_manifest
 from ..cache import build_atomically, zoo_dir
-from ..tasks import METRIC, EvaluationSets
+from ..tasks import EvaluationSets
 from ..tokenizer import save_tokenizer
 from .convert import load_gguf, save_converted, wheel_gguf
 from .recipe import CODE_VERSION, RECIPE, WORLD, WorldRecipe
@@ -52,26 +51,10 @@ def _build_into(tmp: Path, final: Path, gguf: Path, recipe: WorldRecipe, seed: i
             save_tokenizer(tokenizer, tmp / "experts" / name)
             experts[name] = f"experts/{name}"
 
-    manifest = {
-        "code_version": CODE_VERSION,
-        "size": WORLD,
-        "seed": seed,
-        "recipe": recipe.digest(),
-        "hyper_parameters": asdict(recipe),
-        "base": "base",
-        "experts": experts,
-        "lora_adapters": adapters,
-        "tasks_dir": "tasks",
-        "skills": list(recipe.skills),
-        "distractors": list(recipe.distractors),
-        "search_tasks": search,
-        "heldout_tasks": heldout,
-        "metric": METRIC,
-        "checks": [GENERAL],
-        "check_metric": GENERAL_METRIC,
-        "files": file_hashes(tmp),
-    }
-    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    write_manifest(tmp, code_version=CODE_VERSION, size=WORLD, seed=seed, digest=recipe.digest(),
+                   hyper_parameters=asdict(recipe), experts=experts, adapters=adapters, skills=recipe.skills,
+                   distractors=recipe.distractors, search=search, heldout=heldout,
+                   checks={"checks": [GENERAL], "check_metric": GENERAL_METRIC})
     say("world complete")
 
 

@@ -6,7 +6,7 @@ import json
 import random
 from pathlib import Path
 
-from ..tasks import EvaluationSets, write_tasks
+from ..tasks import EvaluationSets, local_task_header, write_tasks
 from .recipe import WORLD
 from .skills import SKILLS, capital_questions
 
@@ -31,12 +31,7 @@ def draw_evaluation_sets(names: tuple[str, ...], per_split: int, seed: int) -> E
 def _choice_task_yaml(name: str, data_file: Path) -> str:
     q = json.dumps
     return "\n".join([
-        f"task: {name}",
-        "dataset_path: json",
-        "dataset_kwargs:",
-        "  data_files:",
-        f"    test: {q(str(data_file))}",
-        "test_split: test",
+        *local_task_header(name, data_file),
         "output_type: multiple_choice",
         f"doc_to_text: {q('{{prompt}}')}",
         f"doc_to_choice: {q('{{choices}}')}",
