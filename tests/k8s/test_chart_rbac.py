@@ -65,7 +65,10 @@ def test_a_whole_epoch_runs_under_the_charts_rbac(control_plane, api_client, nam
     assert not allowed(release_namespace, operator_account, "delete", "mergesearches", "evomerge.dev")
     assert not allowed(release_namespace, operator_account, "create", "pods")
     assert allowed(namespace, "evomerge-controller", "create", "jobs", "batch")
-    assert not allowed(namespace, "evomerge-controller", "delete", "jobs", "batch")
+    # It deletes an evaluation Job whose pod cannot start (evaluation_jobs.EvaluationJobs._fail_stuck).
+    assert allowed(namespace, "evomerge-controller", "delete", "jobs", "batch")
+    assert not allowed(namespace, "evomerge-controller", "delete", "pods")
+    assert not allowed(namespace, "evomerge-controller", "delete", "configmaps")
     assert allowed(namespace, "evomerge-controller", "create", "events")  # a report it could not write
     assert not allowed(namespace, "evomerge-controller", "update", "mergesearches", "evomerge.dev")
     assert not allowed(namespace, "evomerge-evaluation", "get", "configmaps")

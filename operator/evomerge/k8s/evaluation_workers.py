@@ -10,8 +10,8 @@ asks takes it; while fewer than `parallelism` worker Jobs run, a new Job is star
 A worker Job that ends holding a candidate fails that candidate with the Job's reason (its pods were
 retried first: a replacement pod gets the candidate again). When the runner is done, `close` answers the
 pods' asks with 410 (they exit 0, their Jobs complete) for up to CLOSE_GRACE_SECONDS. A restarted controller
-cannot be reached by the pods of its predecessor (the endpoint lives at the controller pod's IP) and may not
-delete Jobs (least privilege): those pods give up after work_client.UNREACHABLE_SECONDS with a permanent exit
+cannot be reached by the pods of its predecessor (the endpoint lives at the controller pod's IP), and it has no
+record of which Jobs were its predecessor's workers, so it leaves them be: those pods give up after work_client.UNREACHABLE_SECONDS with a permanent exit
 (their Jobs fail without retries), the runner's replay submits their candidates again, and the new Jobs get
 names of their own (naming.worker_job_name's incarnation).
 """
