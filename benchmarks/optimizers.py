@@ -271,7 +271,7 @@ def report(runs: list[dict], seeds: int, budgets: list[int], command: str, cpu: 
     by = {(r["problem"], r["variant"], r["seed"]): r for r in runs}
     long = RANDOM_FACTOR * budgets[0]
     lines = [
-        f"### EvoGM against CMA-ES, the GA and random search ({seeds} paired seeds, populationSize {POPULATION})",
+        f"### EvoGM against CMA-ES, the GA and random search (paired seeds, populationSize {POPULATION})",
         "",
         f"`{command}` ({cpu / 60:.0f} min of CPU). *gap* = optimum − the true score of the best candidate seen (0 is "
         "the optimum; lower is better), mean ± sd over seeds. *W/T/L*: seeds on which the default EvoGM's gap is lower / "
@@ -282,22 +282,26 @@ def report(runs: list[dict], seeds: int, budgets: list[int], command: str, cpu: 
     ]
     verdicts = []
     for problem in PROBLEMS:
-        have = [s for s in range(seeds) if all((problem.name, v, s) in by for v in VARIANTS)]
+        have = [s for s in range(seeds) if all((problem.name, v, s) in by for v in VARIANTS if v != "evogm-paper")]
         if not have:
             continue
-        gaps = {v: {b: np.array([by[problem.name, v, s]["gap"][b - 1] for s in have]) for b in budgets
-                    if all(len(by[problem.name, v, s]["gap"]) >= b for s in have)} for v in VARIANTS}
+        paper_seeds = [s for s in have if (problem.name, "evogm-paper", s) in by]  # the paper may run on fewer seeds
+        on = {v: paper_seeds if v == "evogm-paper" else have for v in VARIANTS}
+        gaps = {v: {b: np.array([by[problem.name, v, s]["gap"][b - 1] for s in on[v]]) for b in budgets
+                    if all(len(by[problem.name, v, s]["gap"]) >= b for s in on[v])} for v in VARIANTS}
         targets = [by[problem.name, "random", s]["seen"][-1] for s in have]
-        lines += [f"**{problem.name}** — d = {problem.dim}, {len(have)} seeds; random search's best of {long}: gap "
+        lines += [f"**{problem.name}** — d = {problem.dim}, {len(have)} paired seeds ({', '.join(map(str, have))}); random "
+                  f"search's best of {long}: gap "
                   f"{_pm(np.array([by[problem.name, 'random', s]['gap'][-1] for s in have]))}", ""]
         head = "| optimizer | " + " | ".join(f"gap at {b}" for b in budgets) + f" | evaluations to random's best of {long} (median; seeds reaching it) |"
         lines += [head, "|---|" + "---:|" * (len(budgets) + 1)]
         for v in VARIANTS:
-            reach = np.array([evaluations_to_reach(np.array(by[problem.name, v, s]["seen"]), t) for s, t in zip(have, targets)])
+            reach = np.array([evaluations_to_reach(np.array(by[problem.name, v, s]["seen"]), t)
+                              for s, t in zip(have, targets) if s in on[v]])
             median = float(np.median(reach))
             cells = [(_pm(gaps[v][b]) if b in gaps[v] else "—") for b in budgets]
             shown = f"{median:g} ({100 * median / long:.1f} %)" if np.isfinite(median) else "never"
-            lines.append(f"| {v} | " + " | ".join(cells) + f" | {shown}; {int(np.isfinite(reach).sum())}/{len(have)} |")
+            lines.append(f"| {v} | " + " | ".join(cells) + f" | {shown}; {int(np.isfinite(reach).sum())}/{len(on[v])} |")
         lines += ["", "| default EvoGM vs | budget | W/T/L | Δ (median) | p |", "|---|---:|---:|---:|---:|"]
         for b in budgets:
             if b not in gaps["evogm"]:
@@ -307,23 +311,24 @@ def report(runs: list[dict], seeds: int, budgets: list[int], command: str, cpu: 
                 name = best_cma if peer == "cmaes*" else peer
                 if b not in gaps[name]:
                     continue
-                w, t, l, delta, p = paired(gaps["evogm"][b], gaps[name][b])
+                ours = gaps["evogm"][b][[have.index(s) for s in on[name]]]
+                w, t, l, delta, p = paired(ours, gaps[name][b])
                 label = f"cmaes* ({name.removeprefix('cmaes').strip() or 'σ0=1/6'})" if peer == "cmaes*" else peer
                 lines.append(f"| {label} | {b} | {w}/{t}/{l} | {delta:+.3f} | {p:.2g} |")
                 if peer in ("cmaes*", "ga"):
                     verdicts.append((problem.name, b, peer, w, l, delta, p))
         lines.append("")
-    lines += ["**Traces** (mean over seeds, first problem budget): *spread* = mean per-coefficient sd of each "
+    lines += [f"**Traces** (mean over the paired seeds, the first {budgets[0]} evaluations): *spread* = mean per-coefficient sd of each "
               "generation's candidates; *σ* = the step size after each generation was told (EvoGM: of its host CMA-ES, "
               "in the first round's coordinates; CMA-ES: in the unit box, half the width of [-1, 1]).", ""]
     generations = budgets[0] // POPULATION
     lines += ["| problem | optimizer | measure | " + " | ".join(f"g{g}" for g in range(generations)) + " |",
               "|---|---|---|" + "---:|" * generations]
     for problem in PROBLEMS:
-        have = [s for s in range(seeds) if all((problem.name, v, s) in by for v in VARIANTS)]
+        have = [s for s in range(seeds) if all((problem.name, v, s) in by for v in VARIANTS if v != "evogm-paper")]
         for v in TRACED if have else ():
             for measure in ("spread", "steps"):
-                series = [by[problem.name, v, s][measure][:generations] for s in have]
+                series = [by[problem.name, v, s][measure][:generations] for s in have if (problem.name, v, s) in by]
                 if not series or min(map(len, series)) < generations:
                     continue
                 mean = np.mean(series, axis=0)
@@ -340,6 +345,8 @@ def report(runs: list[dict], seeds: int, budgets: list[int], command: str, cpu: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=30)
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=tuple(VARIANTS),
+                        help="Optimizers run (the report pairs the others with EvoGM on the seeds where each ran).")
     parser.add_argument("--first-seed", type=int, default=0, help="Run seeds from here (split a long run over processes).")
     parser.add_argument("--budgets", type=int, nargs="+", default=[160, 320, 640],
                         help="Equal budgets compared; each run spends the largest (random search 10× the smallest).")
@@ -356,7 +363,7 @@ def main() -> None:
     cpu = sum(r.get("cpu", 0.0) for r in done)
     for seed in range(args.first_seed, args.first_seed if args.report_only else args.seeds):
         for problem in PROBLEMS:
-            for variant in VARIANTS:
+            for variant in args.variants:
                 budget = RANDOM_FACTOR * budgets[0] if variant == "random" else budgets[-1]
                 if (problem.name, variant, seed, budget) in keys:
                     continue
@@ -370,7 +377,7 @@ def main() -> None:
                 print(f"{problem.name} {variant} seed {seed}: gap {result['gap'][budgets[0] - 1]:.3f} at {budgets[0]} "
                       f"({result['cpu']:.0f} s)", file=sys.stderr, flush=True)
     runs = [r for r in done if r["budget"] == (RANDOM_FACTOR * budgets[0] if r["variant"] == "random" else budgets[-1])]
-    seeds = 1 + max((r["seed"] for r in runs), default=-1)
+    seeds = 1 + max((r["seed"] for r in runs), default=-1)  # the report pairs the seeds below this that every run finished
     command = shlex.join([".venv/bin/python", "benchmarks/optimizers.py", *sys.argv[1:]])
     text = report(runs, seeds, budgets, command, cpu)
     print(text, end="")
