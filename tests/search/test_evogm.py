@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from evomerge.search.cmaes import injected
 from evomerge.search.evogm import CMAHostedEvoGM, EvoGM, Member, RoundCoordinates, generator
 
 from .problems import (
@@ -296,9 +297,9 @@ def test_injected_points_are_clipped_in_mahalanobis_norm_before_cma_es_learns_fr
     opt = optimizer("evogm", genome(experts=6))
     mean, sigma, limit = opt.cma.mean, opt.step_sizes[0], np.sqrt(6) + 2 * 6 / 8
     near = mean + sigma * np.full(6, 0.5)
-    assert np.array_equal(opt._injected(near), near)  # within reach of CMA-ES's own samples: told as it is
+    assert np.array_equal(injected(opt.cma, near), near)  # within reach of CMA-ES's own samples: told as it is
     far = mean + sigma * np.array([10.0, 0, 0, 0, 0, 0])
-    told = opt._injected(far)
+    told = injected(opt.cma, far)
     assert np.isclose(np.linalg.norm(told - mean) / sigma, limit)  # C = I at the start: plain distance
     assert np.allclose((told - mean) / np.linalg.norm(told - mean), [1, 0, 0, 0, 0, 0])
 

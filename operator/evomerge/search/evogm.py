@@ -45,6 +45,7 @@ from cmaes import CMA
 from torch import nn
 
 from ..spec.merge_search import SearchSpec
+from .cmaes import injected
 from .genome import Genome
 from .optimizer import Fitness, Optimizer, PendingRows, failed_last_key, register
 
@@ -468,16 +469,6 @@ class CMAHostedEvoGM(EvoGM):
         winners, losers = self.split()
         return bool(winners) and bool(losers)
 
-    def _injected(self, u: np.ndarray) -> np.ndarray:
-        """u as CMA-ES may learn from it: its step from the mean clipped to Mahalanobis norm √d + 2d/(d + 2)."""
-        d = len(u)
-        B, D = self.cma._eigen_decomposition()  # cmaes keeps C's eigenbasis and σ private; 0.13.1 is pinned
-        sigma = float(self.cma._sigma)
-        step = (u - self.cma.mean) / sigma
-        norm = float(np.linalg.norm((B.T @ step) / D))
-        limit = math.sqrt(d) + 2.0 * d / (d + 2.0)
-        return self.cma.mean + sigma * step * min(1.0, limit / norm) if norm > 0 else u.copy()
-
     def _training_target(self) -> int:
         """trainingSteps per populationSize members of the round's history, before the first proposal of each."""
         return self.options.training_steps * -(-len(self.history) // self.population_size)
@@ -486,7 +477,7 @@ class CMAHostedEvoGM(EvoGM):
         generation, rewritten = self._slots.pop(member.order)
         u = self.home.from_genes(member.x)
         own = generation == self.cma.generation and not rewritten  # sampled from the distribution CMA-ES has now
-        self._generation.append((member.order, u if own else self._injected(u), member.fitness))
+        self._generation.append((member.order, u if own else injected(self.cma, u), member.fitness))
         if len(self._generation) == self.population_size:
             self._update()
 
