@@ -140,3 +140,28 @@ def test_refine_block_is_the_benchmarks_output_over_ten_paired_seeds_of_each_opt
     rows = _table_after(measured, "(negative: the refinement helped).")
     pairs = {(r[0], r[1]) for r in rows[1:]}
     assert pairs >= {(p, o) for p in ("smooth", "rugged", "interacting") for o in ("ga", "cmaes")}
+
+
+def test_the_server_images_and_builds_the_docs_name_are_the_engine_catalogues_pins():
+    """The README, the chart's README and values.yaml name engine images and the CPU build in prose and examples;
+    an engine's pin lives in its catalogue entry only, so a bump that leaves a stale version in the docs fails."""
+    from evomerge.catalogue.engines import ENGINES
+
+    docs = {path: (REPO / path).read_text() for path in ("README.md", "charts/evomerge/README.md",
+                                                          "charts/evomerge/values.yaml")}
+    checked = 0
+    for entry in ENGINES.values():
+        patterns = []
+        if entry.image is not None:
+            basename = entry.image.repository.rsplit("/", 1)[1]
+            patterns += [(rf"\b{re.escape(basename)}:(v?\d+(?:\.\d+)+)\b", entry.image.tag),
+                         (rf"/{entry.name}:(v?\d+(?:\.\d+)+)\b", entry.image.tag),  # a mirror in an override example
+                         (rf"\b{entry.name} (v?\d+(?:\.\d+)+)\b", entry.image.tag)]  # "vLLM v0.33.0" in prose
+        if entry.cpu_build is not None:
+            patterns.append((rf"\b{re.escape(entry.cpu_build.package)}`? (\d+(?:\.\d+)+)\b", entry.cpu_build.version))
+        for path, text in docs.items():
+            for pattern, pin in patterns:
+                for found in re.finditer(pattern, text, re.I):
+                    assert found.group(1) == pin, f"{path} names {found.group(0)!r}; the catalogue pins {pin}"
+                    checked += 1
+    assert checked >= 6, "the docs no longer name the engines' pins where this test looks for them"
