@@ -112,7 +112,8 @@ def test_controller_and_evaluation_accounts_have_only_what_their_pods_need(chain
     assert controller("get", "mergesearches", group) and controller("patch", "mergesearches", group, "status")
     assert controller("create", "jobs", "batch") and controller("patch", "configmaps")
     assert not controller("update", "mergesearches", group)  # the spec is the user's
-    assert not controller("delete", "jobs", "batch") and not controller("delete", "configmaps")
+    assert controller("delete", "jobs", "batch")  # an evaluation Job whose pod cannot start (EvaluationJobs._fail_stuck)
+    assert not controller("delete", "configmaps") and not controller("delete", "pods")
     assert not controller("get", "secrets") and not controller("create", "pods")
     assert not controller("create", "jobs", "batch", in_namespace=namespace)  # its own namespace only
     for verb, resource, grp in (("get", "configmaps", ""), ("get", "mergesearches", group), ("list", "pods", ""),
