@@ -85,8 +85,9 @@ def test_one_pod_takes_candidate_after_candidate_and_stops_when_told(pool, kube,
 
 
 def test_a_restarted_controller_names_its_jobs_apart_from_its_predecessors(pool, kube, namespace):
-    """A predecessor's pods ask an address that is gone and end by themselves (the controller may not delete
-    Jobs); the new controller's Jobs must not collide with theirs, even for the same first candidate."""
+    """A predecessor's pods ask an address that is gone and end by themselves (the new controller has no record
+    of which Jobs were its predecessor's workers); its Jobs must not collide with theirs, even for the same first
+    candidate."""
     pool.submit("c0", recipe(0.1))
     search = kube.get("MergeSearch", namespace, "jp")
     successor = WorkerPool(kube, search, 1, MergeSearchSpec.model_validate(search["spec"]),
