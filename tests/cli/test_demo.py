@@ -14,9 +14,13 @@ from tests.cli.test_evaluate import evomerge
 
 
 def test_demo_searches_the_zoo_in_one_round_and_prints_the_comparison(tmp_path: Path):
-    result = evomerge("demo", "--size", "nano", "--generations", "2", "--population", "4", "--run-dir", str(tmp_path),
-                      "--quiet")
+    result = evomerge("demo", "--size", "nano", "--generations", "2", "--population", "4", "--run-dir", str(tmp_path))
     assert result.returncode == 0, result.stderr
+    # After the search, each comparison scoring says so on stderr as it ends: five references and the evolved merge,
+    # both splits.
+    scored = [line for line in result.stderr.splitlines() if line.startswith("comparison: scored ")]
+    assert len(scored) == 12 and scored[0].startswith("comparison: scored expert add on the search objectives (1/12, ")
+    assert scored[-1].startswith("comparison: scored evolved merge on the held-out objectives (12/12, ")
     run = tmp_path / "nano-evogm-0"
     spec = json.loads((run / "spec.json").read_text())
     assert spec["search"]["rounds"] == 1  # the demo keeps to what its options say, not EvoGM's two-round default
@@ -41,6 +45,8 @@ def test_demo_searches_the_zoo_in_one_round_and_prints_the_comparison(tmp_path: 
     assert rows["evolved merge"].split("│")[4].strip() == "—" and "evolvedTest" not in comparison["evolved merge"]
     items = json.loads((run / "comparison_items.json").read_text())
     assert set(items) == set(comparison) and all(len(o["values"]) > 0 for row in items.values() for o in row.values())
+    header = next(line for line in result.stdout.splitlines() if "model" in line and "held" in line)
+    assert [cell.strip() for cell in header.split("┃")[5:-1]] == ["add", "rev", "spell"]  # without zoo_ and _search
 
 
 def _vllm_servers_on(model_dir: Path) -> list[int]:

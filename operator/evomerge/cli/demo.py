@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from rich.console import Console
@@ -60,8 +61,8 @@ def comparison_table(rows: list[Comparison], search: MergeSearch) -> Table:
     table.add_column("held-out", justify="right")
     table.add_column("p", justify="right", no_wrap=True)
     objectives, held_out = search.spec.objectives, search.spec.held_out
-    for objective in objectives:
-        table.add_column(objective.task.rsplit("_", 1)[0], justify="right")
+    for name in _column_names([o.task for o in objectives]):
+        table.add_column(name, justify="right")
     experts = [r for r in rows if r.name.startswith("expert ")]
     best_expert = max(experts, key=lambda r: _mean(r.held_out, held_out)) if experts else None
     for row in rows:
@@ -77,6 +78,15 @@ def comparison_table(rows: list[Comparison], search: MergeSearch) -> Table:
 SIGNIFICANCE = PromotionSpec().significance  # the demo marks a gain significant where the promotion gate would
 
 
+def _column_names(tasks: list[str]) -> list[str]:
+    """The objectives' tasks without their split suffix and the world's shared prefix (`smollm2_sum_words_search`
+    → `sum_words`): a table of four or five skills must fit a terminal's width."""
+    names = [task.rsplit("_", 1)[0] for task in tasks]
+    shared = os.path.commonprefix(names)
+    shared = shared[:shared.rfind("_") + 1] if len(names) > 1 else ""
+    return [name[len(shared):] for name in names]
+
+
 def _mean(scores: dict[str, float], objectives) -> float:
     return sum(scores[o.key] for o in objectives) / len(objectives)
 
@@ -89,7 +99,7 @@ def run_demo(world: str, size: str | None, seed: int, algorithm: str, generation
     from ..runner.compare import compare_recipes, reference_recipes
     from ..runner.local import SERVER_LOGS, evaluation_worker, run_local
     from ..zoo.worlds import build_world
-    from .progress import TerminalSink
+    from .progress import TerminalSink, progress_lines
 
     zoo = build_world(world, seed=seed, size=size, default_size="small",
                       progress=None if quiet else (lambda line: console.print(f"{'zoo' if world == TOY else world}: {line}")))
@@ -102,7 +112,7 @@ def run_demo(world: str, size: str | None, seed: int, algorithm: str, generation
             sink.close()
         best = MergeRecipe.from_dict(result.outcome.best.recipe)
         recipes = {**reference_recipes(best), EVOLVED: best}
-        rows = compare_recipes(search, recipes, worker)
+        rows = compare_recipes(search, recipes, worker, progress=progress_lines(console, quiet))
     write_comparison(run_dir, rows)
     write_report(run_dir)
     return search, rows

@@ -308,13 +308,13 @@ def _write_comparison(search: MergeSearch, run_dir: Path, best: dict, quiet: boo
     from ..merge.recipe import MergeRecipe
     from ..report.run_data import write_comparison
     from ..runner.compare import EVOLVED, compare_recipes, reference_recipes
+    from .progress import progress_lines
 
     recipe = MergeRecipe.from_dict(best)
     if recipe.layer_path is not None:
         return
-    if not quiet:
-        console.print("scoring each expert alone and the uniform merge for the comparison …", highlight=False)
-    write_comparison(run_dir, compare_recipes(search, {**reference_recipes(recipe), EVOLVED: recipe}, worker))
+    write_comparison(run_dir, compare_recipes(search, {**reference_recipes(recipe), EVOLVED: recipe}, worker,
+                                              progress=progress_lines(console, quiet)))
 
 
 def _stop(run_dir: Path, quiet: bool, message: str, code: int) -> NoReturn:

@@ -140,6 +140,12 @@ class TerminalSink:
         self.console.print(text, highlight=False, markup=False, soft_wrap=True)
 
 
+def progress_lines(console: Console, quiet: bool) -> Callable[[str], None] | None:
+    """Plain progress lines for long work outside a search (the comparison's scorings), as the sink writes its own;
+    None when quiet."""
+    return None if quiet else lambda text: console.print(text, highlight=False, markup=False, soft_wrap=True)
+
+
 @contextmanager
 def export_progress(console: Console) -> Iterator[Callable[[int, int], None]]:
     """A bar of bytes written while a merge exports, on a terminal; elsewhere nothing (logs get the final line)."""

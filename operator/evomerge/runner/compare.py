@@ -3,7 +3,9 @@ with the paired test of the evolved merge against each reference on the held-out
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from ..catalogue.methods import reference_method
 from ..evaluate.items import ItemScores, compare_items
@@ -38,20 +40,36 @@ def reference_recipes(template: MergeRecipe) -> dict[str, MergeRecipe]:
     return recipes
 
 
-def compare_recipes(search, recipes: dict[str, MergeRecipe], worker=None) -> list[Comparison]:
+def compare_recipes(search, recipes: dict[str, MergeRecipe], worker=None,
+                    progress: Callable[[str], None] | None = None) -> list[Comparison]:
     """Score each recipe on the search objectives and on the held-out ones with one resident engine each; with
     an EVOLVED recipe among them, test it against each other one on the held-out items (paired, as the
-    cluster's promotion gate does: evaluate/items.py). Engine vllm scores through `worker`'s server."""
+    cluster's promotion gate does: evaluate/items.py). Engine vllm scores through `worker`'s server.
+
+    Each scoring is a whole evaluation (on a real base, tens of seconds), so `progress` hears of each one as it ends:
+    a comparison of six rows on both splits would otherwise sit silent for minutes after the search."""
     from .local import make_engine
 
     spec = search.spec
-    on_search = make_engine(spec, spec.objectives, worker=worker)
-    search_scores = {name: on_search.score(recipe) for name, recipe in recipes.items()}
-    del on_search
+    total, done = len(recipes) * (2 if spec.held_out else 1), 0
+
+    def score_each(objectives, split: str, score: Callable) -> dict:
+        """Every recipe on one split, with one engine, which is freed before the next split's is made."""
+        nonlocal done
+        engine, scores = make_engine(spec, objectives, worker=worker), {}
+        for name, recipe in recipes.items():
+            started = time.monotonic()
+            scores[name] = score(engine, recipe)
+            done += 1
+            if progress:
+                progress(f"comparison: scored {name} on the {split} objectives ({done}/{total}, "
+                         f"{time.monotonic() - started:.0f} s)")
+        return scores
+
+    search_scores = score_each(spec.objectives, "search", lambda engine, recipe: engine.score(recipe))
     if not spec.held_out:
         return [Comparison(name, search_scores[name], {}) for name in recipes]
-    on_held_out = make_engine(spec, spec.held_out, worker=worker)
-    held_out = {name: on_held_out.score_items(recipe) for name, recipe in recipes.items()}
+    held_out = score_each(spec.held_out, "held-out", lambda engine, recipe: engine.score_items(recipe))
     evolved = held_out[EVOLVED][1] if EVOLVED in held_out else None
     return [
         Comparison(name, search_scores[name], scores,
