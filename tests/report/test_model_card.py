@@ -128,3 +128,12 @@ def test_the_card_lists_each_experts_revision_hash_and_evolved_values(tmp_path, 
         f"| {e['name']} | weight | " + " | ".join(f"{round(e['params']['weight'][g], 4):g}" for g in recipe["groups"]) + " |"
         for e in recipe["experts"]
     ]
+
+
+def test_the_cards_budget_counts_the_local_refinement_as_the_report_does():
+    from evomerge.report.model_card import _search_facts
+    from tests.report import runs
+
+    spec = MergeSearchSpec.model_validate({**runs.spec(), "search": {**runs.spec()["search"], "refine": {"evaluations": 2}}})
+    assert "; the last 2 for the local refinement" in _search_facts(spec, {})
+    assert "local refinement" not in _search_facts(MergeSearchSpec.model_validate(runs.spec()), {})

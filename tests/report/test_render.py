@@ -125,6 +125,7 @@ def test_a_run_without_any_generation_says_so(tmp_path):
 
 def test_a_refined_run_shows_what_the_local_refinement_gained():
     from evomerge.report.run_data import RunData
+    from evomerge.spec.merge_search import GenerationSummary
 
     spec = {**runs.spec(), "search": {**runs.spec()["search"], "refine": {"evaluations": 2}}}
     a = {"tiny_a/acc": 0.5, "tiny_b/acc": 0.5}
@@ -141,5 +142,11 @@ def test_a_refined_run_shows_what_the_local_refinement_gained():
     assert section.text == ("2 evaluations of small steps around the search's best, c000000 at fitness 0.5: it found "
                             "c000002 at 0.6 (+0.1).")
     assert "the last 2 for the local refinement" in dict(report.facts.rows)["budget"]
+    # The progress chart draws the refinement's steps apart, labelled, in the column after the search proper.
+    summary = GenerationSummary(round=0, generation=0, count=2, failed=1, best=0.5, mean=0.5, worst=0.5).to_wire()
+    charted = RunData.from_parts("refined", spec, [*events[:3], {"type": "generation", "summary": summary}, *events[3:]])
+    points = {c.get_label(): c.get_offsets() for c in progress_figure(charted).axes[0].collections}
+    np.testing.assert_allclose(points["local refinement"], [[1, 0.6], [1, 0.5]])
+    np.testing.assert_allclose(points["candidates"], [[0, 0.5]])
     unrefined = build_report(RunData.from_parts("plain", runs.spec(), events[:4]))
     assert all(s.title != "Local refinement" for s in unrefined.sections)

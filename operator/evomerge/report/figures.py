@@ -17,7 +17,7 @@ from ..catalogue.methods import DEFAULT_BOUNDS
 from ..spec.merge_search import Objective
 from .run_data import RunData
 
-BEST, MEAN, SO_FAR, HELD_OUT, OTHERS = "#1f6feb", "#8c959f", "#2da44e", "#cf222e", "#d0d7de"
+BEST, MEAN, SO_FAR, HELD_OUT, OTHERS, REFINE = "#1f6feb", "#8c959f", "#2da44e", "#cf222e", "#d0d7de", "#bf8700"
 MODEL_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 
 
@@ -50,8 +50,13 @@ def _fitness_panel(ax, run: RunData) -> None:
     gens = [s.generation for s in run.generations]
     best = [s.best for s in run.generations]
     mean = [s.mean for s in run.generations]
-    ax.scatter([c.generation for c in run.scored], [c.fitness for c in run.scored], s=10, color=OTHERS,
+    searched = [c for c in run.scored if not c.refine]
+    ax.scatter([c.generation for c in searched], [c.fitness for c in searched], s=10, color=OTHERS,
                label="candidates", zorder=1)
+    refined = [c for c in run.scored if c.refine]  # search.refine's steps: their own column after the search proper
+    if refined:
+        ax.scatter([c.generation for c in refined], [c.fitness for c in refined], s=14, marker="x", color=REFINE,
+                   label="local refinement", zorder=1)
     ax.plot(gens, _nan(best), marker="o", color=BEST, label="best of generation", zorder=3)
     ax.plot(gens, _nan(mean), marker=".", color=MEAN, label="mean of generation", zorder=2)
     ax.step(gens, _running_max(best), where="post", linestyle="--", color=SO_FAR, label="best so far", zorder=2)

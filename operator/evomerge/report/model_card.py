@@ -13,7 +13,7 @@ from ..catalogue.methods import METHODS
 from ..merge.recipe import MergeRecipe
 from ..models.uris import UriError, local_path, parse_uri
 from ..spec.base import format_number
-from ..spec.merge_search import MODEL_A, MergeSearchSpec, Objective
+from ..spec.merge_search import MODEL_A, MergeSearchSpec, Objective, SearchSpec
 from ..spec.merged_model import LineageEntry
 from ..merge.mergekit_config import MergekitConfigError, mergekit_config_for, mergekit_yaml
 
@@ -182,6 +182,17 @@ def _scores_table(spec: MergeSearchSpec, search: dict[str, Any], held_out: dict[
     return "\n".join(rows)
 
 
+def budget_text(search: SearchSpec) -> str:
+    """The search's budget as the model card and the report both state it, refinement included: its evaluations
+    come out of the same budget, so a reader who adds up generations would otherwise miss them."""
+    text = f"population {search.population_size}, {search.max_generations} generations × {search.rounds} round(s)"
+    if search.max_evaluations:
+        text += f", at most {search.max_evaluations} evaluations"
+    if search.refine is not None:
+        text += f"; the last {search.refine.evaluations} for the local refinement"
+    return text
+
+
 def _search_facts(spec: MergeSearchSpec, summary: dict[str, Any]) -> str:
     """The spec's search settings, then what the run did where the summary knows it."""
     s = spec.search
@@ -191,8 +202,7 @@ def _search_facts(spec: MergeSearchSpec, summary: dict[str, Any]) -> str:
     settings = [
         ("optimizer", f"{s.algorithm} ({s.mode})"),
         ("seed", str(s.seed)),
-        ("budget", f"population {s.population_size}, {s.max_generations} generations × {s.rounds} round(s)"
-                   + (f", at most {s.max_evaluations} evaluations" if s.max_evaluations else "")),
+        ("budget", budget_text(s)),
         ("evolved", f"{', '.join(m.evolve)} per expert and layer group ({grouping}{', attention/MLP split' if m.split_modules else ''})"),
     ]
     run = [

@@ -13,6 +13,7 @@ from ..catalogue.contracts import REPORT_DIR, REPORT_PAGE
 from ..evaluate.scoring import fitness
 from ..spec.base import format_number
 from .figures import coefficients_figure, layer_path_figure, pareto_figure, png, progress_figure
+from .model_card import budget_text
 from .run_data import RunData, load_run
 
 TOP_CANDIDATES = 10
@@ -130,11 +131,6 @@ def write_report(run: RunData | Path, out_dir: Path | None = None) -> ReportFile
 def _facts(run: RunData) -> Table:
     spec, summary = run.spec, run.summary
     s = spec.search
-    budget = f"{s.population_size} × {s.max_generations} generations × {s.rounds} round(s)"
-    if s.max_evaluations:
-        budget += f", at most {s.max_evaluations} evaluations"
-    if s.refine is not None:
-        budget += f"; the last {s.refine.evaluations} for the local refinement"
     merge = spec.merge
     grouping = merge.granularity + (f" ({merge.layer_groups})" if merge.granularity == "layerGroups" else "")
     rows = [
@@ -142,7 +138,7 @@ def _facts(run: RunData) -> Table:
         ("base model", spec.base_model.uri if spec.base_model else "—"),
         ("experts", ", ".join(e.name for e in spec.experts) or "—"),
         ("optimizer", f"{s.algorithm} ({s.mode}), seed {s.seed}"),
-        ("budget", budget),
+        ("budget", budget_text(s)),
         ("evaluations", f"{len([c for c in run.candidates if c.scores is not None or c.error])} "
                         f"({len(run.failed)} failed, {sum(c.cached for c in run.candidates)} from cache)"),
         ("generations", str(len(run.generations))),
