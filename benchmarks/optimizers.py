@@ -7,8 +7,9 @@ the one the optimizer *saw* scoring highest and its gap is read on the noise-fre
 through the real SearchRunner (score cache and budget included) at its spec defaults, populationSize 20: EvoGM's
 default variant (cmaHosted) and the released algorithm (`evogm.variant: paper`) in rounds of 1 + 3 iterations,
 so EvoGM's first 160 evaluations are the paper's R = 2, T = 3 run and a longer run only appends rounds; CMA-ES
-gets EvoGM's first rows (the uniform mix, its start, then each expert alone) and runs with each initial step
-size of {1/10, 1/6, 1/4}, and the comparison takes the one with the best mean gap on each problem and budget,
+starts at EvoGM's start, the uniform mix (its one seed row), so its first generation holds EvoGM's known members
+(each expert alone and the uniform mix; before issue 22's second pass the benchmark also seeded each expert alone,
+which CMA-ES then evaluated twice), and runs with each initial step size of {1/10, 1/6, 1/4}, and the comparison takes the one with the best mean gap on each problem and budget,
 measured on the reported seeds (a choice in CMA-ES's favour). Random search runs 10× the smallest budget.
 
 Every run's prefix is its shorter budget (no optimizer here reads the total), so one run at the largest budget
@@ -56,7 +57,7 @@ VARIANTS = {  # row name → (algorithm, search-spec overrides)
     "ga": ("ga", {}),
     "random": ("random", {}),
 }
-SEEDED = tuple(CMA_SIGMAS)  # get EvoGM's first rows as seeds
+SEEDED = tuple(CMA_SIGMAS)  # start at EvoGM's start, the uniform mix
 PEERS = ("cmaes*", "ga", "evogm-paper", "random")  # what EvoGM is compared with; cmaes* = CMA-ES at its best σ0
 TRACED = ("evogm", "evogm-paper", "cmaes")
 
@@ -144,14 +145,14 @@ def genome_for(problem: Problem) -> Genome:
     )
 
 
-def first_rows(genome: Genome) -> np.ndarray:
-    """EvoGM's first rows in genome units: the uniform mix (first: CMA-ES starts at its first seed), each expert alone."""
+def uniform_seed(genome: Genome) -> np.ndarray:
+    """The uniform mix, EvoGM's start, as CMA-ES's one seed row: its starting mean and a member of its first
+    generation. CMA-ES adds each expert alone itself (search/initial.py), so with this seed its first generation holds
+    EvoGM's known members (each expert alone, the uniform mix), and its own samples where EvoGM's host draws its own."""
     index = genome.param_index("weight")
-    rows = np.zeros((index.shape[1] + 1, genome.dim))
-    rows[0, index] = 1.0 / index.shape[1]
-    for k in range(index.shape[1]):
-        rows[k + 1, index[:, k]] = 1.0
-    return genome.clip(rows)
+    row = np.zeros((1, genome.dim))
+    row[0, index] = 1.0 / index.shape[1]
+    return genome.clip(row)
 
 
 def search_spec(
@@ -219,7 +220,7 @@ def run(problem: Problem, variant: str, budget: int, seed: int) -> dict:
     genome = genome_for(problem)
     landscape = problem.build(np.random.default_rng([seed, 12345]), problem.dim)
     spec = search_spec(algorithm, budget, seed, overrides)
-    seeds = first_rows(genome) if variant in SEEDED else None
+    seeds = uniform_seed(genome) if variant in SEEDED else None
     optimizers, steps = [], []
 
     def build():
@@ -267,7 +268,15 @@ def evaluations_to_reach(trace: np.ndarray, target: float) -> float:
     return float(hits[0] + 1) if len(hits) else np.inf
 
 
-def report(runs: list[dict], seeds: int, budgets: list[int], command: str, cpu: float) -> str:
+def _reached(by: dict, problem: str, seeds: int, budget: int) -> list[int]:
+    """The seeds on which every optimizer but the released EvoGM has a run of at least `budget` evaluations."""
+    return [s for s in range(seeds) if all((problem, v, s) in by and len(by[problem, v, s]["gap"]) >= budget
+                                           for v in VARIANTS if v != "evogm-paper")]
+
+
+def report(runs: list[dict], seeds: int, budgets: list[int], command: str, cpu: float) -> tuple[str, str]:
+    """The full report (docs/benchmarks.md) and its verdicts in short (the README's optimizer summary). Each budget is
+    read on the seeds whose runs reached it, so a longer budget may pair fewer seeds (each table says how many)."""
     by = {(r["problem"], r["variant"], r["seed"]): r for r in runs}
     long = RANDOM_FACTOR * budgets[0]
     lines = [
@@ -277,32 +286,38 @@ def report(runs: list[dict], seeds: int, budgets: list[int], command: str, cpu: 
         "the optimum; lower is better), mean ± sd over seeds. *W/T/L*: seeds on which the default EvoGM's gap is lower / "
         "equal / higher than the peer's; *Δ*: the median of the peer's gap minus EvoGM's (> 0: EvoGM ahead); *p*: "
         f"two-sided Wilcoxon signed-rank test over the paired seeds. *cmaes\\**: CMA-ES at the initial step size of "
-        f"{{1/10, 1/6, 1/4}} with the best mean gap on that problem and budget. Random search runs {long} evaluations.",
+        f"{{1/10, 1/6, 1/4}} with the best mean gap on that problem and budget. Random search runs {long} evaluations; "
+        f"evaluations to its best are counted within the first {budgets[0]}.",
         "",
     ]
     verdicts = []
     for problem in PROBLEMS:
-        have = [s for s in range(seeds) if all((problem.name, v, s) in by for v in VARIANTS if v != "evogm-paper")]
+        reached = {b: _reached(by, problem.name, seeds, b) for b in budgets}
+        have = reached[budgets[0]]
         if not have:
             continue
-        paper_seeds = [s for s in have if (problem.name, "evogm-paper", s) in by]  # the paper may run on fewer seeds
-        on = {v: paper_seeds if v == "evogm-paper" else have for v in VARIANTS}
-        gaps = {v: {b: np.array([by[problem.name, v, s]["gap"][b - 1] for s in on[v]]) for b in budgets
-                    if all(len(by[problem.name, v, s]["gap"]) >= b for s in on[v])} for v in VARIANTS}
-        targets = [by[problem.name, "random", s]["seen"][-1] for s in have]
-        lines += [f"**{problem.name}** — d = {problem.dim}, {len(have)} paired seeds ({', '.join(map(str, have))}); random "
+        counts = ", ".join(f"{len(reached[b])} at {b}" for b in budgets)
+        lines += [f"**{problem.name}** — d = {problem.dim}, {len(have)} paired seeds ({counts}); random "
                   f"search's best of {long}: gap "
                   f"{_pm(np.array([by[problem.name, 'random', s]['gap'][-1] for s in have]))}", ""]
+        # the released EvoGM may run on fewer seeds and budgets: it is paired where it ran
+        on = {(v, b): [s for s in reached[b] if v != "evogm-paper" or
+                       ((problem.name, v, s) in by and len(by[problem.name, v, s]["gap"]) >= b)]
+              for v in VARIANTS for b in budgets}
+        gaps = {v: {b: np.array([by[problem.name, v, s]["gap"][b - 1] for s in on[v, b]]) for b in budgets if on[v, b]}
+                for v in VARIANTS}
+        targets = [by[problem.name, "random", s]["seen"][-1] for s in have]
         head = "| optimizer | " + " | ".join(f"gap at {b}" for b in budgets) + f" | evaluations to random's best of {long} (median; seeds reaching it) |"
         lines += [head, "|---|" + "---:|" * (len(budgets) + 1)]
         for v in VARIANTS:
-            reach = np.array([evaluations_to_reach(np.array(by[problem.name, v, s]["seen"]), t)
-                              for s, t in zip(have, targets) if s in on[v]])
-            median = float(np.median(reach))
+            runs_of = [(s, t) for s, t in zip(have, targets) if (problem.name, v, s) in by]
+            reach = np.array([evaluations_to_reach(np.array(by[problem.name, v, s]["seen"][: budgets[0]]), t)
+                              for s, t in runs_of])
+            median = float(np.median(reach)) if len(reach) else np.inf
             cells = [(_pm(gaps[v][b]) if b in gaps[v] else "—") for b in budgets]
             shown = f"{median:g} ({100 * median / long:.1f} %)" if np.isfinite(median) else "never"
-            lines.append(f"| {v} | " + " | ".join(cells) + f" | {shown}; {int(np.isfinite(reach).sum())}/{len(on[v])} |")
-        lines += ["", "| default EvoGM vs | budget | W/T/L | Δ (median) | p |", "|---|---:|---:|---:|---:|"]
+            lines.append(f"| {v} | " + " | ".join(cells) + f" | {shown}; {int(np.isfinite(reach).sum())}/{len(reach)} |")
+        lines += ["", "| default EvoGM vs | budget | seeds | W/T/L | Δ (median) | p |", "|---|---:|---:|---:|---:|---:|"]
         for b in budgets:
             if b not in gaps["evogm"]:
                 continue
@@ -311,12 +326,12 @@ def report(runs: list[dict], seeds: int, budgets: list[int], command: str, cpu: 
                 name = best_cma if peer == "cmaes*" else peer
                 if b not in gaps[name]:
                     continue
-                ours = gaps["evogm"][b][[have.index(s) for s in on[name]]]
+                ours = gaps["evogm"][b][[reached[b].index(s) for s in on[name, b]]]
                 w, t, l, delta, p = paired(ours, gaps[name][b])
                 label = f"cmaes* ({name.removeprefix('cmaes').strip() or 'σ0=1/6'})" if peer == "cmaes*" else peer
-                lines.append(f"| {label} | {b} | {w}/{t}/{l} | {delta:+.3f} | {p:.2g} |")
+                lines.append(f"| {label} | {b} | {len(ours)} | {w}/{t}/{l} | {delta:+.3f} | {p:.2g} |")
                 if peer in ("cmaes*", "ga"):
-                    verdicts.append((problem.name, b, peer, w, l, delta, p))
+                    verdicts.append((problem.name, b, peer, len(ours), w, t, l, delta, p))
         lines.append("")
     lines += [f"**Traces** (mean over the paired seeds, the first {budgets[0]} evaluations): *spread* = mean per-coefficient sd of each "
               "generation's candidates; *σ* = the step size after each generation was told (EvoGM: of its host CMA-ES, "
@@ -325,7 +340,7 @@ def report(runs: list[dict], seeds: int, budgets: list[int], command: str, cpu: 
     lines += ["| problem | optimizer | measure | " + " | ".join(f"g{g}" for g in range(generations)) + " |",
               "|---|---|---|" + "---:|" * generations]
     for problem in PROBLEMS:
-        have = [s for s in range(seeds) if all((problem.name, v, s) in by for v in VARIANTS if v != "evogm-paper")]
+        have = _reached(by, problem.name, seeds, budgets[0])
         for v in TRACED if have else ():
             for measure in ("spread", "steps"):
                 series = [by[problem.name, v, s][measure][:generations] for s in have if (problem.name, v, s) in by]
@@ -335,11 +350,42 @@ def report(runs: list[dict], seeds: int, budgets: list[int], command: str, cpu: 
                 lines.append(f"| {problem.name} | {v} | {'σ' if measure == 'steps' else measure} | "
                              + " | ".join(f"{x:.2f}" for x in mean) + " |")
     lines += ["", f"**Targets** (the default EvoGM beats CMA-ES at its best σ0 and the GA at {budgets[0]} evaluations, p < 0.05):", ""]
-    for problem, b, peer, w, l, delta, p in verdicts:
+    for problem, b, peer, n, w, t, l, delta, p in verdicts:
         if b == budgets[0]:
             met = delta > 0 and p < 0.05
             lines.append(f"- {problem}, vs {peer}: {'✅' if met else '❌'} {w} wins / {l} losses, Δ {delta:+.3f}, p = {p:.2g}")
-    return "\n".join(lines).rstrip("\n") + "\n"
+    return "\n".join(lines).rstrip("\n") + "\n", summary(verdicts, budgets)
+
+
+def summary(verdicts: list[tuple], budgets: list[int]) -> str:
+    """Per budget and problem, the default EvoGM against CMA-ES at its best σ0 and against the GA: W/T/L and p, and
+    whether it is ahead (Δ > 0, p < 0.05), behind or level — the README's optimizer section."""
+    def verdict(w: int, t: int, l: int, delta: float, p: float) -> str:
+        word = "tie" if p >= 0.05 else ("**win**" if delta > 0 else "**loss**")
+        return f"{word} {w}/{t}/{l}, p = {p:.2g}"
+
+    problems = list(dict.fromkeys(v[0] for v in verdicts))
+    lines = ["| default EvoGM vs | budget | seeds | " + " | ".join(problems) + " |",
+             "|---|---:|---:|" + "---|" * len(problems)]
+    for peer, label in (("cmaes*", "CMA-ES at its best σ0"), ("ga", "the GA")):
+        for b in budgets:
+            cells = {v[0]: v for v in verdicts if v[1] == b and v[2] == peer}
+            if not cells:
+                continue
+            seeds = sorted({v[3] for v in cells.values()})
+            lines.append(f"| {label} | {b} | {'–'.join(map(str, (seeds[0], seeds[-1]))) if len(seeds) > 1 else seeds[0]} | "
+                         + " | ".join(verdict(*cells[p][4:]) if p in cells else "—" for p in problems) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _longest(done: list[dict], random_budget: int) -> dict[tuple[str, str, int], dict]:
+    """Per (problem, optimizer, seed) its longest run (a shorter budget is its prefix); random search at its budget."""
+    longest: dict[tuple[str, str, int], dict] = {}
+    for r in done:
+        key = (r["problem"], r["variant"], r["seed"])
+        if (r["variant"] != "random" or r["budget"] == random_budget) and r["budget"] > longest.get(key, {"budget": 0})["budget"]:
+            longest[key] = r
+    return longest
 
 
 def main() -> None:
@@ -359,30 +405,31 @@ def main() -> None:
     if any(b % POPULATION for b in budgets):
         parser.error(f"--budgets must be multiples of populationSize {POPULATION}, got {budgets}")
     done = [json.loads(line) for line in args.runs.read_text().splitlines()] if args.runs.exists() else []
-    keys = {(r["problem"], r["variant"], r["seed"], r["budget"]) for r in done}
+    longest = _longest(done, RANDOM_FACTOR * budgets[0])
     cpu = sum(r.get("cpu", 0.0) for r in done)
     for seed in range(args.first_seed, args.first_seed if args.report_only else args.seeds):
         for problem in PROBLEMS:
             for variant in args.variants:
                 budget = RANDOM_FACTOR * budgets[0] if variant == "random" else budgets[-1]
-                if (problem.name, variant, seed, budget) in keys:
-                    continue
+                if (problem.name, variant, seed) in longest and longest[problem.name, variant, seed]["budget"] >= budget:
+                    continue  # a longer run holds this one as its prefix
                 start = time.process_time()
                 result = run(problem, variant, budget, seed)
                 result["cpu"] = time.process_time() - start
                 cpu += result["cpu"]
-                done.append(result)
+                longest[problem.name, variant, seed] = result
                 with args.runs.open("a") as out:
                     out.write(json.dumps(result) + "\n")
                 print(f"{problem.name} {variant} seed {seed}: gap {result['gap'][budgets[0] - 1]:.3f} at {budgets[0]} "
                       f"({result['cpu']:.0f} s)", file=sys.stderr, flush=True)
-    runs = [r for r in done if r["budget"] == (RANDOM_FACTOR * budgets[0] if r["variant"] == "random" else budgets[-1])]
+    runs = list(longest.values())
     seeds = 1 + max((r["seed"] for r in runs), default=-1)  # the report pairs the seeds below this that every run finished
     command = shlex.join([".venv/bin/python", "benchmarks/optimizers.py", *sys.argv[1:]])
-    text = report(runs, seeds, budgets, command, cpu)
+    text, short = report(runs, seeds, budgets, command, cpu)
     print(text, end="")
     if args.markdown_out:
         args.markdown_out.write_text(text)
+        args.markdown_out.with_name(args.markdown_out.stem + "_summary.md").write_text(short)
 
 
 if __name__ == "__main__":

@@ -25,6 +25,10 @@ BENCHMARK_BLOCKS = (
 )
 
 
+# README.md block → the benchmark result file that fills it
+README_BLOCKS = (("optimizers-summary", "optimizers_summary.md"),)
+
+
 def replace_block(text: str, name: str, body: str) -> str:
     pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
     if not pattern.search(text):
@@ -34,7 +38,10 @@ def replace_block(text: str, name: str, body: str) -> str:
 
 def main() -> None:
     readme = REPO / "README.md"
-    readme.write_text(replace_block(readme.read_text(), "spec-reference", render_reference()))
+    text = replace_block(readme.read_text(), "spec-reference", render_reference())
+    for block, result in README_BLOCKS:
+        text = replace_block(text, block, (REPO / "benchmarks" / "results" / result).read_text())
+    readme.write_text(text)
     text = BENCHMARKS_PAGE.read_text()
     for block, result in BENCHMARK_BLOCKS:
         measured = REPO / "benchmarks" / "results" / result

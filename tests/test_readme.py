@@ -99,6 +99,18 @@ def test_optimizers_block_is_the_benchmarks_output_with_every_problem_paired_and
     assert len(verdicts) == 8
 
 
+def test_readme_optimizer_summary_is_the_benchmarks_verdicts_against_cma_es_and_the_ga():
+    block = re.search(r"<!-- optimizers-summary:start -->\n(.*?)<!-- optimizers-summary:end -->", README, re.S)
+    assert block, "README.md lost its optimizers-summary markers"
+    measured = (REPO / "benchmarks" / "results" / "optimizers_summary.md").read_text()
+    assert block.group(1).rstrip("\n") == measured.rstrip("\n"), "run: python hack/update_readme.py"
+    rows = [line for line in measured.splitlines()[2:] if line.startswith("| ")]
+    # every budget's verdicts against both peers, on every problem (wins, ties and losses as they came out)
+    assert {row.split(" | ")[0].strip("| ") for row in rows} == {"CMA-ES at its best σ0", "the GA"}
+    cells = [cell for row in rows for cell in row.strip("|").split(" | ")[3:]]
+    assert cells and all(re.fullmatch(r"\s*(\*\*win\*\*|\*\*loss\*\*|tie) \d+/\d+/\d+, p = \S+\s*", c) for c in cells), cells
+
+
 def test_served_eval_block_is_the_benchmarks_output_with_every_engine_and_the_targets_verdicts():
     block = re.search(r"<!-- served-eval:start -->\n(.*?)<!-- served-eval:end -->", BENCHMARKS, re.S)
     assert block, "docs/benchmarks.md lost its served-eval markers"

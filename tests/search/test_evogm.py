@@ -61,7 +61,7 @@ def test_winner_and_loser_sets_follow_the_paper():
 
 def test_initial_population_is_experts_uniform_mix_then_random():
     g = genome(experts=4, weight=(-1.0, 1.0))
-    opt = optimizer("evogm", g, populationSize=8)
+    opt = paper(g, populationSize=8)
     first = opt.ask(8)
     assert np.array_equal(first[:4], np.eye(4))
     assert np.allclose(first[4], 0.25)
@@ -86,7 +86,7 @@ def test_round_coordinates_put_weight_zero_at_the_generators_centre():
 
 def test_random_members_leave_experts_out_with_a_zero_lower_bound():
     g = genome(experts=6, weight=(0.0, 1.5))
-    first = optimizer("evogm", g, populationSize=20).ask(20)
+    first = paper(g, populationSize=20).ask(20)
     assert np.array_equal(first[:6], np.eye(6))  # each expert alone, at weight 1
     randoms = first[7:]
     assert 0.3 < np.mean(randoms == 0.0) < 0.7  # y ≤ 0 is weight 0: about half of each random mix's experts
@@ -248,7 +248,7 @@ def _cycle_errors(opt: EvoGM) -> tuple[float, float]:
 
 def _trained_once(**evogm) -> tuple[EvoGM, dict[str, torch.Tensor]]:
     """An EvoGM after its first iteration's training, and its G₋ weights before that training."""
-    opt = optimizer("evogm", populationSize=12, maxGenerations=2, rounds=1, evogm={"trainingSteps": 300, **evogm})
+    opt = paper(populationSize=12, maxGenerations=2, rounds=1, evogm={"trainingSteps": 300, **evogm})
     objective = sphere(np.array([0.3, -0.2, 0.5, 0.1]))
     initial = opt.ask(12)
     opt.tell(initial, [objective(v) for v in initial])
@@ -285,12 +285,17 @@ def test_the_default_variant_is_cma_hosted_and_paper_is_the_released_algorithm()
     run_failure_checks("evogm", rounds=2, evogm={"variant": "paper"})
 
 
-def test_first_generation_is_the_papers_and_cma_es_starts_at_the_uniform_mix():
+def test_first_generation_is_the_known_members_then_cma_es_samples_around_the_uniform_mix():
+    """Each expert alone and the uniform mix, as the paper; the rest of the first generation is CMA-ES's own samples,
+    not the paper's random mixes of the whole box (they told CMA-ES nothing near its mean and cost a tenth of 160)."""
     g = genome(experts=4, weight=(0.0, 1.5))
     hosted, released = optimizer("evogm", g), paper(g)
-    assert np.array_equal(hosted.ask(8), released.ask(8))
+    ours, theirs = hosted.ask(8), released.ask(8)
+    assert np.array_equal(ours[:5], theirs[:5])
+    assert not np.any(np.all(ours[5:] == theirs[5:], axis=1))
+    assert [hosted._slots[order] for order in range(5, 8)] == [(0, False)] * 3  # CMA-ES's samples, told as they are
     assert np.allclose(hosted.cma.mean, hosted.home.from_genes(np.full(4, 0.25)))
-    assert hosted.step_sizes == [pytest.approx(1 / 3)]
+    assert hosted.step_sizes == [pytest.approx(0.15)]
 
 
 def test_injected_points_are_clipped_in_mahalanobis_norm_before_cma_es_learns_from_them():
@@ -329,7 +334,12 @@ def test_step_size_follows_the_remaining_distance_and_offspring_do_not_collapse(
     assert best(a) > best(b)
     spread = lambda log, i: float(log[i][0].std(axis=0).mean())  # noqa: E731
     assert spread(a, 3) > 2 * spread(b, 3)  # the paper's G₊ contracts within a round; CMA-ES's step does not collapse
-    assert len(hosted.step_sizes) == 1 + 8 and hosted.step_sizes[-1] < hosted.step_sizes[0]  # σ shrinks as it closes in
+    assert len(hosted.step_sizes) == 1 + 8
+    # σ follows the remaining distance: the same search with its optimum at its start narrows its step, and ends with
+    # a step about a third of the one still travelling
+    near = optimizer("evogm", g, populationSize=12, maxGenerations=4, rounds=2)
+    drive(near, sphere(np.full(6, 1 / 6)), 8)
+    assert near.step_sizes[-1] < near.step_sizes[0] and 2 * near.step_sizes[-1] < hosted.step_sizes[-1]
 
 
 def test_later_rounds_start_from_the_elites_without_evaluating_them_again():

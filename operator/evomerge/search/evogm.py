@@ -231,6 +231,7 @@ class EvoGM(Optimizer):
         rows.append(self._uniform())
         if self.round == 0:
             rows.extend(c.from_genes(s) for s in self.seeds)
+        self._known = min(len(rows), self.population_size)
         randoms = self.rng(PURPOSE_INIT, self.round).uniform(-1.0, 1.0, (self.population_size, c.dim))
         rows.extend(randoms[: max(0, self.population_size - len(rows))])
         return rows[: self.population_size]
@@ -400,8 +401,9 @@ class CMAHostedEvoGM(EvoGM):
     follows the remaining distance; G₊ rewrites a share (`injection`) of each CMA generation from CMA's own
     samples, and those injected points are told to CMA clipped in Mahalanobis norm (Hansen, "Injecting external
     solutions into CMA-ES", arXiv 1110.4181), so a contracting G₊ can pull the mean but cannot shrink the step
-    size. The paper's initial population is the first generation (all of it injected), CMA-ES starting at the
-    uniform mix (or the first seed) with step `sigma0`.
+    size. The first generation is the paper's known members (each expert alone, the uniform mix, the seeds; told as
+    injected points), then CMA-ES's own samples where the paper draws random mixes of the whole box: CMA-ES starts at
+    the uniform mix (or the first seed) with step `sigma0`, and a random mix far from that mean teaches it little.
 
     CMA-ES works in the first round's coordinates (weights / s, the genome's box), where a step means the same
     in every round; the generators work in each round's elite coordinates as in the paper. At a round's end the
@@ -424,6 +426,7 @@ class CMAHostedEvoGM(EvoGM):
             self.home = self.coordinates  # the identity basis: CMA-ES's coordinates in every round
             start = self.home.from_genes(self.seeds[0]) if len(self.seeds) else self._uniform()
             self._restart(start, float(self.options.sigma0))
+            self._initial = self._initial[: self._known]  # CMA-ES's own samples fill the rest, not random mixes
             return
         if self.promoted:  # (all of a round failing leaves none: then the round starts as the paper's)
             self._initial = []
