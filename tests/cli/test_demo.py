@@ -24,6 +24,7 @@ def test_demo_searches_the_zoo_in_one_round_and_prints_the_comparison(tmp_path: 
     run = tmp_path / "nano-evogm-0"
     spec = json.loads((run / "spec.json").read_text())
     assert spec["search"]["rounds"] == 1  # the demo keeps to what its options say, not EvoGM's two-round default
+    assert spec["evaluation"]["engine"] == "transformers"  # the toy world's demo engine, unasked
     summary = json.loads((run / "summary.json").read_text())
     assert summary["evaluations"] == 8 and summary["generations"] == 2, summary
     assert (run / "report" / "report.html").is_file() and (run / "merged" / "README.md").is_file()
@@ -88,6 +89,7 @@ def test_demo_on_the_smollm2_world_searches_its_lora_experts_in_the_evogm_settin
     run = tmp_path / "smollm2-evogm-0"
     spec = json.loads((run / "spec.json").read_text())
     assert spec["merge"]["method"] == "task_arithmetic" and spec["merge"]["bounds"]["weight"] == ["-1", "1"]
+    assert spec["evaluation"]["engine"] == "vllm"  # the world's demo engine, unasked
     assert {e["format"] for e in spec["experts"]} == {"lora"}
     assert [o["task"] for o in spec["objectives"]][-1] == "smollm2_general_search"
     assert json.loads((run / "summary.json").read_text())["evaluations"] == 2

@@ -6,7 +6,8 @@ import pytest
 from typer.testing import CliRunner
 
 from evomerge.cli.zoo_cmd import zoo_app
-from evomerge.zoo.worlds import build_world, check_world
+from evomerge.catalogue.engines import DEFAULT_ENGINE, ENGINES
+from evomerge.zoo.worlds import DEMO_ENGINES, WORLDS, build_world, check_world
 
 
 def test_the_toy_world_is_the_zoo_at_its_size(nano_zoo):
@@ -29,3 +30,8 @@ def test_zoo_build_refuses_a_size_for_the_smollm2_world_before_building(tmp_path
     result = CliRunner().invoke(zoo_app, ["build", "--world", "smollm2", "--size", "small", "--cache-dir", str(tmp_path)])
     assert result.exit_code != 0 and "leave --size out" in result.output
     assert not any(tmp_path.iterdir())
+
+
+def test_every_world_names_the_served_or_in_process_engine_its_demo_scores_with():
+    assert set(DEMO_ENGINES) == set(WORLDS)
+    assert DEMO_ENGINES["toy"] == DEFAULT_ENGINE and ENGINES[DEMO_ENGINES["smollm2"]].served

@@ -77,16 +77,18 @@ def demo(
     population: int = typer.Option(8, "--population", help="Candidates per generation."),
     run_dir: Path = typer.Option(Path("runs/demo"), "--run-dir", help="Where the demo search writes its run."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only print the final table."),
-    engine: str = typer.Option(DEFAULT_ENGINE, "--engine", help=f"Engine: {' or '.join(LOCAL_ENGINES)}."),
+    engine: Optional[str] = typer.Option(None, "--engine", help=f"Engine: {' or '.join(LOCAL_ENGINES)}; default: the "
+                                         "world's own (the toy zoo scores in-process, SmolLM2 through vLLM)."),
 ) -> None:
     """Build an expert world on CPU (cached), search its merges, and compare experts, uniform and evolved merges."""
-    from ..zoo.worlds import TOY, check_world
+    from ..zoo.worlds import DEMO_ENGINES, TOY, check_world
     from .demo import comparison_table, run_demo
 
     try:
         check_world(world, size)
     except ValueError as err:
         fail(f"--world / --size: {err}")
+    engine = engine or DEMO_ENGINES[world]
     if engine not in LOCAL_ENGINES:
         fail(f"--engine must be {' or '.join(LOCAL_ENGINES)}")
     label = (size or "small") if world == TOY else world

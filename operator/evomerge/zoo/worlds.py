@@ -5,11 +5,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..catalogue.engines import DEFAULT_ENGINE, VLLM
 from .build import Progress, Zoo, build_zoo
 from .recipe import recipe_for
 
 TOY, SMOLLM2 = "toy", "smollm2"
 WORLDS = (TOY, SMOLLM2)
+# The engine `evomerge demo` scores a world's candidates with unless --engine says otherwise: in-process for the toy
+# zoo's tiny models (nothing to start); one vLLM server for SmolLM2-135M, which scores a candidate in about a third
+# of the in-process time (README: The SmolLM2 world).
+DEMO_ENGINES = {TOY: DEFAULT_ENGINE, SMOLLM2: VLLM.name}
 
 
 def check_world(world: str, size: str | None) -> None:
