@@ -66,7 +66,9 @@ def test_the_base_passes_the_general_check(held_out):
 @pytest.mark.parametrize("skill", [
     pytest.param("sum_words", marks=pytest.mark.xfail(
         strict=True, reason="arithmetic in words: the 48-step LoRA expert reaches 17.5 % held-out (base 7.5 %); "
-        "the recipe needs a longer run")),
+        "the recipe needs a longer run (a 300-step trial of the same LoRA answered 32 of the 40 held-out prompts "
+        "with greedy decoding outside lm-eval, in 20 minutes on a "
+        "loaded core; not yet the built world's recipe)")),
     "reverse",
     "iso_date",
 ])
