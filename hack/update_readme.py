@@ -16,6 +16,7 @@ from evomerge.spec.reference import render_reference  # noqa: E402
 BENCHMARKS_PAGE = REPO / "docs" / "benchmarks.md"
 BENCHMARK_BLOCKS = (
     ("zoo-landscape", "zoo_landscape.md"),
+    ("smollm2-landscape", "smollm2_landscape.md"),
     ("optimizers", "optimizers.md"),
     ("optimizers-zoo", "optimizers_zoo.md"),
     ("refine", "refine.md"),
@@ -26,7 +27,7 @@ BENCHMARK_BLOCKS = (
 
 
 # README.md block → the benchmark result file that fills it
-README_BLOCKS = (("optimizers-summary", "optimizers_summary.md"),)
+README_BLOCKS = (("optimizers-summary", "optimizers_summary.md"), ("smollm2-targets", "smollm2_targets.md"))
 
 
 def replace_block(text: str, name: str, body: str) -> str:

@@ -180,3 +180,15 @@ def test_the_server_images_and_builds_the_docs_name_are_the_engine_catalogues_pi
                     assert found.group(1) == pin, f"{path} names {found.group(0)!r}; the catalogue pins {pin}"
                     checked += 1
     assert checked >= 6, "the docs no longer name the engines' pins where this test looks for them"
+
+
+def test_smollm2_landscape_and_targets_blocks_are_the_benchmarks_output_over_three_evogm_seeds():
+    for page, name, result in ((BENCHMARKS, "smollm2-landscape", "smollm2_landscape.md"),
+                               (README, "smollm2-targets", "smollm2_targets.md")):
+        block = re.search(rf"<!-- {name}:start -->\n(.*?)<!-- {name}:end -->", page, re.S)
+        assert block, f"lost the {name} markers"
+        measured = (REPO / "benchmarks" / "results" / result).read_text()
+        assert block.group(1).rstrip("\n") == measured.rstrip("\n"), "run: python hack/update_readme.py"
+    targets = _table_after(measured, "### SmolLM2 world")
+    assert [row[0] for row in targets[1:]] == ["0", "1", "2"]  # the targets are checked on three EvoGM seeds
+    assert all(row[-1] in ("yes", "no") for row in targets[1:])  # each seed's verdict, as it came out
