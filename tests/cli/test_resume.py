@@ -22,7 +22,7 @@ def events(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def interrupt_after_first_result(spec: Path, run_dir: Path) -> subprocess.CompletedProcess:
+def interrupt_after_first_result(spec: Path, run_dir: Path, signum: int = signal.SIGINT) -> subprocess.CompletedProcess:
     process = subprocess.Popen(
         [sys.executable, "-m", "evomerge.cli.main", "run", str(spec), "--run-dir", str(run_dir)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -32,7 +32,7 @@ def interrupt_after_first_result(spec: Path, run_dir: Path) -> subprocess.Comple
         assert process.poll() is None, f"the run ended before its first result: {process.communicate()}"
         assert time.monotonic() < deadline, "no evaluation finished within 300 s"
         time.sleep(0.02)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signum)
     stdout, stderr = process.communicate(timeout=120)
     return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
 
@@ -67,6 +67,17 @@ def test_sigint_stops_cleanly_and_resume_completes_the_same_search(tmp_path, tin
     assert asked == [e["vectors"] for e in events(reference_dir) if e["type"] == "ask"]
     assert summary["best"] == json.loads(reference.stdout)["best"]
     assert (run_dir / "report" / "report.html").exists()
+
+
+def test_sigterm_stops_like_ctrl_c(tmp_path, tiny_family, tiny_tasks):
+    """kill, timeout and service managers send SIGTERM: the run stops through the same path as Ctrl-C (its server
+    stopped, its scratch weights removed, its report written), not by dying where it stands."""
+    spec = write_spec(tmp_path / "spec.yaml", tiny_family, tiny_tasks, **SEARCH)
+    run_dir = tmp_path / "terminated"
+    stopped = interrupt_after_first_result(spec, run_dir, signal.SIGTERM)
+    assert stopped.returncode == 130, stopped.stderr
+    assert f"interrupted — resume with: evomerge run --resume {run_dir}" in stopped.stderr
+    assert "Traceback" not in stopped.stderr and (run_dir / "report" / "report.html").exists()
 
 
 def test_resume_reads_the_pinned_spec_and_checks_its_arguments(tmp_path):
