@@ -96,7 +96,9 @@ def test_only_a_version_that_is_really_better_replaces_the_published_one(kube, n
     decision = second["promotion"]
     assert decision["test"]["test"] == "bootstrap" and decision["test"]["items"] == 12 and float(decision["test"]["pValue"]) == 1.0
     assert decision["publishedHeldOut"] == candidate["scores"]["heldOut"]  # the same checkpoint, scored on the same items
-    not_promoted = [e["message"] for e in events(kube, namespace, name, "MergedModel") if e["reason"] == "NotPromoted"]
+    # Events go out from the operator's queue after the status patch (k8s/plan.EventQueue), so they may trail it.
+    not_promoted = eventually(lambda: [e["message"] for e in events(kube, namespace, name, "MergedModel")
+                                       if e["reason"] == "NotPromoted"], "the NotPromoted event")
     assert len(not_promoted) == 1 and "p = 1 ≥ 0.05" in not_promoted[0] and "evomerge.dev/promote=2" in not_promoted[0]
     now_served = deployment(kube, namespace, name)
     assert served_version(kube, namespace, name) == "1"  # the served Deployment is untouched
@@ -131,4 +133,5 @@ def test_only_a_version_that_is_really_better_replaces_the_published_one(kube, n
     assert float(third["scores"]["heldOut"]["nano_add_heldout/bits_per_byte"]) < float(by_hand["scores"]["heldOut"]["nano_add_heldout/bits_per_byte"])
     assert third["recipe"] == third_search["best"]["recipe"]
     eventually(lambda: served_version(kube, namespace, name) == "3", "the Deployment to roll to version 3")
-    assert [e["reason"] for e in events(kube, namespace, name, "MergedModel")].count("Promoted") == 3
+    eventually(lambda: [e["reason"] for e in events(kube, namespace, name, "MergedModel")].count("Promoted") == 3,
+               "three Promoted events")
