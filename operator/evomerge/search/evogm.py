@@ -224,17 +224,19 @@ class EvoGM(Optimizer):
             child = np.clip(child + noise, -1.0, 1.0)
         return child
 
-    def _initial_population(self) -> list[np.ndarray]:
-        """Each current expert alone, their uniform mix, then seeds (round 0) and random rows (reference §4, §6)."""
-        c = self.coordinates
+    def _known_members(self) -> list[np.ndarray]:
+        """Each current expert alone, their uniform mix, then seeds (round 0), at most a population of them."""
         rows = [self._one_hot(k) for k in range(len(self._elite_others))]
         rows.append(self._uniform())
         if self.round == 0:
-            rows.extend(c.from_genes(s) for s in self.seeds)
-        self._known = min(len(rows), self.population_size)
-        randoms = self.rng(PURPOSE_INIT, self.round).uniform(-1.0, 1.0, (self.population_size, c.dim))
-        rows.extend(randoms[: max(0, self.population_size - len(rows))])
+            rows.extend(self.coordinates.from_genes(s) for s in self.seeds)
         return rows[: self.population_size]
+
+    def _initial_population(self) -> list[np.ndarray]:
+        """The known members, then random rows up to a population (reference §4, §6)."""
+        rows = self._known_members()
+        randoms = self.rng(PURPOSE_INIT, self.round).uniform(-1.0, 1.0, (self.population_size, self.coordinates.dim))
+        return rows + list(randoms[: self.population_size - len(rows)])
 
     def _one_hot(self, k: int) -> np.ndarray:
         """Current expert k alone (the k-th elite after a basis shift), with its own non-weight genes."""
@@ -426,7 +428,7 @@ class CMAHostedEvoGM(EvoGM):
             self.home = self.coordinates  # the identity basis: CMA-ES's coordinates in every round
             start = self.home.from_genes(self.seeds[0]) if len(self.seeds) else self._uniform()
             self._restart(start, float(self.options.sigma0))
-            self._initial = self._initial[: self._known]  # CMA-ES's own samples fill the rest, not random mixes
+            self._initial = self._known_members()  # CMA-ES's own samples fill the rest, not random mixes
             return
         if self.promoted:  # (all of a round failing leaves none: then the round starts as the paper's)
             self._initial = []
