@@ -37,7 +37,7 @@ import numpy as np
 _optimizers = runpy.run_path(str(Path(__file__).with_name("optimizers.py")))  # by path: see async_eval._sibling
 VARIANTS, search_spec, evaluations_to_reach = _optimizers["VARIANTS"], _optimizers["search_spec"], _optimizers["evaluations_to_reach"]
 POPULATION, TARGET_SHARE, paired = _optimizers["POPULATION"], _optimizers["TARGET_SHARE"], _optimizers["paired"]
-ZOO_VARIANTS = ("evogm", "cmaes", "ga", "evogm-paper", "random")  # per seed in this order: random, 10× the cost, last
+ZOO_VARIANTS = ("evogm", "cmaes", "ga", "evogm-paper", "random")  # per seed in this order; random's runs all come last
 OBJECTIVE_SETS = {  # name → the skills scored (the zoo's other experts are distractors)
     "skills": ("add", "rev", "spell"),  # `evomerge demo`'s: `upper` is the distractor
     "upper": ("add", "rev", "upper"),  # issue #22's: spelling digits is the distractor
@@ -178,6 +178,8 @@ def main() -> None:
                         help="Optimizers run, per seed in this order (evogm first: the others are compared with it).")
     parser.add_argument("--budget", type=int, default=160, help="Equal budget of the comparison.")
     parser.add_argument("--random-factor", type=int, default=10, help="Random search runs this many times the budget.")
+    parser.add_argument("--random-seeds", type=int,
+                        help="Run random search on only the first this many seeds (default: all); its runs come last.")
     parser.add_argument("--limit", type=int, default=60, help="Items per skill of the search split each objective scores.")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="Searches run at once (one core each).")
     parser.add_argument("--work", type=Path, default=Path("/tmp/evomerge-optimizers-zoo"),
@@ -196,8 +198,12 @@ def main() -> None:
 
     build_zoo(args.size, seed=args.zoo_seed, progress=lambda line: print(f"zoo: {line}", flush=True))
     long = args.random_factor * args.budget
-    jobs = [Job(v, s, long if v == "random" else args.budget, args.size, args.zoo_seed, args.limit, args.work, o)
-            for s in range(args.seeds) for o in args.objectives for v in args.variants]
+    random_seeds = args.seeds if args.random_seeds is None else min(args.random_seeds, args.seeds)
+    jobs = [Job(v, s, args.budget, args.size, args.zoo_seed, args.limit, args.work, o)
+            for s in range(args.seeds) for o in args.objectives for v in args.variants if v != "random"]
+    if "random" in args.variants:  # last: each costs --random-factor of the others' runs
+        jobs += [Job("random", s, long, args.size, args.zoo_seed, args.limit, args.work, o)
+                 for s in range(random_seeds) for o in args.objectives]
     if args.finished_only:
         jobs = [j for j in jobs if _finished(j)]
     results = []

@@ -124,11 +124,12 @@ def _score_landscape(zoo: Zoo, scorer: Scorer, levels: tuple[float, ...], densit
 
 
 def render(results: list[tuple[list, dict]], command: str) -> str:
-    cols = ["sum_words", "reverse", "iso_date", "multi", "general", "upper"]
     lines = ["### SmolLM2 landscape (LoRA experts of SmolLM2-135M-Instruct)", "",
              "Exact match in % per skill on the search split unless marked held-out; *multi*: their mean; "
-             "*general*: the capitals check (accuracy in %); *upper*: the distractor no objective asks for.", ""]
+             "*general*: the capitals check (accuracy in %). The distractor's expert has no task of its own: no "
+             "objective asks for its skill.", ""]
     for rows, info in results:
+        cols = [c for c in rows[0][1] if c not in ("multi", "general")] + ["multi", "general"]  # the scored skills
         lines += [f"**seed {info['seed']}** ({info['evaluations']} lm-eval runs in {info['score_s']:.0f} s; world "
                   f"build {info['build_s']:.0f} s, 0 if cached)", "",
                   "| model | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
