@@ -365,13 +365,15 @@ def report(runs: list[dict], seeds: int, budgets: list[int], command: str, cpu: 
     return "\n".join(lines).rstrip("\n") + "\n", summary(verdicts, budgets)
 
 
+def verdict(w: int, t: int, l: int, delta: float, p: float) -> str:
+    """A paired comparison in short: ahead (Δ > 0, p < 0.05), behind or level, with W/T/L and p."""
+    word = "tie" if p >= 0.05 else ("**win**" if delta > 0 else "**loss**")
+    return f"{word} {w}/{t}/{l}, p = {p:.2g}"
+
+
 def summary(verdicts: list[tuple], budgets: list[int]) -> str:
     """Per budget and problem, the default EvoGM against CMA-ES at its best σ0 and against the GA: W/T/L and p, and
-    whether it is ahead (Δ > 0, p < 0.05), behind or level — the README's optimizer section."""
-    def verdict(w: int, t: int, l: int, delta: float, p: float) -> str:
-        word = "tie" if p >= 0.05 else ("**win**" if delta > 0 else "**loss**")
-        return f"{word} {w}/{t}/{l}, p = {p:.2g}"
-
+    whether it is ahead, behind or level — the README's optimizer section."""
     problems = list(dict.fromkeys(v[0] for v in verdicts))
     lines = ["| default EvoGM vs | budget | seeds | " + " | ".join(problems) + " |",
              "|---|---:|---:|" + "---|" * len(problems)]

@@ -22,6 +22,7 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # each search process keeps to one core; --jobs sets how many run
 
 import argparse
+import json
 import multiprocessing
 import runpy
 import shlex
@@ -37,6 +38,7 @@ import numpy as np
 _optimizers = runpy.run_path(str(Path(__file__).with_name("optimizers.py")))  # by path: see async_eval._sibling
 VARIANTS, search_spec, evaluations_to_reach = _optimizers["VARIANTS"], _optimizers["search_spec"], _optimizers["evaluations_to_reach"]
 POPULATION, TARGET_SHARE, paired = _optimizers["POPULATION"], _optimizers["TARGET_SHARE"], _optimizers["paired"]
+verdict = _optimizers["verdict"]
 ZOO_VARIANTS = ("evogm", "cmaes", "ga", "evogm-paper", "random")  # per seed in this order; random's runs all come last
 OBJECTIVE_SETS = {  # name → the skills scored (the zoo's other experts are distractors)
     "skills": ("add", "rev", "spell"),  # `evomerge demo`'s: `upper` is the distractor
@@ -88,11 +90,14 @@ def search_for(job: Job):
 
 
 def run_one(job: Job) -> Result:
-    """One search; its run directory is kept, so an interrupted benchmark resumes each search by replay."""
+    """One search; its run directory is kept, so an interrupted benchmark resumes each search by replay, and a finished
+    one is read back from its history (a replay would train EvoGM's generators again: minutes, not seconds)."""
     from evomerge.runner.local import run_local
 
     start = time.perf_counter()
-    result = run_local(search_for(job), job.work / f"{job.objectives}-{job.variant}-s{job.seed}", export=False)
+    if _finished(job):
+        return _read_finished(job, start)
+    result = run_local(search_for(job), _run_dir(job), export=False)
     candidates = sorted(result.outcome.candidates, key=lambda c: c.id)
     fitness = np.array([c.fitness if c.fitness is not None else -np.inf for c in candidates])
     held_out = float(np.mean(list(result.held_out.values()))) if result.held_out else float("nan")
@@ -100,6 +105,31 @@ def run_one(job: Job) -> Result:
     generations = np.array([c.generation for c in candidates])
     evaluating = sum(c.seconds for c in candidates)
     return Result(job.variant, job.seed, job.objectives, fitness, vectors, generations, held_out, time.perf_counter() - start, evaluating)
+
+
+def _read_finished(job: Job, start: float) -> Result:
+    """A finished run's Result from its run directory: candidates in ask order from history.jsonl, fitness as the
+    runner computes it from their scores, held-out from summary.json."""
+    from evomerge.catalogue.contracts import HISTORY_FILE, SUMMARY_FILE
+    from evomerge.evaluate.scoring import fitness
+
+    run = _run_dir(job)
+    objectives = search_for(job).spec.objectives
+    asked, results = [], {}
+    for line in (run / HISTORY_FILE).read_text().splitlines():
+        event = json.loads(line)
+        if event["type"] == "ask":
+            asked += [(c, v, event["generation"]) for c, v in zip(event["ids"], event["vectors"])]
+        elif event["type"] == "result":
+            results[event["id"]] = event
+    asked.sort(key=lambda a: a[0])  # ids count up in ask order, as run_one sorts the live run's candidates
+    scored = [results[c] for c, _, _ in asked]
+    held_out = json.loads((run / SUMMARY_FILE).read_text()).get("heldOut") or {}
+    return Result(job.variant, job.seed, job.objectives,
+                  np.array([fitness(objectives, r["scores"]) if r["error"] is None else -np.inf for r in scored]),
+                  np.array([v for _, v, _ in asked]), np.array([g for _, _, g in asked]),
+                  float(np.mean(list(held_out.values()))) if held_out else float("nan"),
+                  time.perf_counter() - start, sum(r["seconds"] for r in scored))
 
 
 def spread(result: Result, generations: int) -> np.ndarray:
@@ -111,10 +141,14 @@ def _pm(values: np.ndarray) -> str:
     return f"{values.mean():.3f} ± {values.std():.3f}"
 
 
-def report(results: list[Result], variants: list[str], budget: int, long: int, limit: int, command: str) -> str:
+def report(results: list[Result], variants: list[str], budget: int, long: int, limit: int,
+           command: str) -> tuple[str, str]:
     """Per objective set: the seeds every optimizer finished, their scores at equal budget, paired tests of the default
-    EvoGM against each peer (search and held-out), evaluations to random search's best, and the spread per generation."""
+    EvoGM against each peer (search and held-out), evaluations to random search's best, and the spread per generation;
+    and those verdicts in short (the README's zoo summary)."""
     by = {(r.objectives, r.variant, r.seed): r for r in results}
+    verdicts: dict[tuple[str, str, str], tuple] = {}  # (objective set, peer, search / held-out) → paired()
+    reached: dict[str, str] = {}  # objective set → EvoGM's evaluations to random's best
     lines = [
         f"### Optimizers on the expert zoo (populationSize {POPULATION})",
         "",
@@ -150,12 +184,14 @@ def report(results: list[Result], variants: list[str], budget: int, long: int, l
             shown = ("—" if not len(reach) else f"{median:g} ({100 * median / long:.1f} %)" if np.isfinite(median)
                      else "never") + f"; {int(np.isfinite(reach).sum())}/{len(reach)}"
             lines.append(f"| {variant} | {_pm(at_budget)} | {_pm(held)} | {shown} |")
+            if variant == "evogm" and len(reach):
+                reached[name] = shown
         lines += ["", "| default EvoGM vs | on | W/T/L | Δ (median) | p |", "|---|---|---:|---:|---:|"]
         for peer in [v for v in ("cmaes", "ga", "evogm-paper") if v in variants]:
             for what, read in (("search", lambda r: r.fitness[:budget].max()), ("held-out", lambda r: r.held_out)):
                 ours = np.array([read(by[name, "evogm", s]) for s in have])
                 theirs = np.array([read(by[name, peer, s]) for s in have])
-                w, t, l, delta, p = paired(-ours, -theirs)  # paired() compares gaps, lower better
+                w, t, l, delta, p = verdicts[name, peer, what] = paired(-ours, -theirs)  # paired() compares gaps
                 lines.append(f"| {peer} | {what} | {w}/{t}/{l} | {delta:+.3f} | {p:.2g} |")
         generations = budget // POPULATION
         lines += ["", "Spread of the proposals (mean per-gene sd of each generation's candidates, genes in [0, 1.5]; mean "
@@ -165,7 +201,26 @@ def report(results: list[Result], variants: list[str], budget: int, long: int, l
             mean = np.mean([spread(by[name, variant, s], generations) for s in have], axis=0)
             lines.append(f"| {variant} | " + " | ".join(f"{v:.2f}" for v in mean) + " |")
         lines.append("")
-    return "\n".join(lines).rstrip("\n") + "\n"
+    return "\n".join(lines).rstrip("\n") + "\n", summary(verdicts, reached, budget, long)
+
+
+def summary(verdicts: dict[tuple[str, str, str], tuple], reached: dict[str, str], budget: int, long: int) -> str:
+    """The default EvoGM against CMA-ES and the GA on each objective set, search and held-out, and the evaluations it
+    takes to reach random search's best (the target: ≤ TARGET_SHARE % of random's) — the README's zoo summary."""
+    sets = [name for name in OBJECTIVE_SETS if any(key[0] == name for key in verdicts)]
+    lines = [f"| default EvoGM vs ({budget} evaluations) | on | "
+             + " | ".join(f"{name} ({', '.join(OBJECTIVE_SETS[name])})" for name in sets) + " |",
+             "|---|---|" + "---|" * len(sets)]
+    for peer, label in (("cmaes", "CMA-ES"), ("ga", "the GA")):
+        for what in ("search", "held-out"):
+            if any((name, peer, what) in verdicts for name in sets):
+                lines.append(f"| {label} | {what} | " + " | ".join(
+                    verdict(*verdicts[name, peer, what]) if (name, peer, what) in verdicts else "—" for name in sets)
+                    + " |")
+    if reached:
+        lines.append(f"| random search's best of {long}: evaluations EvoGM takes (median; seeds reaching it; target ≤ "
+                     f"{TARGET_SHARE:g} %) | search | " + " | ".join(reached.get(name, "—") for name in sets) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
@@ -214,16 +269,21 @@ def main() -> None:
                   f"{result.fitness.max():.3f} after {len(result.fitness)}, held-out {result.held_out:.3f} "
                   f"({result.seconds:.0f} s)", flush=True)
     command = shlex.join([".venv/bin/python", "-P", "benchmarks/optimizers_zoo.py", *sys.argv[1:]])
-    text = report(results, args.variants, args.budget, long, args.limit, command)
+    text, short = report(results, args.variants, args.budget, long, args.limit, command)
     print(text, end="")
     if args.markdown_out:
         args.markdown_out.write_text(text)
+        args.markdown_out.with_name(args.markdown_out.stem + "_summary.md").write_text(short)
+
+
+def _run_dir(job: Job) -> Path:
+    return job.work / f"{job.objectives}-{job.variant}-s{job.seed}"
 
 
 def _finished(job: Job) -> bool:
-    """Whether the job's run directory holds a finished search (its history ends the search)."""
+    """Whether the job's run directory holds a finished search (the runner writes its summary last)."""
     from evomerge.catalogue.contracts import SUMMARY_FILE
-    return (job.work / f"{job.objectives}-{job.variant}-s{job.seed}" / SUMMARY_FILE).exists()
+    return (_run_dir(job) / SUMMARY_FILE).exists()
 
 
 if __name__ == "__main__":
