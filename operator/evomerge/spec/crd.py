@@ -26,14 +26,19 @@ def _cel_list(values) -> str:
     return "[" + ", ".join(f"'{v}'" for v in values) + "]"
 
 
+def _search_field(field: str, default: str) -> str:
+    """search.<field> as the search will read it: as set, else `default` (a CEL expression; the CRD fills in none)."""
+    return f"(has(self.search.{field}) ? self.search.{field} : {default})"
+
+
 def _budget_field(field: str) -> str:
-    """A budget field as the search will read it: as set, else its algorithm's default (the CRD fills in none)."""
-    algorithm = f"(has(self.search.algorithm) ? self.search.algorithm : '{DEFAULT_ALGORITHM}')"
+    """A budget field as the search will read it: as set, else its algorithm's default."""
+    algorithm = _search_field("algorithm", f"'{DEFAULT_ALGORITHM}'")
     special, others = budget_defaults(field)
     default = str(others)
     for name, value in special:
         default = f"({algorithm} == '{name}' ? {value} : {default})"
-    return f"(has(self.search.{field}) ? self.search.{field} : {default})"
+    return _search_field(field, default)
 
 
 _REFINE_UNSET = "!has(self.search) || !has(self.search.refine)"
@@ -68,9 +73,8 @@ def _options_rules(algorithm: Algorithm) -> list[dict[str, str]]:
              else f"!has({search}.algorithm) || {search}.algorithm != '{name}'")
     values = {
         "options": f"{search}.{name}",
-        "mode": f"(has({search}.mode) ? {search}.mode : '{SearchSpec.model_fields['mode'].default}')",
-        "population_size": f"(has({search}.populationSize) ? {search}.populationSize : "
-                           f"{algorithm.budget.population_size})",
+        "mode": _search_field("mode", f"'{SearchSpec.model_fields['mode'].default}'"),
+        "population_size": _search_field("populationSize", str(algorithm.budget.population_size)),
     }
     return [{"rule": f"!has({search}) || {other} || !has({search}.{name}) || {rule.cel.format(**values)}",
              "message": rule.message, "fieldPath": f".search.{name}.{rule.field}"}
