@@ -31,8 +31,6 @@ ELSEWHERE: dict[tuple[str, str], str] = {
     ("merge/resident.py", "random"): "the random Sparsifier (catalogue Method.sparsifier), not the algorithm",
     ("merge/task_arithmetic.py", "random"): "the random Sparsifier, in the sparsifiers' own implementation",
     ("report/model_card.py", "random"): "the random Sparsifier: DARE's masks are evomerge's own draws",
-    # issue 17's file: SwappingWorker.local could take the engine from its caller (runner/local knows it)
-    ("evaluate/engines/served.py", "vllm"): "SwappingWorker.local: OwnedServer starts vLLM's CPU build, the local server",
 }
 
 

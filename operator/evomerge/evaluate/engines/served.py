@@ -41,6 +41,7 @@ from typing import Any, Callable, Protocol, Sequence, TypeVar
 
 import requests
 
+from ...catalogue.engines import VLLM
 from ...merge.recipe import MergeRecipe
 from ...models.checkpoint import open_checkpoint
 from ...spec.merge_search import Objective
@@ -205,7 +206,7 @@ class SwappingWorker:
         max_model_len = min(int(checkpoint.config().get("max_position_embeddings") or MAX_MODEL_LEN), MAX_MODEL_LEN)
         handle = OwnedServer(served, log_dir, max_model_len, _dtype(checkpoint), start_server)
         # The server picks its port when it starts: its url replaces this loopback one at every connect.
-        return cls(handle, EngineOptions(engine="vllm", url="http://127.0.0.1"), base_dir, expert_dirs, allow_pickle)
+        return cls(handle, EngineOptions(engine=VLLM.name, url="http://127.0.0.1"), base_dir, expert_dirs, allow_pickle)
 
     # ---- one candidate -------------------------------------------------------------------------------------
     def score(self, recipe: MergeRecipe, suite: TaskSuite, run: Callable[[TaskSuite, ServerLM], T] = TaskSuite.run,
