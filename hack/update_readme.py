@@ -27,7 +27,8 @@ BENCHMARK_BLOCKS = (
 
 
 # README.md block → the benchmark result file that fills it
-README_BLOCKS = (("optimizers-summary", "optimizers_summary.md"), ("smollm2-targets", "smollm2_targets.md"))
+README_BLOCKS = (("optimizers-summary", "optimizers_summary.md"), ("optimizers-zoo-summary", "optimizers_zoo_summary.md"),
+                 ("smollm2-targets", "smollm2_targets.md"))
 
 
 def replace_block(text: str, name: str, body: str) -> str:

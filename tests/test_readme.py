@@ -27,14 +27,24 @@ def test_quick_start_is_two_commands_and_ci_calls_the_test_one():
     assert "make test" in (REPO / ".ci" / "run").read_text()
 
 
-def test_zoo_optimizers_block_is_the_benchmarks_output_over_five_seeds_of_every_optimizer():
+def test_zoo_optimizers_block_and_readme_summary_are_the_benchmarks_output_over_ten_seeds_of_two_objective_sets():
     block = re.search(r"<!-- optimizers-zoo:start -->\n(.*?)<!-- optimizers-zoo:end -->", BENCHMARKS, re.S)
     assert block, "docs/benchmarks.md lost its optimizers-zoo markers"
     measured = (REPO / "benchmarks" / "results" / "optimizers_zoo.md").read_text()
     assert block.group(1).rstrip("\n") == measured.rstrip("\n"), "run: python hack/update_readme.py"
-    assert re.search(r"\((\d+) seeds,", measured) and int(re.search(r"\((\d+) seeds,", measured).group(1)) >= 5  # type: ignore[union-attr]
-    results = _table_after(measured, "mean ± sd over seeds, higher is better.")
-    assert [row[0] for row in results[1:]] == ["evogm", "evogm+jitter", "cmaes", "ga", "random"]
+    sets = re.findall(r"^\*\*(\w+)\*\* — objectives [^;]+; (\d+) seeds \((\d+) with random", measured, re.M)
+    assert len(sets) >= 2 and all(int(seeds) >= 10 and int(random) >= 1 for _, seeds, random in sets), sets  # issue 22
+    for name, _, _ in sets:
+        results = _table_after(measured, f"**{name}**")
+        assert [row[0] for row in results[1:]] == ["evogm", "cmaes", "ga", "random"]
+    summary = re.search(r"<!-- optimizers-zoo-summary:start -->\n(.*?)<!-- optimizers-zoo-summary:end -->", README, re.S)
+    assert summary, "README.md lost its optimizers-zoo-summary markers"
+    short = (REPO / "benchmarks" / "results" / "optimizers_zoo_summary.md").read_text()
+    assert summary.group(1).rstrip("\n") == short.rstrip("\n"), "run: python hack/update_readme.py"
+    verdicts = [row.strip("|").split(" | ")[2:] for row in short.splitlines()[2:] if row.startswith("| CMA-ES") or
+                row.startswith("| the GA")]
+    assert len(verdicts) == 4 and all(len(cells) == len(sets) for cells in verdicts)  # search, held-out × both peers
+    assert all(re.fullmatch(r"\s*(\*\*win\*\*|\*\*loss\*\*|tie) \d+/\d+/\d+, p = \S+\s*", c) for row in verdicts for c in row)
 
 
 def test_async_evaluation_block_is_the_benchmarks_output_and_async_saves_wall_time_everywhere():
