@@ -10,8 +10,9 @@ merge of each run is then scored on the whole held-out split. Random search gets
 the report shows the evaluations each optimizer needs to reach random search's best and the scores at equal
 budgets.
 
-    .venv/bin/python -P benchmarks/optimizers_zoo.py --markdown-out benchmarks/results/optimizers_zoo.md
-        # 5 seeds, about 30 minutes on 2 cores (the zoo builds first if it is not cached: about 5 more)
+    .venv/bin/python -P benchmarks/optimizers_zoo.py --seeds 10 --variants evogm cmaes ga random --random-seeds 2 \
+        --markdown-out benchmarks/results/optimizers_zoo.md
+        # about 65 minutes on 2 quiet cores (the zoo builds first if it is not cached: about 5 more)
     .venv/bin/python -P benchmarks/optimizers_zoo.py --seeds 2 --budget 80 --jobs 1
 """
 
