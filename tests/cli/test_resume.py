@@ -14,7 +14,11 @@ from typer.testing import CliRunner
 from evomerge.cli.main import app
 from tests.cli.test_run import evomerge, write_spec
 
-SEARCH = {"populationSize": 2, "maxGenerations": 3}  # 6 evaluations: the signal lands after the first
+# The signal goes out once the first result is in the history, and must land before the search ends: a tiny
+# evaluation takes tens of milliseconds, so 6 of them ended within a loaded machine's scheduling lag (a clean-clone
+# run finished the search, its export and comparison before the signal came). 200 take seconds.
+SEARCH = {"populationSize": 2, "maxGenerations": 100}
+EVALUATIONS = 200
 
 
 def events(run_dir: Path) -> list[dict]:
@@ -46,7 +50,7 @@ def test_sigint_stops_cleanly_and_resume_completes_the_same_search(tmp_path, tin
     assert f"interrupted — resume with: evomerge run --resume {run_dir}" in stopped.stderr
     assert "Traceback" not in stopped.stderr
     done_before = [e["id"] for e in events(run_dir) if e["type"] == "result"]
-    assert 1 <= len(done_before) < 6 and not (run_dir / "summary.json").exists()
+    assert 1 <= len(done_before) < EVALUATIONS and not (run_dir / "summary.json").exists()
     report = run_dir / "report" / "report.html"
     assert f"report: {report}" in stopped.stderr
     assert "running or interrupted" in report.read_text()
@@ -55,9 +59,9 @@ def test_sigint_stops_cleanly_and_resume_completes_the_same_search(tmp_path, tin
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming: {len(done_before)} evaluations replayed from history" in resumed.stderr
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["evaluations"] == 6 and summary["stopReason"] == "maxGenerations reached"
+    assert summary["evaluations"] == EVALUATIONS and summary["stopReason"] == "maxGenerations reached"
     results = [e["id"] for e in events(run_dir) if e["type"] == "result"]
-    assert len(results) == len(set(results)) == 6  # nothing evaluated twice
+    assert len(results) == len(set(results)) == EVALUATIONS  # nothing evaluated twice
     assert results[: len(done_before)] == done_before
 
     reference_dir = tmp_path / "uninterrupted"
@@ -94,3 +98,22 @@ def test_resume_reads_the_pinned_spec_and_checks_its_arguments(tmp_path):
     assert clash.exit_code == 2 and "leave out --run-dir" in clash.stderr
     broken = run("--resume", str(tmp_path / "a"))
     assert broken.exit_code == 2 and "not a valid spec" in broken.stderr
+
+
+def test_ctrl_c_during_the_comparison_ends_cleanly_and_keeps_the_finished_search(tmp_path, tiny_family, tiny_tasks,
+                                                                                  monkeypatch):
+    """The comparison runs after the search has finished: a Ctrl-C there stops with the interrupted exit code and a
+    message, not a traceback, and leaves the finished search (its summary, its report) in place."""
+    import evomerge.runner.compare as compare
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(compare, "compare_recipes", interrupted)
+    spec = write_spec(tmp_path / "spec.yaml", tiny_family, tiny_tasks)
+    run_dir = tmp_path / "run"
+    result = CliRunner().invoke(app, ["run", str(spec), "--run-dir", str(run_dir), "--no-export"])
+    assert result.exit_code == 130, result.output
+    assert "interrupted while comparing the evolved merge with the experts" in " ".join(result.output.split())
+    assert (run_dir / "summary.json").exists() and (run_dir / "report" / "report.html").exists()
+    assert not (run_dir / "comparison.json").exists()

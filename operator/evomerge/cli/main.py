@@ -308,7 +308,12 @@ def _run_and_report(search: MergeSearch, run_dir: Path, quiet: bool, as_json: bo
             _stop(run_dir, quiet or as_json, f"interrupted — resume with: evomerge run --resume {run_dir}", INTERRUPTED)
         sink.close()
         if compare and result.outcome.best is not None:
-            _write_comparison(search, run_dir, result.outcome.best.recipe, quiet or as_json, worker)
+            try:
+                _write_comparison(search, run_dir, result.outcome.best.recipe, quiet or as_json, worker)
+            except KeyboardInterrupt:  # the search is whole: nothing to resume, only the comparison is left out
+                _stop(run_dir, quiet or as_json, f"interrupted while comparing the evolved merge with the experts — "
+                      f"the search is finished ({run_dir / SUMMARY_FILE}); the report leaves the comparison out",
+                      INTERRUPTED)
     _write_report(run_dir, quiet or as_json)
     if as_json:
         print((run_dir / SUMMARY_FILE).read_text())
