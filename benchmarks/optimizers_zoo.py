@@ -91,21 +91,14 @@ def search_for(job: Job):
 
 
 def run_one(job: Job) -> Result:
-    """One search; its run directory is kept, so an interrupted benchmark resumes each search by replay, and a finished
-    one is read back from its history (a replay would train EvoGM's generators again: minutes, not seconds)."""
+    """One search; its run directory is kept, so an interrupted benchmark resumes each search by replay. Its Result is
+    read from that directory whether it ran now or before (a replay would train EvoGM's generators again: minutes)."""
     from evomerge.runner.local import run_local
 
     start = time.perf_counter()
-    if _finished(job):
-        return _read_finished(job, start)
-    result = run_local(search_for(job), _run_dir(job), export=False)
-    candidates = sorted(result.outcome.candidates, key=lambda c: c.id)
-    fitness = np.array([c.fitness if c.fitness is not None else -np.inf for c in candidates])
-    held_out = float(np.mean(list(result.held_out.values()))) if result.held_out else float("nan")
-    vectors = np.array([c.vector for c in candidates])
-    generations = np.array([c.generation for c in candidates])
-    evaluating = sum(c.seconds for c in candidates)
-    return Result(job.variant, job.seed, job.objectives, fitness, vectors, generations, held_out, time.perf_counter() - start, evaluating)
+    if not _finished(job):
+        run_local(search_for(job), _run_dir(job), export=False)
+    return _read_finished(job, start)
 
 
 def _read_finished(job: Job, start: float) -> Result:
