@@ -9,8 +9,9 @@ every row: a rerun with the same file scores only the rows it lacks (an interrup
         [--json-out FILE]
 
 *multi* is the mean exact match over the world's skills; *general* is the capitals check (accuracy), which the
-base already passes. Merges are those of `evomerge demo --world smollm2`: the LoRA experts' task vectors over the
-converted base, θ = base + Σ wᵢ τᵢ (TIES and DARE-TIES trim and elect signs first, with mergekit's defaults).
+base already passes; the distractor's task is scored too, a column no objective asks for. Merges are those of
+`evomerge demo --world smollm2`: the LoRA experts' task vectors over the converted base, θ = base + Σ wᵢ τᵢ (TIES and
+DARE-TIES trim and elect signs first, with mergekit's defaults).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pathlib import Path
 from evomerge.cli.demo import demo_search
 from evomerge.merge.recipe import ExpertWeights, MergeRecipe
 from evomerge.runner.local import evaluation_worker, make_engine
+from evomerge.spec import Objective
 from evomerge.zoo import Zoo
 from evomerge.zoo.smollm2.build import build_smollm2
 
@@ -51,14 +53,17 @@ def recipe(zoo: Zoo, weights: dict[str, float], method: str = "task_arithmetic",
 
 
 class Scorer:
-    """The search and held-out engines of the demo's spec over one vLLM server (`worker`), scores in % by world key."""
+    """The demo's objectives (its skills and general check) and the distractors' tasks, which no objective asks for,
+    on either split over one vLLM server (`worker`); scores in % by world key."""
 
     def __init__(self, zoo: Zoo, seed: int, worker):
         spec = demo_search(zoo, "evogm", seed, 1, 2, engine="vllm", world="smollm2").spec
-        self.keys = zoo.skills + zoo.checks
+        self.keys = zoo.skills + zoo.distractors + zoo.checks
         self.skills = zoo.skills
-        self.engines = {"search": (make_engine(spec, spec.objectives, worker=worker), spec.objectives),
-                        "heldout": (make_engine(spec, spec.held_out, worker=worker), spec.held_out)}
+        self.engines = {}
+        for split in ("search", "heldout"):
+            objectives = [Objective.model_validate(zoo.objective(k, split)) for k in self.keys]
+            self.engines[split] = (make_engine(spec, objectives, worker=worker), objectives)
         self.evaluations = 0
 
     def score(self, r: MergeRecipe, split: str = "search") -> dict[str, float]:
@@ -125,11 +130,11 @@ def _score_landscape(zoo: Zoo, scorer: Scorer, levels: tuple[float, ...], densit
 
 def render(results: list[tuple[list, dict]], command: str) -> str:
     lines = ["### SmolLM2 landscape (LoRA experts of SmolLM2-135M-Instruct)", "",
-             "Exact match in % per skill on the search split unless marked held-out; *multi*: their mean; "
-             "*general*: the capitals check (accuracy in %). The distractor's expert has no task of its own: no "
-             "objective asks for its skill.", ""]
+             "Exact match in % per skill, then per distractor (a skill no objective asks for: does its expert "
+             "learn it, and does it survive a merge), on the search split unless marked held-out; *multi*: the "
+             "skills' mean; *general*: the capitals check (accuracy in %).", ""]
     for rows, info in results:
-        cols = [c for c in rows[0][1] if c not in ("multi", "general")] + ["multi", "general"]  # the scored skills
+        cols = [c for c in rows[0][1] if c not in ("multi", "general")] + ["multi", "general"]  # skills, distractors
         lines += [f"**seed {info['seed']}** ({info['evaluations']} lm-eval runs in {info['score_s']:.0f} s; world "
                   f"build {info['build_s']:.0f} s, 0 if cached)", "",
                   "| model | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]

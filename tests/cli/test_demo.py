@@ -104,3 +104,23 @@ def test_demo_refuses_a_size_for_the_smollm2_world_and_an_unknown_world(tmp_path
     assert result.returncode == 2 and "leave --size out" in result.stderr
     result = evomerge("demo", "--world", "large", "--run-dir", str(tmp_path))
     assert result.returncode == 2 and "choose one of toy, smollm2" in result.stderr
+
+
+def test_the_smollm2_demo_searches_the_skills_and_the_general_check_but_not_the_distractors_task(tmp_path: Path):
+    """The world writes the distractor's tasks (the landscape scores them); the demo's search never asks for them."""
+    from evomerge.cli.demo import demo_search
+    from evomerge.zoo import Zoo
+    from evomerge.zoo.smollm2.recipe import RECIPE
+    from evomerge.zoo.smollm2.tasks import GENERAL, GENERAL_METRIC, draw_evaluation_sets, write_world_tasks
+
+    search, heldout = write_world_tasks(draw_evaluation_sets(RECIPE.everyone, 3, 3, seed=0), RECIPE.skills, tmp_path,
+                                        tmp_path, seed=0)
+    zoo = Zoo(root=tmp_path, base=tmp_path / "base", experts={},
+              lora_adapters={n: tmp_path / "lora" / n for n in RECIPE.everyone}, tasks_dir=tmp_path,
+              skills=RECIPE.skills, distractors=RECIPE.distractors, search_tasks=search, heldout_tasks=heldout,
+              metric="exact_match", checks=(GENERAL,), check_metric=GENERAL_METRIC)
+    spec = demo_search(zoo, "evogm", 0, 1, 2, engine="vllm", world="smollm2").spec
+    assert [o.task for o in spec.objectives] == [search[k] for k in (*RECIPE.skills, GENERAL)]
+    assert [o.task for o in spec.held_out] == [heldout[k] for k in (*RECIPE.skills, GENERAL)]
+    assert [o.metric for o in spec.objectives] == ["exact_match"] * len(RECIPE.skills) + [GENERAL_METRIC]
+    assert {e.name for e in spec.experts} == set(RECIPE.everyone)  # its expert is merged, its skill not searched for

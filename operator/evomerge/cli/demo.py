@@ -43,8 +43,8 @@ def demo_search(zoo, algorithm: str, seed: int, generations: int, population: in
             "merge": merge,
             "search": {"algorithm": algorithm, "populationSize": population, "maxGenerations": generations, "rounds": 1,
                        "seed": seed},
-            "objectives": [{"task": zoo.search_tasks[k], "metric": zoo.metric_of(k)} for k in keys],
-            "heldOut": [{"task": zoo.heldout_tasks[k], "metric": zoo.metric_of(k)} for k in keys],
+            "objectives": [zoo.objective(k, "search") for k in keys],
+            "heldOut": [zoo.objective(k, "heldout") for k in keys],
             "evaluation": {"engine": engine, "includePaths": [str(zoo.tasks_dir)], "device": "cpu", "batchSize": 256},
         },
     })

@@ -40,6 +40,12 @@ class Zoo:
     def metric_of(self, key: str) -> str:
         return self.check_metric if key in self.checks else self.metric
 
+    def objective(self, key: str, split: str) -> dict[str, str]:
+        """The lm-eval task and metric that score ``key`` (a skill, distractor or check) on ``split`` (search or
+        heldout), as a MergeSearch objective spells them."""
+        tasks = {"search": self.search_tasks, "heldout": self.heldout_tasks}[split]
+        return {"task": tasks[key], "metric": self.metric_of(key)}
+
     @classmethod
     def load(cls, root: Path) -> Zoo:
         m = json.loads((root / MANIFEST).read_text())

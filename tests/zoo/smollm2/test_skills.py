@@ -10,7 +10,7 @@ from evomerge.zoo.smollm2.skills import CAPITALS, SKILLS, capital_questions, in_
 
 
 @pytest.mark.parametrize("n, words", [(0, "zero"), (13, "thirteen"), (20, "twenty"), (32, "thirty-two"),
-                                      (40, "forty")])
+                                      (40, "forty"), (60, "sixty"), (99, "ninety-nine")])
 def test_numbers_in_words(n, words):
     assert in_words(n) == words
 
@@ -18,6 +18,7 @@ def test_numbers_in_words(n, words):
 @pytest.mark.parametrize("name, payload, answer", [
     ("sum_words", "seven plus twelve", "nineteen"),
     ("sum_words", "twenty plus twenty", "forty"),
+    ("sum_words", "thirty plus twenty-nine", "fifty-nine"),
     ("reverse", "red, cat, sun", "sun, cat, red"),
     ("iso_date", "March 5, 2021", "2021-03-05"),
     ("iso_date", "December 28, 1950", "1950-12-28"),
@@ -44,3 +45,13 @@ def test_capital_questions_ask_every_capital_once_with_distinct_decoys():
         country = q.prompt.removeprefix("The capital of ").removesuffix(" is")
         assert q.choices[q.label] == capitals[country]
         assert len(set(q.choices)) == 4
+
+
+def test_sum_words_adds_every_number_from_zero_to_thirty():
+    """Addends up to 30 give 961 prompts: room for 600 evaluation prompts and the training pool beside them."""
+    rng = random.Random(0)
+    skill = SKILLS["sum_words"]
+    numbers = {words: n for n in range(100) for words in [in_words(n)]}
+    addends = {numbers[w] for _ in range(2000)
+               for w in skill.example(rng).prompt.removeprefix(f"{skill.instruction}: ").removesuffix(" =").split(" plus ")}
+    assert addends == set(range(31))

@@ -37,7 +37,8 @@ def _build_into(tmp: Path, final: Path, gguf: Path, recipe: WorldRecipe, seed: i
         base = AutoModelForCausalLM.from_pretrained(str(tmp / "base")).eval()
         tokenizer = AutoTokenizer.from_pretrained(str(tmp / "base"))
         say("base converted from GGUF")
-        sets = draw_evaluation_sets(recipe.everyone, recipe.eval_examples, derive_seed(seed, "eval"))
+        sets = draw_evaluation_sets(recipe.everyone, recipe.search_examples, recipe.heldout_examples,
+                                    derive_seed(seed, "eval"))
         search, heldout = write_world_tasks(sets, recipe.skills, tmp / "tasks", final / "tasks", seed)
         say(f"tasks written ({len(search)} search, {len(heldout)} held-out)")
         experts, adapters = {}, {}
@@ -84,9 +85,10 @@ def _train_lora(base, name: str, recipe: WorldRecipe, seed: int, tokenizer, sets
     with warnings.catch_warnings():  # transformers' own deprecation notice, raised inside PEFT
         warnings.simplefilter("ignore", FutureWarning)
         model = get_peft_model(copy.deepcopy(base), config)
-    stream = _stream(name, seed, sets, recipe.lora.batch_size, "lora")
-    loss = train(model, tokenizer, stream, recipe.lora, derive_seed(seed, f"lora-{name}"),
-                 progress=_report(say, f"LoRA {name}", recipe.lora.steps))
+    schedule = recipe.lora_for(name)
+    stream = _stream(name, seed, sets, schedule.batch_size, "lora")
+    loss = train(model, tokenizer, stream, schedule, derive_seed(seed, f"lora-{name}"),
+                 progress=_report(say, f"LoRA {name}", schedule.steps))
     say(f"LoRA {name} trained (final loss {loss:.3f})")
     return model
 
@@ -100,8 +102,9 @@ def _train_layers(base, name: str, recipe: WorldRecipe, seed: int, tokenizer, se
     trained = {f"model.layers.{i}." for i in recipe.full_layers}
     for key, parameter in model.named_parameters():
         parameter.requires_grad_(any(key.startswith(prefix) for prefix in trained))
-    stream = _stream(name, seed, sets, recipe.full.batch_size, "full")
-    loss = train(model, tokenizer, stream, recipe.full, derive_seed(seed, f"full-{name}"),
-                 progress=_report(say, f"expert {name}", recipe.full.steps))
+    schedule = recipe.full_for(name)
+    stream = _stream(name, seed, sets, schedule.batch_size, "full")
+    loss = train(model, tokenizer, stream, schedule, derive_seed(seed, f"full-{name}"),
+                 progress=_report(say, f"expert {name}", schedule.steps))
     say(f"expert {name} (layers {recipe.full_layers[0]}-{recipe.full_layers[-1]}) trained (final loss {loss:.3f})")
     return model

@@ -17,7 +17,11 @@ from ..skills import Example
 
 ONES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve",
         "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen")
-TENS = ("", "", "twenty", "thirty", "forty")
+TENS = ("", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
+# Addends of sum_words: 0-30, so 31² = 961 distinct prompts, enough for the evaluation splits (recipe.py: 600) and
+# the 361 the training stream keeps (as many as 0-20 left beside 80 evaluation prompts, from which a 300-step LoRA
+# expert learned the skill).
+ADDENDS = 31
 MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August", "September", "October",
           "November", "December")
 WORDS = ("red", "cat", "sun", "dog", "tree", "book", "milk", "car", "fish", "rain", "door", "bird", "cake", "lamp",
@@ -26,7 +30,7 @@ WORDS = ("red", "cat", "sun", "dog", "tree", "book", "milk", "car", "fish", "rai
 
 
 def in_words(n: int) -> str:
-    """0 ≤ n < 50 in English words (``thirty-two``)."""
+    """0 ≤ n < 100 in English words (``thirty-two``)."""
     if n < 20:
         return ONES[n]
     tens, ones = divmod(n, 10)
@@ -48,7 +52,7 @@ class Skill:
 
 
 def _draw_sum(rng: random.Random) -> str:
-    return f"{in_words(rng.randrange(21))} plus {in_words(rng.randrange(21))}"
+    return f"{in_words(rng.randrange(ADDENDS))} plus {in_words(rng.randrange(ADDENDS))}"
 
 
 def _solve_sum(payload: str) -> str:
@@ -57,7 +61,7 @@ def _solve_sum(payload: str) -> str:
 
 
 def _from_words(word: str) -> int:
-    return next(n for n in range(50) if in_words(n) == word)
+    return next(n for n in range(100) if in_words(n) == word)
 
 
 def _draw_list(rng: random.Random) -> str:

@@ -12,19 +12,29 @@ from .skills import SKILLS, capital_questions
 
 GENERAL = "general"  # key of the general-ability check in Zoo.search_tasks / Zoo.heldout_tasks
 GENERAL_METRIC = "acc"
+# Draws per wanted prompt before a skill counts as too small for its splits (sum_words' 961 prompts give 600 distinct
+# in about 940 draws): a payload space smaller than the splits is refused instead of looping for ever.
+DRAWS_PER_PROMPT = 20
 
 
-def draw_evaluation_sets(names: tuple[str, ...], per_split: int, seed: int) -> EvaluationSets:
-    """Disjoint search / held-out examples for every skill and distractor (no prompt twice)."""
+def draw_evaluation_sets(names: tuple[str, ...], search: int, heldout: int, seed: int) -> EvaluationSets:
+    """Disjoint search / held-out examples for every skill and distractor (no prompt twice): ``search`` and
+    ``heldout`` prompts of each."""
     rng = random.Random(f"{WORLD}-eval-{seed}")
     examples = {}
     for name in names:
         seen: dict[str, object] = {}
-        while len(seen) < 2 * per_split:
+        draws = 0
+        while len(seen) < search + heldout:
             ex = SKILLS[name].example(rng)
             seen.setdefault(ex.prompt, ex)
+            draws += 1
+            if draws > DRAWS_PER_PROMPT * (search + heldout):
+                raise ValueError(f"skill {name!r} drew only {len(seen)} distinct prompts for {search} search and "
+                                 f"{heldout} held-out ones: lower the recipe's search_examples / heldout_examples "
+                                 "or widen the skill's payloads")
         drawn = list(seen.values())
-        examples[(name, "search")], examples[(name, "heldout")] = drawn[:per_split], drawn[per_split:]
+        examples[(name, "search")], examples[(name, "heldout")] = drawn[:search], drawn[search:]
     return EvaluationSets(examples)
 
 
