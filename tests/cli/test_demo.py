@@ -81,6 +81,7 @@ def test_demo_with_engine_vllm_scores_through_one_real_server_and_stops_it(tmp_p
 
 
 @pytest.mark.smollm2
+@pytest.mark.timeout(3600)  # the comparison scores six merges on held-out splits of 400 items a skill: ~15 min on 1 core
 def test_demo_on_the_smollm2_world_searches_its_lora_experts_in_the_evogm_setting(tmp_path: Path, smollm2_world):
     result = subprocess.run([sys.executable, "-m", "evomerge.cli.main", "demo", "--world", "smollm2", "--generations",
                              "1", "--population", "2", "--run-dir", str(tmp_path), "--quiet"],
