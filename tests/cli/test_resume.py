@@ -22,8 +22,10 @@ EVALUATIONS = 200
 
 
 def events(run_dir: Path) -> list[dict]:
+    """The history's complete lines: read while the run appends, the last line may still be half written."""
     path = run_dir / "history.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    text = path.read_text() if path.exists() else ""
+    return [json.loads(line) for line in text.split("\n")[:-1] if line]
 
 
 def interrupt_after_first_result(spec: Path, run_dir: Path, signum: int = signal.SIGINT) -> subprocess.CompletedProcess:
